@@ -1,0 +1,30 @@
+/*
+ * api — the body of POST /api/publish: parsing, validation and delivery.
+ *
+ * Body: one object, or a JSON array of them (a batch):
+ *   {"target": {"user_id": U} | {"channel": C} | "all",
+ *    "message": {"type": T, ...}, "critical": bool}
+ * T is one of deal_alert, price_alert, trip_update, notification. The whole body is
+ * validated before anything is sent: a bad item fails the request and sends nothing.
+ * The message's fields are delivered as given, in order, plus a server "timestamp".
+ */
+#ifndef DEALWIRE_API_H
+#define DEALWIRE_API_H
+
+#include <stddef.h>
+
+struct dw_hub;
+
+/* Largest batch accepted in one request. */
+#define DW_API_MAX_BATCH 10000
+
+/* thread: worker (any RCU-registered thread). Publishes what body (len bytes, borrowed)
+ * asks for through hub. Returns the HTTP status (200 or 400) and sets *resp to a new
+ * NUL-terminated JSON answer (the caller frees it) of *resp_len bytes. */
+int dw_api_publish(struct dw_hub *hub, const char *body, size_t len, char **resp, size_t *resp_len);
+
+/* thread: any. A new JSON error answer {"error": message[, "field": field]} (field may be
+ * NULL); the caller frees it. */
+char *dw_api_error_body(const char *message, const char *field, size_t *len);
+
+#endif

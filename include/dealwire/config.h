@@ -1,0 +1,56 @@
+/*
+ * config — every setting of the daemon, from flags, DEALWIRE_* environment variables and an
+ * optional `key = value` file (flags win over env, env over file).
+ *
+ * One table in config.c lists each setting: flag, env name, type, default, bounds and help.
+ * The parser, --help and docs/configuration.md all come from it. The loaded config is
+ * immutable after dw_config_load() and is passed by pointer.
+ */
+#ifndef DEALWIRE_CONFIG_H
+#define DEALWIRE_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+enum dw_event_loop {
+    DW_EVENT_LOOP_POLL = 0,
+    DW_EVENT_LOOP_UV = 1,
+};
+
+struct dw_config {
+    char *host;             /* --host, default "0.0.0.0" */
+    int port;               /* --port, default 8000, 1..65535 */
+    int workers;            /* --workers, default: number of online cores, 1..256 */
+    int heartbeat_interval; /* --heartbeat-interval, seconds, default 30, 1..3600 */
+    int stale_timeout;      /* --stale-timeout, seconds, default 60, 2..7200, > heartbeat */
+    int queue_size;         /* --queue-size, per-connection outbox bound, default 100 */
+    int max_message_size;   /* --max-message-size, bytes, default 4096, 64..16 MiB */
+    int max_subscriptions;  /* --max-subscriptions, per connection, default 64, 1..10000 */
+    int max_publish_size;   /* --max-publish-size, HTTP body bytes, default 1 MiB */
+    int shutdown_timeout;   /* --shutdown-timeout, ms to flush outboxes at exit, default 3000 */
+    enum dw_event_loop event_loop; /* --event-loop poll|uv */
+    int log_level;                 /* --log-level error|warn|info|debug (enum dw_log_level) */
+    char *config_file;             /* --config FILE, NULL when none */
+};
+
+/* Results of dw_config_load() other than 0. */
+#define DW_CONFIG_EXIT_OK  1 /* --help or --version was printed: exit 0 */
+#define DW_CONFIG_EXIT_BAD 2 /* a bad value was reported on err: exit 2 */
+
+/* thread: main. Fills cfg from defaults, then the file named by --config or DEALWIRE_CONFIG,
+ * then the environment (envp, NULL-terminated), then argv. Returns 0 when the daemon should
+ * run, DW_CONFIG_EXIT_OK after printing --help/--version on out, or DW_CONFIG_EXIT_BAD after
+ * printing one line on err naming the flag, the value and its source (file:line, env or
+ * command line). cfg owns its strings afterwards; release them with dw_config_destroy().
+ * After any nonzero return cfg is all zero, so destroying it is optional. Returns -EINVAL,
+ * printing nothing, if cfg, out or err is NULL, argc < 0, or argv is NULL with argc > 0. */
+int dw_config_load(struct dw_config *cfg, int argc, char **argv, char **envp, FILE *out, FILE *err);
+
+/* thread: any. Frees the strings cfg owns; cfg itself is the caller's storage. */
+void dw_config_destroy(struct dw_config *cfg);
+
+/* thread: any. Writes the settings table as Markdown (flag, env, default, meaning) to out; the
+ * source of docs/configuration.md's table. */
+void dw_config_write_markdown(FILE *out);
+
+#endif

@@ -1,0 +1,73 @@
+/*
+ * hub — who is connected, and the delivery of messages to them.
+ *
+ * Three RCU-protected maps (liburcu cds_lfht and RCU lists): connection id → connection,
+ * user id → that user's connections, channel → its members; plus the list of every
+ * connection for broadcasts. Only the I/O thread changes the maps (see hub_int.h); any
+ * registered thread delivers through them with the functions below, which never block, take
+ * no lock and never touch lws: they push onto connection outboxes and the ready queue, and
+ * wake the I/O thread once per batch.
+ *
+ * The flow of one delivery (DESIGN.md, "The delivery path"):
+ *   m = dw_msg_new_json(...)            refcount 1, the producer's
+ *   dw_hub_send_user(hub, "alice", m)   one ref per recipient, one wake
+ *   dw_msg_unref(m)                     the producer's own ref
+ */
+#ifndef DEALWIRE_HUB_H
+#define DEALWIRE_HUB_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+struct dw_hub;
+struct dw_msg;
+
+/* Called (from any thread) when the ready queue goes from empty to non-empty. */
+typedef void dw_hub_wake_fn(void *arg);
+
+/* Service-wide counters, as reported by /api/websocket/stats. */
+struct dw_hub_counters {
+    uint64_t total_sent;      /* frames written to sockets */
+    uint64_t total_failed;    /* sends that failed (socket errors, closes with queued data) */
+    uint64_t total_dropped;   /* messages dropped by full outboxes */
+    uint64_t total_broadcast; /* messages sent to everyone */
+    uint64_t by_type[16];     /* messages published, by enum dw_msg_type */
+    uint64_t connections_opened;
+    uint64_t connections_closed;
+};
+
+/* thread: main. Makes an empty hub. queue_size is each outbox's bound. wake(arg) is how a
+ * producer wakes the I/O thread. Returns a new hub owned by the caller. */
+struct dw_hub *dw_hub_new(unsigned long queue_size, dw_hub_wake_fn *wake, void *wake_arg);
+
+/* thread: main, after every other thread that used the hub has stopped and every connection
+ * was removed. Frees the hub. */
+void dw_hub_free(struct dw_hub *hub);
+
+/* thread: any; rcu: registered (takes the read lock itself). Queues msg for every connection
+ * of user_id. Returns the number of connections it was queued for. */
+size_t dw_hub_send_user(struct dw_hub *hub, const char *user_id, struct dw_msg *msg);
+
+/* thread: any; rcu: registered. Queues msg for every member of channel. Returns the count. */
+size_t dw_hub_send_channel(struct dw_hub *hub, const char *channel, struct dw_msg *msg);
+
+/* thread: any; rcu: registered. Queues msg for every connection. Returns the count. */
+size_t dw_hub_send_all(struct dw_hub *hub, struct dw_msg *msg);
+
+/* thread: any. Between begin and end, the send functions of this thread defer their wake-up
+ * to dw_hub_batch_end(), so a batch of publishes costs one wake. Nests. */
+void dw_hub_batch_begin(struct dw_hub *hub);
+void dw_hub_batch_end(struct dw_hub *hub);
+
+/* thread: any. Counts one published message of type (for the stats). */
+void dw_hub_count_published(struct dw_hub *hub, int type, int broadcast);
+
+/* thread: io. Copies the service-wide counters into out. */
+void dw_hub_get_counters(struct dw_hub *hub, struct dw_hub_counters *out);
+
+/* thread: any. Connections and distinct users currently registered, and channels. */
+size_t dw_hub_connection_count(struct dw_hub *hub);
+size_t dw_hub_user_count(struct dw_hub *hub);
+size_t dw_hub_channel_count(struct dw_hub *hub);
+
+#endif

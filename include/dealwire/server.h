@@ -1,0 +1,41 @@
+/*
+ * server — the I/O thread: the lws context, the WebSocket endpoint /ws/events, the HTTP API
+ * on the same port, the heartbeat and the graceful shutdown. It owns the hub and the worker
+ * pool for its lifetime.
+ *
+ * Only the thread that called dw_server_new() (the I/O thread) calls lws, with the one
+ * exception lws allows: lws_cancel_service(), which dw_server_wake() and dw_server_stop() use
+ * from any thread.
+ */
+#ifndef DEALWIRE_SERVER_H
+#define DEALWIRE_SERVER_H
+
+struct dw_config;
+struct dw_server;
+struct dw_hub;
+struct dw_workers;
+
+/* thread: io (becomes the I/O thread). Creates the hub, starts the workers and the lws
+ * context listening on cfg's host and port. cfg is borrowed for the server's lifetime.
+ * Returns the server, or NULL after logging why (e.g. the port is taken). */
+struct dw_server *dw_server_new(const struct dw_config *cfg);
+
+/* thread: io. Serves until dw_server_stop(), then shuts down gracefully: refuses new
+ * connections, flushes outboxes, sends close 1001 to every client, waits up to the shutdown
+ * timeout. Returns 0, or -1 on a fatal service error. */
+int dw_server_run(struct dw_server *srv);
+
+/* thread: any (async-signal context excluded). Asks dw_server_run() to shut down. */
+void dw_server_stop(struct dw_server *srv);
+
+/* thread: io, after dw_server_run() returned. Destroys the lws context, stops the workers and
+ * frees everything. */
+void dw_server_free(struct dw_server *srv);
+
+/* thread: any. The hub, for producers. Borrowed for the server's lifetime. */
+struct dw_hub *dw_server_hub(struct dw_server *srv);
+
+/* thread: any. The worker pool. Borrowed for the server's lifetime. */
+struct dw_workers *dw_server_workers(struct dw_server *srv);
+
+#endif

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# The test command (README; .ci/run calls it): installs missing packages, checks formatting,
+# then for each of the presets debug, asan (ASan+UBSan) and tsan configures, builds and runs
+# every ctest test (labels unit, stress, integration). Finally builds the release preset
+# (build only, so `scripts/run.sh` cannot break unnoticed). Stops at the first failure.
+#
+#   DW_TEST_PRESETS="debug"  run only these test presets (and skip the release build)
+#   DW_SKIP_DEPS=1           do not check packages (see scripts/deps.sh)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+presets=(${DW_TEST_PRESETS:-debug asan tsan})
+build_release=1
+[ -n "${DW_TEST_PRESETS:-}" ] && build_release=0
+
+declare -A result=()
+order=()
+total_pass=0 total_fail=0 total_skip=0
+start_all=$SECONDS
+
+summary() {
+    local rc=$?
+    echo
+    echo "==================== summary ===================="
+    for name in "${order[@]}"; do
+        printf '  %-16s %s\n' "$name" "${result[$name]:-not run}"
+    done
+    printf '  %-16s %s\n' "total time" "$((SECONDS - start_all)) s"
+    if [ "$rc" -ne 0 ]; then
+        echo "test.sh: FAILED (exit $rc)"
+    else
+        echo "test.sh: OK"
+    fi
+    # Last line on purpose: the totals over all presets, in the plain "N passed, N failed" form.
+    echo "tests: ${total_pass} passed, ${total_fail} failed, ${total_skip} skipped"
+}
+trap summary EXIT
+
+banner() {
+    echo
+    echo "################################################################"
+    echo "## $*"
+    echo "################################################################"
+}
+
+order+=(deps format)
+for p in "${presets[@]}"; do order+=("$p"); done
+[ "$build_release" = 1 ] && order+=(release-build)
+
+banner "deps"
+result[deps]="FAILED"
+bash scripts/deps.sh </dev/null
+result[deps]="ok"
+
+banner "format: clang-format --dry-run -Werror"
+result[format]="FAILED"
+dirs=()
+for d in src include tests/unit bench; do [ -d "$d" ] && dirs+=("$d"); done
+nfmt=0
+if [ ${#dirs[@]} -gt 0 ]; then
+    mapfile -d '' files < <(find "${dirs[@]}" -type f \( -name '*.c' -o -name '*.h' \) -print0 | sort -z)
+    nfmt=${#files[@]}
+    if [ "$nfmt" -gt 0 ]; then
+        clang-format --dry-run -Werror "${files[@]}"
+    fi
+fi
+result[format]="ok (${nfmt} files)"
+echo "format: ${nfmt} files clean"
+
+for p in "${presets[@]}"; do
+    banner "preset ${p}: configure, build, ctest"
+    t0=$SECONDS
+    result[$p]="FAILED (configure)"
+    cmake --preset "$p"
+    result[$p]="FAILED (build)"
+    cmake --build --preset "$p" -j2
+    result[$p]="FAILED (ctest)"
+    log="build/${p}/ctest.log"
+    rc=0
+    ctest --preset "$p" 2>&1 | tee "$log" || rc=$?
+    # "100% tests passed, 0 tests failed out of 12"; skipped tests count as passed there.
+    line=$(grep -E '^[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -n1 || true)
+    total=0 failed=0
+    if [[ "$line" =~ ([0-9]+)\ tests?\ failed\ out\ of\ ([0-9]+) ]]; then
+        failed=${BASH_REMATCH[1]}
+        total=${BASH_REMATCH[2]}
+    fi
+    skipped=$(grep -cE '^[[:space:]]+[0-9]+ - .* \(Skipped\)$' "$log" || true)
+    passed=$((total - failed - skipped))
+    total_pass=$((total_pass + passed))
+    total_fail=$((total_fail + failed))
+    total_skip=$((total_skip + skipped))
+    counts="${passed} passed, ${failed} failed, ${skipped} skipped"
+    if [ "$rc" -ne 0 ]; then
+        result[$p]="FAILED (ctest: ${counts}, $((SECONDS - t0)) s)"
+        exit "$rc"
+    fi
+    result[$p]="ok (${counts}, $((SECONDS - t0)) s)"
+done
+
+if [ "$build_release" = 1 ]; then
+    banner "preset release: configure, build (no tests run)"
+    t0=$SECONDS
+    result[release-build]="FAILED"
+    cmake --preset release
+    cmake --build --preset release -j2
+    result[release-build]="ok ($((SECONDS - t0)) s)"
+fi

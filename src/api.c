@@ -1,0 +1,247 @@
+/*
+ * api — DESIGN: the publish API runs on a worker, never on the I/O thread. It parses the body
+ * with json-c (bounded depth), validates every item first so that a batch is all or nothing,
+ * then renders each message once and fans it out through the hub inside one hub batch, so a
+ * whole request costs one wake-up of the I/O thread.
+ */
+#define DW_LOG_MODULE "api"
+#include "dealwire/api.h"
+#include "dealwire/hub.h"
+#include "dealwire/log.h"
+#include "dealwire/mem.h"
+#include "dealwire/msg.h"
+#include "dealwire/proto.h"
+
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#define PARSE_DEPTH 32
+
+enum target_kind { TARGET_USER, TARGET_CHANNEL, TARGET_ALL };
+
+struct item {
+    enum target_kind kind;
+    const char *name; /* user id or channel, borrowed from the parsed body */
+    struct json_object *message;
+    int type;
+    bool critical;
+};
+
+static _Atomic uint64_t next_id = 1;
+
+char *dw_api_error_body(const char *message, const char *field, size_t *len)
+{
+    struct json_object *obj = json_object_new_object();
+    char *out;
+
+    json_object_object_add(obj, "error", json_object_new_string(message));
+    if (field)
+        json_object_object_add(obj, "field", json_object_new_string(field));
+    out = dw_xstrdup(json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN));
+    json_object_put(obj);
+    *len = strlen(out);
+    return out;
+}
+
+/* Validation error: message and field, where field is prefixed with "[i]." in a batch. */
+struct verr {
+    const char *message;
+    char field[48];
+};
+
+static bool fail(struct verr *e, int index, const char *field, const char *message)
+{
+    e->message = message;
+    if (index >= 0)
+        snprintf(e->field, sizeof(e->field), "[%d].%s", index, field);
+    else
+        snprintf(e->field, sizeof(e->field), "%s", field);
+    return false;
+}
+
+static bool parse_item(struct json_object *obj, int index, struct item *it, struct verr *e)
+{
+    struct json_object *target, *message, *type, *critical, *v;
+    const char *tname;
+
+    if (!json_object_is_type(obj, json_type_object))
+        return fail(e, index, "", "each publish request must be a JSON object");
+
+    if (!json_object_object_get_ex(obj, "target", &target))
+        return fail(e, index, "target", "\"target\" is required");
+    if (json_object_is_type(target, json_type_string)) {
+        if (strcmp(json_object_get_string(target), "all") != 0)
+            return fail(e, index, "target",
+                        "\"target\" must be \"all\", {\"user_id\": ...} or {\"channel\": ...}");
+        it->kind = TARGET_ALL;
+        it->name = NULL;
+    } else if (!json_object_is_type(target, json_type_object) ||
+               json_object_object_length(target) != 1) {
+        return fail(e, index, "target",
+                    "\"target\" must be \"all\", {\"user_id\": ...} or {\"channel\": ...}");
+    } else if (json_object_object_get_ex(target, "user_id", &v)) {
+        if (!json_object_is_type(v, json_type_string) ||
+            !dw_proto_user_id_is_valid(json_object_get_string(v)))
+            return fail(e, index, "target.user_id",
+                        "user_id must be 1-128 characters of A-Z a-z 0-9 _ . : @ -");
+        it->kind = TARGET_USER;
+        it->name = json_object_get_string(v);
+    } else if (json_object_object_get_ex(target, "channel", &v)) {
+        if (!json_object_is_type(v, json_type_string) ||
+            !dw_proto_channel_is_valid(json_object_get_string(v)))
+            return fail(e, index, "target.channel",
+                        "channel must be 1-64 characters of A-Z a-z 0-9 _ . : -");
+        it->kind = TARGET_CHANNEL;
+        it->name = json_object_get_string(v);
+    } else {
+        return fail(e, index, "target",
+                    "\"target\" must be \"all\", {\"user_id\": ...} or {\"channel\": ...}");
+    }
+
+    if (!json_object_object_get_ex(obj, "message", &message))
+        return fail(e, index, "message", "\"message\" is required");
+    if (!json_object_is_type(message, json_type_object))
+        return fail(e, index, "message", "\"message\" must be a JSON object");
+    if (!json_object_object_get_ex(message, "type", &type) ||
+        !json_object_is_type(type, json_type_string))
+        return fail(e, index, "message.type", "\"message.type\" must be a string");
+    tname = json_object_get_string(type);
+    it->type = dw_msg_type_parse(tname);
+    if (it->type != DW_MSG_DEAL_ALERT && it->type != DW_MSG_PRICE_ALERT &&
+        it->type != DW_MSG_TRIP_UPDATE && it->type != DW_MSG_NOTIFICATION)
+        return fail(e, index, "message.type",
+                    "\"message.type\" must be deal_alert, price_alert, trip_update or "
+                    "notification");
+    if (it->type == DW_MSG_NOTIFICATION && json_object_object_get_ex(message, "level", &v)) {
+        const char *level =
+            json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "";
+
+        if (strcmp(level, "info") != 0 && strcmp(level, "success") != 0 &&
+            strcmp(level, "warning") != 0 && strcmp(level, "error") != 0)
+            return fail(e, index, "message.level",
+                        "\"level\" must be info, success, warning or error");
+    }
+    it->message = message;
+
+    /* Price alerts and trip updates are critical unless the publisher says otherwise. */
+    it->critical = it->type == DW_MSG_PRICE_ALERT || it->type == DW_MSG_TRIP_UPDATE;
+    if (json_object_object_get_ex(obj, "critical", &critical)) {
+        if (!json_object_is_type(critical, json_type_boolean))
+            return fail(e, index, "critical", "\"critical\" must be true or false");
+        it->critical = json_object_get_boolean(critical);
+    }
+    return true;
+}
+
+/* Sends one validated item. Returns the number of connections reached; writes its id. */
+static size_t send_item(struct dw_hub *hub, struct item *it, char id[24])
+{
+    struct dw_msg *m = dw_msg_new_json((enum dw_msg_type)it->type,
+                                       it->critical ? DW_MSG_F_CRITICAL : 0, it->message);
+    size_t n = 0;
+
+    snprintf(id, 24, "%" PRIu64, atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed));
+    switch (it->kind) {
+    case TARGET_USER:
+        n = dw_hub_send_user(hub, it->name, m);
+        break;
+    case TARGET_CHANNEL:
+        n = dw_hub_send_channel(hub, it->name, m);
+        break;
+    case TARGET_ALL:
+        n = dw_hub_send_all(hub, m);
+        break;
+    }
+    dw_hub_count_published(hub, it->type, it->kind == TARGET_ALL);
+    dw_msg_unref(m);
+    return n;
+}
+
+static char *render(struct json_object *obj, size_t *len)
+{
+    char *out = dw_xstrdup(json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN));
+
+    *len = strlen(out);
+    json_object_put(obj);
+    return out;
+}
+
+int dw_api_publish(struct dw_hub *hub, const char *body, size_t len, char **resp, size_t *resp_len)
+{
+    struct json_tokener *tok;
+    struct json_object *root, *answer;
+    struct item *items = NULL;
+    struct verr err = {0};
+    size_t n, total = 0;
+    bool batch;
+    char id[24];
+    int status = 400;
+
+    if (len > (size_t)INT32_MAX) {
+        *resp = dw_api_error_body("body too large", NULL, resp_len);
+        return 400;
+    }
+    tok = json_tokener_new_ex(PARSE_DEPTH);
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+    root = json_tokener_parse_ex(tok, body, (int)len);
+    if (!root || json_tokener_get_error(tok) != json_tokener_success ||
+        json_tokener_get_parse_end(tok) != len) {
+        json_tokener_free(tok);
+        json_object_put(root);
+        *resp = dw_api_error_body("body is not valid JSON", NULL, resp_len);
+        return 400;
+    }
+    json_tokener_free(tok);
+
+    batch = json_object_is_type(root, json_type_array);
+    n = batch ? json_object_array_length(root) : 1;
+    if (batch && (n == 0 || n > DW_API_MAX_BATCH)) {
+        *resp = dw_api_error_body("a batch holds 1 to 10000 publish requests", "", resp_len);
+        goto out;
+    }
+    items = dw_xcalloc(n, sizeof(*items));
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *obj = batch ? json_object_array_get_idx(root, i) : root;
+
+        if (!parse_item(obj, batch ? (int)i : -1, &items[i], &err)) {
+            *resp = dw_api_error_body(err.message, err.field, resp_len);
+            goto out;
+        }
+    }
+
+    dw_hub_batch_begin(hub);
+    if (!batch) {
+        total = send_item(hub, &items[0], id);
+        answer = json_object_new_object();
+        json_object_object_add(answer, "recipients", json_object_new_int64((int64_t)total));
+        json_object_object_add(answer, "id", json_object_new_string(id));
+    } else {
+        struct json_object *results = json_object_new_array_ext((int)n);
+
+        for (size_t i = 0; i < n; i++) {
+            struct json_object *r = json_object_new_object();
+            size_t k = send_item(hub, &items[i], id);
+
+            total += k;
+            json_object_object_add(r, "recipients", json_object_new_int64((int64_t)k));
+            json_object_object_add(r, "id", json_object_new_string(id));
+            json_object_array_add(results, r);
+        }
+        answer = json_object_new_object();
+        json_object_object_add(answer, "recipients", json_object_new_int64((int64_t)total));
+        json_object_object_add(answer, "results", results);
+    }
+    dw_hub_batch_end(hub);
+    *resp = render(answer, resp_len);
+    status = 200;
+out:
+    free(items);
+    json_object_put(root);
+    return status;
+}

@@ -1,0 +1,823 @@
+/*
+ * config — DESIGN: one table, settings[], names every setting once: its flag, environment
+ * variable, type, default, bounds and help. Everything else is a loop over that table: the
+ * command-line parser, the DEALWIRE_* loader, the config-file loader, --help and the Markdown
+ * table in docs/configuration.md (a unit test checks that the doc still matches).
+ *
+ * dw_config_load() runs on the main thread before any other thread starts. It writes the
+ * sources into one struct in increasing precedence (defaults, file, environment, command
+ * line), so the last write wins, and it remembers where each value came from so that an error
+ * can name its source. After a successful load nobody writes the struct again.
+ */
+#define DW_LOG_MODULE "config"
+#include "dealwire/config.h"
+#include "dealwire/log.h"
+#include "dealwire/mem.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef DW_VERSION
+#define DW_VERSION "0.1.0"
+#endif
+
+/* ------------------------------------------------------------------------------------------
+ * The table
+ * ------------------------------------------------------------------------------------------ */
+
+enum kind {
+    KIND_INT,    /* an int field, parsed with strtoll and checked against min..max */
+    KIND_STRING, /* a char * field owned by the config, never empty */
+    KIND_ENUM,   /* an int-sized enum field, one of words[] */
+};
+
+struct setting {
+    const char *flag; /* without the leading "--"; also the config-file key */
+    const char *env;  /* DEALWIRE_<FLAG in upper case, '-' as '_'> */
+    enum kind kind;
+    size_t offset;    /* of the field in struct dw_config */
+    const char *meta; /* the value's placeholder in --help; enums show their words instead */
+
+    /* The default: def_int for KIND_INT unless def_fn computes it at load time; def_str for
+     * the others (NULL: no value). def_doc, when set, is what --help and the docs show. */
+    long long def_int;
+    long long (*def_fn)(void);
+    const char *def_str;
+    const char *def_doc;
+
+    long long min, max;             /* KIND_INT bounds, inclusive */
+    const char *const *words;       /* KIND_ENUM: accepted words, NULL-terminated */
+    int (*parse)(const char *word); /* KIND_ENUM: the field's value, or -EINVAL */
+    const char *help;
+};
+
+/* Enum fields are stored through an int pointer. That is valid C as long as the enum's
+ * compatible type is int or unsigned int, which is what gcc and clang pick for these. */
+_Static_assert(sizeof(enum dw_event_loop) == sizeof(int), "enum fields are stored as int");
+
+static const char *const event_loop_words[] = {"poll", "uv", NULL};
+static const char *const log_level_words[] = {"error", "warn", "info", "debug", NULL};
+
+static long long online_cores(void);
+static int parse_event_loop(const char *word);
+
+#define FIELD(name) offsetof(struct dw_config, name)
+
+static const struct setting settings[] = {
+    {.flag = "host",
+     .env = "DEALWIRE_HOST",
+     .kind = KIND_STRING,
+     .offset = FIELD(host),
+     .meta = "ADDR",
+     .def_str = "0.0.0.0",
+     .help = "address to listen on"},
+    {.flag = "port",
+     .env = "DEALWIRE_PORT",
+     .kind = KIND_INT,
+     .offset = FIELD(port),
+     .meta = "N",
+     .def_int = 8000,
+     .min = 1,
+     .max = 65535,
+     .help = "TCP port; HTTP, ws and wss share it"},
+    {.flag = "workers",
+     .env = "DEALWIRE_WORKERS",
+     .kind = KIND_INT,
+     .offset = FIELD(workers),
+     .meta = "N",
+     .def_fn = online_cores,
+     .def_doc = "online cores",
+     .min = 1,
+     .max = 256,
+     .help = "worker threads"},
+    {.flag = "heartbeat-interval",
+     .env = "DEALWIRE_HEARTBEAT_INTERVAL",
+     .kind = KIND_INT,
+     .offset = FIELD(heartbeat_interval),
+     .meta = "SECONDS",
+     .def_int = 30,
+     .min = 1,
+     .max = 3600,
+     .help = "seconds between protocol pings"},
+    {.flag = "stale-timeout",
+     .env = "DEALWIRE_STALE_TIMEOUT",
+     .kind = KIND_INT,
+     .offset = FIELD(stale_timeout),
+     .meta = "SECONDS",
+     .def_int = 60,
+     .min = 2,
+     .max = 7200,
+     .help = "seconds idle before hang-up; > --heartbeat-interval"},
+    {.flag = "queue-size",
+     .env = "DEALWIRE_QUEUE_SIZE",
+     .kind = KIND_INT,
+     .offset = FIELD(queue_size),
+     .meta = "N",
+     .def_int = 100,
+     .min = 1,
+     .max = 100000,
+     .help = "messages each connection's outbox holds"},
+    {.flag = "max-message-size",
+     .env = "DEALWIRE_MAX_MESSAGE_SIZE",
+     .kind = KIND_INT,
+     .offset = FIELD(max_message_size),
+     .meta = "BYTES",
+     .def_int = 4096,
+     .min = 64,
+     .max = 16 * 1024 * 1024,
+     .help = "largest client frame accepted, in bytes"},
+    {.flag = "max-subscriptions",
+     .env = "DEALWIRE_MAX_SUBSCRIPTIONS",
+     .kind = KIND_INT,
+     .offset = FIELD(max_subscriptions),
+     .meta = "N",
+     .def_int = 64,
+     .min = 1,
+     .max = 10000,
+     .help = "channels one connection may subscribe to"},
+    {.flag = "max-publish-size",
+     .env = "DEALWIRE_MAX_PUBLISH_SIZE",
+     .kind = KIND_INT,
+     .offset = FIELD(max_publish_size),
+     .meta = "BYTES",
+     .def_int = 1024 * 1024,
+     .min = 1024,
+     .max = 64 * 1024 * 1024,
+     .help = "largest publish API request body, in bytes"},
+    {.flag = "shutdown-timeout",
+     .env = "DEALWIRE_SHUTDOWN_TIMEOUT",
+     .kind = KIND_INT,
+     .offset = FIELD(shutdown_timeout),
+     .meta = "MS",
+     .def_int = 3000,
+     .min = 0,
+     .max = 60000,
+     .help = "milliseconds allowed at exit to flush outboxes"},
+    {.flag = "event-loop",
+     .env = "DEALWIRE_EVENT_LOOP",
+     .kind = KIND_ENUM,
+     .offset = FIELD(event_loop),
+     .def_str = "poll",
+     .words = event_loop_words,
+     .parse = parse_event_loop,
+     .help = "event loop under libwebsockets; uv is libuv with epoll"},
+    {.flag = "log-level",
+     .env = "DEALWIRE_LOG_LEVEL",
+     .kind = KIND_ENUM,
+     .offset = FIELD(log_level),
+     .def_str = "info",
+     .words = log_level_words,
+     .parse = dw_log_level_parse,
+     .help = "most verbose level logged"},
+    {.flag = "config",
+     .env = "DEALWIRE_CONFIG",
+     .kind = KIND_STRING,
+     .offset = FIELD(config_file),
+     .meta = "FILE",
+     .def_doc = "none",
+     .help = "read settings from this key = value file first"},
+};
+
+#define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
+
+static long long online_cores(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+    /* sysconf returns -1 when it cannot tell; one worker still runs the daemon. */
+    if (n < 1)
+        return 1;
+    return n > 256 ? 256 : n;
+}
+
+static int parse_event_loop(const char *word)
+{
+    if (strcmp(word, "poll") == 0)
+        return DW_EVENT_LOOP_POLL;
+    if (strcmp(word, "uv") == 0)
+        return DW_EVENT_LOOP_UV;
+    return -EINVAL;
+}
+
+static const struct setting *find_flag(const char *name, size_t len)
+{
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        if (strlen(settings[i].flag) == len && memcmp(settings[i].flag, name, len) == 0)
+            return &settings[i];
+    }
+    return NULL;
+}
+
+static const struct setting *find_env(const char *name, size_t len)
+{
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        if (strlen(settings[i].env) == len && memcmp(settings[i].env, name, len) == 0)
+            return &settings[i];
+    }
+    return NULL;
+}
+
+/* Finds the setting stored at offset in struct dw_config, for the few with special rules. */
+static const struct setting *find_field(size_t offset)
+{
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        if (settings[i].offset == offset)
+            return &settings[i];
+    }
+    dw_panic("no setting at offset %zu", offset);
+}
+
+/* The --config setting: read before the others, and not allowed as a file key. */
+static const struct setting *config_key(void)
+{
+    return find_field(FIELD(config_file));
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Where a value came from, and how errors say so
+ * ------------------------------------------------------------------------------------------ */
+
+/* In increasing precedence: a later source overwrites an earlier one. */
+enum rank { FROM_DEFAULT, FROM_FILE, FROM_ENV, FROM_ARGV };
+
+struct origin {
+    enum rank rank;
+    const char *name; /* the env variable or the file path; borrowed for the load */
+    long line;        /* FROM_FILE only */
+};
+
+/* Writes s with quotes, control characters and backslashes escaped, so that an error stays
+ * on one line whatever the value holds. */
+static void put_escaped(FILE *f, const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p < 0x20 || *p == 0x7f)
+            fprintf(f, "\\x%02x", *p);
+        else
+            fputc(*p, f);
+    }
+}
+
+static void put_quoted(FILE *f, const char *s)
+{
+    fputc('"', f);
+    put_escaped(f, s);
+    fputc('"', f);
+}
+
+static void put_origin(FILE *f, const struct origin *o)
+{
+    switch (o->rank) {
+    case FROM_DEFAULT:
+        fputs("the default", f);
+        break;
+    case FROM_FILE:
+        put_escaped(f, o->name);
+        fprintf(f, ":%ld", o->line);
+        break;
+    case FROM_ENV:
+        fputs(o->name, f);
+        break;
+    case FROM_ARGV:
+        fputs("the command line", f);
+        break;
+    }
+}
+
+/* What a setting accepts, as --help, the docs and error messages say it. */
+static void put_accepted(FILE *f, const struct setting *s)
+{
+    switch (s->kind) {
+    case KIND_INT:
+        fprintf(f, "%lld..%lld", s->min, s->max);
+        break;
+    case KIND_ENUM:
+        fputs("one of:", f);
+        for (size_t i = 0; s->words[i]; i++)
+            fprintf(f, "%s %s", i ? "," : "", s->words[i]);
+        break;
+    case KIND_STRING:
+        fputs("a non-empty string", f);
+        break;
+    }
+}
+
+static void put_expected(FILE *f, const struct setting *s)
+{
+    fputs(s->kind == KIND_INT ? "expected an integer in " : "expected ", f);
+    put_accepted(f, s);
+}
+
+/* dealwire: invalid value "V" for --FLAG (from SOURCE): expected ... */
+static void report_value(FILE *err, const struct setting *s, const char *value,
+                         const struct origin *o)
+{
+    fputs("dealwire: invalid value ", err);
+    put_quoted(err, value);
+    fprintf(err, " for --%s (from ", s->flag);
+    put_origin(err, o);
+    fputs("): ", err);
+    put_expected(err, s);
+    fputc('\n', err);
+}
+
+static void report_missing(FILE *err, const struct setting *s, const struct origin *o)
+{
+    fprintf(err, "dealwire: missing value for --%s (from ", s->flag);
+    put_origin(err, o);
+    fputs("): ", err);
+    put_expected(err, s);
+    fputc('\n', err);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Storing one value
+ * ------------------------------------------------------------------------------------------ */
+
+struct loader {
+    struct dw_config *cfg;
+    FILE *err;
+    struct origin origins[N_SETTINGS]; /* where each setting's current value came from */
+};
+
+/* Accepts what strtoll reads in full, in range, with no leading space and nothing after. */
+static int parse_int(const char *text, long long min, long long max, long long *out)
+{
+    char *end;
+    long long v;
+
+    if (*text == '\0' || isspace((unsigned char)*text))
+        return -EINVAL;
+    errno = 0;
+    v = strtoll(text, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+static void store_int(struct dw_config *cfg, const struct setting *s, long long v)
+{
+    *(int *)((char *)cfg + s->offset) = (int)v;
+}
+
+static void store_string(struct dw_config *cfg, const struct setting *s, const char *v)
+{
+    char **field = (char **)((char *)cfg + s->offset);
+
+    free(*field);
+    *field = v ? dw_xstrdup(v) : NULL;
+}
+
+/* Parses text for s and stores it, or reports it on err and returns -EINVAL with cfg as it
+ * was. */
+static int set_value(struct loader *ld, const struct setting *s, const char *text,
+                     const struct origin *o)
+{
+    long long v;
+    int word;
+
+    switch (s->kind) {
+    case KIND_INT:
+        if (parse_int(text, s->min, s->max, &v) < 0)
+            goto bad;
+        store_int(ld->cfg, s, v);
+        break;
+    case KIND_ENUM:
+        word = s->parse(text);
+        if (word < 0)
+            goto bad;
+        store_int(ld->cfg, s, word);
+        break;
+    case KIND_STRING:
+        if (*text == '\0')
+            goto bad;
+        store_string(ld->cfg, s, text);
+        break;
+    }
+    ld->origins[s - settings] = *o;
+    return 0;
+
+bad:
+    report_value(ld->err, s, text, o);
+    return -EINVAL;
+}
+
+static void set_defaults(struct loader *ld)
+{
+    const struct origin o = {.rank = FROM_DEFAULT};
+
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        const struct setting *s = &settings[i];
+        int r = 0;
+
+        if (s->kind == KIND_INT)
+            store_int(ld->cfg, s, s->def_fn ? s->def_fn() : s->def_int);
+        else if (s->def_str)
+            r = set_value(ld, s, s->def_str, &o);
+        if (r < 0)
+            dw_panic("default of --%s does not parse", s->flag);
+        ld->origins[i] = o;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Sources: command line, environment, file
+ * ------------------------------------------------------------------------------------------ */
+
+/* Reads the setting at argv[*i] ("--flag value" or "--flag=value") and moves *i to its last
+ * word. A following word that starts with "--" is taken as the next flag, not as a value.
+ * Returns 0, or -EINVAL after one line on err. */
+static int next_arg(int argc, char **argv, int *i, const struct setting **out_s,
+                    const char **out_value, FILE *err)
+{
+    const struct origin argv_origin = {.rank = FROM_ARGV};
+    const char *arg = argv[*i];
+    const struct setting *s;
+    const char *eq;
+
+    if (strncmp(arg, "--", 2) != 0) {
+        fputs("dealwire: unexpected argument ", err);
+        put_quoted(err, arg);
+        fputs(" (from the command line): expected --flag VALUE or --flag=VALUE\n", err);
+        return -EINVAL;
+    }
+    eq = strchr(arg + 2, '=');
+    s = find_flag(arg + 2, eq ? (size_t)(eq - (arg + 2)) : strlen(arg + 2));
+    if (!s) {
+        fputs("dealwire: unknown flag ", err);
+        put_quoted(err, arg);
+        fputs(" (from the command line): see dealwire --help for the settings\n", err);
+        return -EINVAL;
+    }
+    if (eq) {
+        *out_value = eq + 1;
+    } else if (*i + 1 < argc && strncmp(argv[*i + 1], "--", 2) != 0) {
+        *out_value = argv[++*i];
+    } else {
+        report_missing(err, s, &argv_origin);
+        return -EINVAL;
+    }
+    *out_s = s;
+    return 0;
+}
+
+/* Checks the syntax of the whole command line and finds the last --config, without storing
+ * anything: the command line is applied last, but the file it names is read first. */
+static int scan_argv(struct loader *ld, int argc, char **argv, const char **config_path)
+{
+    for (int i = 1; i < argc; i++) {
+        const struct setting *s;
+        const char *value;
+
+        if (next_arg(argc, argv, &i, &s, &value, ld->err) < 0)
+            return -EINVAL;
+        if (s == config_key())
+            *config_path = value;
+    }
+    return 0;
+}
+
+static int apply_argv(struct loader *ld, int argc, char **argv)
+{
+    const struct origin o = {.rank = FROM_ARGV};
+
+    for (int i = 1; i < argc; i++) {
+        const struct setting *s;
+        const char *value;
+
+        if (next_arg(argc, argv, &i, &s, &value, ld->err) < 0)
+            return -EINVAL;
+        if (set_value(ld, s, value, &o) < 0)
+            return -EINVAL;
+    }
+    return 0;
+}
+
+/* Finds the setting named by an environment entry "DEALWIRE_X=value"; NULL for any other
+ * entry, including DEALWIRE_* names that are not settings (they are ignored). */
+static const struct setting *env_setting(const char *entry, const char **value)
+{
+    const char *eq = strchr(entry, '=');
+    const struct setting *s;
+
+    if (!eq || strncmp(entry, "DEALWIRE_", 9) != 0)
+        return NULL;
+    s = find_env(entry, (size_t)(eq - entry));
+    if (s)
+        *value = eq + 1;
+    return s;
+}
+
+static int apply_env(struct loader *ld, char **envp)
+{
+    for (size_t i = 0; envp && envp[i]; i++) {
+        const char *value;
+        const struct setting *s = env_setting(envp[i], &value);
+        struct origin o = {.rank = FROM_ENV};
+
+        if (!s)
+            continue;
+        o.name = s->env;
+        if (set_value(ld, s, value, &o) < 0)
+            return -EINVAL;
+    }
+    return 0;
+}
+
+static char *trim(char *s)
+{
+    char *end;
+
+    while (isspace((unsigned char)*s))
+        s++;
+    end = s + strlen(s);
+    while (end > s && isspace((unsigned char)end[-1]))
+        end--;
+    *end = '\0';
+    return s;
+}
+
+/* Applies one line of a config file: blank, "# comment" or "key = value", where value may be
+ * wrapped in matching single or double quotes. */
+static int apply_line(struct loader *ld, char *line, const struct origin *o)
+{
+    char *key, *value, *eq;
+    const struct setting *s;
+    size_t len;
+
+    key = trim(line);
+    if (*key == '\0' || *key == '#')
+        return 0;
+
+    eq = strchr(key, '=');
+    if (eq)
+        *eq = '\0';
+    key = trim(key);
+    s = find_flag(key, strlen(key));
+    if (!s || s == config_key()) {
+        fputs(s ? "dealwire: invalid key " : "dealwire: unknown key ", ld->err);
+        put_quoted(ld->err, key);
+        if (eq) {
+            fputs(" = ", ld->err);
+            put_quoted(ld->err, trim(eq + 1));
+        }
+        fputs(" (from ", ld->err);
+        put_origin(ld->err, o);
+        fputs(s ? "): a config file cannot name another config file\n"
+                : "): expected a flag name without the dashes, see dealwire --help\n",
+              ld->err);
+        return -EINVAL;
+    }
+    if (!eq) {
+        report_missing(ld->err, s, o);
+        return -EINVAL;
+    }
+
+    value = trim(eq + 1);
+    len = strlen(value);
+    if (len >= 2 && (value[0] == '"' || value[0] == '\'') && value[len - 1] == value[0]) {
+        value[len - 1] = '\0';
+        value++;
+    }
+    return set_value(ld, s, value, o);
+}
+
+/* Reads the config file at path, named by the --config setting from source. */
+static int apply_file(struct loader *ld, const char *path, const struct origin *source)
+{
+    struct origin o = {.rank = FROM_FILE, .name = path};
+    char *line = NULL;
+    size_t cap = 0;
+    int r = 0;
+    FILE *f;
+
+    f = fopen(path, "r");
+    if (!f)
+        goto fail_read;
+
+    while (getline(&line, &cap, f) >= 0) {
+        o.line++;
+        r = apply_line(ld, line, &o);
+        if (r < 0)
+            goto out;
+    }
+    /* getline fails the same way at end of file and on a read error (EISDIR, EIO). */
+    if (ferror(f))
+        goto fail_read;
+
+out:
+    free(line);
+    if (f)
+        fclose(f);
+    return r;
+
+fail_read:
+    r = errno; /* before the writes below can change it */
+    fputs("dealwire: cannot read ", ld->err);
+    put_quoted(ld->err, path);
+    fprintf(ld->err, " for --%s (from ", config_key()->flag);
+    put_origin(ld->err, source);
+    fprintf(ld->err, "): %s\n", strerror(r));
+    r = -EINVAL;
+    goto out;
+}
+
+/* Finds the file to read first: the last --config on the command line, else DEALWIRE_CONFIG.
+ * The path is stored (and checked) like any other value; later sources store it again. */
+static int load_config_file(struct loader *ld, const char *argv_path, char **envp)
+{
+    struct origin o = {.rank = FROM_ARGV};
+    const char *path = argv_path;
+
+    for (size_t i = 0; !path && envp && envp[i]; i++) {
+        const char *value;
+
+        if (env_setting(envp[i], &value) == config_key()) {
+            path = value;
+            o = (struct origin){.rank = FROM_ENV, .name = config_key()->env};
+        }
+    }
+    if (!path)
+        return 0;
+    if (set_value(ld, config_key(), path, &o) < 0)
+        return -EINVAL;
+    return apply_file(ld, path, &o);
+}
+
+/* Settings that are valid alone but not together. The error names whichever of the pair came
+ * from the stronger source, since that is the one the operator just changed. */
+static int check_pairs(struct loader *ld)
+{
+    const struct setting *hb = find_field(FIELD(heartbeat_interval));
+    const struct setting *st = find_field(FIELD(stale_timeout));
+    const struct origin *hb_o = &ld->origins[hb - settings];
+    const struct origin *st_o = &ld->origins[st - settings];
+    struct dw_config *cfg = ld->cfg;
+    FILE *err = ld->err;
+
+    if (cfg->stale_timeout > cfg->heartbeat_interval)
+        return 0;
+    if (hb_o->rank > st_o->rank) {
+        fprintf(err, "dealwire: invalid value \"%d\" for --%s (from ", cfg->heartbeat_interval,
+                hb->flag);
+        put_origin(err, hb_o);
+        fprintf(err, "): expected less than --%s (%d, from ", st->flag, cfg->stale_timeout);
+        put_origin(err, st_o);
+    } else {
+        fprintf(err, "dealwire: invalid value \"%d\" for --%s (from ", cfg->stale_timeout,
+                st->flag);
+        put_origin(err, st_o);
+        fprintf(err, "): expected more than --%s (%d, from ", hb->flag, cfg->heartbeat_interval);
+        put_origin(err, hb_o);
+    }
+    fputs(")\n", err);
+    return -EINVAL;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * --help, --version and the Markdown table
+ * ------------------------------------------------------------------------------------------ */
+
+static void put_default(FILE *f, const struct setting *s, bool markdown)
+{
+    const char *tick = markdown ? "`" : "";
+
+    if (s->def_doc)
+        fputs(s->def_doc, f);
+    else if (s->kind == KIND_INT)
+        fprintf(f, "%s%lld%s", tick, s->def_int, tick);
+    else
+        fprintf(f, "%s%s%s", tick, s->def_str, tick);
+}
+
+/* The help text and what the setting accepts; --help leaves out an enum's words, since its
+ * usage column shows them already. */
+static void put_meaning(FILE *f, const struct setting *s, bool markdown)
+{
+    fputs(s->help, f);
+    if (s->kind == KIND_INT || (s->kind == KIND_ENUM && markdown)) {
+        fputs(" (", f);
+        put_accepted(f, s);
+        fputc(')', f);
+    }
+}
+
+/* Writes "--flag META" into buf, with an enum's words as its META ("--event-loop poll|uv").
+ * Returns the length. */
+static int format_usage(char *buf, size_t size, const struct setting *s)
+{
+    int n = snprintf(buf, size, "--%s %s", s->flag, s->kind == KIND_ENUM ? "" : s->meta);
+
+    for (size_t i = 0; s->kind == KIND_ENUM && s->words[i]; i++)
+        n += snprintf(buf + n, size - (size_t)n, "%s%s", i ? "|" : "", s->words[i]);
+    return n;
+}
+
+static void write_help(FILE *out)
+{
+    char usage[N_SETTINGS][80];
+    int width = (int)strlen("--version");
+
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        int w = format_usage(usage[i], sizeof(usage[i]), &settings[i]);
+        width = w > width ? w : width;
+    }
+
+    fputs("usage: dealwire [--FLAG VALUE | --FLAG=VALUE]...\n"
+          "\n"
+          "Each setting comes from, in increasing precedence: its default, the --config file\n"
+          "(key = value lines, keys are the flags without dashes), its DEALWIRE_* environment\n"
+          "variable, the command line. A bad value exits with status 2.\n"
+          "\n",
+          out);
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        const struct setting *s = &settings[i];
+
+        fprintf(out, "  %-*s  ", width, usage[i]);
+        put_meaning(out, s, false);
+        fprintf(out, "\n  %*s  default ", width, "");
+        put_default(out, s, false);
+        fprintf(out, ", env %s\n", s->env);
+    }
+    fprintf(out, "  %-*s  print this help and exit\n", width, "--help");
+    fprintf(out, "  %-*s  print the version and exit\n", width, "--version");
+}
+
+void dw_config_write_markdown(FILE *out)
+{
+    fputs("| flag | env | default | meaning |\n"
+          "| --- | --- | --- | --- |\n",
+          out);
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        const struct setting *s = &settings[i];
+
+        fprintf(out, "| `--%s` | `%s` | ", s->flag, s->env);
+        put_default(out, s, true);
+        fputs(" | ", out);
+        put_meaning(out, s, true);
+        fputs(" |\n", out);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Load and destroy
+ * ------------------------------------------------------------------------------------------ */
+
+int dw_config_load(struct dw_config *cfg, int argc, char **argv, char **envp, FILE *out, FILE *err)
+{
+    struct loader ld = {.cfg = cfg, .err = err};
+    const char *config_path = NULL;
+
+    if (!cfg || argc < 0 || (argc > 0 && !argv) || !out || !err)
+        return -EINVAL;
+    memset(cfg, 0, sizeof(*cfg));
+
+    /* --help and --version win over anything else on the line, even a bad value, since a
+     * user who asks for help may well be fixing one. */
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0) {
+            write_help(out);
+            return DW_CONFIG_EXIT_OK;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            fputs("dealwire " DW_VERSION "\n", out);
+            return DW_CONFIG_EXIT_OK;
+        }
+    }
+
+    set_defaults(&ld);
+    if (scan_argv(&ld, argc, argv, &config_path) < 0)
+        goto fail;
+    if (load_config_file(&ld, config_path, envp) < 0)
+        goto fail;
+    if (apply_env(&ld, envp) < 0)
+        goto fail;
+    if (apply_argv(&ld, argc, argv) < 0)
+        goto fail;
+    if (check_pairs(&ld) < 0)
+        goto fail;
+    return 0;
+
+fail:
+    fflush(err);
+    dw_config_destroy(cfg);
+    memset(cfg, 0, sizeof(*cfg));
+    return DW_CONFIG_EXIT_BAD;
+}
+
+void dw_config_destroy(struct dw_config *cfg)
+{
+    if (!cfg)
+        return;
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        if (settings[i].kind == KIND_STRING)
+            store_string(cfg, &settings[i], NULL);
+    }
+}

@@ -1,0 +1,429 @@
+/*
+ * conn — DESIGN: one WebSocket connection on the I/O thread: admission, the welcome, client
+ * commands, the heartbeat, and the write path.
+ *
+ * Write path (DESIGN.md, "Write path"): messages are framed once by their producer, so on
+ * WRITEABLE the frames queued for a connection are copied back to back into the I/O thread's
+ * one write buffer and sent with a single RAW lws_write: one syscall for many frames. A frame
+ * larger than the buffer goes alone, straight from the message. After a write, if more is
+ * queued, the connection asks for another WRITEABLE; lws keeps any part the socket refused
+ * and drains it before the next callback.
+ *
+ * Slow consumers: the outbox is trimmed to --queue-size each time the ready queue is drained
+ * (oldest non-critical first). Three overflow rounds in a row without a successful write
+ * between them (the seed's 3-strike rule) hang up the connection.
+ */
+#define DW_LOG_MODULE "conn"
+#include "server_int.h"
+#include "dealwire/log.h"
+#include "dealwire/mem.h"
+#include "dealwire/msg.h"
+#include "dealwire/proto.h"
+#include "dealwire/thread.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#define WS_PATH     "/ws/events"
+#define STRIKES_MAX 3
+
+/* Reads the user_id query argument into buf. Returns 0, -ENOENT when absent, -EINVAL when it
+ * is not a valid user id. */
+static int read_user_id(struct lws *wsi, char *buf, int len)
+{
+    char arg[DW_USER_ID_MAX + 16];
+    const char *v = lws_get_urlarg_by_name(wsi, "user_id=", arg, (int)sizeof(arg));
+
+    if (!v)
+        return -ENOENT;
+    if (!dw_proto_user_id_is_valid(v))
+        return -EINVAL;
+    snprintf(buf, (size_t)len, "%s", v);
+    return 0;
+}
+
+int dw__conn_confirm_upgrade(struct dw_server *srv, struct lws *wsi)
+{
+    char path[128], uid[DW_USER_ID_MAX + 1];
+    int status = 0;
+    const char *why = NULL;
+
+    if (srv->draining) {
+        status = HTTP_STATUS_SERVICE_UNAVAILABLE;
+        why = "server is shutting down";
+    } else if (lws_hdr_copy(wsi, path, sizeof(path), WSI_TOKEN_GET_URI) <= 0 ||
+               strcmp(path, WS_PATH) != 0) {
+        status = HTTP_STATUS_NOT_FOUND;
+        why = "WebSocket endpoint is " WS_PATH;
+    } else {
+        switch (read_user_id(wsi, uid, sizeof(uid))) {
+        case 0:
+            return 0;
+        case -ENOENT:
+            status = HTTP_STATUS_BAD_REQUEST;
+            why = "user_id query parameter is required";
+            break;
+        default:
+            status = HTTP_STATUS_BAD_REQUEST;
+            why = "user_id must be 1-128 characters of A-Z a-z 0-9 _ . : @ -";
+            break;
+        }
+    }
+    dw_log(DW_LOG_DEBUG, "upgrade refused (%d): %s", status, why);
+    if (lws_return_http_status(wsi, (unsigned)status, why))
+        return -1;
+    return 1;
+}
+
+void dw__conn_send(struct dw_conn *conn, struct dw_msg *msg)
+{
+    dw_outbox_push(&conn->outbox, msg);
+    if (conn->io.wsi)
+        lws_callback_on_writable(conn->io.wsi);
+}
+
+/* Sends msg to conn and drops the caller's reference. */
+static void reply(struct dw_conn *conn, struct dw_msg *msg)
+{
+    dw__conn_send(conn, msg);
+    dw_msg_unref(msg);
+}
+
+int dw__conn_established(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss)
+{
+    char uid[DW_USER_ID_MAX + 1], ts[DW_TIME_ISO_LEN], idbuf[24];
+    struct json_object *obj;
+    struct dw_conn *conn;
+    int64_t now = dw_now_realtime_ns();
+
+    DW_ASSERT_THREAD(DW_THREAD_IO);
+    if (read_user_id(wsi, uid, sizeof(uid)) != 0)
+        return -1; /* confirm_upgrade already refused it; cannot happen */
+
+    conn = dw__hub_conn_new(srv->hub);
+    conn->io.wsi = wsi;
+    conn->io.connected_at = now;
+    conn->io.last_activity_rt = now;
+    conn->io.last_heartbeat_rt = now;
+    conn->io.last_activity = dw_now_mono_ns();
+    pss->conn = conn;
+    dw__hub_add(srv->hub, conn, uid);
+
+    dw_msg_format_time(ts, now);
+    snprintf(idbuf, sizeof(idbuf), "%llu", (unsigned long long)conn->id);
+    obj = json_object_new_object();
+    json_object_object_add(obj, "type", json_object_new_string("connection_established"));
+    json_object_object_add(obj, "user_id", json_object_new_string(uid));
+    json_object_object_add(obj, "connection_id", json_object_new_string(idbuf));
+    json_object_object_add(obj, "server_time", json_object_new_string(ts));
+    json_object_object_add(obj, "heartbeat_interval",
+                           json_object_new_int(srv->cfg->heartbeat_interval));
+    json_object_object_add(obj, "timestamp", json_object_new_string(ts));
+    reply(conn, dw_msg_new_json(DW_MSG_CONNECTION_ESTABLISHED, 0, obj));
+    json_object_put(obj);
+    dw_log(DW_LOG_DEBUG, "connection %s opened for user %s", idbuf, uid);
+    return 0;
+}
+
+static struct dw_msg *stats_reply(struct dw_server *srv, struct dw_conn *conn)
+{
+    struct json_object *obj = json_object_new_object();
+    struct json_object *stats = dw__stats_user(srv, conn->user->id);
+    struct dw_msg *m;
+
+    json_object_object_add(obj, "type", json_object_new_string("stats"));
+    json_object_object_add(obj, "user_id", json_object_new_string(conn->user->id));
+    json_object_object_add(obj, "stats", stats ? stats : json_object_new_object());
+    m = dw_msg_new_json(DW_MSG_STATS, 0, obj);
+    json_object_put(obj);
+    return m;
+}
+
+/* One complete text message from the client. */
+static void handle_text(struct dw_server *srv, struct dw_conn *conn, const char *text, size_t len)
+{
+    struct dw_cmd cmd;
+    struct dw_msg *m = NULL;
+    int r;
+
+    switch (dw_proto_parse(text, len, &cmd)) {
+    case DW_CMD_PING:
+        conn->io.last_heartbeat_rt = dw_now_realtime_ns();
+        m = dw_proto_pong();
+        break;
+    case DW_CMD_SUBSCRIBE:
+        r = dw__hub_subscribe(srv->hub, conn, cmd.channel, (unsigned)srv->cfg->max_subscriptions);
+        if (r < 0)
+            m = dw_proto_error("too_many_subscriptions",
+                               "this connection is subscribed to the maximum of channels");
+        else
+            m = dw_proto_subscription_notice(cmd.channel, true);
+        break;
+    case DW_CMD_UNSUBSCRIBE:
+        r = dw__hub_unsubscribe(srv->hub, conn, cmd.channel);
+        if (r < 0)
+            m = dw_proto_error("not_subscribed", "this connection is not in that channel");
+        else
+            m = dw_proto_subscription_notice(cmd.channel, false);
+        break;
+    case DW_CMD_GET_STATS:
+        m = stats_reply(srv, conn);
+        break;
+    case DW_CMD_OTHER:
+        m = dw_proto_ack(cmd.obj);
+        break;
+    case DW_CMD_INVALID:
+        m = dw_proto_error(cmd.error_code, cmd.error_message);
+        break;
+    }
+    dw_cmd_release(&cmd);
+    reply(conn, m);
+}
+
+static int close_with(struct lws *wsi, enum lws_close_status code, const char *why)
+{
+    lws_close_reason(wsi, code, (unsigned char *)why, strlen(why));
+    return -1;
+}
+
+int dw__conn_receive(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss, const void *in,
+                     size_t len)
+{
+    struct dw_conn *conn = pss->conn;
+    struct dw_conn_io *io;
+    size_t max = (size_t)srv->cfg->max_message_size;
+
+    if (!conn)
+        return -1;
+    io = &conn->io;
+    io->last_activity = dw_now_mono_ns();
+    io->last_activity_rt = dw_now_realtime_ns();
+
+    if (lws_is_first_fragment(wsi)) {
+        io->rx_len = 0;
+        io->rx_binary = lws_frame_is_binary(wsi);
+    }
+    /* Counted after reassembly: lws bounds only each chunk. */
+    if (io->rx_len + len > max) {
+        free(io->rx);
+        io->rx = NULL;
+        io->rx_len = 0;
+        dw_log(DW_LOG_DEBUG, "connection %llu: message over %zu bytes",
+               (unsigned long long)conn->id, max);
+        return close_with(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message too large");
+    }
+
+    if (lws_is_final_fragment(wsi) && io->rx_len == 0) {
+        /* The common case: the whole message in one chunk, no copy. */
+        if (io->rx_binary)
+            reply(conn, dw_proto_error("binary_not_supported",
+                                       "send JSON text frames; binary frames are not accepted"));
+        else
+            handle_text(srv, conn, in, len);
+        return 0;
+    }
+
+    if (!io->rx)
+        io->rx = dw_xmalloc(max + 1);
+    memcpy(io->rx + io->rx_len, in, len);
+    io->rx_len += len;
+    if (!lws_is_final_fragment(wsi))
+        return 0;
+
+    if (io->rx_binary)
+        reply(conn, dw_proto_error("binary_not_supported",
+                                   "send JSON text frames; binary frames are not accepted"));
+    else
+        handle_text(srv, conn, io->rx, io->rx_len);
+    free(io->rx);
+    io->rx = NULL;
+    io->rx_len = 0;
+    return 0;
+}
+
+void dw__conn_pong(struct dw_server *srv, struct dw_pss *pss)
+{
+    struct dw_conn *conn = pss->conn;
+
+    (void)srv;
+    if (!conn)
+        return;
+    conn->io.last_activity = dw_now_mono_ns();
+    conn->io.last_activity_rt = dw_now_realtime_ns();
+    conn->io.last_heartbeat_rt = conn->io.last_activity_rt;
+}
+
+/* Drops oldest messages past the bound and applies the 3-strike rule. */
+static void collect(struct dw_server *srv, struct dw_conn *conn)
+{
+    unsigned long dropped = dw_outbox_collect(&conn->outbox, dw__hub_queue_size(srv->hub));
+
+    if (!dropped)
+        return;
+    conn->io.messages_dropped += dropped;
+    dw__hub_io_counters(srv->hub)->total_dropped += dropped;
+    if (++conn->io.strikes == STRIKES_MAX && conn->io.wsi) {
+        dw_log(DW_LOG_INFO, "connection %llu (user %s): slow consumer, %llu dropped; closing",
+               (unsigned long long)conn->id, conn->user->id,
+               (unsigned long long)conn->io.messages_dropped);
+        /* The client is not reading, so a close frame would not get through either. */
+        lws_close_reason(conn->io.wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION,
+                         (unsigned char *)"slow consumer", 13);
+        lws_set_timeout(conn->io.wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+    }
+}
+
+void dw__conn_drain_ready(struct dw_server *srv)
+{
+    struct dw_readyq_batch batch;
+    struct cds_wfcq_node *node;
+
+    dw__hub_take_ready(srv->hub, &batch);
+    while ((node = dw_readyq_batch_next(&batch)) != NULL) {
+        struct dw_conn *conn = caa_container_of(node, struct dw_conn, ready_node);
+
+        if (conn->io.wsi && !atomic_load_explicit(&conn->closed, memory_order_relaxed)) {
+            collect(srv, conn);
+            if (conn->io.wsi)
+                lws_callback_on_writable(conn->io.wsi);
+        }
+        /* The ready queue's reference, taken by the producer that scheduled conn. */
+        dw__conn_unref(conn);
+    }
+}
+
+/* Sends as many whole queued frames as fit in one RAW write. Returns frames sent, or -1 when
+ * the connection failed. */
+static int write_frames(struct dw_server *srv, struct dw_conn *conn, struct lws *wsi)
+{
+    unsigned char *buf = srv->wbuf + LWS_PRE;
+    struct dw_msg *m = dw_outbox_peek(&conn->outbox);
+    size_t n = 0;
+    int count = 0;
+
+    if (!m)
+        return 0;
+    if (dw_msg_frame_len(m) > DW_WRITE_BATCH) {
+        /* Too big to gather: RAW writes neither modify nor keep the buffer, so the shared
+         * frame goes out as it is. */
+        m = dw_outbox_pop(&conn->outbox);
+        if (lws_write(wsi, (unsigned char *)dw_msg_frame(m), dw_msg_frame_len(m), LWS_WRITE_RAW) <
+            0) {
+            dw_msg_unref(m);
+            return -1;
+        }
+        dw_msg_unref(m);
+        return 1;
+    }
+    while (m && n + dw_msg_frame_len(m) <= DW_WRITE_BATCH) {
+        memcpy(buf + n, dw_msg_frame(m), dw_msg_frame_len(m));
+        n += dw_msg_frame_len(m);
+        dw_msg_unref(dw_outbox_pop(&conn->outbox));
+        count++;
+        m = dw_outbox_peek(&conn->outbox);
+    }
+    if (lws_write(wsi, buf, n, LWS_WRITE_RAW) < 0)
+        return -1;
+    return count;
+}
+
+int dw__conn_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss)
+{
+    struct dw_conn *conn = pss->conn;
+    struct dw_conn_io *io;
+    int sent;
+
+    if (!conn)
+        return 0;
+    io = &conn->io;
+    if (io->want_ping) {
+        unsigned char ping[LWS_PRE + 1];
+
+        io->want_ping = false;
+        if (lws_write(wsi, ping + LWS_PRE, 0, LWS_WRITE_PING) < 0)
+            return -1;
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+
+    collect(srv, conn);
+    sent = write_frames(srv, conn, wsi);
+    if (sent < 0) {
+        io->messages_failed++;
+        dw__hub_io_counters(srv->hub)->total_failed++;
+        return -1;
+    }
+    if (sent > 0) {
+        io->messages_sent += (uint64_t)sent;
+        dw__hub_io_counters(srv->hub)->total_sent += (uint64_t)sent;
+        io->strikes = 0;
+    }
+    if (!dw_outbox_is_empty(&conn->outbox)) {
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    if (io->closing)
+        return close_with(wsi, io->close_code, "server shutting down");
+    return 0;
+}
+
+void dw__conn_closed(struct dw_server *srv, struct dw_pss *pss)
+{
+    struct dw_conn *conn = pss->conn;
+    unsigned long lost;
+
+    if (!conn)
+        return;
+    pss->conn = NULL;
+    conn->io.wsi = NULL;
+    /* What is still queued will not be delivered on this connection. */
+    lost = dw_outbox_queued(&conn->outbox);
+    conn->io.messages_failed += lost;
+    dw__hub_io_counters(srv->hub)->total_failed += lost;
+    dw_log(DW_LOG_DEBUG, "connection %llu closed (user %s, %llu sent, %lu undelivered)",
+           (unsigned long long)conn->id, conn->user->id, (unsigned long long)conn->io.messages_sent,
+           lost);
+    dw__hub_remove(srv->hub, conn);
+}
+
+void dw__conn_sweep(struct dw_server *srv, int64_t now)
+{
+    int64_t ping_after = (int64_t)srv->cfg->heartbeat_interval * 1000000000;
+    int64_t stale_after = (int64_t)srv->cfg->stale_timeout * 1000000000;
+    struct dw_conn *conn;
+
+    dw_rlist_for_each_entry(conn, dw__hub_all(srv->hub), struct dw_conn, all_link)
+    {
+        struct dw_conn_io *io = &conn->io;
+        int64_t idle = now - io->last_activity;
+
+        if (!io->wsi)
+            continue;
+        if (idle >= stale_after) {
+            dw_log(DW_LOG_INFO, "connection %llu (user %s): no response for %llds, hanging up",
+                   (unsigned long long)conn->id, conn->user->id, (long long)(idle / 1000000000));
+            lws_set_timeout(io->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        } else if (idle >= ping_after && io->ping_sent_at <= io->last_activity) {
+            io->ping_sent_at = now;
+            io->want_ping = true;
+            lws_callback_on_writable(io->wsi);
+        }
+    }
+}
+
+void dw__conn_close_all(struct dw_server *srv)
+{
+    struct dw_conn *conn;
+
+    dw_rlist_for_each_entry(conn, dw__hub_all(srv->hub), struct dw_conn, all_link)
+    {
+        if (!conn->io.wsi)
+            continue;
+        conn->io.closing = true;
+        conn->io.close_code = LWS_CLOSE_STATUS_GOINGAWAY;
+        lws_callback_on_writable(conn->io.wsi);
+    }
+}

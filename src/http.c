@@ -1,0 +1,328 @@
+/*
+ * http — DESIGN: the HTTP API on the WebSocket port, on the I/O thread.
+ *
+ * GET endpoints are answered at once from the I/O thread's own state (it owns the per-
+ * connection statistics). POST /api/publish collects its body, then hands it to a worker as
+ * a refcounted request; the worker publishes, writes the answer into the request and puts it
+ * on the done queue (MPSC) with one wake-up. The I/O thread then writes the answer, if the
+ * client is still there. The I/O thread never parses a publish body or fans out.
+ *
+ * A response goes out in two WRITEABLE callbacks: headers, then the body, so it is correct
+ * for HTTP/1.1 and HTTP/2 alike.
+ */
+#define DW_LOG_MODULE "http"
+#include "server_int.h"
+#include "dealwire/api.h"
+#include "dealwire/log.h"
+#include "dealwire/mem.h"
+#include "dealwire/thread.h"
+#include "dealwire/worker.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#define API_PREFIX   "/api/websocket/"
+#define USERS_PREFIX "/api/websocket/users/"
+
+enum req_state {
+    REQ_READING, /* collecting the body */
+    REQ_WORKING, /* on a worker */
+    REQ_HEADERS, /* answer ready: headers next */
+    REQ_BODY,    /* headers sent: body next */
+};
+
+struct dw_http_req {
+    _Atomic unsigned refs; /* the I/O thread's (while the connection lives) + a worker's */
+    struct cds_wfcq_node done_node;
+    struct dw_server *srv;
+    struct lws *wsi; /* io only; NULL once the connection closed */
+    enum req_state state;
+    char *body;
+    size_t body_len, body_max;
+    bool too_large;
+    bool close_after;
+    unsigned status;
+    unsigned char *resp; /* LWS_PRE bytes of headroom, then resp_len bytes */
+    size_t resp_len;
+};
+
+static struct dw_http_req *req_new(struct dw_server *srv, struct lws *wsi)
+{
+    struct dw_http_req *req = dw_xcalloc(1, sizeof(*req));
+
+    atomic_init(&req->refs, 1);
+    req->srv = srv;
+    req->wsi = wsi;
+    return req;
+}
+
+static void req_unref(struct dw_http_req *req)
+{
+    if (atomic_fetch_sub_explicit(&req->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    free(req->body);
+    free(req->resp);
+    free(req);
+}
+
+/* Takes ownership of text (len bytes) as the answer body. */
+static void set_answer(struct dw_http_req *req, unsigned status, char *text, size_t len)
+{
+    free(req->resp);
+    req->resp = dw_xmalloc(LWS_PRE + len);
+    memcpy(req->resp + LWS_PRE, text, len);
+    req->resp_len = len;
+    req->status = status;
+    free(text);
+}
+
+/* Answers now (I/O thread): the answer goes out on the next WRITEABLE callbacks. */
+static int respond(struct dw_pss *pss, struct lws *wsi, unsigned status, char *text, size_t len)
+{
+    struct dw_http_req *req = pss->req;
+
+    if (!req)
+        req = pss->req = req_new(NULL, wsi);
+    set_answer(req, status, text, len);
+    req->state = REQ_HEADERS;
+    lws_callback_on_writable(wsi);
+    return 0;
+}
+
+static int respond_json(struct dw_pss *pss, struct lws *wsi, unsigned status,
+                        struct json_object *obj)
+{
+    size_t len;
+    const char *s = json_object_to_json_string_length(obj, JSON_C_TO_STRING_PLAIN, &len);
+    char *text = dw_xstrndup(s, len);
+
+    json_object_put(obj);
+    return respond(pss, wsi, status, text, len);
+}
+
+static int respond_error(struct dw_pss *pss, struct lws *wsi, unsigned status, const char *message)
+{
+    size_t len;
+    char *text = dw_api_error_body(message, NULL, &len);
+
+    return respond(pss, wsi, status, text, len);
+}
+
+static unsigned url_limit(struct lws *wsi, unsigned dflt, unsigned max)
+{
+    char buf[32];
+    const char *v = lws_get_urlarg_by_name(wsi, "limit=", buf, (int)sizeof(buf));
+    char *end;
+    unsigned long n;
+
+    if (!v || !*v)
+        return dflt;
+    n = strtoul(v, &end, 10);
+    if (*end || n == 0)
+        return dflt;
+    return n > max ? max : (unsigned)n;
+}
+
+static bool method_is(struct lws *wsi, enum lws_token_indexes token)
+{
+    return lws_hdr_total_length(wsi, token) > 0;
+}
+
+static int handle_get(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss, const char *path)
+{
+    struct json_object *obj;
+
+    if (strcmp(path, "/healthz") == 0) {
+        obj = json_object_new_object();
+        json_object_object_add(obj, "status", json_object_new_string("ok"));
+        json_object_object_add(obj, "connections",
+                               json_object_new_int64((int64_t)dw_hub_connection_count(srv->hub)));
+        return respond_json(pss, wsi, HTTP_STATUS_OK, obj);
+    }
+    if (strcmp(path, API_PREFIX "stats") == 0)
+        return respond_json(pss, wsi, HTTP_STATUS_OK, dw__stats_service(srv));
+    if (strcmp(path, API_PREFIX "connections") == 0)
+        return respond_json(pss, wsi, HTTP_STATUS_OK,
+                            dw__stats_connections(srv, url_limit(wsi, 100, 10000)));
+    if (strncmp(path, USERS_PREFIX, strlen(USERS_PREFIX)) == 0) {
+        obj = dw__stats_user(srv, path + strlen(USERS_PREFIX));
+        if (!obj)
+            return respond_error(pss, wsi, HTTP_STATUS_NOT_FOUND, "unknown user");
+        return respond_json(pss, wsi, HTTP_STATUS_OK, obj);
+    }
+    return respond_error(pss, wsi, HTTP_STATUS_NOT_FOUND, "no such endpoint");
+}
+
+static bool is_known_path(const char *path)
+{
+    return strcmp(path, "/healthz") == 0 || strcmp(path, "/api/publish") == 0 ||
+           strcmp(path, API_PREFIX "stats") == 0 || strcmp(path, API_PREFIX "connections") == 0 ||
+           strncmp(path, USERS_PREFIX, strlen(USERS_PREFIX)) == 0;
+}
+
+int dw__http_request(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss, const char *path)
+{
+    char clen[24];
+    unsigned long long n;
+    char *end;
+
+    DW_ASSERT_THREAD(DW_THREAD_IO);
+    if (pss->req) {
+        /* A keep-alive connection's previous request, fully answered. */
+        req_unref(pss->req);
+        pss->req = NULL;
+    }
+    if (method_is(wsi, WSI_TOKEN_GET_URI)) {
+        if (strcmp(path, "/api/publish") == 0)
+            return respond_error(pss, wsi, HTTP_STATUS_METHOD_NOT_ALLOWED, "use POST");
+        return handle_get(srv, wsi, pss, path);
+    }
+    if (!method_is(wsi, WSI_TOKEN_POST_URI) || strcmp(path, "/api/publish") != 0) {
+        if (is_known_path(path))
+            return respond_error(pss, wsi, HTTP_STATUS_METHOD_NOT_ALLOWED, "method not allowed");
+        return respond_error(pss, wsi, HTTP_STATUS_NOT_FOUND, "no such endpoint");
+    }
+
+    /* POST /api/publish: the body follows in LWS_CALLBACK_HTTP_BODY. */
+    if (lws_hdr_copy(wsi, clen, sizeof(clen), WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0) {
+        pss->req = req_new(srv, wsi);
+        pss->req->close_after = true;
+        return respond_error(pss, wsi, HTTP_STATUS_LENGTH_REQUIRED, "Content-Length required");
+    }
+    n = strtoull(clen, &end, 10);
+    pss->req = req_new(srv, wsi);
+    if (*end || n == 0) {
+        pss->req->close_after = true;
+        return respond_error(pss, wsi, HTTP_STATUS_BAD_REQUEST, "empty body");
+    }
+    if (n > (unsigned long long)srv->cfg->max_publish_size) {
+        /* The body is not read: answer, then close the connection. */
+        pss->req->close_after = true;
+        return respond_error(pss, wsi, HTTP_STATUS_REQ_ENTITY_TOO_LARGE, "body too large");
+    }
+    pss->req->body_max = (size_t)n;
+    pss->req->body = dw_xmalloc((size_t)n + 1);
+    pss->req->state = REQ_READING;
+    return 0;
+}
+
+int dw__http_body(struct dw_server *srv, struct dw_pss *pss, const void *in, size_t len)
+{
+    struct dw_http_req *req = pss->req;
+
+    (void)srv;
+    if (!req || req->state != REQ_READING)
+        return 0;
+    if (req->body_len + len > req->body_max) {
+        req->too_large = true;
+        return 0;
+    }
+    memcpy(req->body + req->body_len, in, len);
+    req->body_len += len;
+    return 0;
+}
+
+/* thread: worker. Publishes, then hands the request back to the I/O thread. */
+static void publish_job(void *arg)
+{
+    struct dw_http_req *req = arg;
+    struct dw_server *srv = req->srv;
+    size_t len;
+    char *text;
+    int status = dw_api_publish(srv->hub, req->body, req->body_len, &text, &len);
+
+    set_answer(req, (unsigned)status, text, len);
+    if (dw_readyq_push(&srv->done, &req->done_node))
+        lws_cancel_service(srv->ctx);
+}
+
+int dw__http_body_done(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss)
+{
+    struct dw_http_req *req = pss->req;
+
+    if (!req || req->state != REQ_READING)
+        return 0;
+    if (req->too_large) {
+        req->close_after = true;
+        return respond_error(pss, wsi, HTTP_STATUS_REQ_ENTITY_TOO_LARGE, "body too large");
+    }
+    req->state = REQ_WORKING;
+    atomic_fetch_add_explicit(&req->refs, 1, memory_order_relaxed); /* the worker's */
+    if (dw_workers_submit(srv->workers, publish_job, req) < 0) {
+        atomic_fetch_sub_explicit(&req->refs, 1, memory_order_relaxed);
+        return respond_error(pss, wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "shutting down");
+    }
+    return 0;
+}
+
+void dw__http_drain_done(struct dw_server *srv)
+{
+    struct dw_readyq_batch batch;
+    struct cds_wfcq_node *node;
+
+    dw_readyq_take_all(&srv->done, &batch);
+    while ((node = dw_readyq_batch_next(&batch)) != NULL) {
+        struct dw_http_req *req = caa_container_of(node, struct dw_http_req, done_node);
+
+        if (req->wsi) {
+            req->state = REQ_HEADERS;
+            lws_callback_on_writable(req->wsi);
+        }
+        req_unref(req); /* the worker's */
+    }
+}
+
+void dw__http_free_done(struct dw_server *srv)
+{
+    dw__http_drain_done(srv);
+}
+
+int dw__http_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss)
+{
+    struct dw_http_req *req = pss->req;
+    unsigned char hdr[LWS_PRE + 512], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr);
+
+    (void)srv;
+    if (!req)
+        return 0;
+    switch (req->state) {
+    case REQ_HEADERS:
+        if (lws_add_http_common_headers(wsi, req->status, "application/json",
+                                        (lws_filepos_t)req->resp_len, &p, end) ||
+            lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
+                                         (const unsigned char *)"no-store", 8, &p, end) ||
+            lws_finalize_write_http_header(wsi, start, &p, end))
+            return -1;
+        req->state = REQ_BODY;
+        lws_callback_on_writable(wsi);
+        return 0;
+    case REQ_BODY:
+        if (lws_write(wsi, req->resp + LWS_PRE, req->resp_len, LWS_WRITE_HTTP_FINAL) !=
+            (int)req->resp_len)
+            return -1;
+        pss->req = NULL;
+        if (req->close_after) {
+            req_unref(req);
+            return -1;
+        }
+        req_unref(req);
+        return lws_http_transaction_completed(wsi) ? -1 : 0;
+    default:
+        return 0;
+    }
+}
+
+void dw__http_closed(struct dw_server *srv, struct dw_pss *pss)
+{
+    struct dw_http_req *req = pss->req;
+
+    (void)srv;
+    if (!req)
+        return;
+    pss->req = NULL;
+    req->wsi = NULL; /* a worker may still hold it; its answer will find no connection */
+    req_unref(req);
+}

@@ -1,0 +1,509 @@
+/*
+ * hub — DESIGN: the maps of who is connected, and fan-out through them.
+ *
+ * Writers: only the I/O thread adds and removes connections, users, channels and memberships,
+ * so the maps need no writer lock. Readers: any registered thread, under rcu_read_lock().
+ * Deleted objects are freed after a grace period (call_rcu), so a reader holding a pointer
+ * can always finish what it is doing; a connection found this way may already be closed, and
+ * a push to it is dropped by whoever frees it.
+ *
+ * Fan-out is one loop over a list: per recipient, one queue node, one refcount increment and,
+ * when the connection was idle, one ready-queue push. The wake-up (lws_cancel_service via the
+ * wake callback) happens once per call, or once per batch between batch_begin and batch_end.
+ */
+#define DW_LOG_MODULE "hub"
+#include "hub_int.h"
+#include "dealwire/log.h"
+#include "dealwire/mem.h"
+#include "dealwire/msg.h"
+#include "dealwire/thread.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct dw_hub {
+    struct cds_lfht *conns;    /* id -> dw_conn */
+    struct cds_lfht *users;    /* user id -> dw_user */
+    struct cds_lfht *channels; /* name -> dw_channel */
+    struct dw_rlist all;       /* every dw_conn, for broadcasts */
+    struct dw_readyq ready;
+    dw_hub_wake_fn *wake;
+    void *wake_arg;
+    unsigned long queue_size;
+    uint64_t next_id; /* io only */
+    _Atomic size_t nconns, nusers, nchannels;
+    _Atomic uint64_t published[DW_MSG__COUNT];
+    _Atomic uint64_t broadcasts;
+    struct dw_hub_counters io; /* io only */
+};
+
+static _Thread_local int batch_depth;
+static _Thread_local bool batch_wake_pending;
+
+/* FNV-1a, then a final mix so that close strings spread over the buckets. */
+static unsigned long hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ULL;
+    }
+    h ^= h >> 29;
+    return (unsigned long)h;
+}
+
+static unsigned long hash_id(uint64_t x)
+{
+    /* splitmix64 finalizer */
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return (unsigned long)x;
+}
+
+static int match_user(struct cds_lfht_node *node, const void *key)
+{
+    struct dw_user *u = caa_container_of(node, struct dw_user, node);
+
+    DW_TSAN_ACQUIRE(u);
+    return strcmp(u->id, key) == 0;
+}
+
+static int match_channel(struct cds_lfht_node *node, const void *key)
+{
+    struct dw_channel *ch = caa_container_of(node, struct dw_channel, node);
+
+    DW_TSAN_ACQUIRE(ch);
+    return strcmp(ch->name, key) == 0;
+}
+
+static int match_conn(struct cds_lfht_node *node, const void *key)
+{
+    struct dw_conn *c = caa_container_of(node, struct dw_conn, id_node);
+
+    DW_TSAN_ACQUIRE(c);
+    return c->id == *(const uint64_t *)key;
+}
+
+static struct cds_lfht *new_table(void)
+{
+    struct cds_lfht *ht = cds_lfht_new_flavor(
+        1024, 1024, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING, &urcu_memb_flavor, NULL);
+
+    if (!ht)
+        dw_panic("cds_lfht_new failed");
+    return ht;
+}
+
+struct dw_hub *dw_hub_new(unsigned long queue_size, dw_hub_wake_fn *wake, void *wake_arg)
+{
+    struct dw_hub *hub = dw_xcalloc(1, sizeof(*hub));
+
+    hub->conns = new_table();
+    hub->users = new_table();
+    hub->channels = new_table();
+    dw_rlist_init(&hub->all);
+    dw_readyq_init(&hub->ready);
+    hub->wake = wake;
+    hub->wake_arg = wake_arg;
+    hub->queue_size = queue_size;
+    hub->next_id = 1;
+    return hub;
+}
+
+void dw_hub_free(struct dw_hub *hub)
+{
+    struct dw_readyq_batch batch;
+    struct cds_wfcq_node *node;
+
+    if (!hub)
+        return;
+    /* Connections still on the ready queue hold a reference each. */
+    dw_readyq_take_all(&hub->ready, &batch);
+    while ((node = dw_readyq_batch_next(&batch)) != NULL)
+        dw__conn_unref(caa_container_of(node, struct dw_conn, ready_node));
+    /* Every connection was removed before; wait for their deferred frees. */
+    dw_rcu_barrier();
+    if (cds_lfht_destroy(hub->conns, NULL) || cds_lfht_destroy(hub->users, NULL) ||
+        cds_lfht_destroy(hub->channels, NULL))
+        dw_log(DW_LOG_WARN, "a map was not empty at shutdown");
+    free(hub);
+}
+
+/* ==========================================================================================
+ * Fan-out (any thread)
+ */
+
+static void wake_or_defer(struct dw_hub *hub, bool wake)
+{
+    if (!wake)
+        return;
+    if (batch_depth > 0)
+        batch_wake_pending = true;
+    else
+        hub->wake(hub->wake_arg);
+}
+
+/* rcu: reader. Queues msg on c. Returns 1 if it was queued, 0 if c is closed. */
+static inline int deliver(struct dw_hub *hub, struct dw_conn *c, struct dw_msg *msg, bool *wake)
+{
+    if (atomic_load_explicit(&c->closed, memory_order_relaxed))
+        return 0;
+    if (dw_outbox_push(&c->outbox, msg)) {
+        /* The ready queue's own reference: c stays allocated until the I/O thread is done. */
+        atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+        if (dw_readyq_push(&hub->ready, &c->ready_node))
+            *wake = true;
+    }
+    return 1;
+}
+
+size_t dw_hub_send_user(struct dw_hub *hub, const char *user_id, struct dw_msg *msg)
+{
+    struct cds_lfht_iter iter;
+    struct cds_lfht_node *node;
+    struct dw_conn *c;
+    bool wake = false;
+    size_t n = 0;
+
+    dw_rcu_read_lock();
+    cds_lfht_lookup(hub->users, hash_str(user_id), match_user, user_id, &iter);
+    node = cds_lfht_iter_get_node(&iter);
+    if (node) {
+        struct dw_user *u = caa_container_of(node, struct dw_user, node);
+
+        DW_TSAN_ACQUIRE(u);
+        dw_rlist_for_each_entry(c, &u->conns, struct dw_conn, user_link) n +=
+            deliver(hub, c, msg, &wake);
+    }
+    dw_rcu_read_unlock();
+    wake_or_defer(hub, wake);
+    return n;
+}
+
+size_t dw_hub_send_channel(struct dw_hub *hub, const char *channel, struct dw_msg *msg)
+{
+    struct cds_lfht_iter iter;
+    struct cds_lfht_node *node;
+    struct dw_membership *m;
+    bool wake = false;
+    size_t n = 0;
+
+    dw_rcu_read_lock();
+    cds_lfht_lookup(hub->channels, hash_str(channel), match_channel, channel, &iter);
+    node = cds_lfht_iter_get_node(&iter);
+    if (node) {
+        struct dw_channel *ch = caa_container_of(node, struct dw_channel, node);
+
+        DW_TSAN_ACQUIRE(ch);
+        dw_rlist_for_each_entry(m, &ch->members, struct dw_membership, chan_link) n +=
+            deliver(hub, m->conn, msg, &wake);
+    }
+    dw_rcu_read_unlock();
+    wake_or_defer(hub, wake);
+    return n;
+}
+
+size_t dw_hub_send_all(struct dw_hub *hub, struct dw_msg *msg)
+{
+    struct dw_conn *c;
+    bool wake = false;
+    size_t n = 0;
+
+    dw_rcu_read_lock();
+    dw_rlist_for_each_entry(c, &hub->all, struct dw_conn, all_link) n +=
+        deliver(hub, c, msg, &wake);
+    dw_rcu_read_unlock();
+    wake_or_defer(hub, wake);
+    return n;
+}
+
+void dw_hub_batch_begin(struct dw_hub *hub)
+{
+    (void)hub;
+    batch_depth++;
+}
+
+void dw_hub_batch_end(struct dw_hub *hub)
+{
+    assert(batch_depth > 0);
+    if (--batch_depth == 0 && batch_wake_pending) {
+        batch_wake_pending = false;
+        hub->wake(hub->wake_arg);
+    }
+}
+
+void dw_hub_count_published(struct dw_hub *hub, int type, int broadcast)
+{
+    if (type >= 0 && type < DW_MSG__COUNT)
+        atomic_fetch_add_explicit(&hub->published[type], 1, memory_order_relaxed);
+    if (broadcast)
+        atomic_fetch_add_explicit(&hub->broadcasts, 1, memory_order_relaxed);
+}
+
+void dw_hub_get_counters(struct dw_hub *hub, struct dw_hub_counters *out)
+{
+    *out = hub->io;
+    out->total_broadcast = atomic_load_explicit(&hub->broadcasts, memory_order_relaxed);
+    for (int i = 0; i < DW_MSG__COUNT; i++)
+        out->by_type[i] = atomic_load_explicit(&hub->published[i], memory_order_relaxed);
+}
+
+size_t dw_hub_connection_count(struct dw_hub *hub)
+{
+    return atomic_load_explicit(&hub->nconns, memory_order_relaxed);
+}
+
+size_t dw_hub_user_count(struct dw_hub *hub)
+{
+    return atomic_load_explicit(&hub->nusers, memory_order_relaxed);
+}
+
+size_t dw_hub_channel_count(struct dw_hub *hub)
+{
+    return atomic_load_explicit(&hub->nchannels, memory_order_relaxed);
+}
+
+/* ==========================================================================================
+ * Connections (I/O thread)
+ */
+
+struct dw_conn *dw__hub_conn_new(struct dw_hub *hub)
+{
+    struct dw_conn *c = dw_xcalloc(1, sizeof(*c));
+
+    dw_outbox_init(&c->outbox);
+    cds_wfcq_node_init(&c->ready_node);
+    atomic_init(&c->refs, 1);
+    atomic_init(&c->closed, 0);
+    c->id = hub->next_id++;
+    cds_lfht_node_init(&c->id_node);
+    return c;
+}
+
+void dw__conn_ref(struct dw_conn *conn)
+{
+    atomic_fetch_add_explicit(&conn->refs, 1, memory_order_relaxed);
+}
+
+void dw__conn_unref(struct dw_conn *conn)
+{
+    unsigned old = atomic_fetch_sub_explicit(&conn->refs, 1, memory_order_acq_rel);
+
+    if (old == 0)
+        dw_panic("connection refcount underflow");
+    if (old > 1)
+        return;
+    dw_outbox_destroy(&conn->outbox);
+    free(conn->io.rx);
+    free(conn);
+}
+
+static struct dw_user *find_user(struct dw_hub *hub, const char *id)
+{
+    struct cds_lfht_iter iter;
+    struct cds_lfht_node *node;
+
+    cds_lfht_lookup(hub->users, hash_str(id), match_user, id, &iter);
+    node = cds_lfht_iter_get_node(&iter);
+    return node ? caa_container_of(node, struct dw_user, node) : NULL;
+}
+
+struct dw_user *dw__hub_find_user(struct dw_hub *hub, const char *id)
+{
+    return find_user(hub, id);
+}
+
+void dw__hub_add(struct dw_hub *hub, struct dw_conn *conn, const char *user_id)
+{
+    struct dw_user *u;
+
+    DW_ASSERT_THREAD(DW_THREAD_IO);
+    dw_rcu_read_lock();
+    u = find_user(hub, user_id);
+    if (!u) {
+        size_t len = strlen(user_id);
+
+        u = dw_xcalloc(1, sizeof(*u) + len + 1);
+        memcpy(u->id, user_id, len + 1);
+        dw_rlist_init(&u->conns);
+        cds_lfht_node_init(&u->node);
+        DW_TSAN_RELEASE(u);
+        cds_lfht_add(hub->users, hash_str(u->id), &u->node);
+        atomic_fetch_add_explicit(&hub->nusers, 1, memory_order_relaxed);
+    }
+    conn->user = u;
+    u->nconns++;
+    dw_rlist_add_tail(&u->conns, &conn->user_link);
+    dw_rlist_add_tail(&hub->all, &conn->all_link);
+    DW_TSAN_RELEASE(conn);
+    cds_lfht_add(hub->conns, hash_id(conn->id), &conn->id_node);
+    dw_rcu_read_unlock();
+    atomic_fetch_add_explicit(&hub->nconns, 1, memory_order_relaxed);
+    hub->io.connections_opened++;
+}
+
+static void free_user_rcu(struct rcu_head *head)
+{
+    DW_RCU_CALLBACK_ENTER();
+    free(caa_container_of(head, struct dw_user, rcu));
+}
+
+static void free_channel_rcu(struct rcu_head *head)
+{
+    DW_RCU_CALLBACK_ENTER();
+    free(caa_container_of(head, struct dw_channel, rcu));
+}
+
+static void free_membership_rcu(struct rcu_head *head)
+{
+    DW_RCU_CALLBACK_ENTER();
+    free(caa_container_of(head, struct dw_membership, rcu));
+}
+
+static void unref_conn_rcu(struct rcu_head *head)
+{
+    DW_RCU_CALLBACK_ENTER();
+    dw__conn_unref(caa_container_of(head, struct dw_conn, rcu));
+}
+
+/* io. Unlinks membership m from its channel; frees the channel when it becomes empty. */
+static void leave_channel(struct dw_hub *hub, struct dw_membership *m)
+{
+    struct dw_channel *ch = m->chan;
+
+    dw_rlist_del(&m->chan_link);
+    if (--ch->nmembers == 0) {
+        if (cds_lfht_del(hub->channels, &ch->node) == 0) {
+            atomic_fetch_sub_explicit(&hub->nchannels, 1, memory_order_relaxed);
+            dw_call_rcu(&ch->rcu, free_channel_rcu);
+        }
+    }
+    dw_call_rcu(&m->rcu, free_membership_rcu);
+}
+
+void dw__hub_remove(struct dw_hub *hub, struct dw_conn *conn)
+{
+    struct dw_user *u = conn->user;
+    struct dw_membership *m, *next;
+
+    DW_ASSERT_THREAD(DW_THREAD_IO);
+    atomic_store_explicit(&conn->closed, 1, memory_order_relaxed);
+    dw_rcu_read_lock();
+    for (m = conn->io.subs; m; m = next) {
+        next = m->next;
+        leave_channel(hub, m);
+    }
+    conn->io.subs = NULL;
+    conn->io.nsubs = 0;
+
+    dw_rlist_del(&conn->user_link);
+    dw_rlist_del(&conn->all_link);
+    if (cds_lfht_del(hub->conns, &conn->id_node) == 0)
+        atomic_fetch_sub_explicit(&hub->nconns, 1, memory_order_relaxed);
+    if (--u->nconns == 0) {
+        if (cds_lfht_del(hub->users, &u->node) == 0) {
+            atomic_fetch_sub_explicit(&hub->nusers, 1, memory_order_relaxed);
+            dw_call_rcu(&u->rcu, free_user_rcu);
+        }
+    }
+    dw_rcu_read_unlock();
+    hub->io.connections_closed++;
+    dw_call_rcu(&conn->rcu, unref_conn_rcu);
+}
+
+int dw__hub_subscribe(struct dw_hub *hub, struct dw_conn *conn, const char *channel,
+                      unsigned max_subs)
+{
+    struct cds_lfht_iter iter;
+    struct cds_lfht_node *node;
+    struct dw_channel *ch;
+    struct dw_membership *m;
+
+    DW_ASSERT_THREAD(DW_THREAD_IO);
+    for (m = conn->io.subs; m; m = m->next) {
+        if (strcmp(m->chan->name, channel) == 0)
+            return 1;
+    }
+    if (conn->io.nsubs >= max_subs)
+        return -E2BIG;
+
+    dw_rcu_read_lock();
+    cds_lfht_lookup(hub->channels, hash_str(channel), match_channel, channel, &iter);
+    node = cds_lfht_iter_get_node(&iter);
+    if (node) {
+        ch = caa_container_of(node, struct dw_channel, node);
+    } else {
+        size_t len = strlen(channel);
+
+        ch = dw_xcalloc(1, sizeof(*ch) + len + 1);
+        memcpy(ch->name, channel, len + 1);
+        dw_rlist_init(&ch->members);
+        cds_lfht_node_init(&ch->node);
+        DW_TSAN_RELEASE(ch);
+        cds_lfht_add(hub->channels, hash_str(ch->name), &ch->node);
+        atomic_fetch_add_explicit(&hub->nchannels, 1, memory_order_relaxed);
+    }
+    m = dw_xcalloc(1, sizeof(*m));
+    m->conn = conn;
+    m->chan = ch;
+    m->next = conn->io.subs;
+    conn->io.subs = m;
+    conn->io.nsubs++;
+    ch->nmembers++;
+    dw_rlist_add_tail(&ch->members, &m->chan_link);
+    dw_rcu_read_unlock();
+    return 0;
+}
+
+int dw__hub_unsubscribe(struct dw_hub *hub, struct dw_conn *conn, const char *channel)
+{
+    struct dw_membership **pp, *m;
+
+    DW_ASSERT_THREAD(DW_THREAD_IO);
+    for (pp = &conn->io.subs; (m = *pp) != NULL; pp = &m->next) {
+        if (strcmp(m->chan->name, channel) == 0) {
+            *pp = m->next;
+            conn->io.nsubs--;
+            dw_rcu_read_lock();
+            leave_channel(hub, m);
+            dw_rcu_read_unlock();
+            return 0;
+        }
+    }
+    return -ENOENT;
+}
+
+struct dw_conn *dw__hub_find_conn(struct dw_hub *hub, uint64_t id)
+{
+    struct cds_lfht_iter iter;
+    struct cds_lfht_node *node;
+
+    cds_lfht_lookup(hub->conns, hash_id(id), match_conn, &id, &iter);
+    node = cds_lfht_iter_get_node(&iter);
+    return node ? caa_container_of(node, struct dw_conn, id_node) : NULL;
+}
+
+struct dw_rlist *dw__hub_all(struct dw_hub *hub)
+{
+    return &hub->all;
+}
+
+void dw__hub_take_ready(struct dw_hub *hub, struct dw_readyq_batch *batch)
+{
+    dw_readyq_take_all(&hub->ready, batch);
+}
+
+unsigned long dw__hub_queue_size(struct dw_hub *hub)
+{
+    return hub->queue_size;
+}
+
+struct dw_hub_counters *dw__hub_io_counters(struct dw_hub *hub)
+{
+    return &hub->io;
+}

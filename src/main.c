@@ -1,0 +1,95 @@
+/*
+ * main — DESIGN: the daemon's entry point. It loads the configuration (exit 2 on a bad
+ * value), blocks the shutdown signals in every thread and waits for them in one thread of its
+ * own (sigwait, so no handler runs in async-signal context), and runs the server on the main
+ * thread, which becomes the I/O thread. Exit codes: 0 after a clean shutdown, 1 on a runtime
+ * failure, 2 on bad configuration.
+ */
+#define DW_LOG_MODULE "main"
+#include "dealwire/config.h"
+#include "dealwire/log.h"
+#include "dealwire/rcu.h"
+#include "dealwire/server.h"
+#include "dealwire/thread.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern char **environ;
+
+struct signal_waiter {
+    sigset_t set;
+    struct dw_server *srv;
+};
+
+static void *signal_main(void *arg)
+{
+    struct signal_waiter *w = arg;
+    int sig;
+
+    for (;;) {
+        if (sigwait(&w->set, &sig) != 0)
+            continue;
+        if (sig == SIGUSR1)
+            break; /* main asks this thread to end */
+        dw_log(DW_LOG_INFO, "received %s, shutting down", strsignal(sig));
+        dw_server_stop(w->srv);
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    struct dw_config cfg;
+    struct signal_waiter waiter;
+    struct dw_server *srv;
+    pthread_t signal_thread;
+    int rc;
+
+    rc = dw_config_load(&cfg, argc, argv, environ, stdout, stderr);
+    if (rc == DW_CONFIG_EXIT_OK)
+        return 0;
+    if (rc != 0)
+        return 2;
+    dw_log_set_level((enum dw_log_level)cfg.log_level);
+
+    /* Blocked before any thread starts, so every thread inherits the mask and only
+     * signal_main receives them. */
+    sigemptyset(&waiter.set);
+    sigaddset(&waiter.set, SIGINT);
+    sigaddset(&waiter.set, SIGTERM);
+    sigaddset(&waiter.set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &waiter.set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    dw_thread_set_role(DW_THREAD_IO);
+    dw_rcu_register();
+    dw_log(DW_LOG_INFO, "dealwire %s starting", DW_VERSION);
+    srv = dw_server_new(&cfg);
+    if (!srv) {
+        dw_rcu_unregister();
+        dw_config_destroy(&cfg);
+        return 1;
+    }
+    waiter.srv = srv;
+    if (pthread_create(&signal_thread, NULL, signal_main, &waiter) != 0) {
+        dw_log(DW_LOG_ERROR, "cannot start the signal thread");
+        dw_server_free(srv);
+        dw_rcu_unregister();
+        dw_config_destroy(&cfg);
+        return 1;
+    }
+
+    rc = dw_server_run(srv);
+
+    pthread_kill(signal_thread, SIGUSR1);
+    pthread_join(signal_thread, NULL);
+    dw_server_free(srv);
+    dw_rcu_unregister();
+    dw_log(DW_LOG_INFO, "stopped");
+    dw_config_destroy(&cfg);
+    return rc == 0 ? 0 : 1;
+}

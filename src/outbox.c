@@ -1,0 +1,130 @@
+/*
+ * outbox — DESIGN: one MPSC queue per connection. Producers (workers, and the I/O thread for
+ * its own replies) enqueue wait-free onto the shared wfcqueue; the I/O thread alone splices it
+ * into a private pending queue, trims that to the bound, and pops from it. The only shared
+ * words are the wfcqueue tail, the queued counter and the scheduled flag.
+ *
+ * Memory per queued message: one 16-byte node (the message itself is shared).
+ */
+#define DW_LOG_MODULE "outbox"
+#include "dealwire/outbox.h"
+#include "dealwire/mem.h"
+#include "dealwire/msg.h"
+#include "dealwire/thread.h"
+
+#include <stdlib.h>
+
+struct node {
+    struct cds_wfcq_node q;
+    struct dw_msg *msg;
+};
+
+void dw_outbox_init(struct dw_outbox *ob)
+{
+    __cds_wfcq_init(&ob->_head, &ob->_tail);
+    __cds_wfcq_init(&ob->_phead, &ob->_ptail);
+    atomic_init(&ob->_queued, 0);
+    atomic_init(&ob->_scheduled, 0);
+}
+
+/* Takes the next pending node; TSan learns that the producer's writes to it happened before. */
+static struct node *take_pending(struct dw_outbox *ob)
+{
+    struct cds_wfcq_node *qn = __cds_wfcq_dequeue_blocking(&ob->_phead, &ob->_ptail);
+
+    if (!qn)
+        return NULL;
+    DW_TSAN_ACQUIRE(qn);
+    return caa_container_of(qn, struct node, q);
+}
+
+void dw_outbox_destroy(struct dw_outbox *ob)
+{
+    struct node *n;
+
+    __cds_wfcq_splice_blocking(&ob->_phead, &ob->_ptail, &ob->_head, &ob->_tail);
+    while ((n = take_pending(ob)) != NULL) {
+        dw_msg_unref(n->msg);
+        free(n);
+    }
+    atomic_store_explicit(&ob->_queued, 0, memory_order_relaxed);
+}
+
+bool dw_outbox_push(struct dw_outbox *ob, struct dw_msg *msg)
+{
+    struct node *n = dw_xmalloc(sizeof(*n));
+
+    cds_wfcq_node_init(&n->q);
+    n->msg = msg;
+    dw_msg_ref(msg);
+    /* Counted before it is visible, so the consumer never decrements below zero. */
+    atomic_fetch_add_explicit(&ob->_queued, 1, memory_order_relaxed);
+    DW_TSAN_RELEASE(&n->q);
+    cds_wfcq_enqueue(&ob->_head, &ob->_tail, &n->q);
+    /* seq_cst after the enqueue: either collect's splice sees this node, or collect's clear
+     * came first and this exchange reads 0, so the caller schedules the owner again. */
+    return atomic_exchange_explicit(&ob->_scheduled, 1, memory_order_seq_cst) == 0;
+}
+
+unsigned long dw_outbox_collect(struct dw_outbox *ob, unsigned long cap)
+{
+    struct __cds_wfcq_head keep_head;
+    struct cds_wfcq_tail keep_tail;
+    unsigned long queued, excess, dropped = 0;
+    struct node *n;
+
+    /* Clear first, then splice: the other half of the pairing described in dw_outbox_push. */
+    atomic_store_explicit(&ob->_scheduled, 0, memory_order_seq_cst);
+    atomic_thread_fence(memory_order_seq_cst);
+    __cds_wfcq_splice_blocking(&ob->_phead, &ob->_ptail, &ob->_head, &ob->_tail);
+
+    queued = atomic_load_explicit(&ob->_queued, memory_order_relaxed);
+    if (queued <= cap)
+        return 0;
+
+    /* Over the bound: rebuild the pending queue without its oldest non-critical messages. */
+    excess = queued - cap;
+    __cds_wfcq_init(&keep_head, &keep_tail);
+    while ((n = take_pending(ob)) != NULL) {
+        if (excess > 0 && !dw_msg_is_critical(n->msg)) {
+            dw_msg_unref(n->msg);
+            free(n);
+            excess--;
+            dropped++;
+            continue;
+        }
+        cds_wfcq_node_init(&n->q);
+        cds_wfcq_enqueue(&keep_head, &keep_tail, &n->q);
+    }
+    __cds_wfcq_splice_blocking(&ob->_phead, &ob->_ptail, &keep_head, &keep_tail);
+    atomic_fetch_sub_explicit(&ob->_queued, dropped, memory_order_relaxed);
+    return dropped;
+}
+
+struct dw_msg *dw_outbox_peek(struct dw_outbox *ob)
+{
+    struct cds_wfcq_node *qn = __cds_wfcq_first_blocking(&ob->_phead, &ob->_ptail);
+
+    if (!qn)
+        return NULL;
+    DW_TSAN_ACQUIRE(qn);
+    return caa_container_of(qn, struct node, q)->msg;
+}
+
+struct dw_msg *dw_outbox_pop(struct dw_outbox *ob)
+{
+    struct node *n = take_pending(ob);
+    struct dw_msg *msg;
+
+    if (!n)
+        return NULL;
+    msg = n->msg;
+    free(n);
+    atomic_fetch_sub_explicit(&ob->_queued, 1, memory_order_relaxed);
+    return msg;
+}
+
+bool dw_outbox_is_empty(struct dw_outbox *ob)
+{
+    return cds_wfcq_empty(&ob->_phead, &ob->_ptail) && cds_wfcq_empty(&ob->_head, &ob->_tail);
+}

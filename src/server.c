@@ -1,0 +1,225 @@
+/*
+ * server — DESIGN: the I/O thread. It owns the lws context (poll or libuv loop), runs the one
+ * protocol callback that serves both the WebSocket endpoint and the HTTP API, and is the only
+ * thread that calls lws. Workers reach it in two ways only: the hub's ready queue (messages
+ * for connections) and the done queue (finished HTTP jobs), each followed by one
+ * lws_cancel_service(), which lws turns into LWS_CALLBACK_EVENT_WAIT_CANCELLED here.
+ *
+ * Shutdown: dw_server_stop() sets a flag and wakes the loop; the loop then refuses new
+ * connections, asks every connection to flush and close with 1001, and keeps serving until
+ * they are gone or the shutdown timeout passes.
+ */
+#define DW_LOG_MODULE "server"
+#include "server_int.h"
+#include "dealwire/log.h"
+#include "dealwire/mem.h"
+#include "dealwire/msg.h"
+#include "dealwire/server.h"
+#include "dealwire/thread.h"
+#include "dealwire/worker.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                    size_t len)
+{
+    struct dw_server *srv = lws_context_user(lws_get_context(wsi));
+    struct dw_pss *pss = user;
+
+    switch (reason) {
+    /* ---- wake-ups from other threads -------------------------------------------------- */
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        if (!srv)
+            return 0;
+        dw__conn_drain_ready(srv);
+        dw__http_drain_done(srv);
+        return 0;
+
+    /* ---- admission -------------------------------------------------------------------- */
+    case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
+        /* Draining: new sockets are closed at once. */
+        return srv && srv->draining ? -1 : 0;
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        return dw__conn_confirm_upgrade(srv, wsi);
+
+    /* ---- WebSocket -------------------------------------------------------------------- */
+    case LWS_CALLBACK_ESTABLISHED:
+        return dw__conn_established(srv, wsi, pss);
+    case LWS_CALLBACK_RECEIVE:
+        return dw__conn_receive(srv, wsi, pss, in, len);
+    case LWS_CALLBACK_RECEIVE_PONG:
+        dw__conn_pong(srv, pss);
+        return 0;
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return dw__conn_writeable(srv, wsi, pss);
+    case LWS_CALLBACK_CLOSED:
+        dw__conn_closed(srv, pss);
+        return 0;
+
+    /* ---- HTTP ------------------------------------------------------------------------- */
+    case LWS_CALLBACK_HTTP:
+        return dw__http_request(srv, wsi, pss, in);
+    case LWS_CALLBACK_HTTP_BODY:
+        return dw__http_body(srv, pss, in, len);
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        return dw__http_body_done(srv, wsi, pss);
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        return dw__http_writeable(srv, wsi, pss);
+    case LWS_CALLBACK_CLOSED_HTTP:
+        dw__http_closed(srv, pss);
+        return 0;
+
+    default:
+        break;
+    }
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+static void sweep_cb(lws_sorted_usec_list_t *sul)
+{
+    struct dw_server *srv = lws_container_of(sul, struct dw_server, sweep);
+
+    dw__conn_sweep(srv, dw_now_mono_ns());
+    lws_sul_schedule(srv->ctx, 0, &srv->sweep, sweep_cb, DW_SWEEP_US);
+}
+
+/* lws logs through ours: its errors and warnings only, with its own prefix. */
+static void lws_log_emit(int level, const char *line)
+{
+    size_t n = strlen(line);
+
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        n--;
+    dw__log_write(level == LLL_ERR ? DW_LOG_ERROR : DW_LOG_WARN, "lws", "%.*s", (int)n, line);
+}
+
+static void wake(void *arg)
+{
+    struct dw_server *srv = arg;
+
+    /* The one lws call any thread may make. */
+    lws_cancel_service(srv->ctx);
+}
+
+struct dw_server *dw_server_new(const struct dw_config *cfg)
+{
+    struct dw_server *srv = dw_xcalloc(1, sizeof(*srv));
+    struct lws_context_creation_info info;
+
+    DW_ASSERT_THREAD(DW_THREAD_IO);
+    srv->cfg = cfg;
+    srv->started_at = dw_now_realtime_ns();
+    dw_readyq_init(&srv->done);
+    srv->wbuf = dw_xmalloc(LWS_PRE + DW_WRITE_BATCH);
+    srv->hub = dw_hub_new((unsigned long)cfg->queue_size, wake, srv);
+
+    srv->protocols[0] = (struct lws_protocols){
+        .name = "dealwire",
+        .callback = callback,
+        .per_session_data_size = sizeof(struct dw_pss),
+        .rx_buffer_size = DW_RX_BUFFER,
+        .tx_packet_size = DW_WRITE_BATCH,
+    };
+
+    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
+    memset(&info, 0, sizeof(info));
+    info.port = cfg->port;
+    info.iface = cfg->host;
+    info.protocols = srv->protocols;
+    info.user = srv;
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
+    if (cfg->event_loop == DW_EVENT_LOOP_UV)
+        info.options |= LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_UV_NO_SIGSEGV_SIGFPE_SPIN;
+    info.timeout_secs = 10;
+    info.max_http_header_data = 4096;
+    info.fd_limit_per_thread = 0;
+
+    /* The context is created only after the worker pool, so that a failure to listen can
+     * tear down a complete server. */
+    srv->workers = dw_workers_start((unsigned)cfg->workers);
+    if (!srv->workers)
+        goto fail;
+    srv->ctx = lws_create_context(&info);
+    if (!srv->ctx) {
+        dw_log(DW_LOG_ERROR, "cannot listen on %s:%d (address in use or not available)", cfg->host,
+               cfg->port);
+        goto fail;
+    }
+    lws_sul_schedule(srv->ctx, 0, &srv->sweep, sweep_cb, DW_SWEEP_US);
+    dw_log(DW_LOG_INFO, "listening on %s:%d (event loop %s, %d workers, queue %d)", cfg->host,
+           cfg->port, cfg->event_loop == DW_EVENT_LOOP_UV ? "uv" : "poll", cfg->workers,
+           cfg->queue_size);
+    return srv;
+
+fail:
+    dw_server_free(srv);
+    return NULL;
+}
+
+static void begin_drain(struct dw_server *srv)
+{
+    srv->draining = true;
+    srv->drain_deadline = dw_now_mono_ns() + (int64_t)srv->cfg->shutdown_timeout * 1000000;
+    dw_log(DW_LOG_INFO, "shutting down: closing %zu connections",
+           dw_hub_connection_count(srv->hub));
+    dw__conn_close_all(srv);
+}
+
+int dw_server_run(struct dw_server *srv)
+{
+    DW_ASSERT_THREAD(DW_THREAD_IO);
+    for (;;) {
+        if (lws_service(srv->ctx, 0) < 0) {
+            dw_log(DW_LOG_ERROR, "event loop failed");
+            return -1;
+        }
+        if (atomic_load(&srv->stop_requested) && !srv->draining)
+            begin_drain(srv);
+        if (srv->draining) {
+            if (dw_hub_connection_count(srv->hub) == 0)
+                break;
+            if (dw_now_mono_ns() >= srv->drain_deadline) {
+                dw_log(DW_LOG_WARN, "shutdown timeout: %zu connections still open",
+                       dw_hub_connection_count(srv->hub));
+                break;
+            }
+        }
+    }
+    return 0;
+}
+
+void dw_server_stop(struct dw_server *srv)
+{
+    atomic_store(&srv->stop_requested, 1);
+    lws_cancel_service(srv->ctx);
+}
+
+void dw_server_free(struct dw_server *srv)
+{
+    if (!srv)
+        return;
+    if (srv->ctx) {
+        lws_sul_cancel(&srv->sweep);
+        /* Closes what is left; each CLOSED callback unlinks its connection from the hub. */
+        lws_context_destroy(srv->ctx);
+        srv->ctx = NULL;
+    }
+    /* Jobs still queued run to the end; their answers find no connection. */
+    dw_workers_stop(srv->workers);
+    dw__http_free_done(srv);
+    dw_hub_free(srv->hub);
+    free(srv->wbuf);
+    free(srv);
+}
+
+struct dw_hub *dw_server_hub(struct dw_server *srv)
+{
+    return srv->hub;
+}
+
+struct dw_workers *dw_server_workers(struct dw_server *srv)
+{
+    return srv->workers;
+}

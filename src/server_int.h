@@ -1,0 +1,106 @@
+/*
+ * server_int.h — the I/O thread's state, shared by server.c (context, loop, shutdown),
+ * conn.c (WebSocket connections), http.c (the HTTP API) and stats.c (the stats documents).
+ * Everything here is thread: io unless a comment says otherwise.
+ */
+#ifndef DEALWIRE_SERVER_INT_H
+#define DEALWIRE_SERVER_INT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <libwebsockets.h>
+
+#include "dealwire/config.h"
+#include "dealwire/readyq.h"
+#include "hub_int.h"
+
+struct json_object;
+struct dw_workers;
+struct dw_http_req;
+
+/* Bytes gathered into one RAW write; also the protocol's tx_packet_size (DESIGN.md, "Write
+ * path": left at 0, lws would cut each send at rx_buffer_size). */
+#define DW_WRITE_BATCH (64 * 1024)
+
+/* lws's receive buffer per connection: clients send short commands (DESIGN.md). */
+#define DW_RX_BUFFER 512
+
+/* How often the heartbeat sweep runs. */
+#define DW_SWEEP_US (250 * 1000)
+
+struct dw_server {
+    const struct dw_config *cfg;
+    struct lws_context *ctx;
+    struct dw_hub *hub;
+    struct dw_workers *workers;
+    struct lws_protocols protocols[2];
+    lws_sorted_usec_list_t sweep;
+    _Atomic int stop_requested; /* any thread */
+    bool draining;
+    int64_t drain_deadline; /* monotonic ns */
+    int64_t started_at;     /* realtime ns */
+    struct dw_readyq done;  /* finished HTTP jobs (dw_http_req.done_node); any → io */
+    unsigned char *wbuf;    /* LWS_PRE + DW_WRITE_BATCH, the one write buffer */
+};
+
+/* lws's per-session data: a WebSocket connection or an HTTP request, never both. */
+struct dw_pss {
+    struct dw_conn *conn;
+    struct dw_http_req *req;
+};
+
+/* ---- conn.c --------------------------------------------------------------------------- */
+
+/* Refuses an upgrade that is not /ws/events with a valid user_id (HTTP 400/404/503).
+ * Returns what LWS_CALLBACK_HTTP_CONFIRM_UPGRADE should return. */
+int dw__conn_confirm_upgrade(struct dw_server *srv, struct lws *wsi);
+
+/* The WebSocket callbacks of one connection. Return what the lws callback returns. */
+int dw__conn_established(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss);
+int dw__conn_receive(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss, const void *in,
+                     size_t len);
+int dw__conn_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss);
+void dw__conn_pong(struct dw_server *srv, struct dw_pss *pss);
+void dw__conn_closed(struct dw_server *srv, struct dw_pss *pss);
+
+/* Drains the ready queue: collects each connection's outbox and asks for WRITEABLE. */
+void dw__conn_drain_ready(struct dw_server *srv);
+
+/* The heartbeat sweep over every connection (pings, stale hang-ups). */
+void dw__conn_sweep(struct dw_server *srv, int64_t now);
+
+/* Starts the graceful close of every connection: flush, then close 1001. */
+void dw__conn_close_all(struct dw_server *srv);
+
+/* Queues msg (borrowed) for conn from the I/O thread itself and asks for WRITEABLE. */
+void dw__conn_send(struct dw_conn *conn, struct dw_msg *msg);
+
+/* ---- http.c --------------------------------------------------------------------------- */
+
+/* The HTTP callbacks. Return what the lws callback returns. */
+int dw__http_request(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss, const char *path);
+int dw__http_body(struct dw_server *srv, struct dw_pss *pss, const void *in, size_t len);
+int dw__http_body_done(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss);
+int dw__http_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss);
+void dw__http_closed(struct dw_server *srv, struct dw_pss *pss);
+
+/* Hands finished worker jobs back to their HTTP connections. */
+void dw__http_drain_done(struct dw_server *srv);
+
+/* Frees finished jobs whose connection is gone (at shutdown, after the workers stopped). */
+void dw__http_free_done(struct dw_server *srv);
+
+/* ---- stats.c -------------------------------------------------------------------------- */
+
+/* The /api/websocket/stats document. Returns a new object. */
+struct json_object *dw__stats_service(struct dw_server *srv);
+
+/* The /api/websocket/connections document, at most limit connections listed. New object. */
+struct json_object *dw__stats_connections(struct dw_server *srv, unsigned limit);
+
+/* The per-user document, or NULL when user_id has no connection. New object. */
+struct json_object *dw__stats_user(struct dw_server *srv, const char *user_id);
+
+#endif

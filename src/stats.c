@@ -1,0 +1,185 @@
+/*
+ * stats — DESIGN: the statistics documents of the HTTP API and of get_stats, in the seed's
+ * shapes. Built on the I/O thread, which owns every per-connection counter, so reading them
+ * needs no synchronization; the service-wide publish counters are atomics kept by the hub.
+ */
+#define DW_LOG_MODULE "stats"
+#include "server_int.h"
+#include "dealwire/msg.h"
+
+#include <string.h>
+
+#include <json-c/json.h>
+
+/* uptime_by_user lists at most this many users; "uptime_by_user_truncated" says when more. */
+#define UPTIME_USERS_MAX 1000
+
+static struct json_object *time_string(int64_t realtime_ns)
+{
+    char ts[DW_TIME_ISO_LEN];
+
+    dw_msg_format_time(ts, realtime_ns);
+    return json_object_new_string(ts);
+}
+
+static struct json_object *u64(uint64_t v)
+{
+    return json_object_new_int64(v > INT64_MAX ? INT64_MAX : (int64_t)v);
+}
+
+struct json_object *dw__stats_service(struct dw_server *srv)
+{
+    struct json_object *obj = json_object_new_object();
+    struct json_object *ms = json_object_new_object();
+    struct json_object *uptime = json_object_new_object();
+    struct dw_hub_counters c;
+    struct dw_conn *conn;
+    int64_t now = dw_now_realtime_ns();
+    unsigned listed = 0;
+    bool truncated = false;
+
+    dw_hub_get_counters(srv->hub, &c);
+    json_object_object_add(obj, "active_connections", u64(dw_hub_connection_count(srv->hub)));
+    json_object_object_add(obj, "total_users", u64(dw_hub_user_count(srv->hub)));
+    json_object_object_add(obj, "total_rooms", u64(dw_hub_channel_count(srv->hub)));
+
+    json_object_object_add(ms, "total_sent", u64(c.total_sent));
+    json_object_object_add(ms, "total_failed", u64(c.total_failed));
+    json_object_object_add(ms, "total_dropped", u64(c.total_dropped));
+    json_object_object_add(ms, "total_broadcast", u64(c.total_broadcast));
+    json_object_object_add(ms, "deal_alerts", u64(c.by_type[DW_MSG_DEAL_ALERT]));
+    json_object_object_add(ms, "price_alerts", u64(c.by_type[DW_MSG_PRICE_ALERT]));
+    json_object_object_add(ms, "trip_updates", u64(c.by_type[DW_MSG_TRIP_UPDATE]));
+    json_object_object_add(ms, "notifications", u64(c.by_type[DW_MSG_NOTIFICATION]));
+    json_object_object_add(obj, "message_stats", ms);
+
+    /* A user's uptime is that of its oldest connection; the list is in connection order,
+     * so the first connection seen for a user is its oldest. */
+    dw_rlist_for_each_entry(conn, dw__hub_all(srv->hub), struct dw_conn, all_link)
+    {
+        if (json_object_object_get_ex(uptime, conn->user->id, NULL))
+            continue;
+        if (listed == UPTIME_USERS_MAX) {
+            truncated = true;
+            break;
+        }
+        json_object_object_add(uptime, conn->user->id,
+                               json_object_new_double((double)(now - conn->io.connected_at) / 1e9));
+        listed++;
+    }
+    json_object_object_add(obj, "uptime_by_user", uptime);
+    json_object_object_add(obj, "uptime_by_user_truncated", json_object_new_boolean(truncated));
+    json_object_object_add(obj, "connections_opened", u64(c.connections_opened));
+    json_object_object_add(obj, "connections_closed", u64(c.connections_closed));
+    json_object_object_add(obj, "queue_size", json_object_new_int(srv->cfg->queue_size));
+    json_object_object_add(obj, "uptime_seconds",
+                           json_object_new_double((double)(now - srv->started_at) / 1e9));
+    return obj;
+}
+
+static struct json_object *conn_doc(struct dw_conn *conn)
+{
+    struct json_object *obj = json_object_new_object();
+    struct json_object *subs = json_object_new_array();
+    char id[24];
+
+    snprintf(id, sizeof(id), "%llu", (unsigned long long)conn->id);
+    json_object_object_add(obj, "connection_id", json_object_new_string(id));
+    json_object_object_add(obj, "user_id", json_object_new_string(conn->user->id));
+    json_object_object_add(obj, "connected_at", time_string(conn->io.connected_at));
+    json_object_object_add(obj, "last_activity", time_string(conn->io.last_activity_rt));
+    json_object_object_add(obj, "last_heartbeat", time_string(conn->io.last_heartbeat_rt));
+    json_object_object_add(obj, "messages_sent", u64(conn->io.messages_sent));
+    json_object_object_add(obj, "messages_failed", u64(conn->io.messages_failed));
+    json_object_object_add(obj, "messages_dropped", u64(conn->io.messages_dropped));
+    json_object_object_add(obj, "queue_size", u64(dw_outbox_queued(&conn->outbox)));
+    for (struct dw_membership *m = conn->io.subs; m; m = m->next)
+        json_object_array_add(subs, json_object_new_string(m->chan->name));
+    json_object_object_add(obj, "subscriptions", subs);
+    return obj;
+}
+
+struct json_object *dw__stats_connections(struct dw_server *srv, unsigned limit)
+{
+    struct json_object *obj = json_object_new_object();
+    struct json_object *list = json_object_new_array();
+    struct dw_conn *conn;
+    unsigned listed = 0;
+    bool truncated = false;
+
+    dw_rlist_for_each_entry(conn, dw__hub_all(srv->hub), struct dw_conn, all_link)
+    {
+        if (listed == limit) {
+            truncated = true;
+            break;
+        }
+        json_object_array_add(list, conn_doc(conn));
+        listed++;
+    }
+    json_object_object_add(obj, "active_connections", u64(dw_hub_connection_count(srv->hub)));
+    json_object_object_add(obj, "total_users", u64(dw_hub_user_count(srv->hub)));
+    json_object_object_add(obj, "connections", list);
+    json_object_object_add(obj, "truncated", json_object_new_boolean(truncated));
+    return obj;
+}
+
+struct json_object *dw__stats_user(struct dw_server *srv, const char *user_id)
+{
+    struct json_object *obj, *subs, *conns;
+    struct dw_user *u;
+    struct dw_conn *conn;
+    int64_t connected_at = INT64_MAX, last_activity = 0, last_heartbeat = 0;
+    uint64_t sent = 0, failed = 0, dropped = 0, queued = 0;
+    unsigned n = 0;
+
+    dw_rcu_read_lock();
+    u = dw__hub_find_user(srv->hub, user_id);
+    if (!u) {
+        dw_rcu_read_unlock();
+        return NULL;
+    }
+    subs = json_object_new_array();
+    conns = json_object_new_array();
+    dw_rlist_for_each_entry(conn, &u->conns, struct dw_conn, user_link)
+    {
+        char id[24];
+
+        n++;
+        if (conn->io.connected_at < connected_at)
+            connected_at = conn->io.connected_at;
+        if (conn->io.last_activity_rt > last_activity)
+            last_activity = conn->io.last_activity_rt;
+        if (conn->io.last_heartbeat_rt > last_heartbeat)
+            last_heartbeat = conn->io.last_heartbeat_rt;
+        sent += conn->io.messages_sent;
+        failed += conn->io.messages_failed;
+        dropped += conn->io.messages_dropped;
+        queued += dw_outbox_queued(&conn->outbox);
+        snprintf(id, sizeof(id), "%llu", (unsigned long long)conn->id);
+        json_object_array_add(conns, json_object_new_string(id));
+        for (struct dw_membership *m = conn->io.subs; m; m = m->next) {
+            bool seen = false;
+
+            for (size_t i = 0; i < json_object_array_length(subs); i++)
+                seen |= strcmp(json_object_get_string(json_object_array_get_idx(subs, i)),
+                               m->chan->name) == 0;
+            if (!seen)
+                json_object_array_add(subs, json_object_new_string(m->chan->name));
+        }
+    }
+    obj = json_object_new_object();
+    json_object_object_add(obj, "user_id", json_object_new_string(u->id));
+    dw_rcu_read_unlock();
+
+    json_object_object_add(obj, "connections", json_object_new_int((int)n));
+    json_object_object_add(obj, "connection_ids", conns);
+    json_object_object_add(obj, "connected_at", time_string(connected_at));
+    json_object_object_add(obj, "last_activity", time_string(last_activity));
+    json_object_object_add(obj, "last_heartbeat", time_string(last_heartbeat));
+    json_object_object_add(obj, "messages_sent", u64(sent));
+    json_object_object_add(obj, "messages_failed", u64(failed));
+    json_object_object_add(obj, "messages_dropped", u64(dropped));
+    json_object_object_add(obj, "queue_size", u64(queued));
+    json_object_object_add(obj, "subscriptions", subs);
+    return obj;
+}

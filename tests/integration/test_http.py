@@ -1,0 +1,453 @@
+"""HTTP API on the WebSocket port: health, stats, connections, users, publish and its errors."""
+
+import asyncio
+import http.client
+import json
+
+import pytest
+
+from conftest import (
+    apublish, assert_iso, assert_user_stats, barrier, close_all, connect_user, http_get,
+    http_post, http_request, is_int, is_number, publish, recv_json, request, run, t, wait_until,
+)
+
+MESSAGE_STATS_KEYS = ("total_sent", "total_failed", "total_dropped", "total_broadcast",
+                      "deal_alerts", "price_alerts", "trip_updates", "notifications")
+
+
+def assert_json_response(r):
+    assert r.headers.get("content-type", "").startswith("application/json"), r.headers
+    assert r.json is not None, f"body is not JSON: {r.raw[:200]!r}"
+
+
+# --------------------------------------------------------------------------------------------
+# /healthz
+# --------------------------------------------------------------------------------------------
+
+def test_healthz(daemon):
+    r = http_request(daemon.port, "GET", "/healthz")
+    assert r.status == 200
+    assert_json_response(r)
+    assert r.json["status"] == "ok"
+
+
+def test_http_keep_alive(daemon):
+    """Several requests on one HTTP/1.1 connection (DESIGN: publish sustains keep-alive)."""
+    conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=t(10))
+    try:
+        for i in range(5):
+            conn.request("GET", "/healthz")
+            resp = conn.getresponse()
+            assert resp.status == 200
+            assert json.loads(resp.read())["status"] == "ok"
+            conn.request("POST", "/api/publish", body=json.dumps(
+                {"target": "all", "message": {"type": "notification", "i": i}}),
+                headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            assert resp.status == 200
+            assert json.loads(resp.read())["recipients"] == 0
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------------------------
+# /api/websocket/stats
+# --------------------------------------------------------------------------------------------
+
+def get_stats(port):
+    r = http_request(port, "GET", "/api/websocket/stats")
+    assert r.status == 200, r
+    assert_json_response(r)
+    s = r.json
+    for key in ("active_connections", "total_users", "total_rooms"):
+        assert is_int(s[key]) and s[key] >= 0, (key, s)
+    assert set(MESSAGE_STATS_KEYS) <= set(s["message_stats"]), s["message_stats"]
+    for key in MESSAGE_STATS_KEYS:
+        assert is_int(s["message_stats"][key]) and s["message_stats"][key] >= 0, key
+    assert isinstance(s["uptime_by_user"], dict)
+    assert all(is_number(v) and v >= 0 for v in s["uptime_by_user"].values())
+    assert is_number(s["uptime_seconds"]) and s["uptime_seconds"] >= 0
+    return s
+
+
+def test_stats_empty(daemon):
+    s = get_stats(daemon.port)
+    assert s["active_connections"] == 0
+    assert s["total_users"] == 0
+    assert s["total_rooms"] == 0
+    assert s["uptime_by_user"] == {}
+
+
+def test_stats_counts_connections_users_rooms(daemon):
+    async def main():
+        a1, _ = await connect_user(daemon.port, "alice")
+        a2, _ = await connect_user(daemon.port, "alice")
+        b, _ = await connect_user(daemon.port, "bob")
+        await request(a1, {"type": "subscribe", "channel": "hot_deals"})
+        await request(b, {"type": "subscribe", "channel": "hot_deals"})
+        await request(b, {"type": "subscribe", "channel": "trips"})
+        s = get_stats(daemon.port)
+        assert s["active_connections"] == 3
+        assert s["total_users"] == 2
+        assert s["total_rooms"] == 2
+        assert set(s["uptime_by_user"]) == {"alice", "bob"}
+        await request(b, {"type": "unsubscribe", "channel": "trips"})
+        assert get_stats(daemon.port)["total_rooms"] == 1
+        await close_all([a1, a2, b])
+        wait_until(lambda: get_stats(daemon.port)["active_connections"] == 0, t(5),
+                   "active_connections to drop to 0 after the clients closed")
+        s = get_stats(daemon.port)
+        assert s["total_users"] == 0 and s["uptime_by_user"] == {}
+        assert s["total_rooms"] == 0
+
+    run(main())
+
+
+def test_stats_message_counters(daemon):
+    async def main():
+        a, _ = await connect_user(daemon.port, "alice")
+        b, _ = await connect_user(daemon.port, "bob")
+        before = get_stats(daemon.port)["message_stats"]
+        for kind in ("deal_alert", "price_alert", "trip_update", "notification"):
+            answer = await apublish(daemon.port, {"target": "all", "message": {"type": kind}})
+            assert answer["recipients"] == 2
+            assert (await recv_json(a))["type"] == kind
+            assert (await recv_json(b))["type"] == kind
+        after = get_stats(daemon.port)["message_stats"]
+        for key in ("deal_alerts", "price_alerts", "trip_updates", "notifications",
+                    "total_broadcast"):
+            assert after[key] > before[key], (key, before, after)
+        assert after["total_sent"] >= before["total_sent"] + 8, (before, after)
+        assert after["total_failed"] == 0 and after["total_dropped"] == 0
+        await close_all([a, b])
+
+    run(main())
+
+
+# --------------------------------------------------------------------------------------------
+# /api/websocket/connections
+# --------------------------------------------------------------------------------------------
+
+def test_connections_list(daemon):
+    async def main():
+        pairs = [await connect_user(daemon.port, u) for u in ("alice", "alice", "bob")]
+        r = http_request(daemon.port, "GET", "/api/websocket/connections")
+        assert r.status == 200
+        assert_json_response(r)
+        body = r.json
+        assert body["active_connections"] == 3
+        assert body["total_users"] == 2
+        assert body["truncated"] is False
+        conns = body["connections"]
+        assert len(conns) == 3
+        for c in conns:
+            for key in ("connection_id", "user_id", "connected_at", "queue_size",
+                        "messages_sent"):
+                assert key in c, (key, c)
+            assert_iso(c["connected_at"], "connected_at")
+            assert is_int(c["queue_size"]) and is_int(c["messages_sent"])
+            assert c["messages_sent"] >= 1  # the welcome
+        assert sorted((c["connection_id"], c["user_id"]) for c in conns) == \
+            sorted((w["connection_id"], w["user_id"]) for _, w in pairs)
+        await close_all([ws for ws, _ in pairs])
+
+    run(main())
+
+
+def test_connections_limit(daemon):
+    async def main():
+        pairs = [await connect_user(daemon.port, f"u{i}") for i in range(3)]
+        status, body = http_get(daemon.port, "/api/websocket/connections?limit=2")
+        assert status == 200
+        assert len(body["connections"]) == 2
+        assert body["truncated"] is True
+        assert body["active_connections"] == 3
+        status, body = http_get(daemon.port, "/api/websocket/connections?limit=3")
+        assert len(body["connections"]) == 3 and body["truncated"] is False
+        await close_all([ws for ws, _ in pairs])
+
+    run(main())
+
+
+def test_connections_default_limit_is_100(daemon):
+    async def main():
+        conns = []
+        for i in range(101):
+            ws, _ = await connect_user(daemon.port, f"user{i}")
+            conns.append(ws)
+        status, body = http_get(daemon.port, "/api/websocket/connections")
+        assert status == 200
+        assert body["active_connections"] == 101
+        assert len(body["connections"]) == 100
+        assert body["truncated"] is True
+        await close_all(conns)
+
+    run(main())
+
+
+# --------------------------------------------------------------------------------------------
+# /api/websocket/users/<id>
+# --------------------------------------------------------------------------------------------
+
+def test_user_stats(daemon):
+    async def main():
+        a1, _ = await connect_user(daemon.port, "alice")
+        a2, _ = await connect_user(daemon.port, "alice")
+        await request(a2, {"type": "subscribe", "channel": "hot_deals"})
+        r = http_request(daemon.port, "GET", "/api/websocket/users/alice")
+        assert r.status == 200
+        assert_json_response(r)
+        assert_user_stats(r.json, "alice")
+        assert r.json["connections"] == 2
+        assert "hot_deals" in r.json["subscriptions"]
+        assert r.json["messages_sent"] >= 3  # two welcomes and a subscribe reply
+        await close_all([a1, a2])
+
+    run(main())
+
+
+@pytest.mark.parametrize("user", ["nobody", "bad%20id"])
+def test_user_stats_unknown_user_is_404(daemon, user):
+    r = http_request(daemon.port, "GET", f"/api/websocket/users/{user}")
+    assert r.status in ((404,) if user == "nobody" else (400, 404)), r
+    assert_json_response(r)
+    assert isinstance(r.json["error"], str)
+
+
+def test_user_stats_404_after_disconnect(daemon):
+    async def main():
+        ws, _ = await connect_user(daemon.port, "alice")
+        assert http_get(daemon.port, "/api/websocket/users/alice")[0] == 200
+        await ws.close()
+        wait_until(lambda: http_get(daemon.port, "/api/websocket/users/alice")[0] == 404, t(5),
+                   "users/alice to become 404 after its only connection closed")
+
+    run(main())
+
+
+# --------------------------------------------------------------------------------------------
+# POST /api/publish
+# --------------------------------------------------------------------------------------------
+
+def test_publish_delivers_fields_as_given_in_order(daemon):
+    fields = [("type", "price_alert"), ("deal_id", "d1"), ("zeta", 1), ("alpha", [1, 2, {"b": None}]),
+              ("nested", {"y": 2, "x": 1}), ("current_price", 120.5), ("title", "Caf\u00e9 \"NYC\"")]
+    body = '{"target":{"user_id":"alice"},"message":{' + \
+        ",".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in fields) + "}}"
+
+    async def main():
+        ws, _ = await connect_user(daemon.port, "alice")
+        r = await asyncio_request(daemon.port, body)
+        assert r.status == 200, r
+        assert_json_response(r)
+        assert r.json["recipients"] == 1
+        assert isinstance(r.json["id"], str) and r.json["id"]
+        raw = await ws.recv()
+        pairs = json.loads(raw, object_pairs_hook=list)
+        got = [(k, v) for k, v in pairs if k not in ("timestamp", "seq")]
+        assert [k for k, _ in got] == [k for k, _ in fields]
+        assert json.loads(raw)["nested"] == {"y": 2, "x": 1}
+        assert dict(json.loads(raw)) == {**dict(fields), "timestamp": json.loads(raw)["timestamp"]}
+        assert_iso(json.loads(raw)["timestamp"])
+        await ws.close()
+
+    run(main())
+
+
+async def asyncio_request(port, body):
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, lambda: http_request(port, "POST", "/api/publish",
+                                                                 body=body))
+
+
+@pytest.mark.parametrize("kind", ["deal_alert", "price_alert", "trip_update", "notification"])
+def test_publish_each_message_type(daemon, kind):
+    async def main():
+        ws, _ = await connect_user(daemon.port, "alice")
+        answer = await apublish(daemon.port, {"target": {"user_id": "alice"},
+                                              "message": {"type": kind, "k": kind}})
+        assert answer["recipients"] == 1
+        msg = await recv_json(ws)
+        assert msg["type"] == kind and msg["k"] == kind
+        assert_iso(msg["timestamp"])
+        await ws.close()
+
+    run(main())
+
+
+def test_publish_ids_are_unique(daemon):
+    ids = {publish(daemon.port, {"target": "all", "message": {"type": "notification"}})["id"]
+           for _ in range(20)}
+    assert len(ids) == 20
+
+
+def test_publish_critical(daemon):
+    async def main():
+        ws, _ = await connect_user(daemon.port, "alice")
+        for critical in (True, False):
+            answer = await apublish(daemon.port, {"target": {"user_id": "alice"},
+                                                  "message": {"type": "price_alert", "c": critical},
+                                                  "critical": critical})
+            assert answer["recipients"] == 1
+            msg = await recv_json(ws)
+            assert msg["type"] == "price_alert" and msg["c"] is critical
+        await ws.close()
+
+    run(main())
+
+
+def test_publish_to_user_without_connection(daemon):
+    answer = publish(daemon.port, {"target": {"user_id": "nobody"},
+                                   "message": {"type": "notification"}})
+    assert answer["recipients"] == 0
+
+
+def test_publish_batch(daemon):
+    async def main():
+        a, _ = await connect_user(daemon.port, "alice")
+        b, _ = await connect_user(daemon.port, "bob")
+        await request(b, {"type": "subscribe", "channel": "hot_deals"})
+        batch = [
+            {"target": {"user_id": "alice"}, "message": {"type": "price_alert", "n": 0}},
+            {"target": {"channel": "hot_deals"}, "message": {"type": "deal_alert", "n": 1}},
+            {"target": "all", "message": {"type": "notification", "n": 2}},
+            {"target": {"user_id": "nobody"}, "message": {"type": "trip_update", "n": 3}},
+        ]
+        r = await asyncio_request(daemon.port, json.dumps(batch))
+        assert r.status == 200, r
+        assert_json_response(r)
+        assert [x["recipients"] for x in r.json["results"]] == [1, 1, 2, 0]
+        assert r.json["recipients"] == 4
+        ids = [x["id"] for x in r.json["results"]]
+        assert all(isinstance(i, str) and i for i in ids) and len(set(ids)) == 4
+        assert [(await recv_json(a))["n"] for _ in range(2)] == [0, 2]
+        assert [(await recv_json(b))["n"] for _ in range(2)] == [1, 2]
+        assert await barrier(a) == [] and await barrier(b) == []
+        await close_all([a, b])
+
+    run(main())
+
+
+BAD_PUBLISH = [
+    # (body, field)
+    ({"message": {"type": "notification"}}, "target"),
+    ({"target": "everyone", "message": {"type": "notification"}}, "target"),
+    ({"target": 42, "message": {"type": "notification"}}, "target"),
+    ({"target": {}, "message": {"type": "notification"}}, "target"),
+    ({"target": {"user_id": ""}, "message": {"type": "notification"}}, "target"),
+    ({"target": {"user_id": "bad id"}, "message": {"type": "notification"}}, "target"),
+    ({"target": {"user_id": 7}, "message": {"type": "notification"}}, "target"),
+    ({"target": {"channel": "bad channel"}, "message": {"type": "notification"}}, "target"),
+    ({"target": {"channel": "x" * 65}, "message": {"type": "notification"}}, "target"),
+    ({"target": "all"}, "message"),
+    ({"target": "all", "message": "hello"}, "message"),
+    ({"target": "all", "message": [{"type": "notification"}]}, "message"),
+    ({"target": "all", "message": {}}, "message.type"),
+    ({"target": "all", "message": {"type": 3}}, "message.type"),
+    ({"target": "all", "message": {"type": "bogus"}}, "message.type"),
+    ({"target": "all", "message": {"type": "pong"}}, "message.type"),
+    ({"target": "all", "message": {"type": "connection_established"}}, "message.type"),
+    ({"target": "all", "message": {"type": "notification"}, "critical": "yes"}, "critical"),
+    ({"target": "all", "message": {"type": "notification"}, "critical": 1}, "critical"),
+]
+
+
+@pytest.mark.parametrize("body,field", BAD_PUBLISH)
+def test_publish_bad_input_is_400_naming_the_field(daemon, body, field):
+    async def main():
+        ws, _ = await connect_user(daemon.port, "alice")
+        r = await asyncio_request(daemon.port, json.dumps(body))
+        assert r.status == 400, r
+        assert_json_response(r)
+        assert isinstance(r.json.get("error"), str) and r.json["error"], r.json
+        if field == "target":
+            assert str(r.json.get("field", "")).startswith("target"), r.json
+        else:
+            assert r.json.get("field") == field, r.json
+        assert await barrier(ws) == [], "a refused publish was delivered"
+        await ws.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("body", ['{"target": "all", ', "nope", "", "\xff"])
+def test_publish_invalid_json_is_400(daemon, body):
+    r = http_request(daemon.port, "POST", "/api/publish", body=body.encode("latin-1"))
+    assert r.status == 400, r
+    assert_json_response(r)
+    assert isinstance(r.json["error"], str)
+
+
+@pytest.mark.parametrize("body", ["42", '"all"', "null"])
+def test_publish_body_not_object_is_400(daemon, body):
+    r = http_request(daemon.port, "POST", "/api/publish", body=body)
+    assert r.status == 400, r
+    assert_json_response(r)
+    assert isinstance(r.json["error"], str)
+
+
+def test_publish_batch_with_a_bad_element_is_400(daemon):
+    r = http_request(daemon.port, "POST", "/api/publish", body=[
+        {"target": "all", "message": {"type": "notification"}},
+        {"target": "all", "message": {"type": "bogus"}},
+    ])
+    assert r.status == 400, r
+    assert_json_response(r)
+    assert "message.type" in str(r.json.get("field")), r.json
+
+
+def test_publish_body_over_limit_is_413(dealwire):
+    d = dealwire("--max-publish-size", "1024")
+    msg = {"target": "all", "message": {"type": "notification", "pad": ""}}
+    base = len(json.dumps(msg))
+    fits = dict(msg, message={"type": "notification", "pad": "x" * (1024 - base)})
+    assert len(json.dumps(fits)) == 1024
+    assert http_post(d.port, "/api/publish", fits)[0] == 200
+    over = dict(msg, message={"type": "notification", "pad": "x" * (1025 - base)})
+    assert http_request(d.port, "POST", "/api/publish", body=over).status == 413
+    big = dict(msg, message={"type": "notification", "pad": "x" * 200000})
+    assert http_request(d.port, "POST", "/api/publish", body=big).status == 413
+    # The daemon still serves afterwards.
+    assert http_get(d.port, "/healthz")[0] == 200
+
+
+def test_publish_default_limit_is_1_mib(daemon):
+    msg = {"target": "all", "message": {"type": "notification", "pad": ""}}
+    base = len(json.dumps(msg))
+    fits = dict(msg, message={"type": "notification", "pad": "x" * (1024 * 1024 - base)})
+    assert http_post(daemon.port, "/api/publish", fits)[0] == 200
+    over = dict(msg, message={"type": "notification", "pad": "x" * (2 * 1024 * 1024)})
+    assert http_request(daemon.port, "POST", "/api/publish", body=over).status == 413
+
+
+# --------------------------------------------------------------------------------------------
+# 404 / 405
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method,path", [
+    ("GET", "/api/nope"),
+    ("GET", "/no/such/path"),
+    ("POST", "/api/publish/extra"),
+    ("GET", "/api/websocket/nope"),
+])
+def test_unknown_path_is_404_json(daemon, method, path):
+    r = http_request(daemon.port, method, path, body="{}" if method == "POST" else None)
+    assert r.status == 404, r
+    assert_json_response(r)
+    assert isinstance(r.json["error"], str)
+
+
+@pytest.mark.parametrize("method,path", [
+    ("POST", "/healthz"),
+    ("GET", "/api/publish"),
+    ("PUT", "/api/publish"),
+    ("DELETE", "/api/websocket/stats"),
+    ("POST", "/api/websocket/connections"),
+    ("POST", "/api/websocket/users/alice"),
+])
+def test_wrong_method_is_405(daemon, method, path):
+    r = http_request(daemon.port, method, path,
+                     body="{}" if method in ("POST", "PUT") else None)
+    assert r.status == 405, r
+    assert_json_response(r)
+    assert isinstance(r.json["error"], str)
