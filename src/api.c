@@ -86,19 +86,17 @@ static bool parse_item(struct json_object *obj, int index, struct item *it, stru
         return fail(e, index, "target",
                     "\"target\" must be \"all\", {\"user_id\": ...} or {\"channel\": ...}");
     } else if (json_object_object_get_ex(target, "user_id", &v)) {
-        if (!json_object_is_type(v, json_type_string) ||
-            !dw_proto_user_id_is_valid(json_object_get_string(v)))
+        it->name = dw_proto_json_string(v);
+        if (!it->name || !dw_proto_user_id_is_valid(it->name))
             return fail(e, index, "target.user_id",
                         "user_id must be 1-128 characters of A-Z a-z 0-9 _ . : @ -");
         it->kind = TARGET_USER;
-        it->name = json_object_get_string(v);
     } else if (json_object_object_get_ex(target, "channel", &v)) {
-        if (!json_object_is_type(v, json_type_string) ||
-            !dw_proto_channel_is_valid(json_object_get_string(v)))
+        it->name = dw_proto_json_string(v);
+        if (!it->name || !dw_proto_channel_is_valid(it->name))
             return fail(e, index, "target.channel",
                         "channel must be 1-64 characters of A-Z a-z 0-9 _ . : -");
         it->kind = TARGET_CHANNEL;
-        it->name = json_object_get_string(v);
     } else {
         return fail(e, index, "target",
                     "\"target\" must be \"all\", {\"user_id\": ...} or {\"channel\": ...}");
@@ -174,7 +172,6 @@ static char *render(struct json_object *obj, size_t *len)
 
 int dw_api_publish(struct dw_hub *hub, const char *body, size_t len, char **resp, size_t *resp_len)
 {
-    struct json_tokener *tok;
     struct json_object *root, *answer;
     struct item *items = NULL;
     struct verr err = {0};
@@ -183,22 +180,16 @@ int dw_api_publish(struct dw_hub *hub, const char *body, size_t len, char **resp
     char id[24];
     int status = 400;
 
-    if (len > (size_t)INT32_MAX) {
-        *resp = dw_api_error_body("body too large", NULL, resp_len);
-        return 400;
-    }
-    tok = json_tokener_new_ex(PARSE_DEPTH);
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
-    root = json_tokener_parse_ex(tok, body, (int)len);
-    if (!root || json_tokener_get_error(tok) != json_tokener_success ||
-        json_tokener_get_parse_end(tok) != len) {
-        json_tokener_free(tok);
-        json_object_put(root);
+    if (dw_proto_parse_json(body, len, PARSE_DEPTH, &root) < 0) {
         *resp = dw_api_error_body("body is not valid JSON", NULL, resp_len);
         return 400;
     }
-    json_tokener_free(tok);
-
+    if (!json_object_is_type(root, json_type_object) &&
+        !json_object_is_type(root, json_type_array)) {
+        *resp = dw_api_error_body("body must be a JSON object or an array of them", NULL, resp_len);
+        json_object_put(root);
+        return 400;
+    }
     batch = json_object_is_type(root, json_type_array);
     n = batch ? json_object_array_length(root) : 1;
     if (batch && (n == 0 || n > DW_API_MAX_BATCH)) {

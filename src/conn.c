@@ -29,20 +29,52 @@
 
 #define WS_PATH     "/ws/events"
 #define STRIKES_MAX 3
+/* Seconds a slow consumer has to take its close frame before lws hangs up. */
+#define SLOW_CLOSE_GRACE_S 5
 
-/* Reads the user_id query argument into buf. Returns 0, -ENOENT when absent, -EINVAL when it
- * is not a valid user id. */
-static int read_user_id(struct lws *wsi, char *buf, int len)
+/* Reads the user_id query argument into buf (DW_USER_ID_MAX + 1 bytes). Returns 0, -ENOENT
+ * when absent, -EINVAL when it is not a valid user id (a %00 inside it included). */
+static int read_user_id(struct lws *wsi, char *buf)
 {
-    char arg[DW_USER_ID_MAX + 16];
-    const char *v = lws_get_urlarg_by_name(wsi, "user_id=", arg, (int)sizeof(arg));
+    char arg[DW_USER_ID_MAX + 64];
+    const size_t name_len = strlen("user_id=");
 
-    if (!v)
-        return -ENOENT;
-    if (!dw_proto_user_id_is_valid(v))
-        return -EINVAL;
-    snprintf(buf, (size_t)len, "%s", v);
-    return 0;
+    for (int i = 0;; i++) {
+        int n = lws_hdr_copy_fragment(wsi, arg, (int)sizeof(arg), WSI_TOKEN_HTTP_URI_ARGS, i);
+
+        if (n < 0)
+            return -ENOENT;
+        if (strncmp(arg, "user_id=", name_len) != 0)
+            continue;
+        /* lws url-decodes: a shorter string than the copy means an embedded NUL. */
+        if (strlen(arg) != (size_t)n || !dw_proto_user_id_is_valid(arg + name_len))
+            return -EINVAL;
+        memcpy(buf, arg + name_len, (size_t)n - name_len + 1);
+        return 0;
+    }
+}
+
+/* Answers an upgrade request with status and a JSON error, written by hand: at this point
+ * lws would label its own status line HTTP/1.0, which WebSocket clients reject. */
+static int refuse_upgrade(struct lws *wsi, int status, const char *why)
+{
+    unsigned char buf[LWS_PRE + 512];
+    char *p = (char *)buf + LWS_PRE;
+    const char *reason = status == HTTP_STATUS_NOT_FOUND      ? "Not Found"
+                         : status == HTTP_STATUS_BAD_REQUEST  ? "Bad Request"
+                         : status == HTTP_STATUS_UNAUTHORIZED ? "Unauthorized"
+                         : status == HTTP_STATUS_FORBIDDEN    ? "Forbidden"
+                                                              : "Service Unavailable";
+    char body[256];
+    int blen = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", why);
+    int n = snprintf(p, sizeof(buf) - LWS_PRE,
+                     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
+                     status, reason, blen, body);
+
+    if (lws_write(wsi, (unsigned char *)p, (size_t)n, LWS_WRITE_RAW) < 0)
+        return -1;
+    return 1;
 }
 
 int dw__conn_confirm_upgrade(struct dw_server *srv, struct lws *wsi)
@@ -59,7 +91,7 @@ int dw__conn_confirm_upgrade(struct dw_server *srv, struct lws *wsi)
         status = HTTP_STATUS_NOT_FOUND;
         why = "WebSocket endpoint is " WS_PATH;
     } else {
-        switch (read_user_id(wsi, uid, sizeof(uid))) {
+        switch (read_user_id(wsi, uid)) {
         case 0:
             return 0;
         case -ENOENT:
@@ -73,14 +105,15 @@ int dw__conn_confirm_upgrade(struct dw_server *srv, struct lws *wsi)
         }
     }
     dw_log(DW_LOG_DEBUG, "upgrade refused (%d): %s", status, why);
-    if (lws_return_http_status(wsi, (unsigned)status, why))
-        return -1;
-    return 1;
+    return refuse_upgrade(wsi, status, why);
 }
 
 void dw__conn_send(struct dw_conn *conn, struct dw_msg *msg)
 {
-    dw_outbox_push(&conn->outbox, msg);
+    /* Winning the scheduled flag here means conn is on no ready queue: the I/O thread is the
+     * consumer, so it gives the flag straight back instead of queueing conn to itself. */
+    if (dw_outbox_push(&conn->outbox, msg))
+        dw_outbox_unschedule(&conn->outbox);
     if (conn->io.wsi)
         lws_callback_on_writable(conn->io.wsi);
 }
@@ -100,7 +133,7 @@ int dw__conn_established(struct dw_server *srv, struct lws *wsi, struct dw_pss *
     int64_t now = dw_now_realtime_ns();
 
     DW_ASSERT_THREAD(DW_THREAD_IO);
-    if (read_user_id(wsi, uid, sizeof(uid)) != 0)
+    if (read_user_id(wsi, uid) != 0)
         return -1; /* confirm_upgrade already refused it; cannot happen */
 
     conn = dw__hub_conn_new(srv->hub);
@@ -256,6 +289,15 @@ void dw__conn_pong(struct dw_server *srv, struct dw_pss *pss)
     conn->io.last_heartbeat_rt = conn->io.last_activity_rt;
 }
 
+/* Marks conn to close with code once its outbox is flushed (1001) or at once (others). */
+static void begin_close(struct dw_conn *conn, enum lws_close_status code, const char *reason)
+{
+    conn->io.closing = true;
+    conn->io.close_code = (unsigned short)code;
+    conn->io.close_reason = reason;
+    lws_callback_on_writable(conn->io.wsi);
+}
+
 /* Drops oldest messages past the bound and applies the 3-strike rule. */
 static void collect(struct dw_server *srv, struct dw_conn *conn)
 {
@@ -265,14 +307,14 @@ static void collect(struct dw_server *srv, struct dw_conn *conn)
         return;
     conn->io.messages_dropped += dropped;
     dw__hub_io_counters(srv->hub)->total_dropped += dropped;
-    if (++conn->io.strikes == STRIKES_MAX && conn->io.wsi) {
+    if (++conn->io.strikes == STRIKES_MAX && conn->io.wsi && !conn->io.closing) {
         dw_log(DW_LOG_INFO, "connection %llu (user %s): slow consumer, %llu dropped; closing",
                (unsigned long long)conn->id, conn->user->id,
                (unsigned long long)conn->io.messages_dropped);
-        /* The client is not reading, so a close frame would not get through either. */
-        lws_close_reason(conn->io.wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION,
-                         (unsigned char *)"slow consumer", 13);
-        lws_set_timeout(conn->io.wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        /* Close with 1008 on the next WRITEABLE, if the client reads again within the grace
+         * period; otherwise lws hangs up when it ends. */
+        begin_close(conn, LWS_CLOSE_STATUS_POLICY_VIOLATION, "slow consumer");
+        lws_set_timeout(conn->io.wsi, PENDING_TIMEOUT_USER_OK, SLOW_CLOSE_GRACE_S);
     }
 }
 
@@ -286,6 +328,8 @@ void dw__conn_drain_ready(struct dw_server *srv)
         struct dw_conn *conn = caa_container_of(node, struct dw_conn, ready_node);
 
         if (conn->io.wsi && !atomic_load_explicit(&conn->closed, memory_order_relaxed)) {
+            /* Off the ready queue now: the next push may put it back. */
+            dw_outbox_unschedule(&conn->outbox);
             collect(srv, conn);
             if (conn->io.wsi)
                 lws_callback_on_writable(conn->io.wsi);
@@ -340,13 +384,25 @@ int dw__conn_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
         return 0;
     io = &conn->io;
     if (io->want_ping) {
-        unsigned char ping[LWS_PRE + 1];
+        /* A payload (our send time) because lws does not report empty pongs. */
+        unsigned char ping[LWS_PRE + 8];
 
         io->want_ping = false;
-        if (lws_write(wsi, ping + LWS_PRE, 0, LWS_WRITE_PING) < 0)
+        for (int i = 0; i < 8; i++)
+            ping[LWS_PRE + i] = (unsigned char)((uint64_t)io->ping_sent_at >> (56 - 8 * i));
+        if (lws_write(wsi, ping + LWS_PRE, 8, LWS_WRITE_PING) < 0)
             return -1;
         lws_callback_on_writable(wsi);
         return 0;
+    }
+
+    if (io->closing && io->close_code != LWS_CLOSE_STATUS_GOINGAWAY) {
+        /* Closing for cause: what is queued is dropped, the close frame goes now. */
+        unsigned long n = dw_outbox_collect(&conn->outbox, 0);
+
+        io->messages_dropped += n;
+        dw__hub_io_counters(srv->hub)->total_dropped += n;
+        return close_with(wsi, io->close_code, io->close_reason);
     }
 
     collect(srv, conn);
@@ -366,7 +422,7 @@ int dw__conn_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
         return 0;
     }
     if (io->closing)
-        return close_with(wsi, io->close_code, "server shutting down");
+        return close_with(wsi, io->close_code, io->close_reason);
     return 0;
 }
 
@@ -420,10 +476,7 @@ void dw__conn_close_all(struct dw_server *srv)
 
     dw_rlist_for_each_entry(conn, dw__hub_all(srv->hub), struct dw_conn, all_link)
     {
-        if (!conn->io.wsi)
-            continue;
-        conn->io.closing = true;
-        conn->io.close_code = LWS_CLOSE_STATUS_GOINGAWAY;
-        lws_callback_on_writable(conn->io.wsi);
+        if (conn->io.wsi && !conn->io.closing)
+            begin_close(conn, LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down");
     }
 }

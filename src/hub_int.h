@@ -128,6 +128,7 @@ struct dw_conn_io {
     bool want_ping; /* send a protocol ping on the next WRITEABLE */
     bool closing;   /* close once the outbox is flushed */
     unsigned short close_code;
+    const char *close_reason; /* static string */
 };
 
 struct dw_conn {

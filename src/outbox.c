@@ -61,9 +61,18 @@ bool dw_outbox_push(struct dw_outbox *ob, struct dw_msg *msg)
     atomic_fetch_add_explicit(&ob->_queued, 1, memory_order_relaxed);
     DW_TSAN_RELEASE(&n->q);
     cds_wfcq_enqueue(&ob->_head, &ob->_tail, &n->q);
-    /* seq_cst after the enqueue: either collect's splice sees this node, or collect's clear
-     * came first and this exchange reads 0, so the caller schedules the owner again. */
+    /* seq_cst after the enqueue: either the consumer's next collect sees this node, or its
+     * unschedule came first and this exchange reads 0, so the caller schedules the owner
+     * again. */
     return atomic_exchange_explicit(&ob->_scheduled, 1, memory_order_seq_cst) == 0;
+}
+
+void dw_outbox_unschedule(struct dw_outbox *ob)
+{
+    /* Clear, then (in dw_outbox_collect) splice: the other half of the pairing described in
+     * dw_outbox_push. */
+    atomic_store_explicit(&ob->_scheduled, 0, memory_order_seq_cst);
+    atomic_thread_fence(memory_order_seq_cst);
 }
 
 unsigned long dw_outbox_collect(struct dw_outbox *ob, unsigned long cap)
@@ -73,9 +82,6 @@ unsigned long dw_outbox_collect(struct dw_outbox *ob, unsigned long cap)
     unsigned long queued, excess, dropped = 0;
     struct node *n;
 
-    /* Clear first, then splice: the other half of the pairing described in dw_outbox_push. */
-    atomic_store_explicit(&ob->_scheduled, 0, memory_order_seq_cst);
-    atomic_thread_fence(memory_order_seq_cst);
     __cds_wfcq_splice_blocking(&ob->_phead, &ob->_ptail, &ob->_head, &ob->_tail);
 
     queued = atomic_load_explicit(&ob->_queued, memory_order_relaxed);

@@ -8,6 +8,7 @@
 #include "dealwire/proto.h"
 #include "dealwire/msg.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -43,6 +44,18 @@ bool dw_proto_user_id_is_valid(const char *id)
     return name_is_valid(id, DW_USER_ID_MAX, "_.:@-");
 }
 
+const char *dw_proto_json_string(struct json_object *v)
+{
+    const char *s;
+
+    if (!json_object_is_type(v, json_type_string))
+        return NULL;
+    s = json_object_get_string(v);
+    if (strlen(s) != (size_t)json_object_get_string_len(v))
+        return NULL;
+    return s;
+}
+
 static enum dw_cmd_kind invalid(struct dw_cmd *cmd, const char *code, const char *message)
 {
     cmd->kind = DW_CMD_INVALID;
@@ -58,37 +71,61 @@ static enum dw_cmd_kind parse_channel_cmd(struct dw_cmd *cmd, enum dw_cmd_kind k
     if (!json_object_object_get_ex(cmd->obj, "channel", &ch) ||
         !json_object_is_type(ch, json_type_string))
         return invalid(cmd, "invalid_channel", "\"channel\" must be a string");
-    cmd->channel = json_object_get_string(ch);
-    if (!dw_proto_channel_is_valid(cmd->channel))
+    cmd->channel = dw_proto_json_string(ch);
+    if (!cmd->channel || !dw_proto_channel_is_valid(cmd->channel))
         return invalid(cmd, "invalid_channel",
                        "channel names are 1-64 characters of A-Z a-z 0-9 _ . : -");
     cmd->kind = kind;
     return kind;
 }
 
-enum dw_cmd_kind dw_proto_parse(const char *text, size_t len, struct dw_cmd *cmd)
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+int dw_proto_parse_json(const char *text, size_t len, int depth, struct json_object **out)
 {
     struct json_tokener *tok;
+    struct json_object *obj;
+    enum json_tokener_error err;
+    size_t end;
+
+    *out = NULL;
+    if (len > (size_t)INT32_MAX)
+        return -EINVAL;
+    tok = json_tokener_new_ex(depth);
+    if (!tok)
+        return -ENOMEM;
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+    obj = json_tokener_parse_ex(tok, text, (int)len);
+    err = json_tokener_get_error(tok);
+    end = json_tokener_get_parse_end(tok);
+    if (err == json_tokener_continue) {
+        /* A bare number (or nothing) at the end: the terminator tells json-c it is over. */
+        obj = json_tokener_parse_ex(tok, "", 1);
+        err = json_tokener_get_error(tok);
+        end = len;
+    }
+    json_tokener_free(tok);
+    while (err == json_tokener_success && end < len && is_space(text[end]))
+        end++;
+    if (err != json_tokener_success || end != len) {
+        json_object_put(obj);
+        return -EINVAL;
+    }
+    *out = obj;
+    return 0;
+}
+
+enum dw_cmd_kind dw_proto_parse(const char *text, size_t len, struct dw_cmd *cmd)
+{
     struct json_object *type;
     const char *name;
 
     memset(cmd, 0, sizeof(*cmd));
-    if (len > (size_t)INT32_MAX)
-        return invalid(cmd, "invalid_json", "message too large");
-    tok = json_tokener_new_ex(PARSE_DEPTH);
-    if (!tok)
-        return invalid(cmd, "invalid_json", "out of memory");
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
-    cmd->obj = json_tokener_parse_ex(tok, text, (int)len);
-    /* The whole frame must be one JSON value: no trailing bytes, nothing left incomplete. */
-    if (!cmd->obj || json_tokener_get_error(tok) != json_tokener_success ||
-        json_tokener_get_parse_end(tok) != len) {
-        json_tokener_free(tok);
-        json_object_put(cmd->obj);
-        cmd->obj = NULL;
+    if (dw_proto_parse_json(text, len, PARSE_DEPTH, &cmd->obj) < 0)
         return invalid(cmd, "invalid_json", "message is not valid JSON");
-    }
-    json_tokener_free(tok);
 
     if (!json_object_is_type(cmd->obj, json_type_object))
         return invalid(cmd, "invalid_message", "message must be a JSON object");

@@ -22,6 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+static void check_shutdown(struct dw_server *srv);
+
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                     size_t len)
 {
@@ -35,6 +37,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             return 0;
         dw__conn_drain_ready(srv);
         dw__http_drain_done(srv);
+        check_shutdown(srv);
         return 0;
 
     /* ---- admission -------------------------------------------------------------------- */
@@ -44,6 +47,16 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         return dw__conn_confirm_upgrade(srv, wsi);
 
+    default:
+        break;
+    }
+
+    /* Everything below is about one connection; lws may not have allocated its session data
+     * (a request refused before it was), and then there is nothing of ours to act on. */
+    if (!pss)
+        return lws_callback_http_dummy(wsi, reason, user, in, len);
+
+    switch (reason) {
     /* ---- WebSocket -------------------------------------------------------------------- */
     case LWS_CALLBACK_ESTABLISHED:
         return dw__conn_established(srv, wsi, pss);
@@ -56,6 +69,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return dw__conn_writeable(srv, wsi, pss);
     case LWS_CALLBACK_CLOSED:
         dw__conn_closed(srv, pss);
+        if (srv->draining)
+            check_shutdown(srv);
         return 0;
 
     /* ---- HTTP ------------------------------------------------------------------------- */
@@ -82,6 +97,7 @@ static void sweep_cb(lws_sorted_usec_list_t *sul)
     struct dw_server *srv = lws_container_of(sul, struct dw_server, sweep);
 
     dw__conn_sweep(srv, dw_now_mono_ns());
+    check_shutdown(srv);
     lws_sul_schedule(srv->ctx, 0, &srv->sweep, sweep_cb, DW_SWEEP_US);
 }
 
@@ -130,8 +146,14 @@ struct dw_server *dw_server_new(const struct dw_config *cfg)
     info.protocols = srv->protocols;
     info.user = srv;
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
-    if (cfg->event_loop == DW_EVENT_LOOP_UV)
+    if (cfg->event_loop == DW_EVENT_LOOP_UV) {
+        /* A loop of our own ("foreign" to lws), so that we can stop it and close it. */
+        srv->uv_loop = dw_xmalloc(sizeof(*srv->uv_loop));
+        uv_loop_init(srv->uv_loop);
+        srv->foreign_loops[0] = srv->uv_loop;
+        info.foreign_loops = srv->foreign_loops;
         info.options |= LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_UV_NO_SIGSEGV_SIGFPE_SPIN;
+    }
     info.timeout_secs = 10;
     info.max_http_header_data = 4096;
     info.fd_limit_per_thread = 0;
@@ -158,33 +180,47 @@ fail:
     return NULL;
 }
 
-static void begin_drain(struct dw_server *srv)
+/* Starts the shutdown once it was asked for, and ends the loop once it is complete: every
+ * connection closed, or the shutdown timeout passed. Called from the callbacks, so that it
+ * works the same with the poll loop (lws_service returns after each wait) and the libuv loop
+ * (it does not, until uv_stop). */
+static void check_shutdown(struct dw_server *srv)
 {
-    srv->draining = true;
-    srv->drain_deadline = dw_now_mono_ns() + (int64_t)srv->cfg->shutdown_timeout * 1000000;
-    dw_log(DW_LOG_INFO, "shutting down: closing %zu connections",
-           dw_hub_connection_count(srv->hub));
-    dw__conn_close_all(srv);
+    size_t open;
+
+    if (!srv->draining) {
+        if (!atomic_load(&srv->stop_requested))
+            return;
+        srv->draining = true;
+        srv->drain_deadline = dw_now_mono_ns() + (int64_t)srv->cfg->shutdown_timeout * 1000000;
+        dw_log(DW_LOG_INFO, "shutting down: closing %zu connections",
+               dw_hub_connection_count(srv->hub));
+        dw__conn_close_all(srv);
+    }
+    if (srv->finished)
+        return;
+    open = dw_hub_connection_count(srv->hub);
+    if (open > 0 && dw_now_mono_ns() < srv->drain_deadline)
+        return;
+    if (open > 0)
+        dw_log(DW_LOG_WARN, "shutdown timeout: %zu connections still open", open);
+    srv->finished = true;
+    if (srv->uv_loop)
+        uv_stop(srv->uv_loop);
 }
 
 int dw_server_run(struct dw_server *srv)
 {
     DW_ASSERT_THREAD(DW_THREAD_IO);
-    for (;;) {
+    while (!srv->finished) {
+        if (srv->uv_loop) {
+            /* Our own libuv loop, which lws joined: runs until check_shutdown's uv_stop. */
+            uv_run(srv->uv_loop, UV_RUN_DEFAULT);
+            continue;
+        }
         if (lws_service(srv->ctx, 0) < 0) {
             dw_log(DW_LOG_ERROR, "event loop failed");
             return -1;
-        }
-        if (atomic_load(&srv->stop_requested) && !srv->draining)
-            begin_drain(srv);
-        if (srv->draining) {
-            if (dw_hub_connection_count(srv->hub) == 0)
-                break;
-            if (dw_now_mono_ns() >= srv->drain_deadline) {
-                dw_log(DW_LOG_WARN, "shutdown timeout: %zu connections still open",
-                       dw_hub_connection_count(srv->hub));
-                break;
-            }
         }
     }
     return 0;
@@ -204,7 +240,19 @@ void dw_server_free(struct dw_server *srv)
         lws_sul_cancel(&srv->sweep);
         /* Closes what is left; each CLOSED callback unlinks its connection from the hub. */
         lws_context_destroy(srv->ctx);
+        if (srv->uv_loop) {
+            /* With a foreign loop lws closes its handles asynchronously: let the loop finish
+             * them, then destroy again to free what waited for those closes. */
+            uv_run(srv->uv_loop, UV_RUN_DEFAULT);
+            lws_context_destroy(srv->ctx);
+        }
         srv->ctx = NULL;
+    }
+    if (srv->uv_loop) {
+        uv_run(srv->uv_loop, UV_RUN_DEFAULT);
+        if (uv_loop_close(srv->uv_loop))
+            dw_log(DW_LOG_WARN, "libuv loop still had handles at exit");
+        free(srv->uv_loop);
     }
     /* Jobs still queued run to the end; their answers find no connection. */
     dw_workers_stop(srv->workers);

@@ -10,6 +10,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <uv.h>
+
 #include <libwebsockets.h>
 
 #include "dealwire/config.h"
@@ -38,11 +40,14 @@ struct dw_server {
     struct lws_protocols protocols[2];
     lws_sorted_usec_list_t sweep;
     _Atomic int stop_requested; /* any thread */
-    bool draining;
-    int64_t drain_deadline; /* monotonic ns */
-    int64_t started_at;     /* realtime ns */
-    struct dw_readyq done;  /* finished HTTP jobs (dw_http_req.done_node); any → io */
-    unsigned char *wbuf;    /* LWS_PRE + DW_WRITE_BATCH, the one write buffer */
+    bool draining;              /* shutting down: refuse new connections, close the others */
+    bool finished;              /* shutdown complete: leave the loop */
+    int64_t drain_deadline;     /* monotonic ns */
+    int64_t started_at;         /* realtime ns */
+    struct dw_readyq done;      /* finished HTTP jobs (dw_http_req.done_node); any → io */
+    uv_loop_t *uv_loop;         /* --event-loop uv: our loop, which lws joins */
+    void *foreign_loops[1];
+    unsigned char *wbuf; /* LWS_PRE + DW_WRITE_BATCH, the one write buffer */
 };
 
 /* lws's per-session data: a WebSocket connection or an HTTP request, never both. */

@@ -11,9 +11,10 @@
  * Producers push onto the shared queue. The consumer splices it into its private pending
  * queue (dw_outbox_collect), where it enforces the bound by dropping the oldest non-critical
  * messages, then pops messages to write them. A "scheduled" flag, set by the push that finds
- * it clear and cleared by collect, tells the producer whether it must put the connection on
- * the ready queue: collect clears it *before* splicing, so a push that the splice misses
- * always re-schedules (no lost wake-up).
+ * it clear, tells the producer whether it must put the connection on the ready queue. Only
+ * the consumer's ready-queue drain clears it (dw_outbox_unschedule), after taking the
+ * connection off that queue and *before* collecting, so a push that the collect misses
+ * always re-schedules (no lost wake-up) and a connection is never on the queue twice.
  */
 #ifndef DEALWIRE_OUTBOX_H
 #define DEALWIRE_OUTBOX_H
@@ -47,9 +48,13 @@ void dw_outbox_destroy(struct dw_outbox *ob);
  * scheduled flag, in which case the caller must put the owner on the ready queue. */
 bool dw_outbox_push(struct dw_outbox *ob, struct dw_msg *msg);
 
-/* thread: consumer. Clears the scheduled flag, moves everything pushed so far to the pending
- * queue, then drops the oldest non-critical pending messages while more than cap are queued.
- * Returns the number dropped. */
+/* thread: consumer, once the owner is off the ready queue. Clears the scheduled flag: the
+ * next push schedules the owner again. Call dw_outbox_collect() after it. */
+void dw_outbox_unschedule(struct dw_outbox *ob);
+
+/* thread: consumer. Moves everything pushed so far to the pending queue, then drops the
+ * oldest non-critical pending messages while more than cap are queued. Returns the number
+ * dropped. Leaves the scheduled flag alone. */
 unsigned long dw_outbox_collect(struct dw_outbox *ob, unsigned long cap);
 
 /* thread: consumer. The oldest pending message, borrowed (valid until popped), or NULL. */

@@ -39,8 +39,17 @@ struct dw_cmd {
  * fills cmd; release it with dw_cmd_release(). Returns cmd->kind. */
 enum dw_cmd_kind dw_proto_parse(const char *text, size_t len, struct dw_cmd *cmd);
 
+/* thread: any. Parses text (len bytes, need not be NUL-terminated) as exactly one JSON value
+ * (strict, at most depth levels deep, surrounding whitespace allowed). Returns 0 and sets
+ * *out to a new object (NULL for the JSON value null), or -EINVAL when it is not that. */
+int dw_proto_parse_json(const char *text, size_t len, int depth, struct json_object **out);
+
 /* thread: any. Frees what cmd owns. */
 void dw_cmd_release(struct dw_cmd *cmd);
+
+/* thread: any. The string value of v when it is a JSON string with no NUL inside (so that the
+ * C string is the whole value), else NULL. Borrowed from v. */
+const char *dw_proto_json_string(struct json_object *v);
 
 /* thread: any. Is name a valid channel name ([A-Za-z0-9_.:-]{1,64})? */
 bool dw_proto_channel_is_valid(const char *name);

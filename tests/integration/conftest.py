@@ -46,7 +46,9 @@ def t(seconds):
 
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_BIN = REPO / "build" / "debug" / "src" / "dealwire"
+# Where a local debug build leaves the binary (the brief's path, then the CMake preset's).
+DEFAULT_BINS = (REPO / "build" / "debug" / "src" / "dealwire",
+                REPO / "build" / "debug" / "dealwire")
 
 SANITIZER_PATTERNS = (
     "ERROR: AddressSanitizer",
@@ -65,9 +67,11 @@ def daemon_binary():
         return env_bin
     if os.environ.get("CI"):
         pytest.fail("DEALWIRE_BIN is not set (required in CI)")
-    if DEFAULT_BIN.is_file():
-        return str(DEFAULT_BIN)
-    pytest.skip(f"DEALWIRE_BIN is not set and {DEFAULT_BIN} does not exist; build dealwire first")
+    for path in DEFAULT_BINS:
+        if path.is_file() and os.access(path, os.X_OK):
+            return str(path)
+    pytest.skip(f"DEALWIRE_BIN is not set and none of {', '.join(map(str, DEFAULT_BINS))} "
+                "exists; build dealwire first")
 
 
 def daemon_env(extra=None):
@@ -105,11 +109,17 @@ def http_request(port, method, path, body=None, headers=None, timeout=None):
     hdrs.update(headers or {})
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout or t(10))
     try:
+        send_error = None
         try:
             conn.request(method, path, body=body, headers=hdrs)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server may answer (e.g. 413) before reading a large body
-        resp = conn.getresponse()
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            send_error = exc  # the server may answer (e.g. 413) before reading a large body
+        try:
+            resp = conn.getresponse()
+        except (OSError, http.client.HTTPException, AttributeError):
+            if send_error is not None:
+                raise send_error from None
+            raise
         raw = resp.read()
         resp_headers = {k.lower(): v for k, v in resp.getheaders()}
     finally:
@@ -231,8 +241,22 @@ async def ws_connect(port, user_id=None, path="/ws/events", query=None, **kw):
     kw.setdefault("ping_interval", None)
     kw.setdefault("max_size", None)
     kw.setdefault("open_timeout", t(10))
-    kw.setdefault("close_timeout", t(5))
+    kw.setdefault("close_timeout", t(2))
     return await websockets.connect(ws_url(port, user_id, path, query), **kw)
+
+
+async def handshake_status(port, user_id=None, path="/ws/events", query=None):
+    """Status of a websockets handshake: 101 when accepted, else the refusal's status code.
+    A refusal that websockets cannot parse (e.g. not HTTP/1.1) fails with the reason."""
+    try:
+        ws = await ws_connect(port, user_id, path, query)
+    except websockets.exceptions.InvalidStatusCode as exc:
+        return exc.status_code
+    except websockets.exceptions.InvalidMessage as exc:
+        raise AssertionError(f"websockets could not read the handshake refusal: "
+                             f"{exc.__cause__!r}") from None
+    await ws.close()
+    return 101
 
 
 async def recv_json(ws, timeout=5):
@@ -253,8 +277,9 @@ async def connect_user(port, user_id, **kw):
 
 
 async def request(ws, obj, timeout=5):
-    """Send obj as JSON text and return the next message."""
-    await ws.send(obj if isinstance(obj, str) else json.dumps(obj))
+    """Send obj (a dict as JSON text; str, bytes or a list of fragments as given) and return
+    the next message."""
+    await ws.send(json.dumps(obj) if isinstance(obj, dict) else obj)
     return await recv_json(ws, timeout)
 
 

@@ -240,23 +240,30 @@ def test_slow_consumer_is_bounded_and_others_unaffected(dealwire):
 
             status, stats = await aget(d.port, "/api/websocket/stats")
             assert stats["message_stats"]["total_dropped"] > 0, stats["message_stats"]
-            status, user = await aget(d.port, "/api/websocket/users/slow")
+            status, slow_user = await aget(d.port, "/api/websocket/users/slow")
             slow_open = status == 200
             if slow_open:
-                assert user["messages_dropped"] > 0, user
-                assert user["queue_size"] <= queue_size, user
+                assert slow_user["messages_dropped"] > 0, slow_user
+                assert slow_user["queue_size"] <= queue_size, slow_user
             for name in ("fast", "other"):
                 status, user = await aget(d.port, f"/api/websocket/users/{name}")
                 assert status == 200 and user["messages_dropped"] == 0, user
 
             # Now read what the slow client was sent: a subsequence in order, or a 1008 close.
             seqs, close_payload, eof = drain(slow, SLOW_TOTAL - 1)
+            print(f"slow client: open={slow_open} stats={slow_user if slow_open else None} "
+                  f"received {len(seqs)} notifications, close={close_payload!r}, eof={eof}; "
+                  f"service message_stats={stats['message_stats']}")
             assert seqs == sorted(set(seqs)), "slow client got duplicates or reordering"
             if close_payload is not None:
                 assert len(close_payload) >= 2
                 code = int.from_bytes(close_payload[:2], "big")
                 assert code == 1008, f"slow client closed with {code}, expected 1008"
-            elif not eof:
+            elif eof:
+                raise AssertionError(
+                    f"the slow client was disconnected without a close frame after "
+                    f"{len(seqs)} notifications (spec: close code 1008)")
+            else:
                 assert seqs[-1] == SLOW_TOTAL - 1
                 assert len(seqs) < SLOW_TOTAL, "nothing was dropped for the slow client"
                 status, user = await aget(d.port, "/api/websocket/users/slow")

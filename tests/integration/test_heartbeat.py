@@ -77,7 +77,14 @@ def test_client_that_answers_pings_stays_connected(dealwire):
             if asyncio.get_running_loop().time() - t0 > STALE + 1.5:
                 break
             ws.pong_event.clear()
-            await asyncio.wait_for(ws.pong_event.wait(), t(HB + 3))
+            try:
+                await asyncio.wait_for(ws.pong_event.wait(), t(HB + 3))
+            except asyncio.TimeoutError:
+                elapsed = asyncio.get_running_loop().time() - t0
+                state = "open" if ws.open else f"closed (code {ws.close_code})"
+                raise AssertionError(
+                    f"no server ping for {t(HB + 3)}s; after {elapsed:.1f}s the client had "
+                    f"answered {ws.pongs_sent} pings and the connection is {state}") from None
         assert ws.pongs_sent >= 2, f"only {ws.pongs_sent} server pings in {STALE + 1.5}s"
         assert ws.open, "client answering pings was disconnected"
         reply = await request(ws, {"type": "ping"})

@@ -387,13 +387,20 @@ def test_publish_body_not_object_is_400(daemon, body):
 
 
 def test_publish_batch_with_a_bad_element_is_400(daemon):
-    r = http_request(daemon.port, "POST", "/api/publish", body=[
-        {"target": "all", "message": {"type": "notification"}},
-        {"target": "all", "message": {"type": "bogus"}},
-    ])
-    assert r.status == 400, r
-    assert_json_response(r)
-    assert "message.type" in str(r.json.get("field")), r.json
+    """The whole batch is refused: its valid elements are not delivered either."""
+    async def main():
+        ws, _ = await connect_user(daemon.port, "alice")
+        r = await asyncio_request(daemon.port, json.dumps([
+            {"target": "all", "message": {"type": "notification"}},
+            {"target": "all", "message": {"type": "bogus"}},
+        ]))
+        assert r.status == 400, r
+        assert_json_response(r)
+        assert "message.type" in str(r.json.get("field")), r.json
+        assert await barrier(ws) == [], "part of a refused batch was delivered"
+        await ws.close()
+
+    run(main())
 
 
 def test_publish_body_over_limit_is_413(dealwire):

@@ -3,11 +3,10 @@
 import json
 
 import pytest
-import websockets.exceptions
 
 from conftest import (
     RawWS, OP_TEXT, OP_CONT, apublish, assert_iso, assert_user_stats, barrier, connect_user,
-    close_all, is_int, recv_json, request, run, ws_connect,
+    close_all, handshake_status, is_int, recv_json, request, run,
 )
 
 
@@ -78,24 +77,12 @@ def test_valid_user_ids_are_accepted(daemon, user_id):
     "user_id=a%00b",           # NUL
 ])
 def test_invalid_user_id_is_refused_with_400(daemon, query):
-    async def main():
-        with pytest.raises(websockets.exceptions.InvalidStatusCode) as err:
-            ws = await ws_connect(daemon.port, query=query or "")
-            await ws.close()
-        assert err.value.status_code == 400
-
-    run(main())
+    assert run(handshake_status(daemon.port, query=query or "")) == 400
 
 
 @pytest.mark.parametrize("path", ["/ws/nope", "/nope", "/ws/events/extra", "/ws"])
 def test_upgrade_on_other_path_is_refused_with_404(daemon, path):
-    async def main():
-        with pytest.raises(websockets.exceptions.InvalidStatusCode) as err:
-            ws = await ws_connect(daemon.port, "alice", path=path)
-            await ws.close()
-        assert err.value.status_code == 404
-
-    run(main())
+    assert run(handshake_status(daemon.port, "alice", path=path)) == 404
 
 
 # --------------------------------------------------------------------------------------------

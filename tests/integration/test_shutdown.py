@@ -5,14 +5,15 @@ import asyncio
 import http.client
 import json
 import signal
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import websockets.exceptions
 
 from conftest import (
-    RawWS, apublish, close_code, connect_user, expect_close, http_get, recv_json, run, t,
+    RawWS, apublish, close_code, connect_user, expect_close, http_get, http_post, recv_json,
+    run, t,
     wait_until,
 )
 
@@ -42,13 +43,16 @@ def test_shutdown_without_clients_exits_0(dealwire):
 
 
 N_CLIENTS = 100
-WINDOW = 200
+BATCH = 100            # messages per publish request
+MAX_PUBLISHED = 8000   # < --queue-size, so no outbox can overflow and nothing may be lost
+SIGNAL_AFTER = 2000    # messages accepted before SIGTERM
 
 
 def test_graceful_shutdown_under_load(dealwire):
     d = dealwire("--queue-size", "10000", "--shutdown-timeout", str(t(5000)))
 
     async def main():
+        loop = asyncio.get_running_loop()
         conns = []
         for start in range(0, N_CLIENTS, 25):
             batch = await asyncio.gather(*(connect_user(d.port, f"load{i}", max_queue=None)
@@ -57,7 +61,6 @@ def test_graceful_shutdown_under_load(dealwire):
 
         seqs = [[] for _ in conns]
         closes = [None] * len(conns)
-        progress = asyncio.Event()
 
         async def reader(i, ws):
             try:
@@ -65,62 +68,66 @@ def test_graceful_shutdown_under_load(dealwire):
                     m = json.loads(await ws.recv())
                     assert m["type"] == "notification", m
                     seqs[i].append(m["seq"])
-                    progress.set()
             except websockets.exceptions.ConnectionClosed as exc:
                 closes[i] = exc
 
         readers = [asyncio.create_task(reader(i, ws)) for i, ws in enumerate(conns)]
 
-        acked_full = []      # seqs answered 200 with every client as a recipient
-        stop = asyncio.Event()
-        pool = ThreadPoolExecutor(2)
+        # The publisher is a thread, so it keeps publishing while this loop is busy reading:
+        # the clients fall behind and the shutdown has queued messages to flush.
+        acked_full = [-1]    # highest seq answered 200 with every client as a recipient
+        enough = asyncio.Event()
+        stop = threading.Event()
+        errors = []
 
-        async def publisher():
-            for seq in range(10 ** 6):
-                # Keep within WINDOW of the slowest reader so no outbox overflows.
-                while not stop.is_set() and min(len(s) for s in seqs) < seq - WINDOW:
-                    progress.clear()
-                    try:
-                        await asyncio.wait_for(progress.wait(), t(10))
-                    except asyncio.TimeoutError:
-                        break
-                if stop.is_set() and seq > (acked_full[-1] if acked_full else 0) + 5000:
-                    return
+        def publisher():
+            for first in range(0, MAX_PUBLISHED, BATCH):
                 try:
-                    answer = await apublish(d.port, {
-                        "target": "all",
-                        "message": {"type": "notification", "seq": seq, "pad": "p" * 200},
-                    }, pool)
-                except (OSError, http.client.HTTPException, AssertionError):
+                    status, answer = http_post(d.port, "/api/publish", [
+                        {"target": "all",
+                         "message": {"type": "notification", "seq": seq, "pad": "p" * 200}}
+                        for seq in range(first, first + BATCH)])
+                except (OSError, http.client.HTTPException):
+                    if not stop.is_set():
+                        errors.append(f"publish failed before the shutdown at seq {first}")
                     return  # the daemon stopped answering: expected during shutdown
-                if answer["recipients"] == N_CLIENTS:
-                    acked_full.append(seq)
+                if status != 200:
+                    if not stop.is_set():
+                        errors.append(f"publish answered {status} {answer!r}")
+                    return
+                if all(r["recipients"] == N_CLIENTS for r in answer["results"]):
+                    acked_full[0] = first + BATCH - 1
+                if acked_full[0] >= SIGNAL_AFTER:
+                    loop.call_soon_threadsafe(enough.set)
 
-        pub = asyncio.create_task(publisher())
-        # Let the load run until every client has received a good share of messages.
-        for _ in range(10 ** 5):
-            if min(len(s) for s in seqs) >= 300:
-                break
-            progress.clear()
-            await asyncio.wait_for(progress.wait(), t(10))
-            assert not pub.done(), "publisher stopped before the shutdown"
+        pub = threading.Thread(target=publisher, daemon=True)
+        pub.start()
+        try:
+            await asyncio.wait_for(enough.wait(), t(30))
+        finally:
+            assert not errors, errors
+        lag = acked_full[0] + 1 - min(len(s) for s in seqs)
         t0 = time.monotonic()
-        d.send_signal(signal.SIGTERM)
         stop.set()
+        d.send_signal(signal.SIGTERM)
         await asyncio.wait_for(asyncio.gather(*readers), t(20))
-        await asyncio.wait_for(pub, t(20))
-        pool.shutdown()
-        rc = await asyncio.get_running_loop().run_in_executor(None, d.wait, t(20))
+        rc = await loop.run_in_executor(None, d.wait, t(20))
         elapsed = time.monotonic() - t0
+        await loop.run_in_executor(None, pub.join, t(20))
+        assert not pub.is_alive(), "publisher thread did not finish"
+        assert not errors, errors
+        last_acked = acked_full[0]
+        print(f"SIGTERM with the slowest client {lag} messages behind; exit after "
+              f"{elapsed:.2f}s; last seq accepted for all: {last_acked}; received per client: "
+              f"min {min(map(len, seqs))} max {max(map(len, seqs))}")
         assert rc == 0, f"exit code {rc}"
         codes = [close_code(c) if c else None for c in closes]
         assert codes == [1001] * N_CLIENTS, sorted(set(map(str, codes)))
-        last_acked = acked_full[-1]
         for i, s in enumerate(seqs):
             assert s == list(range(len(s))), f"client {i}: gaps or reordering"
             assert len(s) > last_acked, (
                 f"client {i} got seqs up to {len(s) - 1}, but seq {last_acked} was accepted "
-                "for every client before the shutdown and never delivered")
+                "for every client and never delivered before the close")
         assert elapsed < t(5) + t(10), f"shutdown took {elapsed:.1f}s"
 
     run(main(), timeout=120)

@@ -1,0 +1,480 @@
+/*
+ * test_outbox — the per-connection MPSC outbox and the I/O thread's ready queue, single
+ * threaded, through their headers: FIFO order, the "scheduled" flag reported by push, cleared
+ * only by unschedule and never by collect, the bound enforced by collect (oldest non-critical
+ * first, critical never),
+ * the queued counter, peek/pop/is_empty, that destroy drops every reference, and the ready
+ * queue's empty → non-empty report and in-order batches.
+ *
+ * The concurrent half of the contract is in test_stress_outbox.c.
+ */
+#include "dealwire/msg.h"
+#include "dealwire/outbox.h"
+#include "dealwire/readyq.h"
+#include "dealwire/thread.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+/* ------------------------------------------------------------------------------------------
+ * Helpers
+ * ------------------------------------------------------------------------------------------ */
+
+#define NMSG 8
+
+static unsigned refs_of(struct dw_msg *m)
+{
+    return atomic_load_explicit(&m->_refs, memory_order_relaxed);
+}
+
+/* Makes msgs[i] with payload "i"; critical when bit i of critical_mask is set. */
+static void make_msgs(struct dw_msg **msgs, unsigned n, unsigned critical_mask)
+{
+    for (unsigned i = 0; i < n; i++) {
+        char text[16];
+        int len = snprintf(text, sizeof(text), "%u", i);
+
+        msgs[i] =
+            dw_msg_new_text(DW_MSG_NOTIFICATION, (critical_mask >> i) & 1 ? DW_MSG_F_CRITICAL : 0,
+                            text, (size_t)len);
+    }
+}
+
+static void unref_msgs(struct dw_msg **msgs, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        assert_int_equal(refs_of(msgs[i]), 1); /* nothing else still holds it */
+        dw_msg_unref(msgs[i]);
+    }
+}
+
+/* Pops one message, checks it is want, and drops the queue's reference. */
+static void pop_expect(struct dw_outbox *ob, struct dw_msg *want)
+{
+    struct dw_msg *m;
+
+    assert_ptr_equal(dw_outbox_peek(ob), want);
+    m = dw_outbox_pop(ob);
+    assert_ptr_equal(m, want);
+    dw_msg_unref(m);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    dw_thread_set_role(DW_THREAD_IO); /* the consumer side asserts it in debug builds */
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Outbox
+ * ------------------------------------------------------------------------------------------ */
+
+static void test_empty(void **state)
+{
+    struct dw_outbox ob;
+
+    (void)state;
+    dw_outbox_init(&ob);
+    assert_true(dw_outbox_is_empty(&ob));
+    assert_int_equal(dw_outbox_queued(&ob), 0);
+    assert_null(dw_outbox_peek(&ob));
+    assert_null(dw_outbox_pop(&ob));
+    assert_int_equal(dw_outbox_collect(&ob, 0), 0);
+    assert_null(dw_outbox_pop(&ob));
+    dw_outbox_destroy(&ob);
+}
+
+static void test_fifo(void **state)
+{
+    struct dw_msg *msgs[NMSG];
+    struct dw_outbox ob;
+
+    (void)state;
+    make_msgs(msgs, NMSG, 0);
+    dw_outbox_init(&ob);
+    for (unsigned i = 0; i < NMSG; i++) {
+        dw_outbox_push(&ob, msgs[i]);
+        assert_int_equal(refs_of(msgs[i]), 2); /* push takes its own reference */
+        assert_int_equal(dw_outbox_queued(&ob), i + 1);
+    }
+    assert_false(dw_outbox_is_empty(&ob)); /* pushed, not yet collected, is not empty */
+    /* Nothing is pending before a collect. */
+    assert_null(dw_outbox_peek(&ob));
+    assert_null(dw_outbox_pop(&ob));
+
+    assert_int_equal(dw_outbox_collect(&ob, 100), 0);
+    for (unsigned i = 0; i < NMSG; i++) {
+        pop_expect(&ob, msgs[i]);
+        assert_int_equal(dw_outbox_queued(&ob), NMSG - i - 1);
+    }
+    assert_true(dw_outbox_is_empty(&ob));
+    assert_null(dw_outbox_pop(&ob));
+
+    /* Interleaved: pushes after a collect come after what is already pending. */
+    dw_outbox_push(&ob, msgs[0]);
+    dw_outbox_push(&ob, msgs[1]);
+    dw_outbox_collect(&ob, 100);
+    dw_outbox_push(&ob, msgs[2]);
+    pop_expect(&ob, msgs[0]);
+    dw_outbox_collect(&ob, 100);
+    dw_outbox_push(&ob, msgs[3]);
+    pop_expect(&ob, msgs[1]);
+    pop_expect(&ob, msgs[2]);
+    assert_null(dw_outbox_pop(&ob)); /* msgs[3] not collected yet */
+    assert_int_equal(dw_outbox_queued(&ob), 1);
+    dw_outbox_collect(&ob, 100);
+    pop_expect(&ob, msgs[3]);
+    assert_true(dw_outbox_is_empty(&ob));
+    assert_int_equal(dw_outbox_queued(&ob), 0);
+
+    dw_outbox_destroy(&ob);
+    unref_msgs(msgs, NMSG);
+}
+
+/* The flag itself, read without touching it (push would set it). */
+static int scheduled(struct dw_outbox *ob)
+{
+    return atomic_load(&ob->_scheduled);
+}
+
+/* Pops and drops everything pending; returns how many. */
+static unsigned pop_all(struct dw_outbox *ob)
+{
+    struct dw_msg *m;
+    unsigned n = 0;
+
+    while ((m = dw_outbox_pop(ob)) != NULL) {
+        dw_msg_unref(m);
+        n++;
+    }
+    return n;
+}
+
+static void test_scheduled_flag(void **state)
+{
+    struct dw_msg *msgs[4];
+    struct dw_outbox ob;
+
+    (void)state;
+    make_msgs(msgs, 4, 0);
+    dw_outbox_init(&ob);
+    assert_int_equal(scheduled(&ob), 0);
+
+    /* First push after init schedules; later ones do not, until an unschedule. */
+    assert_true(dw_outbox_push(&ob, msgs[0]));
+    assert_false(dw_outbox_push(&ob, msgs[1]));
+    assert_false(dw_outbox_push(&ob, msgs[2]));
+    assert_int_equal(scheduled(&ob), 1);
+
+    /* Collecting and popping everything does not clear it: the owner may still be on the
+     * ready queue (the WRITEABLE path collects without taking it off). */
+    dw_outbox_collect(&ob, 100);
+    assert_int_equal(pop_all(&ob), 3);
+    assert_true(dw_outbox_is_empty(&ob));
+    assert_int_equal(scheduled(&ob), 1);
+    assert_false(dw_outbox_push(&ob, msgs[3]));
+
+    /* The drain: unschedule, then collect. The next push schedules again. */
+    dw_outbox_unschedule(&ob);
+    assert_int_equal(scheduled(&ob), 0);
+    dw_outbox_collect(&ob, 100);
+    assert_int_equal(pop_all(&ob), 1);
+    assert_int_equal(scheduled(&ob), 0);
+    assert_true(dw_outbox_push(&ob, msgs[0]));
+    assert_false(dw_outbox_push(&ob, msgs[1]));
+
+    /* Unschedule clears it with nothing to collect too, and twice is the same as once. */
+    dw_outbox_unschedule(&ob);
+    dw_outbox_unschedule(&ob);
+    assert_int_equal(scheduled(&ob), 0);
+    assert_int_equal(dw_outbox_queued(&ob), 2); /* and it touches no message */
+    assert_true(dw_outbox_push(&ob, msgs[2]));
+
+    /* A collect that drops leaves it alone as well. */
+    assert_int_equal(dw_outbox_collect(&ob, 0), 3);
+    assert_int_equal(dw_outbox_queued(&ob), 0);
+    assert_int_equal(scheduled(&ob), 1);
+    assert_false(dw_outbox_push(&ob, msgs[3]));
+
+    dw_outbox_destroy(&ob);
+    unref_msgs(msgs, 4);
+}
+
+/* The split between the two calls, step by step as the I/O thread uses them. Fails if collect
+ * clears the flag (a connection still on the ready queue would be pushed onto it again, see
+ * test_hub.c test_writeable_collect_while_queued) or if unschedule does not (the owner would
+ * never be scheduled again: a lost wake-up). */
+static void test_only_unschedule_clears_flag(void **state)
+{
+    struct dw_msg *msgs[4];
+    struct dw_outbox ob;
+
+    (void)state;
+    make_msgs(msgs, 4, 0);
+    dw_outbox_init(&ob);
+
+    /* A producer schedules the owner: it is on the ready queue now. */
+    assert_true(dw_outbox_push(&ob, msgs[0]));
+
+    /* WRITEABLE runs before the drain: collect alone, whether it moves messages, finds
+     * nothing, or drops. The owner is still on the ready queue, so no push may report that it
+     * must be put there. */
+    assert_int_equal(dw_outbox_collect(&ob, 100), 0);
+    assert_int_equal(scheduled(&ob), 1);
+    assert_int_equal(pop_all(&ob), 1);
+    assert_int_equal(dw_outbox_collect(&ob, 100), 0);
+    assert_int_equal(scheduled(&ob), 1);
+    assert_false(dw_outbox_push(&ob, msgs[1]));
+    assert_int_equal(dw_outbox_collect(&ob, 0), 1);
+    assert_int_equal(scheduled(&ob), 1);
+    assert_false(dw_outbox_push(&ob, msgs[2]));
+    assert_int_equal(scheduled(&ob), 1);
+
+    /* The drain takes the owner off the ready queue: unschedule alone clears the flag, before
+     * any collect, so a push in between schedules the owner again (no lost wake-up) even
+     * though the collect that follows takes its message. */
+    dw_outbox_unschedule(&ob);
+    assert_int_equal(scheduled(&ob), 0);
+    assert_true(dw_outbox_push(&ob, msgs[3]));
+    assert_int_equal(dw_outbox_collect(&ob, 100), 0);
+    assert_int_equal(pop_all(&ob), 2); /* msgs[2] and msgs[3] */
+    assert_int_equal(scheduled(&ob), 1);
+
+    /* That push's drain: unschedule, collect nothing; quiet until the next push. */
+    dw_outbox_unschedule(&ob);
+    assert_int_equal(dw_outbox_collect(&ob, 100), 0);
+    assert_int_equal(pop_all(&ob), 0);
+    assert_int_equal(scheduled(&ob), 0);
+    assert_true(dw_outbox_push(&ob, msgs[0]));
+    assert_int_equal(scheduled(&ob), 1);
+
+    dw_outbox_destroy(&ob);
+    unref_msgs(msgs, 4);
+}
+
+static void test_collect_drops_oldest(void **state)
+{
+    struct dw_msg *msgs[NMSG];
+    struct dw_outbox ob;
+
+    (void)state;
+    make_msgs(msgs, NMSG, 0);
+    dw_outbox_init(&ob);
+    for (unsigned i = 0; i < 5; i++)
+        dw_outbox_push(&ob, msgs[i]);
+
+    /* At the bound: nothing dropped. */
+    assert_int_equal(dw_outbox_collect(&ob, 5), 0);
+    assert_int_equal(dw_outbox_queued(&ob), 5);
+
+    /* Over it by two: the two oldest go, and their references are dropped. */
+    assert_int_equal(dw_outbox_collect(&ob, 3), 2);
+    assert_int_equal(dw_outbox_queued(&ob), 3);
+    assert_int_equal(refs_of(msgs[0]), 1);
+    assert_int_equal(refs_of(msgs[1]), 1);
+    assert_int_equal(refs_of(msgs[2]), 2);
+
+    /* New pushes count against the bound together with what is pending. */
+    dw_outbox_push(&ob, msgs[5]);
+    dw_outbox_push(&ob, msgs[6]);
+    assert_int_equal(dw_outbox_queued(&ob), 5);
+    assert_int_equal(dw_outbox_collect(&ob, 4), 1); /* msgs[2], the oldest pending */
+    assert_int_equal(refs_of(msgs[2]), 1);
+    assert_int_equal(dw_outbox_queued(&ob), 4);
+    pop_expect(&ob, msgs[3]);
+    pop_expect(&ob, msgs[4]);
+    pop_expect(&ob, msgs[5]);
+    pop_expect(&ob, msgs[6]);
+    assert_true(dw_outbox_is_empty(&ob));
+    assert_int_equal(dw_outbox_queued(&ob), 0);
+
+    /* cap 0 drops everything that is not critical. */
+    dw_outbox_push(&ob, msgs[7]);
+    assert_int_equal(dw_outbox_collect(&ob, 0), 1);
+    assert_null(dw_outbox_pop(&ob));
+    assert_true(dw_outbox_is_empty(&ob));
+
+    dw_outbox_destroy(&ob);
+    unref_msgs(msgs, NMSG);
+}
+
+static void test_collect_keeps_critical(void **state)
+{
+    struct dw_msg *msgs[NMSG];
+    struct dw_outbox ob;
+
+    (void)state;
+    /* C0 N1 C2 N3 N4 C5 N6 N7 */
+    make_msgs(msgs, NMSG, 0x01 | 0x04 | 0x20);
+    dw_outbox_init(&ob);
+    for (unsigned i = 0; i < NMSG; i++)
+        dw_outbox_push(&ob, msgs[i]);
+
+    /* Three over the bound: the three oldest non-critical (N1 N3 N4) go, C0 and C2 stay. */
+    assert_int_equal(dw_outbox_collect(&ob, 5), 3);
+    assert_int_equal(dw_outbox_queued(&ob), 5);
+    pop_expect(&ob, msgs[0]);
+    pop_expect(&ob, msgs[2]);
+    pop_expect(&ob, msgs[5]);
+    pop_expect(&ob, msgs[6]);
+    pop_expect(&ob, msgs[7]);
+    assert_null(dw_outbox_pop(&ob));
+
+    /* Far over the bound: every non-critical goes, no critical one, and the count says so. */
+    for (unsigned i = 0; i < NMSG; i++)
+        dw_outbox_push(&ob, msgs[i]);
+    assert_int_equal(dw_outbox_collect(&ob, 1), 5);
+    assert_int_equal(dw_outbox_queued(&ob), 3); /* still over: critical ones are never dropped */
+    pop_expect(&ob, msgs[0]);
+    pop_expect(&ob, msgs[2]);
+    pop_expect(&ob, msgs[5]);
+    assert_int_equal(dw_outbox_queued(&ob), 0);
+
+    /* Only critical messages over the bound: nothing to drop. */
+    dw_outbox_push(&ob, msgs[0]);
+    dw_outbox_push(&ob, msgs[2]);
+    dw_outbox_push(&ob, msgs[5]);
+    assert_int_equal(dw_outbox_collect(&ob, 0), 0);
+    assert_int_equal(dw_outbox_queued(&ob), 3);
+    pop_expect(&ob, msgs[0]);
+    pop_expect(&ob, msgs[2]);
+    pop_expect(&ob, msgs[5]);
+
+    dw_outbox_destroy(&ob);
+    unref_msgs(msgs, NMSG);
+}
+
+static void test_destroy_drops_references(void **state)
+{
+    struct dw_msg *msgs[NMSG];
+    struct dw_outbox ob;
+
+    (void)state;
+    make_msgs(msgs, NMSG, 0x80);
+    dw_outbox_init(&ob);
+    /* Some pending (collected), some only pushed, one message queued twice. */
+    for (unsigned i = 0; i < 4; i++)
+        dw_outbox_push(&ob, msgs[i]);
+    dw_outbox_collect(&ob, 100);
+    for (unsigned i = 4; i < NMSG; i++)
+        dw_outbox_push(&ob, msgs[i]);
+    dw_outbox_push(&ob, msgs[7]);
+    assert_int_equal(refs_of(msgs[7]), 3);
+    assert_int_equal(dw_outbox_queued(&ob), NMSG + 1);
+
+    dw_outbox_destroy(&ob);
+    assert_int_equal(dw_outbox_queued(&ob), 0);
+    for (unsigned i = 0; i < NMSG; i++)
+        assert_int_equal(refs_of(msgs[i]), 1);
+    unref_msgs(msgs, NMSG);
+}
+
+static void test_destroy_is_last_holder(void **state)
+{
+    struct dw_outbox ob;
+    struct dw_msg *m = dw_msg_new_text(DW_MSG_DEAL_ALERT, 0, "{}", 2);
+
+    (void)state;
+    dw_outbox_init(&ob);
+    dw_outbox_push(&ob, m);
+    dw_outbox_push(&ob, m);
+    dw_msg_unref(m); /* the producer's own ref: the outbox now owns the message */
+    assert_int_equal(refs_of(m), 2);
+    dw_outbox_destroy(&ob); /* frees it; asan reports a leak otherwise */
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Ready queue
+ * ------------------------------------------------------------------------------------------ */
+
+static void test_readyq_push_reports_empty(void **state)
+{
+    struct cds_wfcq_node nodes[3];
+    struct dw_readyq_batch batch;
+    struct dw_readyq q;
+
+    (void)state;
+    dw_readyq_init(&q);
+    assert_true(dw_readyq_push(&q, &nodes[0]));  /* empty -> non-empty: wake */
+    assert_false(dw_readyq_push(&q, &nodes[1])); /* already non-empty: no wake */
+    assert_false(dw_readyq_push(&q, &nodes[2]));
+
+    /* take_all leaves the queue empty: the next push reports it again, and goes to the queue,
+     * not to the batch already taken. */
+    dw_readyq_take_all(&q, &batch);
+    assert_ptr_equal(dw_readyq_batch_next(&batch), &nodes[0]);
+    assert_true(dw_readyq_push(&q, &nodes[0]));
+    assert_ptr_equal(dw_readyq_batch_next(&batch), &nodes[1]);
+    assert_ptr_equal(dw_readyq_batch_next(&batch), &nodes[2]);
+    assert_null(dw_readyq_batch_next(&batch));
+
+    dw_readyq_take_all(&q, &batch);
+    assert_ptr_equal(dw_readyq_batch_next(&batch), &nodes[0]);
+    assert_null(dw_readyq_batch_next(&batch));
+}
+
+static void test_readyq_batches_in_order(void **state)
+{
+    struct cds_wfcq_node nodes[5];
+    struct dw_readyq_batch batch;
+    struct dw_readyq q;
+
+    (void)state;
+    dw_readyq_init(&q);
+
+    /* An empty queue gives an empty batch. */
+    dw_readyq_take_all(&q, &batch);
+    assert_null(dw_readyq_batch_next(&batch));
+
+    for (unsigned i = 0; i < 5; i++)
+        assert_int_equal(dw_readyq_push(&q, &nodes[i]), i == 0);
+    dw_readyq_take_all(&q, &batch);
+    for (unsigned i = 0; i < 3; i++)
+        assert_ptr_equal(dw_readyq_batch_next(&batch), &nodes[i]);
+
+    /* Nodes taken from the batch may be pushed again while the rest of the batch is walked;
+     * they go to the queue, not to the batch. */
+    assert_true(dw_readyq_push(&q, &nodes[0]));
+    assert_false(dw_readyq_push(&q, &nodes[1]));
+    assert_ptr_equal(dw_readyq_batch_next(&batch), &nodes[3]);
+    assert_ptr_equal(dw_readyq_batch_next(&batch), &nodes[4]);
+    assert_null(dw_readyq_batch_next(&batch));
+    assert_null(dw_readyq_batch_next(&batch));
+
+    dw_readyq_take_all(&q, &batch);
+    assert_ptr_equal(dw_readyq_batch_next(&batch), &nodes[0]);
+    assert_ptr_equal(dw_readyq_batch_next(&batch), &nodes[1]);
+    assert_null(dw_readyq_batch_next(&batch));
+
+    dw_readyq_take_all(&q, &batch);
+    assert_null(dw_readyq_batch_next(&batch));
+    assert_true(dw_readyq_push(&q, &nodes[4]));
+    dw_readyq_take_all(&q, &batch);
+    assert_ptr_equal(dw_readyq_batch_next(&batch), &nodes[4]);
+    assert_null(dw_readyq_batch_next(&batch));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_empty),
+        cmocka_unit_test(test_fifo),
+        cmocka_unit_test(test_scheduled_flag),
+        cmocka_unit_test(test_only_unschedule_clears_flag),
+        cmocka_unit_test(test_collect_drops_oldest),
+        cmocka_unit_test(test_collect_keeps_critical),
+        cmocka_unit_test(test_destroy_drops_references),
+        cmocka_unit_test(test_destroy_is_last_holder),
+        cmocka_unit_test(test_readyq_push_reports_empty),
+        cmocka_unit_test(test_readyq_batches_in_order),
+    };
+
+    return cmocka_run_group_tests(tests, group_setup, NULL);
+}
