@@ -22,6 +22,7 @@
 #include "dealwire/thread.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -289,10 +290,12 @@ void dw__conn_pong(struct dw_server *srv, struct dw_pss *pss)
     conn->io.last_heartbeat_rt = conn->io.last_activity_rt;
 }
 
-/* Marks conn to close with code once its outbox is flushed (1001) or at once (others). */
+/* Marks conn to close with code: for 1001 once what is queued now is written (what arrives
+ * later is not waited for), for others at once. */
 static void begin_close(struct dw_conn *conn, enum lws_close_status code, const char *reason)
 {
     conn->io.closing = true;
+    conn->io.flush_left = dw_outbox_queued(&conn->outbox);
     conn->io.close_code = (unsigned short)code;
     conn->io.close_reason = reason;
     lws_callback_on_writable(conn->io.wsi);
@@ -339,16 +342,17 @@ void dw__conn_drain_ready(struct dw_server *srv)
     }
 }
 
-/* Sends as many whole queued frames as fit in one RAW write. Returns frames sent, or -1 when
- * the connection failed. */
-static int write_frames(struct dw_server *srv, struct dw_conn *conn, struct lws *wsi)
+/* Sends as many whole queued frames as fit in one RAW write, at most limit. Returns frames
+ * sent, or -1 when the connection failed. */
+static int write_frames(struct dw_server *srv, struct dw_conn *conn, struct lws *wsi,
+                        unsigned long limit)
 {
     unsigned char *buf = srv->wbuf + LWS_PRE;
     struct dw_msg *m = dw_outbox_peek(&conn->outbox);
     size_t n = 0;
     int count = 0;
 
-    if (!m)
+    if (!m || limit == 0)
         return 0;
     if (dw_msg_frame_len(m) > DW_WRITE_BATCH) {
         /* Too big to gather: RAW writes neither modify nor keep the buffer, so the shared
@@ -362,7 +366,7 @@ static int write_frames(struct dw_server *srv, struct dw_conn *conn, struct lws 
         dw_msg_unref(m);
         return 1;
     }
-    while (m && n + dw_msg_frame_len(m) <= DW_WRITE_BATCH) {
+    while (m && n + dw_msg_frame_len(m) <= DW_WRITE_BATCH && (unsigned long)count < limit) {
         memcpy(buf + n, dw_msg_frame(m), dw_msg_frame_len(m));
         n += dw_msg_frame_len(m);
         dw_msg_unref(dw_outbox_pop(&conn->outbox));
@@ -406,7 +410,7 @@ int dw__conn_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
     }
 
     collect(srv, conn);
-    sent = write_frames(srv, conn, wsi);
+    sent = write_frames(srv, conn, wsi, io->closing ? io->flush_left : ULONG_MAX);
     if (sent < 0) {
         io->messages_failed++;
         dw__hub_io_counters(srv->hub)->total_failed++;
@@ -416,13 +420,13 @@ int dw__conn_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
         io->messages_sent += (uint64_t)sent;
         dw__hub_io_counters(srv->hub)->total_sent += (uint64_t)sent;
         io->strikes = 0;
+        if (io->closing)
+            io->flush_left -= (unsigned long)sent;
     }
-    if (!dw_outbox_is_empty(&conn->outbox)) {
-        lws_callback_on_writable(wsi);
-        return 0;
-    }
-    if (io->closing)
+    if (io->closing && io->flush_left == 0)
         return close_with(wsi, io->close_code, io->close_reason);
+    if (!dw_outbox_is_empty(&conn->outbox))
+        lws_callback_on_writable(wsi);
     return 0;
 }
 

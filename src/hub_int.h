@@ -124,11 +124,12 @@ struct dw_conn_io {
     char *rx; /* a fragmented message being reassembled */
     size_t rx_len;
     bool rx_binary;
-    bool rx_too_big;
     bool want_ping; /* send a protocol ping on the next WRITEABLE */
-    bool closing;   /* close once the outbox is flushed */
+    /* Closing: with close_code 1001 once flush_left more frames are written, else at once. */
+    bool closing;
     unsigned short close_code;
-    const char *close_reason; /* static string */
+    const char *close_reason; /* a static string */
+    unsigned long flush_left;
 };
 
 struct dw_conn {

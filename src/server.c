@@ -98,7 +98,7 @@ static void sweep_cb(lws_sorted_usec_list_t *sul)
 
     dw__conn_sweep(srv, dw_now_mono_ns());
     check_shutdown(srv);
-    lws_sul_schedule(srv->ctx, 0, &srv->sweep, sweep_cb, DW_SWEEP_US);
+    lws_sul_schedule(srv->ctx, 0, &srv->sweep, sweep_cb, srv->sweep_us);
 }
 
 /* lws logs through ours: its errors and warnings only, with its own prefix. */
@@ -169,7 +169,12 @@ struct dw_server *dw_server_new(const struct dw_config *cfg)
                cfg->port);
         goto fail;
     }
-    lws_sul_schedule(srv->ctx, 0, &srv->sweep, sweep_cb, DW_SWEEP_US);
+    srv->sweep_us = (lws_usec_t)cfg->heartbeat_interval * 1000000 / 8;
+    if (srv->sweep_us < DW_SWEEP_MIN_US)
+        srv->sweep_us = DW_SWEEP_MIN_US;
+    if (srv->sweep_us > DW_SWEEP_MAX_US)
+        srv->sweep_us = DW_SWEEP_MAX_US;
+    lws_sul_schedule(srv->ctx, 0, &srv->sweep, sweep_cb, srv->sweep_us);
     dw_log(DW_LOG_INFO, "listening on %s:%d (event loop %s, %d workers, queue %d)", cfg->host,
            cfg->port, cfg->event_loop == DW_EVENT_LOOP_UV ? "uv" : "poll", cfg->workers,
            cfg->queue_size);

@@ -29,8 +29,10 @@ struct dw_http_req;
 /* lws's receive buffer per connection: clients send short commands (DESIGN.md). */
 #define DW_RX_BUFFER 512
 
-/* How often the heartbeat sweep runs. */
-#define DW_SWEEP_US (250 * 1000)
+/* How often the heartbeat sweep runs: an eighth of the heartbeat interval, within these
+ * bounds (it walks every connection, so not more often than needed). */
+#define DW_SWEEP_MIN_US (100 * 1000)
+#define DW_SWEEP_MAX_US (1000 * 1000)
 
 struct dw_server {
     const struct dw_config *cfg;
@@ -39,6 +41,7 @@ struct dw_server {
     struct dw_workers *workers;
     struct lws_protocols protocols[2];
     lws_sorted_usec_list_t sweep;
+    lws_usec_t sweep_us;
     _Atomic int stop_requested; /* any thread */
     bool draining;              /* shutting down: refuse new connections, close the others */
     bool finished;              /* shutdown complete: leave the loop */
