@@ -6,6 +6,7 @@
  */
 #define DW_LOG_MODULE "api"
 #include "dealwire/api.h"
+#include "dealwire/events.h"
 #include "dealwire/hub.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
@@ -23,11 +24,8 @@
 
 #define PARSE_DEPTH 32
 
-enum target_kind { TARGET_USER, TARGET_CHANNEL, TARGET_ALL };
-
 struct item {
-    enum target_kind kind;
-    const char *name; /* user id or channel, borrowed from the parsed body */
+    struct dw_target target; /* its name is borrowed from the parsed body */
     struct json_object *message;
     int type;
     bool critical;
@@ -79,24 +77,24 @@ static bool parse_item(struct json_object *obj, int index, struct item *it, stru
         if (strcmp(json_object_get_string(target), "all") != 0)
             return fail(e, index, "target",
                         "\"target\" must be \"all\", {\"user_id\": ...} or {\"channel\": ...}");
-        it->kind = TARGET_ALL;
-        it->name = NULL;
+        it->target.kind = DW_TARGET_ALL;
+        it->target.name = NULL;
     } else if (!json_object_is_type(target, json_type_object) ||
                json_object_object_length(target) != 1) {
         return fail(e, index, "target",
                     "\"target\" must be \"all\", {\"user_id\": ...} or {\"channel\": ...}");
     } else if (json_object_object_get_ex(target, "user_id", &v)) {
-        it->name = dw_proto_json_string(v);
-        if (!it->name || !dw_proto_user_id_is_valid(it->name))
+        it->target.name = dw_proto_json_string(v);
+        if (!it->target.name || !dw_proto_user_id_is_valid(it->target.name))
             return fail(e, index, "target.user_id",
                         "user_id must be 1-128 characters of A-Z a-z 0-9 _ . : @ -");
-        it->kind = TARGET_USER;
+        it->target.kind = DW_TARGET_USER;
     } else if (json_object_object_get_ex(target, "channel", &v)) {
-        it->name = dw_proto_json_string(v);
-        if (!it->name || !dw_proto_channel_is_valid(it->name))
+        it->target.name = dw_proto_json_string(v);
+        if (!it->target.name || !dw_proto_channel_is_valid(it->target.name))
             return fail(e, index, "target.channel",
                         "channel must be 1-64 characters of A-Z a-z 0-9 _ . : -");
-        it->kind = TARGET_CHANNEL;
+        it->target.kind = DW_TARGET_CHANNEL;
     } else {
         return fail(e, index, "target",
                     "\"target\" must be \"all\", {\"user_id\": ...} or {\"channel\": ...}");
@@ -116,15 +114,10 @@ static bool parse_item(struct json_object *obj, int index, struct item *it, stru
         return fail(e, index, "message.type",
                     "\"message.type\" must be deal_alert, price_alert, trip_update or "
                     "notification");
-    if (it->type == DW_MSG_NOTIFICATION && json_object_object_get_ex(message, "level", &v)) {
-        const char *level =
-            json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "";
-
-        if (strcmp(level, "info") != 0 && strcmp(level, "success") != 0 &&
-            strcmp(level, "warning") != 0 && strcmp(level, "error") != 0)
-            return fail(e, index, "message.level",
-                        "\"level\" must be info, success, warning or error");
-    }
+    if (it->type == DW_MSG_NOTIFICATION && json_object_object_get_ex(message, "level", &v) &&
+        !dw_events_level_is_valid(
+            json_object_is_type(v, json_type_string) ? json_object_get_string(v) : ""))
+        return fail(e, index, "message.level", "\"level\" must be info, success, warning or error");
     it->message = message;
 
     /* Price alerts and trip updates are critical unless the publisher says otherwise. */
@@ -140,25 +133,9 @@ static bool parse_item(struct json_object *obj, int index, struct item *it, stru
 /* Sends one validated item. Returns the number of connections reached; writes its id. */
 static size_t send_item(struct dw_hub *hub, struct item *it, char id[24])
 {
-    struct dw_msg *m = dw_msg_new_json((enum dw_msg_type)it->type,
-                                       it->critical ? DW_MSG_F_CRITICAL : 0, it->message);
-    size_t n = 0;
-
     snprintf(id, 24, "%" PRIu64, atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed));
-    switch (it->kind) {
-    case TARGET_USER:
-        n = dw_hub_send_user(hub, it->name, m);
-        break;
-    case TARGET_CHANNEL:
-        n = dw_hub_send_channel(hub, it->name, m);
-        break;
-    case TARGET_ALL:
-        n = dw_hub_send_all(hub, m);
-        break;
-    }
-    dw_hub_count_published(hub, it->type, it->kind == TARGET_ALL);
-    dw_msg_unref(m);
-    return n;
+    return dw_events_send(hub, &it->target, (enum dw_msg_type)it->type,
+                          it->critical ? DW_MSG_F_CRITICAL : 0, it->message);
 }
 
 static char *render(struct json_object *obj, size_t *len)

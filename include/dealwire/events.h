@@ -49,7 +49,9 @@ struct dw_target {
 #define DW_DEAL_ALERT_TRENDING "trending"
 
 /* A deal, as the deal monitors know it. Every pointer is borrowed for the duration of the
- * call. */
+ * call. metadata is linked into the message's JSON tree while it is rendered (json-c's
+ * refcount, which is not atomic), so no other thread may use it during the call; the same
+ * holds for trip_update's extra. */
 struct dw_deal {
     const char *deal_id;          /* required, non-empty */
     const char *title;            /* required */

@@ -3,10 +3,11 @@
 import json
 
 import pytest
+import websockets
 
 from conftest import (
     RawWS, OP_TEXT, OP_CONT, apublish, assert_iso, assert_user_stats, barrier, connect_user,
-    close_all, handshake_status, is_int, recv_json, request, run,
+    close_all, handshake_status, is_int, recv_json, request, run, ws_connect,
 )
 
 
@@ -74,10 +75,25 @@ def test_valid_user_ids_are_accepted(daemon, user_id):
     "user_id=a%2Fb",           # slash
     "user_id=%C3%A9",          # non-ASCII
     "user_id=a%22b",           # quote
-    "user_id=a%00b",           # NUL
 ])
 def test_invalid_user_id_is_refused_with_400(daemon, query):
     assert run(handshake_status(daemon.port, query=query or "")) == 400
+
+
+def test_user_id_with_nul_is_refused(daemon):
+    """libwebsockets drops a request whose URL decodes to a NUL while parsing it, before the
+    daemon sees it: the handshake is refused by closing the connection (no 101), and the
+    daemon keeps serving."""
+    async def main():
+        with pytest.raises((websockets.exceptions.InvalidStatusCode,
+                            websockets.exceptions.InvalidMessage)):
+            ws = await ws_connect(daemon.port, None, "/ws/events", "user_id=a%00b")
+            await ws.close()
+        ws, w = await connect_user(daemon.port, "after_nul")
+        assert w["user_id"] == "after_nul"
+        await ws.close()
+
+    run(main())
 
 
 @pytest.mark.parametrize("path", ["/ws/nope", "/nope", "/ws/events/extra", "/ws"])

@@ -1,0 +1,259 @@
+/*
+ * dealwire-bench — the state every bench module shares: options, the run, the two kinds of
+ * connection (WebSocket clients and HTTP publishers), and the calls between modules.
+ *
+ * One thread runs everything from one epoll loop (main.c), so nothing here is synchronized and
+ * no function may block. Module map:
+ *   ws.c        RFC 6455 client: connect, handshake, frames, ping/pong, close
+ *   http.c      keep-alive HTTP/1.1 publisher connections for POST /api/publish
+ *   scenario.c  what is published to whom, flow control, receive checks, completeness
+ *   report.c    progress line, result table, the JSON result line, /proc readings
+ *   main.c      options, limits, the event loop and the run's phases
+ *   hist.c      latency histogram
+ */
+#ifndef DWB_BENCH_H
+#define DWB_BENCH_H
+
+#include "hist.h"
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define DWB_NAME "dealwire-bench"
+/* Largest server frame accepted: the daemon's messages are a few KiB at most. */
+#define DWB_MAX_FRAME (1u << 20)
+/* Bytes read from one socket per readiness event: keeps the loop fair between sockets. */
+#define DWB_READ_CHUNK (64u * 1024)
+/* Files the bench needs besides its sockets: stdio, epoll, /proc readings, slack. */
+#define DWB_FD_RESERVE 16
+
+enum dwb_scenario {
+    DWB_FANOUT,
+    DWB_TARGETED,
+    DWB_CHANNELS,
+    DWB_PACED,
+    DWB_IDLE,
+    DWB_CONNECT,
+};
+
+/* The command line, after defaults were resolved (main.c). */
+struct dwb_opts {
+    struct in_addr host;
+    char host_text[INET_ADDRSTRLEN];
+    unsigned port;
+    enum dwb_scenario scenario;
+    unsigned conns;       /* WebSocket clients */
+    unsigned sources;     /* source addresses 127.0.0.1 .. 127.0.0.<sources> */
+    unsigned publishers;  /* HTTP connections, one request in flight each */
+    unsigned batch;       /* messages per publish request */
+    unsigned msg_size;    /* approximate size of one delivered message, bytes */
+    unsigned window;      /* W: messages outstanding per client */
+    double duration;      /* seconds of publishing (0: bounded by messages only) */
+    uint64_t messages;    /* messages to publish (0: bounded by duration only) */
+    double rate;          /* paced: messages per second */
+    unsigned channels;    /* channels scenario: number of channels */
+    unsigned subs;        /* channels scenario: subscriptions per connection */
+    double timeout;       /* hard bound on the whole run, seconds */
+    unsigned parallel;    /* connection attempts in flight */
+    double connect_timeout;
+    double settle;        /* idle: seconds between the last connect and the RSS reading */
+    double drain_timeout; /* seconds without a delivery before the drain gives up */
+    pid_t server_pid;
+    const char *prefix; /* user id prefix */
+    uint64_t seed;
+    bool quiet; /* no progress lines */
+};
+
+/* The first member of both connection kinds: epoll's data.ptr points here. */
+enum dwb_fd_kind { DWB_FD_WS, DWB_FD_PUB };
+struct dwb_fd {
+    enum dwb_fd_kind kind;
+    int fd;
+};
+
+enum dwb_ws_state {
+    DWB_WS_NEW,        /* not started */
+    DWB_WS_CONNECTING, /* connect() in progress */
+    DWB_WS_HANDSHAKE,  /* upgrade request sent, waiting for 101 */
+    DWB_WS_OPEN,       /* upgraded, waiting for connection_established */
+    DWB_WS_READY,      /* connection_established received */
+    DWB_WS_CLOSING,    /* close frame sent or received, waiting for the server's EOF */
+    DWB_WS_CLOSED,     /* socket closed after a clean end */
+    DWB_WS_FAILED,     /* never became ready, or lost while ready */
+};
+
+/* Per (connection, producer[, channel]) stream: the next expected seq and a bitmap of the 64
+ * seqs below it (bit i: next - 1 - i arrived), to tell duplicates from late arrivals. */
+struct dwb_stream {
+    uint64_t next;
+    uint64_t seen;
+};
+
+struct dwb_conn {
+    struct dwb_fd ev;
+    uint32_t index;
+    uint8_t state;
+    bool want_out;    /* EPOLLOUT registered */
+    bool we_closed;   /* the close handshake was ours */
+    uint16_t subs_ok; /* subscribe confirmations received */
+    int64_t started_ns;
+    char key[28];             /* Sec-WebSocket-Key, base64 */
+    unsigned char *in;        /* unparsed bytes: part of a frame or of the 101 answer */
+    uint32_t in_len, in_cap;
+    unsigned char *out; /* bytes the socket did not take yet */
+    uint32_t out_len, out_cap;
+    uint64_t recv;     /* unique data messages received */
+    uint64_t expected; /* data messages published to this connection (targeted, channels) */
+    uint32_t *subs;    /* channels scenario: this connection's channels */
+    struct dwb_stream *streams;
+};
+
+enum dwb_pub_state { DWB_PUB_CLOSED, DWB_PUB_CONNECTING, DWB_PUB_IDLE, DWB_PUB_BUSY };
+
+struct dwb_pub {
+    struct dwb_fd ev;
+    uint32_t index; /* the producer id carried in every message */
+    uint8_t state;
+    bool want_out;
+    char *req;              /* the request being written: req_buf + some headroom */
+    char *req_buf;          /* storage, DWB_PUB_HEADROOM + body capacity */
+    size_t req_cap;         /* body capacity */
+    size_t req_len, req_off;
+    char *resp; /* answer bytes read so far */
+    size_t resp_len, resp_cap;
+    uint32_t nmsgs;             /* messages in the outstanding request */
+    uint64_t want_recipients;   /* recipients the outstanding request should reach */
+    uint32_t *targets;          /* its targets (connection or channel), batch entries */
+    int64_t sent_ns;
+};
+
+/* Room in front of a request body for its headers. */
+#define DWB_PUB_HEADROOM 256
+
+enum dwb_phase {
+    DWB_PHASE_CONNECT,
+    DWB_PHASE_SUBSCRIBE,
+    DWB_PHASE_SETTLE,
+    DWB_PHASE_PUBLISH,
+    DWB_PHASE_DRAIN,
+    DWB_PHASE_CLOSE,
+    DWB_PHASE_DONE,
+};
+
+/* Everything counted during a run. */
+struct dwb_counts {
+    uint64_t connected, connect_failed, lost, server_closes;
+    uint64_t sent_msgs, sent_reqs, answered_reqs, http_errors, recipient_mismatch;
+    uint64_t recv_msgs, recv_bytes, dup, ooo, malformed, misrouted, ws_errors, error_msgs;
+    uint64_t pings, subs_failed;
+    uint16_t last_close_code;
+};
+
+struct dwb_run {
+    struct dwb_opts opt;
+    int epfd;
+    enum dwb_phase phase;
+    int64_t t0;                 /* start of the run */
+    int64_t phase_started;
+    int64_t connect_start, connect_end;
+    int64_t pub_start, pub_end; /* first request written, publishing stopped */
+    int64_t last_delivery;
+    int64_t last_progress_ns;
+    char first_error[160];
+    bool timed_out, interrupted, aborted;
+
+    struct dwb_conn *conns;
+    unsigned next_conn;   /* next connection to start */
+    unsigned inflight;    /* connections started and not yet ready or failed */
+    unsigned expire_from; /* connections below this one are past their connect phase */
+    unsigned ready;       /* connections ready now */
+    struct dwb_pub *pubs;
+    unsigned pubs_ready;
+
+    struct dwb_counts n;
+    struct dwb_counts last; /* at the previous progress line */
+    struct dwb_hist lat;    /* publish to receive, ns */
+    struct dwb_hist hs;     /* connect() to connection_established, ns */
+
+    /* Publishing state (scenario.c). */
+    unsigned keys;      /* seq spaces per producer: 1 (all), conns (targeted), channels */
+    unsigned slots;     /* streams per connection per producer */
+    uint32_t *seqs;     /* next seq, [producer * keys + key] */
+    uint64_t sent_all;  /* messages published to all (fanout, paced) */
+    uint64_t min_recv;  /* fanout: smallest recv over the connections */
+    uint32_t *ring;     /* fanout: connections per recv value, ring over [min_recv, +mask] */
+    uint32_t ring_mask;
+    uint32_t **members; /* channels: the connections of each channel */
+    uint32_t *nmembers;
+    uint64_t expected_total, recv_total; /* deliveries expected / unique ones received */
+    char *pad;
+    uint64_t rng;
+
+    long rss_before_kb, rss_after_kb;
+};
+
+/* xorshift64*: cheap, deterministic with --seed. */
+static inline uint64_t dwb_rand(struct dwb_run *run)
+{
+    uint64_t x = run->rng;
+
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    run->rng = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+/* ---- main.c ---------------------------------------------------------------------------- */
+
+/* Monotonic clock, ns. */
+int64_t dwb_now_ns(void);
+/* Records the first error of the run (printf-style), for the final report. */
+void dwb_note_error(struct dwb_run *run, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Registers or changes fd's epoll interest: EPOLLIN, plus EPOLLOUT when out is set. */
+int dwb_watch(struct dwb_run *run, struct dwb_fd *ev, bool add, bool out);
+
+/* ---- scenario.c: called by ws.c and http.c ------------------------------------------- */
+
+/* A connection received connection_established. */
+void dwb_on_ready(struct dwb_run *run, struct dwb_conn *c, int64_t now);
+/* A text message arrived on a ready connection (payload borrowed for the call). */
+void dwb_on_text(struct dwb_run *run, struct dwb_conn *c, const char *p, size_t n, int64_t now);
+/* A connection failed before it was ready, or was lost after. */
+void dwb_on_conn_failed(struct dwb_run *run, struct dwb_conn *c, bool was_ready);
+/* A publish answer arrived: HTTP status and its "recipients" (-1 when absent). */
+void dwb_on_answer(struct dwb_run *run, struct dwb_pub *pub, unsigned status, long long recipients);
+
+/* ---- scenario.c: called by main.c ------------------------------------------------------ */
+
+/* Allocates the scenario state (seqs, streams, ring, channel members). Returns 0 or -ENOMEM. */
+int dwb_scenario_init(struct dwb_run *run);
+void dwb_scenario_free(struct dwb_run *run);
+/* Sends every connection its subscribe commands (channels scenario). */
+void dwb_scenario_subscribe(struct dwb_run *run);
+/* Number of connections whose subscriptions are all confirmed. */
+unsigned dwb_scenario_subscribed(const struct dwb_run *run);
+/* Gives every idle publisher a request when flow control and pacing allow. */
+void dwb_scenario_pump(struct dwb_run *run, int64_t now);
+/* Whether publishing should stop now (duration or message count reached). */
+bool dwb_scenario_publish_done(const struct dwb_run *run, int64_t now);
+/* Missing deliveries over all connections, and unexpected extra ones. */
+void dwb_scenario_missing(const struct dwb_run *run, uint64_t *missing, uint64_t *extra);
+/* W as used: the window, or 0 when the scenario has none. */
+unsigned dwb_scenario_window(const struct dwb_run *run);
+const char *dwb_scenario_name(enum dwb_scenario s);
+
+/* ---- report.c -------------------------------------------------------------------------- */
+
+/* Prints a progress line on stderr (about once per second). */
+void dwb_report_progress(struct dwb_run *run, int64_t now);
+/* Prints the result table (stdout) and the JSON result line. Returns whether it is complete. */
+bool dwb_report_final(struct dwb_run *run);
+/* VmRSS of pid in KiB, or -1. */
+long dwb_read_rss_kb(pid_t pid);
+
+#endif

@@ -1,0 +1,587 @@
+/*
+ * ws — DESIGN: the WebSocket client side of the bench, on the bench's one thread.
+ *
+ * Reads go through one static scratch buffer: a connection's unparsed bytes (part of a frame,
+ * or of the 101 answer) are copied in front, then up to DWB_READ_CHUNK bytes are read behind
+ * them, every whole frame is handled in place, and only the tail is copied back to the
+ * connection. So a connection owns at most one partial frame, grown once and reused: nothing
+ * is allocated per message.
+ *
+ * Source addresses: connection i binds to 127.0.0.(1 + i % sources) with
+ * IP_BIND_ADDRESS_NO_PORT, so the kernel picks the port at connect time from that address's
+ * own range of the 4-tuple, and large connection counts fit in the ephemeral port range.
+ */
+#include "ws.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
+
+#define WS_GUID          "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#define MAX_HANDSHAKE    8192
+#define MAX_CLIENT_FRAME 1024
+
+enum {
+    OP_CONT = 0x0,
+    OP_TEXT = 0x1,
+    OP_BINARY = 0x2,
+    OP_CLOSE = 0x8,
+    OP_PING = 0x9,
+    OP_PONG = 0xa,
+};
+
+static unsigned char scratch[DWB_MAX_FRAME + 16 + DWB_READ_CHUNK];
+
+/* ---- helpers --------------------------------------------------------------------------- */
+
+static void base64(const unsigned char *in, size_t n, char *out)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t i = 0;
+
+    for (; i + 2 < n; i += 3) {
+        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 | in[i + 2];
+
+        *out++ = tab[v >> 18];
+        *out++ = tab[(v >> 12) & 63];
+        *out++ = tab[(v >> 6) & 63];
+        *out++ = tab[v & 63];
+    }
+    if (i < n) {
+        unsigned v = (unsigned)in[i] << 16 | (i + 1 < n ? (unsigned)in[i + 1] << 8 : 0);
+
+        *out++ = tab[v >> 18];
+        *out++ = tab[(v >> 12) & 63];
+        *out++ = i + 1 < n ? tab[(v >> 6) & 63] : '=';
+        *out++ = '=';
+    }
+    *out = '\0';
+}
+
+/* The Sec-WebSocket-Accept the server must answer to key (RFC 6455 4.2.2). */
+static void expected_accept(const char *key, char out[29])
+{
+    char buf[64];
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    int n = snprintf(buf, sizeof(buf), "%s%s", key, WS_GUID);
+
+    EVP_Digest(buf, (size_t)n, md, &mdlen, EVP_sha1(), NULL);
+    base64(md, 20, out);
+}
+
+/* Value of header name in an HTTP head (NUL-terminated), case-insensitive; NULL if absent. */
+static const char *find_header(const char *head, const char *name, size_t *vlen)
+{
+    size_t nlen = strlen(name);
+    const char *line = strstr(head, "\r\n");
+
+    while (line && line[2] != '\r') {
+        const char *p = line + 2, *end = strstr(p, "\r\n");
+
+        if (!end)
+            return NULL;
+        if (strncasecmp(p, name, nlen) == 0 && p[nlen] == ':') {
+            p += nlen + 1;
+            while (*p == ' ' || *p == '\t')
+                p++;
+            *vlen = (size_t)(end - p);
+            while (*vlen > 0 && (p[*vlen - 1] == ' ' || p[*vlen - 1] == '\t'))
+                (*vlen)--;
+            return p;
+        }
+        line = end;
+    }
+    return NULL;
+}
+
+static void fail(struct dwb_run *run, struct dwb_conn *c, const char *why, int err)
+{
+    bool was_ready = c->state == DWB_WS_READY;
+
+    if (c->state == DWB_WS_CLOSING) {
+        /* Already counted (server close) or ending anyway (our close). */
+        dwb_ws_drop(run, c, DWB_WS_CLOSED);
+        return;
+    }
+    if (err)
+        dwb_note_error(run, "connection %u: %s: %s", c->index, why, strerror(err));
+    else
+        dwb_note_error(run, "connection %u: %s", c->index, why);
+    dwb_ws_drop(run, c, DWB_WS_FAILED);
+    dwb_on_conn_failed(run, c, was_ready);
+}
+
+/* ---- writing --------------------------------------------------------------------------- */
+
+static int queue_out(struct dwb_run *run, struct dwb_conn *c, const unsigned char *p, size_t n)
+{
+    if (c->out_len + n > c->out_cap) {
+        uint32_t cap = c->out_cap ? c->out_cap : 256;
+        unsigned char *q;
+
+        while (cap < c->out_len + n)
+            cap *= 2;
+        q = realloc(c->out, cap);
+        if (!q)
+            return -ENOMEM;
+        c->out = q;
+        c->out_cap = cap;
+    }
+    memcpy(c->out + c->out_len, p, n);
+    c->out_len += (uint32_t)n;
+    if (!c->want_out) {
+        c->want_out = true;
+        return dwb_watch(run, &c->ev, false, true);
+    }
+    return 0;
+}
+
+static int send_bytes(struct dwb_run *run, struct dwb_conn *c, const void *p, size_t n)
+{
+    ssize_t w = 0;
+
+    if (c->ev.fd < 0)
+        return -EBADF;
+    if (c->out_len == 0) {
+        w = send(c->ev.fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                return -errno;
+            w = 0;
+        }
+        if ((size_t)w == n)
+            return 0;
+    }
+    return queue_out(run, c, (const unsigned char *)p + w, n - (size_t)w);
+}
+
+static int flush_out(struct dwb_run *run, struct dwb_conn *c)
+{
+    while (c->out_len > 0) {
+        ssize_t w = send(c->ev.fd, c->out, c->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+        if (w < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+        memmove(c->out, c->out + w, c->out_len - (size_t)w);
+        c->out_len -= (uint32_t)w;
+    }
+    if (c->want_out) {
+        c->want_out = false;
+        return dwb_watch(run, &c->ev, false, false);
+    }
+    return 0;
+}
+
+/* One masked client frame (RFC 6455 5.3): the mask is random per frame. */
+static int send_frame(struct dwb_run *run, struct dwb_conn *c, unsigned op, const void *payload,
+                      size_t len)
+{
+    unsigned char f[MAX_CLIENT_FRAME + 8], *mask;
+    const unsigned char *src = payload;
+    size_t h = 2;
+    uint32_t key = (uint32_t)dwb_rand(run);
+
+    if (len > MAX_CLIENT_FRAME)
+        return -EMSGSIZE;
+    f[0] = (unsigned char)(0x80 | op);
+    if (len < 126) {
+        f[1] = (unsigned char)(0x80 | len);
+    } else {
+        f[1] = 0x80 | 126;
+        f[2] = (unsigned char)(len >> 8);
+        f[3] = (unsigned char)len;
+        h = 4;
+    }
+    mask = f + h;
+    memcpy(mask, &key, 4);
+    for (size_t i = 0; i < len; i++)
+        f[h + 4 + i] = src[i] ^ mask[i & 3];
+    return send_bytes(run, c, f, h + 4 + len);
+}
+
+int dwb_ws_send_text(struct dwb_run *run, struct dwb_conn *c, const char *text, size_t len)
+{
+    return send_frame(run, c, OP_TEXT, text, len);
+}
+
+/* ---- connecting ------------------------------------------------------------------------ */
+
+int dwb_ws_start(struct dwb_run *run, struct dwb_conn *c)
+{
+    struct sockaddr_in src = {.sin_family = AF_INET}, dst = {.sin_family = AF_INET};
+    int one = 1, fd, err;
+
+    c->started_ns = dwb_now_ns();
+    c->state = DWB_WS_CONNECTING;
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        err = errno;
+        fail(run, c, "socket", err);
+        return -err;
+    }
+    c->ev.fd = fd;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+    src.sin_addr.s_addr = htonl(INADDR_LOOPBACK + c->index % run->opt.sources); /* 127.0.0.1+ */
+    if (bind(fd, (struct sockaddr *)&src, sizeof(src)) < 0) {
+        err = errno;
+        fail(run, c, "bind", err);
+        return -err;
+    }
+    dst.sin_addr = run->opt.host;
+    dst.sin_port = htons((uint16_t)run->opt.port);
+    if (connect(fd, (struct sockaddr *)&dst, sizeof(dst)) < 0 && errno != EINPROGRESS) {
+        err = errno;
+        fail(run, c, "connect", err);
+        return -err;
+    }
+    err = dwb_watch(run, &c->ev, true, true);
+    if (err < 0) {
+        fail(run, c, "epoll_ctl", -err);
+        return err;
+    }
+    c->want_out = true;
+    return 0;
+}
+
+static void send_upgrade(struct dwb_run *run, struct dwb_conn *c)
+{
+    unsigned char raw[16];
+    char req[512];
+    int n, err;
+
+    for (int i = 0; i < 16; i += 8) {
+        uint64_t r = dwb_rand(run);
+
+        memcpy(raw + i, &r, 8);
+    }
+    base64(raw, 16, c->key);
+    n = snprintf(req, sizeof(req),
+                 "GET /ws/events?user_id=%s%u HTTP/1.1\r\n"
+                 "Host: %s:%u\r\n"
+                 "Upgrade: websocket\r\n"
+                 "Connection: Upgrade\r\n"
+                 "Sec-WebSocket-Key: %s\r\n"
+                 "Sec-WebSocket-Version: 13\r\n\r\n",
+                 run->opt.prefix, c->index, run->opt.host_text, run->opt.port, c->key);
+    c->state = DWB_WS_HANDSHAKE;
+    err = send_bytes(run, c, req, (size_t)n);
+    if (err < 0)
+        fail(run, c, "sending the upgrade request", -err);
+}
+
+static void on_connected(struct dwb_run *run, struct dwb_conn *c)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+
+    if (getsockopt(c->ev.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    if (err) {
+        fail(run, c, "connect", err);
+        return;
+    }
+    c->want_out = false;
+    err = dwb_watch(run, &c->ev, false, false);
+    if (err < 0) {
+        fail(run, c, "epoll_ctl", -err);
+        return;
+    }
+    send_upgrade(run, c);
+}
+
+/* Checks the 101 answer at the start of buf. Returns its length, 0 when incomplete, -1 when
+ * the connection failed. */
+static long parse_upgrade(struct dwb_run *run, struct dwb_conn *c, unsigned char *buf, size_t n)
+{
+    char head[MAX_HANDSHAKE + 1], accept[29], why[128];
+    const char *end = memmem(buf, n, "\r\n\r\n", 4), *v;
+    size_t hlen, vlen = 0;
+
+    if (!end) {
+        if (n > MAX_HANDSHAKE) {
+            fail(run, c, "upgrade answer too long", 0);
+            return -1;
+        }
+        return 0;
+    }
+    hlen = (size_t)(end - (const char *)buf) + 4;
+    if (hlen > MAX_HANDSHAKE) {
+        fail(run, c, "upgrade answer too long", 0);
+        return -1;
+    }
+    memcpy(head, buf, hlen);
+    head[hlen] = '\0';
+    if (strncmp(head, "HTTP/1.1 101", 12) != 0) {
+        snprintf(why, sizeof(why), "upgrade refused: %.*s", (int)strcspn(head, "\r\n"), head);
+        fail(run, c, why, 0);
+        return -1;
+    }
+    expected_accept(c->key, accept);
+    v = find_header(head, "Sec-WebSocket-Accept", &vlen);
+    if (!v || vlen != 28 || memcmp(v, accept, 28) != 0) {
+        fail(run, c, "wrong or missing Sec-WebSocket-Accept", 0);
+        return -1;
+    }
+    c->state = DWB_WS_OPEN;
+    return (long)hlen;
+}
+
+/* ---- frames ---------------------------------------------------------------------------- */
+
+static void on_close_frame(struct dwb_run *run, struct dwb_conn *c, const unsigned char *p,
+                           size_t len)
+{
+    unsigned code = len >= 2 ? (unsigned)p[0] << 8 | p[1] : 1005;
+    unsigned char echo[2] = {(unsigned char)(code >> 8), (unsigned char)code};
+
+    if (c->we_closed)
+        return; /* the server's answer to ours: its EOF follows */
+    run->n.server_closes++;
+    run->n.last_close_code = (uint16_t)code;
+    dwb_note_error(run, "connection %u: closed by the server with code %u (%.*s)", c->index, code,
+                   len > 2 ? (int)(len - 2) : 0, len > 2 ? (const char *)p + 2 : "");
+    if (c->state == DWB_WS_READY || c->state == DWB_WS_OPEN)
+        dwb_on_conn_failed(run, c, c->state == DWB_WS_READY);
+    c->state = DWB_WS_CLOSING;
+    c->we_closed = true;
+    /* RFC 6455 5.5.1: answer with a close frame; 1005 means none was given, so send none. */
+    send_frame(run, c, OP_CLOSE, echo, code == 1005 ? 0 : 2);
+}
+
+static void on_text_frame(struct dwb_run *run, struct dwb_conn *c, const char *p, size_t len,
+                          int64_t now)
+{
+    static const char established[] = "\"type\":\"connection_established\"";
+
+    if (c->state == DWB_WS_READY || c->state == DWB_WS_CLOSING) {
+        dwb_on_text(run, c, p, len, now);
+        return;
+    }
+    if (c->state == DWB_WS_OPEN && memmem(p, len, established, sizeof(established) - 1)) {
+        c->state = DWB_WS_READY;
+        dwb_on_ready(run, c, now);
+        return;
+    }
+    run->n.ws_errors++;
+    dwb_note_error(run, "connection %u: unexpected first message %.60s", c->index, p);
+}
+
+/* Handles the whole frames at the start of buf. Returns the bytes used, or -1 when c failed. */
+static long parse_frames(struct dwb_run *run, struct dwb_conn *c, unsigned char *buf, size_t n,
+                         int64_t now)
+{
+    size_t off = 0;
+
+    while (n - off >= 2 && c->ev.fd >= 0) {
+        const unsigned char *f = buf + off;
+        unsigned op = f[0] & 0x0f, fin = f[0] & 0x80;
+        uint64_t len = f[1] & 0x7f;
+        size_t h = 2;
+
+        if (f[1] & 0x80) {
+            fail(run, c, "masked server frame", 0);
+            return -1;
+        }
+        if (len == 126) {
+            if (n - off < 4)
+                break;
+            len = (uint64_t)f[2] << 8 | f[3];
+            h = 4;
+        } else if (len == 127) {
+            if (n - off < 10)
+                break;
+            len = 0;
+            for (int i = 0; i < 8; i++)
+                len = len << 8 | f[2 + i];
+            h = 10;
+        }
+        if (len > DWB_MAX_FRAME) {
+            fail(run, c, "server frame larger than 1 MiB", 0);
+            return -1;
+        }
+        if (n - off < h + len)
+            break;
+        off += h + (size_t)len;
+
+        switch (op) {
+        case OP_TEXT:
+            if (!fin) {
+                /* The daemon never fragments its messages. */
+                run->n.ws_errors++;
+                dwb_note_error(run, "connection %u: fragmented text frame", c->index);
+                break;
+            }
+            run->n.recv_bytes += h + len;
+            on_text_frame(run, c, (const char *)f + h, (size_t)len, now);
+            break;
+        case OP_PING:
+            run->n.pings++;
+            if (send_frame(run, c, OP_PONG, f + h, (size_t)len) < 0)
+                run->n.ws_errors++;
+            break;
+        case OP_PONG:
+            break;
+        case OP_CLOSE:
+            on_close_frame(run, c, f + h, (size_t)len);
+            break;
+        case OP_CONT:
+        case OP_BINARY:
+        default:
+            run->n.ws_errors++;
+            dwb_note_error(run, "connection %u: unexpected frame opcode %u", c->index, op);
+            break;
+        }
+    }
+    return c->ev.fd >= 0 ? (long)off : -1;
+}
+
+/* ---- reading --------------------------------------------------------------------------- */
+
+static int keep_tail(struct dwb_conn *c, const unsigned char *p, size_t n)
+{
+    if (n > c->in_cap) {
+        uint32_t cap = c->in_cap ? c->in_cap : 512;
+        unsigned char *q;
+
+        while (cap < n)
+            cap *= 2;
+        q = realloc(c->in, cap);
+        if (!q)
+            return -ENOMEM;
+        c->in = q;
+        c->in_cap = cap;
+    }
+    memcpy(c->in, p, n);
+    c->in_len = (uint32_t)n;
+    return 0;
+}
+
+static void on_eof(struct dwb_run *run, struct dwb_conn *c, int err)
+{
+    if (c->state == DWB_WS_CLOSING) {
+        dwb_ws_drop(run, c, DWB_WS_CLOSED);
+        return;
+    }
+    fail(run, c, err ? "read" : "connection closed by the server", err);
+}
+
+static void on_readable(struct dwb_run *run, struct dwb_conn *c)
+{
+    size_t have = c->in_len, total;
+    ssize_t r;
+    long used = 0, k;
+    int64_t now;
+
+    memcpy(scratch, c->in, have);
+    r = recv(c->ev.fd, scratch + have, DWB_READ_CHUNK, MSG_DONTWAIT);
+    if (r < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            on_eof(run, c, errno);
+        return;
+    }
+    if (r == 0) {
+        on_eof(run, c, 0);
+        return;
+    }
+    now = dwb_now_ns();
+    total = have + (size_t)r;
+    if (c->state == DWB_WS_HANDSHAKE) {
+        used = parse_upgrade(run, c, scratch, total);
+        if (used < 0)
+            return;
+        if (used == 0) {
+            if (keep_tail(c, scratch, total) < 0)
+                fail(run, c, "out of memory", ENOMEM);
+            return;
+        }
+    }
+    k = parse_frames(run, c, scratch + used, total - (size_t)used, now);
+    if (k < 0)
+        return;
+    used += k;
+    if (keep_tail(c, scratch + used, total - (size_t)used) < 0)
+        fail(run, c, "out of memory", ENOMEM);
+}
+
+void dwb_ws_on_event(struct dwb_run *run, struct dwb_conn *c, uint32_t events)
+{
+    int err;
+
+    if (c->state == DWB_WS_CONNECTING) {
+        on_connected(run, c);
+        return;
+    }
+    if (events & EPOLLOUT) {
+        err = flush_out(run, c);
+        if (err < 0) {
+            on_eof(run, c, -err);
+            return;
+        }
+    }
+    if (c->ev.fd >= 0 && (events & ~EPOLLOUT))
+        on_readable(run, c);
+}
+
+/* ---- closing --------------------------------------------------------------------------- */
+
+void dwb_ws_close(struct dwb_run *run, struct dwb_conn *c)
+{
+    static const unsigned char normal[2] = {0x03, 0xe8}; /* 1000 */
+
+    if (c->ev.fd < 0 || c->state == DWB_WS_CLOSING)
+        return;
+    if (c->state != DWB_WS_READY && c->state != DWB_WS_OPEN) {
+        dwb_ws_drop(run, c, DWB_WS_CLOSED);
+        return;
+    }
+    c->we_closed = true;
+    c->state = DWB_WS_CLOSING;
+    if (send_frame(run, c, OP_CLOSE, normal, 2) < 0)
+        dwb_ws_drop(run, c, DWB_WS_CLOSED);
+}
+
+void dwb_ws_drop(struct dwb_run *run, struct dwb_conn *c, enum dwb_ws_state state)
+{
+    (void)run;
+    if (c->ev.fd >= 0) {
+        /* close() also removes it from the epoll set: the fd is not shared. */
+        close(c->ev.fd);
+        c->ev.fd = -1;
+    }
+    free(c->in);
+    free(c->out);
+    c->in = c->out = NULL;
+    c->in_len = c->in_cap = c->out_len = c->out_cap = 0;
+    c->want_out = false;
+    c->state = (uint8_t)state;
+}
+
+void dwb_ws_expire(struct dwb_run *run, int64_t now)
+{
+    int64_t limit = (int64_t)(run->opt.connect_timeout * 1e9);
+
+    while (run->expire_from < run->next_conn &&
+           run->conns[run->expire_from].state >= DWB_WS_READY)
+        run->expire_from++;
+    for (unsigned i = run->expire_from; i < run->next_conn; i++) {
+        struct dwb_conn *c = &run->conns[i];
+
+        if (c->state >= DWB_WS_CONNECTING && c->state < DWB_WS_READY &&
+            now - c->started_ns > limit)
+            fail(run, c, "connect or handshake timed out", 0);
+    }
+}
