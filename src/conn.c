@@ -455,8 +455,7 @@ void dw__conn_sweep(struct dw_server *srv, int64_t now)
     int64_t stale_after = (int64_t)srv->cfg->stale_timeout * 1000000000;
     struct dw_conn *conn;
 
-    dw_rlist_for_each_entry(conn, dw__hub_all(srv->hub), struct dw_conn, all_link)
-    {
+    dw_rlist_for_each_entry(conn, dw__hub_all(srv->hub), struct dw_conn, all_link) {
         struct dw_conn_io *io = &conn->io;
         int64_t idle = now - io->last_activity;
 
@@ -478,8 +477,7 @@ void dw__conn_close_all(struct dw_server *srv)
 {
     struct dw_conn *conn;
 
-    dw_rlist_for_each_entry(conn, dw__hub_all(srv->hub), struct dw_conn, all_link)
-    {
+    dw_rlist_for_each_entry(conn, dw__hub_all(srv->hub), struct dw_conn, all_link) {
         if (conn->io.wsi && !conn->io.closing)
             begin_close(conn, LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down");
     }

@@ -162,23 +162,22 @@ static inline int deliver(struct dw_hub *hub, struct dw_conn *c, struct dw_msg *
     return 1;
 }
 
+static struct dw_user *find_user(struct dw_hub *hub, const char *id);
+static struct dw_channel *find_channel(struct dw_hub *hub, const char *name);
+
 size_t dw_hub_send_user(struct dw_hub *hub, const char *user_id, struct dw_msg *msg)
 {
-    struct cds_lfht_iter iter;
-    struct cds_lfht_node *node;
+    struct dw_user *u;
     struct dw_conn *c;
     bool wake = false;
     size_t n = 0;
 
     dw_rcu_read_lock();
-    cds_lfht_lookup(hub->users, hash_str(user_id), match_user, user_id, &iter);
-    node = cds_lfht_iter_get_node(&iter);
-    if (node) {
-        struct dw_user *u = caa_container_of(node, struct dw_user, node);
-
-        DW_TSAN_ACQUIRE(u);
-        dw_rlist_for_each_entry(c, &u->conns, struct dw_conn, user_link) n +=
-            deliver(hub, c, msg, &wake);
+    u = find_user(hub, user_id);
+    if (u) {
+        dw_rlist_for_each_entry(c, &u->conns, struct dw_conn, user_link) {
+            n += deliver(hub, c, msg, &wake);
+        }
     }
     dw_rcu_read_unlock();
     wake_or_defer(hub, wake);
@@ -187,21 +186,17 @@ size_t dw_hub_send_user(struct dw_hub *hub, const char *user_id, struct dw_msg *
 
 size_t dw_hub_send_channel(struct dw_hub *hub, const char *channel, struct dw_msg *msg)
 {
-    struct cds_lfht_iter iter;
-    struct cds_lfht_node *node;
+    struct dw_channel *ch;
     struct dw_membership *m;
     bool wake = false;
     size_t n = 0;
 
     dw_rcu_read_lock();
-    cds_lfht_lookup(hub->channels, hash_str(channel), match_channel, channel, &iter);
-    node = cds_lfht_iter_get_node(&iter);
-    if (node) {
-        struct dw_channel *ch = caa_container_of(node, struct dw_channel, node);
-
-        DW_TSAN_ACQUIRE(ch);
-        dw_rlist_for_each_entry(m, &ch->members, struct dw_membership, chan_link) n +=
-            deliver(hub, m->conn, msg, &wake);
+    ch = find_channel(hub, channel);
+    if (ch) {
+        dw_rlist_for_each_entry(m, &ch->members, struct dw_membership, chan_link) {
+            n += deliver(hub, m->conn, msg, &wake);
+        }
     }
     dw_rcu_read_unlock();
     wake_or_defer(hub, wake);
@@ -215,8 +210,8 @@ size_t dw_hub_send_all(struct dw_hub *hub, struct dw_msg *msg)
     size_t n = 0;
 
     dw_rcu_read_lock();
-    dw_rlist_for_each_entry(c, &hub->all, struct dw_conn, all_link) n +=
-        deliver(hub, c, msg, &wake);
+    dw_rlist_for_each_entry(c, &hub->all, struct dw_conn, all_link)
+        n += deliver(hub, c, msg, &wake);
     dw_rcu_read_unlock();
     wake_or_defer(hub, wake);
     return n;
@@ -303,14 +298,30 @@ void dw__conn_unref(struct dw_conn *conn)
     free(conn);
 }
 
-static struct dw_user *find_user(struct dw_hub *hub, const char *id)
+/* rcu: reader. The node of key in ht, or NULL. */
+static struct cds_lfht_node *lookup(struct cds_lfht *ht, unsigned long hash,
+                                    cds_lfht_match_fct match, const void *key)
 {
     struct cds_lfht_iter iter;
-    struct cds_lfht_node *node;
 
-    cds_lfht_lookup(hub->users, hash_str(id), match_user, id, &iter);
-    node = cds_lfht_iter_get_node(&iter);
+    cds_lfht_lookup(ht, hash, match, key, &iter);
+    return cds_lfht_iter_get_node(&iter);
+}
+
+/* rcu: reader. The user named id, or NULL; what TSan must know is acquired in match_user. */
+static struct dw_user *find_user(struct dw_hub *hub, const char *id)
+{
+    struct cds_lfht_node *node = lookup(hub->users, hash_str(id), match_user, id);
+
     return node ? caa_container_of(node, struct dw_user, node) : NULL;
+}
+
+/* rcu: reader. The channel named name, or NULL. */
+static struct dw_channel *find_channel(struct dw_hub *hub, const char *name)
+{
+    struct cds_lfht_node *node = lookup(hub->channels, hash_str(name), match_channel, name);
+
+    return node ? caa_container_of(node, struct dw_channel, node) : NULL;
 }
 
 struct dw_user *dw__hub_find_user(struct dw_hub *hub, const char *id)
@@ -419,8 +430,6 @@ void dw__hub_remove(struct dw_hub *hub, struct dw_conn *conn)
 int dw__hub_subscribe(struct dw_hub *hub, struct dw_conn *conn, const char *channel,
                       unsigned max_subs)
 {
-    struct cds_lfht_iter iter;
-    struct cds_lfht_node *node;
     struct dw_channel *ch;
     struct dw_membership *m;
 
@@ -433,11 +442,8 @@ int dw__hub_subscribe(struct dw_hub *hub, struct dw_conn *conn, const char *chan
         return -E2BIG;
 
     dw_rcu_read_lock();
-    cds_lfht_lookup(hub->channels, hash_str(channel), match_channel, channel, &iter);
-    node = cds_lfht_iter_get_node(&iter);
-    if (node) {
-        ch = caa_container_of(node, struct dw_channel, node);
-    } else {
+    ch = find_channel(hub, channel);
+    if (!ch) {
         size_t len = strlen(channel);
 
         ch = dw_xcalloc(1, sizeof(*ch) + len + 1);
@@ -480,11 +486,8 @@ int dw__hub_unsubscribe(struct dw_hub *hub, struct dw_conn *conn, const char *ch
 
 struct dw_conn *dw__hub_find_conn(struct dw_hub *hub, uint64_t id)
 {
-    struct cds_lfht_iter iter;
-    struct cds_lfht_node *node;
+    struct cds_lfht_node *node = lookup(hub->conns, hash_id(id), match_conn, &id);
 
-    cds_lfht_lookup(hub->conns, hash_id(id), match_conn, &id, &iter);
-    node = cds_lfht_iter_get_node(&iter);
     return node ? caa_container_of(node, struct dw_conn, id_node) : NULL;
 }
 

@@ -55,8 +55,7 @@ struct json_object *dw__stats_service(struct dw_server *srv)
 
     /* A user's uptime is that of its oldest connection; the list is in connection order,
      * so the first connection seen for a user is its oldest. */
-    dw_rlist_for_each_entry(conn, dw__hub_all(srv->hub), struct dw_conn, all_link)
-    {
+    dw_rlist_for_each_entry(conn, dw__hub_all(srv->hub), struct dw_conn, all_link) {
         if (json_object_object_get_ex(uptime, conn->user->id, NULL))
             continue;
         if (listed == UPTIME_USERS_MAX) {
@@ -107,8 +106,7 @@ struct json_object *dw__stats_connections(struct dw_server *srv, unsigned limit)
     unsigned listed = 0;
     bool truncated = false;
 
-    dw_rlist_for_each_entry(conn, dw__hub_all(srv->hub), struct dw_conn, all_link)
-    {
+    dw_rlist_for_each_entry(conn, dw__hub_all(srv->hub), struct dw_conn, all_link) {
         if (listed == limit) {
             truncated = true;
             break;
@@ -140,8 +138,7 @@ struct json_object *dw__stats_user(struct dw_server *srv, const char *user_id)
     }
     subs = json_object_new_array();
     conns = json_object_new_array();
-    dw_rlist_for_each_entry(conn, &u->conns, struct dw_conn, user_link)
-    {
+    dw_rlist_for_each_entry(conn, &u->conns, struct dw_conn, user_link) {
         char id[24];
 
         n++;
