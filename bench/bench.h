@@ -45,19 +45,19 @@ struct dwb_opts {
     char host_text[INET_ADDRSTRLEN];
     unsigned port;
     enum dwb_scenario scenario;
-    unsigned conns;       /* WebSocket clients */
-    unsigned sources;     /* source addresses 127.0.0.1 .. 127.0.0.<sources> */
-    unsigned publishers;  /* HTTP connections, one request in flight each */
-    unsigned batch;       /* messages per publish request */
-    unsigned msg_size;    /* approximate size of one delivered message, bytes */
-    unsigned window;      /* W: messages outstanding per client */
-    double duration;      /* seconds of publishing (0: bounded by messages only) */
-    uint64_t messages;    /* messages to publish (0: bounded by duration only) */
-    double rate;          /* paced: messages per second */
-    unsigned channels;    /* channels scenario: number of channels */
-    unsigned subs;        /* channels scenario: subscriptions per connection */
-    double timeout;       /* hard bound on the whole run, seconds */
-    unsigned parallel;    /* connection attempts in flight */
+    unsigned conns;      /* WebSocket clients */
+    unsigned sources;    /* source addresses 127.0.0.1 .. 127.0.0.<sources> */
+    unsigned publishers; /* HTTP connections, one request in flight each */
+    unsigned batch;      /* messages per publish request */
+    unsigned msg_size;   /* approximate size of one delivered message, bytes */
+    unsigned window;     /* W: messages outstanding per client */
+    double duration;     /* seconds of publishing (0: bounded by messages only) */
+    uint64_t messages;   /* messages to publish (0: bounded by duration only) */
+    double rate;         /* paced: messages per second */
+    unsigned channels;   /* channels scenario: number of channels */
+    unsigned subs;       /* channels scenario: subscriptions per connection */
+    double timeout;      /* hard bound on the whole run, seconds */
+    unsigned parallel;   /* connection attempts in flight */
     double connect_timeout;
     double settle;        /* idle: seconds between the last connect and the RSS reading */
     double drain_timeout; /* seconds without a delivery before the drain gives up */
@@ -100,8 +100,8 @@ struct dwb_conn {
     bool we_closed;   /* the close handshake was ours */
     uint16_t subs_ok; /* subscribe confirmations received */
     int64_t started_ns;
-    char key[28];             /* Sec-WebSocket-Key, base64 */
-    unsigned char *in;        /* unparsed bytes: part of a frame or of the 101 answer */
+    char key[28];      /* Sec-WebSocket-Key, base64 */
+    unsigned char *in; /* unparsed bytes: part of a frame or of the 101 answer */
     uint32_t in_len, in_cap;
     unsigned char *out; /* bytes the socket did not take yet */
     uint32_t out_len, out_cap;
@@ -118,15 +118,15 @@ struct dwb_pub {
     uint32_t index; /* the producer id carried in every message */
     uint8_t state;
     bool want_out;
-    char *req;              /* the request being written: req_buf + some headroom */
-    char *req_buf;          /* storage, DWB_PUB_HEADROOM + body capacity */
-    size_t req_cap;         /* body capacity */
+    char *req;      /* the request being written: req_buf + some headroom */
+    char *req_buf;  /* storage, DWB_PUB_HEADROOM + body capacity */
+    size_t req_cap; /* body capacity */
     size_t req_len, req_off;
     char *resp; /* answer bytes read so far */
     size_t resp_len, resp_cap;
-    uint32_t nmsgs;             /* messages in the outstanding request */
-    uint64_t want_recipients;   /* recipients the outstanding request should reach */
-    uint32_t *targets;          /* its targets (connection or channel), batch entries */
+    uint32_t nmsgs;           /* messages in the outstanding request */
+    uint64_t want_recipients; /* recipients the outstanding request should reach */
+    uint32_t *targets;        /* its targets (connection or channel), batch entries */
     int64_t sent_ns;
 };
 
@@ -156,7 +156,7 @@ struct dwb_run {
     struct dwb_opts opt;
     int epfd;
     enum dwb_phase phase;
-    int64_t t0;                 /* start of the run */
+    int64_t t0; /* start of the run */
     int64_t phase_started;
     int64_t connect_start, connect_end;
     int64_t pub_start, pub_end; /* first request written, publishing stopped */
@@ -171,7 +171,7 @@ struct dwb_run {
     unsigned expire_from; /* connections below this one are past their connect phase */
     unsigned ready;       /* connections ready now */
     struct dwb_pub *pubs;
-    unsigned pubs_ready;
+    unsigned subscribed; /* connections with every subscription confirmed */
 
     struct dwb_counts n;
     struct dwb_counts last; /* at the previous progress line */
@@ -179,20 +179,27 @@ struct dwb_run {
     struct dwb_hist hs;     /* connect() to connection_established, ns */
 
     /* Publishing state (scenario.c). */
-    unsigned keys;      /* seq spaces per producer: 1 (all), conns (targeted), channels */
-    unsigned slots;     /* streams per connection per producer */
-    uint32_t *seqs;     /* next seq, [producer * keys + key] */
-    uint64_t sent_all;  /* messages published to all (fanout, paced) */
-    uint64_t min_recv;  /* fanout: smallest recv over the connections */
-    uint32_t *ring;     /* fanout: connections per recv value, ring over [min_recv, +mask] */
+    unsigned keys;        /* seq spaces per producer: 1 (all), conns (targeted), channels */
+    unsigned slots;       /* streams per connection per producer */
+    uint32_t *seqs;       /* next seq, [producer * keys + key] */
+    uint64_t sent_all;    /* messages published to all (fanout, paced) */
+    uint64_t refused_all; /* of those, refused by the daemon (not 200) */
+    uint64_t min_recv;    /* fanout: smallest recv over the connections */
+    uint32_t *ring;       /* fanout: connections per recv value, ring over [min_recv, +mask] */
     uint32_t ring_mask;
-    uint32_t **members; /* channels: the connections of each channel */
+    struct dwb_stream *streams; /* every connection's streams, one block */
+    uint32_t *sub_block;        /* every connection's channels, one block */
+    uint32_t **members;         /* channels: the connections of each channel */
     uint32_t *nmembers;
+    uint32_t *live_channels; /* channels with at least one member */
+    unsigned nlive;
     uint64_t expected_total, recv_total; /* deliveries expected / unique ones received */
     char *pad;
     uint64_t rng;
 
     long rss_before_kb, rss_after_kb;
+    unsigned rss_conns; /* connections ready when rss_after_kb was read */
+    char sockstat[512]; /* /proc/net/sockstat when the RSS was read */
 };
 
 /* xorshift64*: cheap, deterministic with --seed. */
@@ -255,5 +262,7 @@ void dwb_report_progress(struct dwb_run *run, int64_t now);
 bool dwb_report_final(struct dwb_run *run);
 /* VmRSS of pid in KiB, or -1. */
 long dwb_read_rss_kb(pid_t pid);
+/* Copies /proc/net/sockstat's first lines (sockets, TCP) into out, NUL-terminated. */
+void dwb_read_sockstat(char *out, size_t size);
 
 #endif

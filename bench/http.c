@@ -275,7 +275,6 @@ void dwb_pub_on_event(struct dwb_run *run, struct dwb_pub *pub, uint32_t events)
             return;
         }
         pub->state = DWB_PUB_IDLE;
-        run->pubs_ready++;
         return;
     }
     if ((events & EPOLLOUT) && pub->state == DWB_PUB_BUSY) {

@@ -12,6 +12,7 @@
  * own range of the 4-tuple, and large connection counts fit in the ephemeral port range.
  */
 #include "ws.h"
+#include "http.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -80,31 +81,6 @@ static void expected_accept(const char *key, char out[29])
 
     EVP_Digest(buf, (size_t)n, md, &mdlen, EVP_sha1(), NULL);
     base64(md, 20, out);
-}
-
-/* Value of header name in an HTTP head (NUL-terminated), case-insensitive; NULL if absent. */
-static const char *find_header(const char *head, const char *name, size_t *vlen)
-{
-    size_t nlen = strlen(name);
-    const char *line = strstr(head, "\r\n");
-
-    while (line && line[2] != '\r') {
-        const char *p = line + 2, *end = strstr(p, "\r\n");
-
-        if (!end)
-            return NULL;
-        if (strncasecmp(p, name, nlen) == 0 && p[nlen] == ':') {
-            p += nlen + 1;
-            while (*p == ' ' || *p == '\t')
-                p++;
-            *vlen = (size_t)(end - p);
-            while (*vlen > 0 && (p[*vlen - 1] == ' ' || p[*vlen - 1] == '\t'))
-                (*vlen)--;
-            return p;
-        }
-        line = end;
-    }
-    return NULL;
 }
 
 static void fail(struct dwb_run *run, struct dwb_conn *c, const char *why, int err)
@@ -331,7 +307,7 @@ static long parse_upgrade(struct dwb_run *run, struct dwb_conn *c, unsigned char
         return -1;
     }
     expected_accept(c->key, accept);
-    v = find_header(head, "Sec-WebSocket-Accept", &vlen);
+    v = dwb_http_find_header(head, "Sec-WebSocket-Accept", &vlen);
     if (!v || vlen != 28 || memcmp(v, accept, 28) != 0) {
         fail(run, c, "wrong or missing Sec-WebSocket-Accept", 0);
         return -1;
@@ -453,6 +429,9 @@ static long parse_frames(struct dwb_run *run, struct dwb_conn *c, unsigned char 
 
 static int keep_tail(struct dwb_conn *c, const unsigned char *p, size_t n)
 {
+    c->in_len = 0;
+    if (n == 0)
+        return 0;
     if (n > c->in_cap) {
         uint32_t cap = c->in_cap ? c->in_cap : 512;
         unsigned char *q;
@@ -486,7 +465,8 @@ static void on_readable(struct dwb_run *run, struct dwb_conn *c)
     long used = 0, k;
     int64_t now;
 
-    memcpy(scratch, c->in, have);
+    if (have)
+        memcpy(scratch, c->in, have);
     r = recv(c->ev.fd, scratch + have, DWB_READ_CHUNK, MSG_DONTWAIT);
     if (r < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
@@ -574,14 +554,12 @@ void dwb_ws_expire(struct dwb_run *run, int64_t now)
 {
     int64_t limit = (int64_t)(run->opt.connect_timeout * 1e9);
 
-    while (run->expire_from < run->next_conn &&
-           run->conns[run->expire_from].state >= DWB_WS_READY)
+    while (run->expire_from < run->next_conn && run->conns[run->expire_from].state >= DWB_WS_READY)
         run->expire_from++;
     for (unsigned i = run->expire_from; i < run->next_conn; i++) {
         struct dwb_conn *c = &run->conns[i];
 
-        if (c->state >= DWB_WS_CONNECTING && c->state < DWB_WS_READY &&
-            now - c->started_ns > limit)
+        if (c->state >= DWB_WS_CONNECTING && c->state < DWB_WS_READY && now - c->started_ns > limit)
             fail(run, c, "connect or handshake timed out", 0);
     }
 }

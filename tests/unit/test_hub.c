@@ -259,8 +259,7 @@ static void test_lookups(void **state)
         struct dw_conn *c;
         unsigned n = 0;
 
-        dw_rlist_for_each_entry(c, dw__hub_all(fx->hub), struct dw_conn, all_link)
-        {
+        dw_rlist_for_each_entry(c, dw__hub_all(fx->hub), struct dw_conn, all_link) {
             assert_ptr_equal(c, fx->conns[b]);
             n++;
         }
