@@ -241,6 +241,10 @@ void dw_server_free(struct dw_server *srv)
 {
     if (!srv)
         return;
+    /* Workers first: a job still running wakes the I/O thread with lws_cancel_service(),
+     * which needs a live context. Jobs still queued run to the end; their answers are dropped
+     * below with the done queue. */
+    dw_workers_stop(srv->workers);
     if (srv->ctx) {
         lws_sul_cancel(&srv->sweep);
         /* Closes what is left; each CLOSED callback unlinks its connection from the hub. */
@@ -259,8 +263,6 @@ void dw_server_free(struct dw_server *srv)
             dw_log(DW_LOG_WARN, "libuv loop still had handles at exit");
         free(srv->uv_loop);
     }
-    /* Jobs still queued run to the end; their answers find no connection. */
-    dw_workers_stop(srv->workers);
     dw__http_free_done(srv);
     dw_hub_free(srv->hub);
     free(srv->wbuf);
