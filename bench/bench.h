@@ -98,6 +98,7 @@ struct dwb_conn {
     uint8_t state;
     bool want_out;    /* EPOLLOUT registered */
     bool we_closed;   /* the close handshake was ours */
+    bool lost;        /* went away while ready: expected is what it was owed then */
     uint16_t subs_ok; /* subscribe confirmations received */
     int64_t started_ns;
     char key[28];      /* Sec-WebSocket-Key, base64 */
@@ -106,7 +107,7 @@ struct dwb_conn {
     unsigned char *out; /* bytes the socket did not take yet */
     uint32_t out_len, out_cap;
     uint64_t recv;     /* unique data messages received */
-    uint64_t expected; /* data messages published to this connection (targeted, channels) */
+    uint64_t expected; /* data messages published to it (targeted, channels; fanout: if lost) */
     uint32_t *subs;    /* channels scenario: this connection's channels */
     struct dwb_stream *streams;
 };
@@ -127,7 +128,6 @@ struct dwb_pub {
     uint32_t nmsgs;           /* messages in the outstanding request */
     uint64_t want_recipients; /* recipients the outstanding request should reach */
     uint32_t *targets;        /* its targets (connection or channel), batch entries */
-    int64_t sent_ns;
 };
 
 /* Room in front of a request body for its headers. */
@@ -159,9 +159,11 @@ struct dwb_run {
     int64_t t0; /* start of the run */
     int64_t phase_started;
     int64_t connect_start, connect_end;
-    int64_t pub_start, pub_end; /* first request written, publishing stopped */
+    int64_t subscribe_start, subscribe_end; /* channels: subscribe commands sent, confirmed */
+    int64_t pub_start, pub_end;             /* first request written, publishing stopped */
     int64_t last_delivery;
     int64_t last_progress_ns;
+    int64_t last_expire; /* last connect-timeout sweep */
     char first_error[160];
     bool timed_out, interrupted, aborted;
 

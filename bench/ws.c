@@ -455,7 +455,15 @@ static void on_eof(struct dwb_run *run, struct dwb_conn *c, int err)
         dwb_ws_drop(run, c, DWB_WS_CLOSED);
         return;
     }
-    fail(run, c, err ? "read" : "connection closed by the server", err);
+    if (!err && c->in_len > 0) {
+        char why[96];
+
+        snprintf(why, sizeof(why), "connection closed by the server inside a frame (%u bytes)",
+                 c->in_len);
+        fail(run, c, why, 0);
+        return;
+    }
+    fail(run, c, err ? "read" : "connection closed by the server without a close frame", err);
 }
 
 static void on_readable(struct dwb_run *run, struct dwb_conn *c)

@@ -9,9 +9,10 @@
  * queued, the connection asks for another WRITEABLE; lws keeps any part the socket refused
  * and drains it before the next callback.
  *
- * Slow consumers: the outbox is trimmed to --queue-size each time the ready queue is drained
- * (oldest non-critical first). Three overflow rounds in a row without a successful write
- * between them (the seed's 3-strike rule) hang up the connection.
+ * Slow consumers: the outbox is trimmed to --queue-size each time it is collected (oldest
+ * non-critical first). Three overflows at least a second apart without a successful write
+ * between them (the seed's 3-strike rule: the client has taken nothing for two seconds while
+ * its outbox was full) close the connection.
  */
 #define DW_LOG_MODULE "conn"
 #include "server_int.h"
@@ -28,8 +29,9 @@
 
 #include <json-c/json.h>
 
-#define WS_PATH     "/ws/events"
-#define STRIKES_MAX 3
+#define WS_PATH           "/ws/events"
+#define STRIKES_MAX       3
+#define STRIKE_SPACING_NS (1000 * 1000 * 1000LL)
 /* Seconds a slow consumer has to take its close frame before lws hangs up. */
 #define SLOW_CLOSE_GRACE_S 5
 
@@ -305,11 +307,19 @@ static void begin_close(struct dw_conn *conn, enum lws_close_status code, const 
 static void collect(struct dw_server *srv, struct dw_conn *conn)
 {
     unsigned long dropped = dw_outbox_collect(&conn->outbox, dw__hub_queue_size(srv->hub));
+    int64_t now;
 
     if (!dropped)
         return;
     conn->io.messages_dropped += dropped;
     dw__hub_io_counters(srv->hub)->total_dropped += dropped;
+    /* A strike is an overflow at least STRIKE_SPACING after the previous one with no write in
+     * between (a write resets the count): overflows come once per drain, and a busy daemon
+     * drains far more often than a healthy client's socket needs to be written. */
+    now = dw_now_mono_ns();
+    if (conn->io.strikes > 0 && now - conn->io.last_strike < STRIKE_SPACING_NS)
+        return;
+    conn->io.last_strike = now;
     if (++conn->io.strikes == STRIKES_MAX && conn->io.wsi && !conn->io.closing) {
         dw_log(DW_LOG_INFO, "connection %llu (user %s): slow consumer, %llu dropped; closing",
                (unsigned long long)conn->id, conn->user->id,

@@ -118,7 +118,8 @@ struct dw_conn_io {
     uint64_t messages_sent;
     uint64_t messages_failed;
     uint64_t messages_dropped;
-    unsigned strikes; /* consecutive overflow rounds without write progress */
+    unsigned strikes;    /* overflows without write progress in between (see conn.c) */
+    int64_t last_strike; /* monotonic ns of the last one */
     unsigned nsubs;
     struct dw_membership *subs;
     char *rx; /* a fragmented message being reassembled */

@@ -1,0 +1,681 @@
+/*
+ * dealwire-bench — DESIGN: a load generator for dealwire on one thread and one epoll loop.
+ *
+ * A run goes through phases, each bounded in time: CONNECT (bounded parallel waves, each
+ * attempt with --connect-timeout), SUBSCRIBE (channels), SETTLE (idle), PUBLISH (until
+ * --duration or --messages), DRAIN (until everything published arrived, or --drain-timeout
+ * without a delivery), CLOSE (close handshakes, at most CLOSE_WAIT_S). --timeout bounds the
+ * whole run: when it passes, the run goes to CLOSE and is reported INCOMPLETE.
+ *
+ * Only loopback addresses are used: the daemon's (--host must be in 127.0.0.0/8) and the
+ * source addresses 127.0.0.1 .. 127.0.0.<sources>.
+ */
+#include "bench.h"
+#include "http.h"
+#include "ws.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_EVENTS       1024
+#define CLOSE_WAIT_S     2.0
+#define PORTS_PER_SOURCE 5000 /* default --sources keeps each address well under 25,000 */
+#define EXIT_USAGE       2
+
+static volatile sig_atomic_t stop_signal;
+
+int64_t dwb_now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void dwb_note_error(struct dwb_run *run, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (run->first_error[0])
+        return;
+    va_start(ap, fmt);
+    vsnprintf(run->first_error, sizeof(run->first_error), fmt, ap);
+    va_end(ap);
+}
+
+int dwb_watch(struct dwb_run *run, struct dwb_fd *ev, bool add, bool out)
+{
+    struct epoll_event e = {.events = EPOLLIN | (out ? EPOLLOUT : 0), .data.ptr = ev};
+
+    if (epoll_ctl(run->epfd, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, ev->fd, &e) < 0)
+        return -errno;
+    return 0;
+}
+
+static void on_signal(int sig)
+{
+    stop_signal = sig;
+}
+
+/* ---- options --------------------------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: " DWB_NAME " [options]\n"
+            "Load generator for dealwire: WebSocket clients on /ws/events, publishers on\n"
+            "POST /api/publish. Loopback only. Exit 0 when the run is COMPLETE, 1 when it is\n"
+            "not, 2 on bad options.\n\n"
+            "  --host ADDR            daemon address in 127.0.0.0/8 (127.0.0.1)\n"
+            "  --port N               daemon port (8000)\n"
+            "  --scenario NAME        fanout|targeted|channels|paced|idle|connect (fanout)\n"
+            "  --connections N        WebSocket clients (100)\n"
+            "  --sources K            source addresses 127.0.0.1..127.0.0.K (N/5000 rounded up)\n"
+            "  --parallel N           connection attempts in flight (500)\n"
+            "  --connect-timeout S    per connection, connect + handshake (10)\n"
+            "  --publishers P         HTTP publisher connections, 1 request in flight each (16)\n"
+            "  --batch B              messages per publish request, a JSON array if > 1 (1)\n"
+            "  --msg-size BYTES       size of one delivered message (300)\n"
+            "  --window W             messages outstanding per client (64 up to 1000 clients,\n"
+            "                         16 above)\n"
+            "  --duration S           seconds of publishing (10; 0 with --messages)\n"
+            "  --messages M           messages to publish (no bound)\n"
+            "  --rate R               paced: messages per second (1000)\n"
+            "  --channels M           channels: number of channels (100)\n"
+            "  --subs-per-conn S      channels: subscriptions per connection (4)\n"
+            "  --server-pid PID       idle: the daemon's pid, for its RSS\n"
+            "  --settle S             idle: seconds between the last connect and the RSS (2)\n"
+            "  --drain-timeout S      seconds without a delivery before the drain gives up (10)\n"
+            "  --timeout S            hard bound on the whole run (120)\n"
+            "  --user-prefix STR      user ids are STR<i> (bench-u)\n"
+            "  --seed N               random seed (from the clock)\n"
+            "  --quiet                no progress lines on stderr\n"
+            "  --help                 this text\n");
+}
+
+static int bad(const char *flag, const char *value, const char *why)
+{
+    fprintf(stderr, DWB_NAME ": bad %s '%s': %s\n", flag, value, why);
+    return -EINVAL;
+}
+
+static int parse_uint(const char *flag, const char *v, unsigned long long lo, unsigned long long hi,
+                      unsigned long long *out)
+{
+    char *end;
+
+    errno = 0;
+    *out = strtoull(v, &end, 10);
+    if (errno || end == v || *end || v[0] == '-' || *out < lo || *out > hi) {
+        char why[96];
+
+        snprintf(why, sizeof(why), "expected an integer in %llu..%llu", lo, hi);
+        return bad(flag, v, why);
+    }
+    return 0;
+}
+
+static int parse_num(const char *flag, const char *v, double lo, double hi, double *out)
+{
+    char *end;
+
+    *out = strtod(v, &end);
+    if (end == v || *end || !isfinite(*out) || *out < lo || *out > hi) {
+        char why[96];
+
+        snprintf(why, sizeof(why), "expected a number in %g..%g", lo, hi);
+        return bad(flag, v, why);
+    }
+    return 0;
+}
+
+enum {
+    OPT_HOST = 256,
+    OPT_PORT,
+    OPT_SCENARIO,
+    OPT_CONNS,
+    OPT_SOURCES,
+    OPT_PARALLEL,
+    OPT_CONNECT_TIMEOUT,
+    OPT_PUBLISHERS,
+    OPT_BATCH,
+    OPT_MSG_SIZE,
+    OPT_WINDOW,
+    OPT_DURATION,
+    OPT_MESSAGES,
+    OPT_RATE,
+    OPT_CHANNELS,
+    OPT_SUBS,
+    OPT_SERVER_PID,
+    OPT_SETTLE,
+    OPT_DRAIN_TIMEOUT,
+    OPT_TIMEOUT,
+    OPT_PREFIX,
+    OPT_SEED,
+    OPT_QUIET,
+    OPT_HELP,
+};
+
+static const struct option long_opts[] = {
+    {"host", required_argument, NULL, OPT_HOST},
+    {"port", required_argument, NULL, OPT_PORT},
+    {"scenario", required_argument, NULL, OPT_SCENARIO},
+    {"connections", required_argument, NULL, OPT_CONNS},
+    {"sources", required_argument, NULL, OPT_SOURCES},
+    {"parallel", required_argument, NULL, OPT_PARALLEL},
+    {"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},
+    {"publishers", required_argument, NULL, OPT_PUBLISHERS},
+    {"batch", required_argument, NULL, OPT_BATCH},
+    {"msg-size", required_argument, NULL, OPT_MSG_SIZE},
+    {"window", required_argument, NULL, OPT_WINDOW},
+    {"duration", required_argument, NULL, OPT_DURATION},
+    {"messages", required_argument, NULL, OPT_MESSAGES},
+    {"rate", required_argument, NULL, OPT_RATE},
+    {"channels", required_argument, NULL, OPT_CHANNELS},
+    {"subs-per-conn", required_argument, NULL, OPT_SUBS},
+    {"server-pid", required_argument, NULL, OPT_SERVER_PID},
+    {"settle", required_argument, NULL, OPT_SETTLE},
+    {"drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT},
+    {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"user-prefix", required_argument, NULL, OPT_PREFIX},
+    {"seed", required_argument, NULL, OPT_SEED},
+    {"quiet", no_argument, NULL, OPT_QUIET},
+    {"help", no_argument, NULL, OPT_HELP},
+    {NULL, 0, NULL, 0},
+};
+
+static int parse_scenario(const char *v, enum dwb_scenario *out)
+{
+    for (int s = DWB_FANOUT; s <= DWB_CONNECT; s++) {
+        if (strcmp(v, dwb_scenario_name((enum dwb_scenario)s)) == 0) {
+            *out = (enum dwb_scenario)s;
+            return 0;
+        }
+    }
+    return bad("--scenario", v, "expected fanout, targeted, channels, paced, idle or connect");
+}
+
+/* Parses argv into o. Returns 0, 1 after --help, or -EINVAL (message printed). */
+static int parse_opts(int argc, char **argv, struct dwb_opts *o)
+{
+    bool window_set = false, duration_set = false;
+    const char *host = "127.0.0.1";
+    unsigned long long u;
+    int c, err = 0;
+
+    *o = (struct dwb_opts){.port = 8000,
+                           .conns = 100,
+                           .parallel = 500,
+                           .connect_timeout = 10,
+                           .publishers = 16,
+                           .batch = 1,
+                           .msg_size = 300,
+                           .duration = 10,
+                           .rate = 1000,
+                           .channels = 100,
+                           .subs = 4,
+                           .settle = 2,
+                           .drain_timeout = 10,
+                           .timeout = 120,
+                           .prefix = "bench-u"};
+    o->seed = (uint64_t)dwb_now_ns() ^ (uint64_t)getpid() << 32;
+    while (err == 0 && (c = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
+        switch (c) {
+        case OPT_HOST:
+            host = strcmp(optarg, "localhost") == 0 ? "127.0.0.1" : optarg;
+            break;
+        case OPT_PORT:
+            err = parse_uint("--port", optarg, 1, 65535, &u);
+            o->port = (unsigned)u;
+            break;
+        case OPT_SCENARIO:
+            err = parse_scenario(optarg, &o->scenario);
+            break;
+        case OPT_CONNS:
+            err = parse_uint("--connections", optarg, 1, 1000000, &u);
+            o->conns = (unsigned)u;
+            break;
+        case OPT_SOURCES:
+            err = parse_uint("--sources", optarg, 1, 254, &u);
+            o->sources = (unsigned)u;
+            break;
+        case OPT_PARALLEL:
+            err = parse_uint("--parallel", optarg, 1, 100000, &u);
+            o->parallel = (unsigned)u;
+            break;
+        case OPT_CONNECT_TIMEOUT:
+            err = parse_num("--connect-timeout", optarg, 0.1, 3600, &o->connect_timeout);
+            break;
+        case OPT_PUBLISHERS:
+            err = parse_uint("--publishers", optarg, 1, 1024, &u);
+            o->publishers = (unsigned)u;
+            break;
+        case OPT_BATCH:
+            err = parse_uint("--batch", optarg, 1, 10000, &u);
+            o->batch = (unsigned)u;
+            break;
+        case OPT_MSG_SIZE:
+            err = parse_uint("--msg-size", optarg, 64, 512 * 1024, &u);
+            o->msg_size = (unsigned)u;
+            break;
+        case OPT_WINDOW:
+            err = parse_uint("--window", optarg, 1, 1000000, &u);
+            o->window = (unsigned)u;
+            window_set = true;
+            break;
+        case OPT_DURATION:
+            err = parse_num("--duration", optarg, 0, 86400, &o->duration);
+            duration_set = true;
+            break;
+        case OPT_MESSAGES:
+            err = parse_uint("--messages", optarg, 0, UINT32_MAX, &u);
+            o->messages = u;
+            break;
+        case OPT_RATE:
+            err = parse_num("--rate", optarg, 0.001, 1e8, &o->rate);
+            break;
+        case OPT_CHANNELS:
+            err = parse_uint("--channels", optarg, 1, 1000000, &u);
+            o->channels = (unsigned)u;
+            break;
+        case OPT_SUBS:
+            err = parse_uint("--subs-per-conn", optarg, 1, 10000, &u);
+            o->subs = (unsigned)u;
+            break;
+        case OPT_SERVER_PID:
+            err = parse_uint("--server-pid", optarg, 1, INT32_MAX, &u);
+            o->server_pid = (pid_t)u;
+            break;
+        case OPT_SETTLE:
+            err = parse_num("--settle", optarg, 0, 3600, &o->settle);
+            break;
+        case OPT_DRAIN_TIMEOUT:
+            err = parse_num("--drain-timeout", optarg, 0.1, 3600, &o->drain_timeout);
+            break;
+        case OPT_TIMEOUT:
+            err = parse_num("--timeout", optarg, 1, 86400, &o->timeout);
+            break;
+        case OPT_PREFIX:
+            o->prefix = optarg;
+            if (!*optarg || strlen(optarg) > 100 ||
+                strspn(optarg,
+                       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:@-") !=
+                    strlen(optarg))
+                err = bad("--user-prefix", optarg, "expected 1-100 of A-Z a-z 0-9 _ . : @ -");
+            break;
+        case OPT_SEED:
+            err = parse_uint("--seed", optarg, 1, UINT64_MAX, &u);
+            o->seed = u;
+            break;
+        case OPT_QUIET:
+            o->quiet = true;
+            break;
+        case OPT_HELP:
+            usage(stdout);
+            return 1;
+        default:
+            usage(stderr);
+            return -EINVAL;
+        }
+    }
+    if (err)
+        return err;
+    if (optind < argc)
+        return bad("argument", argv[optind], "no positional arguments are taken");
+
+    if (inet_pton(AF_INET, host, &o->host) != 1 || (ntohl(o->host.s_addr) >> 24) != 127)
+        return bad("--host", host, "expected an IPv4 address in 127.0.0.0/8 (loopback only)");
+    inet_ntop(AF_INET, &o->host, o->host_text, sizeof(o->host_text));
+    if (!o->sources)
+        o->sources = (o->conns + PORTS_PER_SOURCE - 1) / PORTS_PER_SOURCE;
+    if (o->sources > 254)
+        return bad("--connections", "", "more than 254 source addresses would be needed");
+    if (o->conns / o->sources >= 25000)
+        return bad("--sources", "", "each source address would need 25,000 ports or more");
+    if (!window_set)
+        o->window = o->conns <= 1000 ? 64 : 16;
+    if (o->batch > o->window &&
+        (o->scenario == DWB_FANOUT || o->scenario == DWB_TARGETED || o->scenario == DWB_CHANNELS))
+        return bad("--batch", "", "must not exceed --window (a request must fit the window)");
+    if (o->messages && !duration_set)
+        o->duration = 0;
+    if (o->duration == 0 && o->messages == 0 && o->scenario != DWB_IDLE &&
+        o->scenario != DWB_CONNECT)
+        return bad("--duration", "0", "needs --messages: a run must be bounded");
+    if (o->scenario == DWB_CHANNELS && o->subs > o->channels)
+        return bad("--subs-per-conn", "", "must not exceed --channels");
+    if (o->scenario == DWB_IDLE && !o->server_pid)
+        fprintf(stderr, DWB_NAME ": no --server-pid: the server's RSS is not measured\n");
+    return 0;
+}
+
+/* ---- limits ---------------------------------------------------------------------------- */
+
+/* Raises the soft RLIMIT_NOFILE to the hard one; refuses a run that would not fit. */
+static int raise_nofile(const struct dwb_opts *o)
+{
+    struct rlimit rl;
+    unsigned long long need = (unsigned long long)o->conns + o->publishers + DWB_FD_RESERVE;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        perror(DWB_NAME ": getrlimit");
+        return -errno;
+    }
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+            perror(DWB_NAME ": setrlimit");
+            return -errno;
+        }
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && need > rl.rlim_cur) {
+        fprintf(stderr,
+                DWB_NAME ": %u connections + %u publishers + %u reserved = %llu files, but this "
+                         "process may open at most %llu (RLIMIT_NOFILE hard limit): lower "
+                         "--connections to %llu or less\n",
+                o->conns, o->publishers, DWB_FD_RESERVE, need, (unsigned long long)rl.rlim_cur,
+                (unsigned long long)rl.rlim_cur - o->publishers - DWB_FD_RESERVE);
+        return -EMFILE;
+    }
+    return 0;
+}
+
+/* ---- phases ---------------------------------------------------------------------------- */
+
+static const char *const phase_names[] = {
+    [DWB_PHASE_CONNECT] = "connecting", [DWB_PHASE_SUBSCRIBE] = "subscribing",
+    [DWB_PHASE_SETTLE] = "settling",    [DWB_PHASE_PUBLISH] = "publishing",
+    [DWB_PHASE_DRAIN] = "draining",     [DWB_PHASE_CLOSE] = "closing",
+    [DWB_PHASE_DONE] = "done",
+};
+
+static void enter(struct dwb_run *run, enum dwb_phase phase, int64_t now)
+{
+    run->phase = phase;
+    run->phase_started = now;
+    switch (phase) {
+    case DWB_PHASE_SUBSCRIBE:
+        run->subscribe_start = now;
+        dwb_scenario_subscribe(run);
+        break;
+    case DWB_PHASE_PUBLISH:
+        run->subscribe_end = run->subscribe_start ? now : 0;
+        for (unsigned i = 0; i < run->opt.publishers; i++) {
+            int err = dwb_pub_open(run, &run->pubs[i]);
+
+            if (err < 0) {
+                dwb_note_error(run, "publisher %u: connect: %s", i, strerror(-err));
+                run->aborted = true;
+            }
+        }
+        break;
+    case DWB_PHASE_DRAIN:
+        run->pub_end = now;
+        break;
+    case DWB_PHASE_CLOSE:
+        for (unsigned i = 0; i < run->opt.publishers; i++)
+            dwb_pub_close(&run->pubs[i]);
+        for (unsigned i = 0; i < run->opt.conns; i++)
+            dwb_ws_close(run, &run->conns[i]);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Seconds from t to now. */
+static double since(int64_t t, int64_t now)
+{
+    return (double)(now - t) / 1e9;
+}
+
+static void step_connect(struct dwb_run *run, int64_t now)
+{
+    const struct dwb_opts *o = &run->opt;
+
+    while (run->inflight < o->parallel && run->next_conn < o->conns) {
+        struct dwb_conn *c = &run->conns[run->next_conn++];
+
+        if (!run->connect_start)
+            run->connect_start = now;
+        run->inflight++;
+        dwb_ws_start(run, c);
+    }
+    if (now - run->last_expire > 100000000) {
+        dwb_ws_expire(run, now);
+        run->last_expire = now;
+    }
+    if (run->next_conn < o->conns || run->inflight > 0)
+        return;
+    if (run->n.connect_failed > 0 && o->scenario != DWB_CONNECT) {
+        dwb_note_error(run, "%llu of %u connections failed",
+                       (unsigned long long)run->n.connect_failed, o->conns);
+        run->aborted = true;
+        enter(run, DWB_PHASE_CLOSE, now);
+    } else if (o->scenario == DWB_CONNECT) {
+        enter(run, DWB_PHASE_CLOSE, now);
+    } else if (o->scenario == DWB_IDLE) {
+        enter(run, DWB_PHASE_SETTLE, now);
+    } else if (o->scenario == DWB_CHANNELS) {
+        enter(run, DWB_PHASE_SUBSCRIBE, now);
+    } else {
+        enter(run, DWB_PHASE_PUBLISH, now);
+    }
+}
+
+static bool pubs_busy(const struct dwb_run *run, enum dwb_pub_state state)
+{
+    for (unsigned i = 0; i < run->opt.publishers; i++) {
+        if (run->pubs[i].state == state)
+            return true;
+    }
+    return false;
+}
+
+/* Moves the run on: phase ends, timeouts, pacing. */
+static void tick(struct dwb_run *run, int64_t now)
+{
+    const struct dwb_opts *o = &run->opt;
+    int64_t last;
+
+    if (run->phase < DWB_PHASE_CLOSE) {
+        if (stop_signal) {
+            run->interrupted = true;
+            dwb_note_error(run, "interrupted by signal %d", (int)stop_signal);
+            enter(run, DWB_PHASE_CLOSE, now);
+        } else if (since(run->t0, now) >= o->timeout) {
+            run->timed_out = true;
+            dwb_note_error(run, "hard timeout (%.0f s) while %s", o->timeout,
+                           phase_names[run->phase]);
+            enter(run, DWB_PHASE_CLOSE, now);
+        }
+    }
+    switch (run->phase) {
+    case DWB_PHASE_CONNECT:
+        step_connect(run, now);
+        break;
+    case DWB_PHASE_SUBSCRIBE:
+        if (run->n.error_msgs > 0) {
+            run->n.subs_failed++;
+            run->aborted = true; /* the error message is the first error */
+            enter(run, DWB_PHASE_CLOSE, now);
+        } else if (run->subscribed == run->ready || run->ready == 0) {
+            enter(run, DWB_PHASE_PUBLISH, now);
+        } else if (since(run->phase_started, now) >= o->connect_timeout) {
+            dwb_note_error(run, "%u of %u connections without every subscription confirmed",
+                           run->ready - run->subscribed, run->ready);
+            run->n.subs_failed += run->ready - run->subscribed;
+            run->aborted = true;
+            enter(run, DWB_PHASE_CLOSE, now);
+        }
+        break;
+    case DWB_PHASE_SETTLE:
+        if (since(run->phase_started, now) >= o->settle) {
+            if (o->server_pid)
+                run->rss_after_kb = dwb_read_rss_kb(o->server_pid);
+            run->rss_conns = run->ready;
+            dwb_read_sockstat(run->sockstat, sizeof(run->sockstat));
+            enter(run, DWB_PHASE_CLOSE, now);
+        }
+        break;
+    case DWB_PHASE_PUBLISH:
+        if (pubs_busy(run, DWB_PUB_CONNECTING))
+            break;
+        if (dwb_scenario_publish_done(run, now))
+            enter(run, DWB_PHASE_DRAIN, now);
+        else
+            dwb_scenario_pump(run, now);
+        break;
+    case DWB_PHASE_DRAIN:
+        last = run->last_delivery > run->phase_started ? run->last_delivery : run->phase_started;
+        if (!pubs_busy(run, DWB_PUB_BUSY) && run->recv_total >= run->expected_total) {
+            enter(run, DWB_PHASE_CLOSE, now);
+        } else if (since(last, now) >= o->drain_timeout) {
+            dwb_note_error(run, "drain: nothing arrived for %.1f s (%llu of %llu deliveries)",
+                           o->drain_timeout, (unsigned long long)run->recv_total,
+                           (unsigned long long)run->expected_total);
+            enter(run, DWB_PHASE_CLOSE, now);
+        }
+        break;
+    case DWB_PHASE_CLOSE: {
+        bool open = false;
+
+        for (unsigned i = 0; i < o->conns && !open; i++)
+            open = run->conns[i].ev.fd >= 0;
+        if (!open || since(run->phase_started, now) >= CLOSE_WAIT_S) {
+            for (unsigned i = 0; i < o->conns; i++)
+                dwb_ws_drop(run, &run->conns[i], DWB_WS_CLOSED);
+            run->phase = DWB_PHASE_DONE;
+        }
+        break;
+    }
+    case DWB_PHASE_DONE:
+        break;
+    }
+    if (now - run->last_progress_ns >= 1000000000)
+        dwb_report_progress(run, now);
+}
+
+static void dispatch(struct dwb_run *run, struct epoll_event *e)
+{
+    struct dwb_fd *ev = e->data.ptr;
+
+    if (ev->fd < 0)
+        return; /* closed earlier in this batch */
+    if (ev->kind == DWB_FD_WS)
+        dwb_ws_on_event(run, (struct dwb_conn *)ev, e->events);
+    else
+        dwb_pub_on_event(run, (struct dwb_pub *)ev, e->events);
+}
+
+static void loop(struct dwb_run *run)
+{
+    struct epoll_event events[MAX_EVENTS];
+
+    while (run->phase != DWB_PHASE_DONE) {
+        int wait_ms = run->phase == DWB_PHASE_PUBLISH && run->opt.scenario == DWB_PACED ? 1 : 10;
+        int n = epoll_wait(run->epfd, events, MAX_EVENTS, wait_ms);
+        int64_t now;
+
+        if (n < 0 && errno != EINTR) {
+            perror(DWB_NAME ": epoll_wait");
+            run->aborted = true;
+            break;
+        }
+        for (int i = 0; i < n; i++)
+            dispatch(run, &events[i]);
+        now = dwb_now_ns();
+        tick(run, now);
+    }
+}
+
+/* ---- main ------------------------------------------------------------------------------ */
+
+static int setup(struct dwb_run *run)
+{
+    const struct dwb_opts *o = &run->opt;
+    size_t body_cap = (size_t)o->batch * (o->msg_size + 512) + 16;
+
+    run->epfd = epoll_create1(EPOLL_CLOEXEC);
+    run->conns = calloc(o->conns, sizeof(*run->conns));
+    run->pubs = calloc(o->publishers, sizeof(*run->pubs));
+    if (run->epfd < 0 || !run->conns || !run->pubs)
+        return -ENOMEM;
+    for (unsigned i = 0; i < o->conns; i++) {
+        run->conns[i].ev.kind = DWB_FD_WS;
+        run->conns[i].ev.fd = -1;
+        run->conns[i].index = i;
+    }
+    for (unsigned i = 0; i < o->publishers; i++) {
+        if (dwb_pub_init(&run->pubs[i], i, body_cap, o->batch) < 0)
+            return -ENOMEM;
+    }
+    dwb_hist_init(&run->lat);
+    dwb_hist_init(&run->hs);
+    run->rng = o->seed ? o->seed : 1;
+    return dwb_scenario_init(run);
+}
+
+static void teardown(struct dwb_run *run)
+{
+    if (run->conns) {
+        for (unsigned i = 0; i < run->opt.conns; i++)
+            dwb_ws_drop(run, &run->conns[i], DWB_WS_CLOSED);
+    }
+    if (run->pubs) {
+        for (unsigned i = 0; i < run->opt.publishers; i++)
+            dwb_pub_destroy(&run->pubs[i]);
+    }
+    dwb_scenario_free(run);
+    free(run->conns);
+    free(run->pubs);
+    if (run->epfd >= 0)
+        close(run->epfd);
+}
+
+int main(int argc, char **argv)
+{
+    static struct dwb_run run; /* large (two histograms): not on the stack */
+    struct sigaction sa = {.sa_handler = on_signal};
+    bool complete;
+    int err;
+
+    run.epfd = -1;
+    err = parse_opts(argc, argv, &run.opt);
+    if (err)
+        return err > 0 ? 0 : EXIT_USAGE;
+    if (raise_nofile(&run.opt) < 0)
+        return EXIT_USAGE;
+    signal(SIGPIPE, SIG_IGN);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    if (setup(&run) < 0) {
+        fprintf(stderr, DWB_NAME ": out of memory or no epoll\n");
+        teardown(&run);
+        return 1;
+    }
+    run.rss_before_kb = run.rss_after_kb = -1;
+    if (run.opt.server_pid) {
+        run.rss_before_kb = dwb_read_rss_kb(run.opt.server_pid);
+        if (run.rss_before_kb < 0)
+            fprintf(stderr, DWB_NAME ": cannot read /proc/%ld/status\n", (long)run.opt.server_pid);
+    }
+    run.t0 = run.last_progress_ns = dwb_now_ns();
+    enter(&run, DWB_PHASE_CONNECT, run.t0);
+    loop(&run);
+    complete = dwb_report_final(&run);
+    teardown(&run);
+    return complete ? 0 : 1;
+}

@@ -1,0 +1,202 @@
+/*
+ * report — DESIGN: everything the bench prints. Progress goes to stderr, about once a second,
+ * so that stdout holds only the result: a table for people, then one JSON line per result
+ * that starts with {"bench":"dealwire-bench" so scripts can grep it. Rates are taken over the
+ * measured window: from the first publish request to the last delivery (publishing
+ * scenarios), or from the first connect to the last connection_established (connect).
+ */
+#include "bench.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define NS 1e9
+
+long dwb_read_rss_kb(pid_t pid)
+{
+    char path[64], line[256];
+    long kb = -1;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%ld/status", (long)pid);
+    f = fopen(path, "r");
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof(line), f)) {
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+            break;
+    }
+    fclose(f);
+    return kb;
+}
+
+void dwb_read_sockstat(char *out, size_t size)
+{
+    char line[256];
+    size_t n = 0;
+    FILE *f = fopen("/proc/net/sockstat", "r");
+
+    out[0] = '\0';
+    if (!f)
+        return;
+    for (int i = 0; i < 2 && fgets(line, sizeof(line), f); i++)
+        n += (size_t)snprintf(out + n, size - n, "  sockstat    %s", line);
+    fclose(f);
+}
+
+static double rate(uint64_t n, double seconds)
+{
+    return seconds > 0 ? (double)n / seconds : 0;
+}
+
+void dwb_report_progress(struct dwb_run *run, int64_t now)
+{
+    double dt = (double)(now - run->last_progress_ns) / NS;
+    uint64_t got = run->n.recv_msgs - run->last.recv_msgs;
+    uint64_t sent = run->n.sent_msgs - run->last.sent_msgs;
+
+    if (run->opt.quiet || dt <= 0)
+        return;
+    fprintf(stderr,
+            "[%6.1fs] %-8s connected %u/%u  sent %llu (%.0f/s)  received %llu  %.0f deliveries/s"
+            "%s\n",
+            (double)(now - run->t0) / NS, dwb_scenario_name(run->opt.scenario), run->ready,
+            run->opt.conns, (unsigned long long)run->n.sent_msgs, rate(sent, dt),
+            (unsigned long long)run->n.recv_msgs, rate(got, dt),
+            run->n.lost + run->n.connect_failed ? "  (connections lost or failed)" : "");
+    run->last = run->n;
+    run->last_progress_ns = now;
+}
+
+static double us(uint64_t ns)
+{
+    return (double)ns / 1e3;
+}
+
+bool dwb_report_final(struct dwb_run *run)
+{
+    const struct dwb_opts *o = &run->opt;
+    uint64_t missing, extra;
+    double conn_s = run->connect_end > run->connect_start
+                        ? (double)(run->connect_end - run->connect_start) / NS
+                        : 0;
+    double pub_s = run->pub_start && run->last_delivery > run->pub_start
+                       ? (double)(run->last_delivery - run->pub_start) / NS
+                       : 0;
+    double send_s =
+        run->pub_end > run->pub_start ? (double)(run->pub_end - run->pub_start) / NS : 0;
+    bool publishing = o->scenario != DWB_IDLE && o->scenario != DWB_CONNECT;
+    const struct dwb_hist *h = o->scenario == DWB_CONNECT ? &run->hs : &run->lat;
+    long rss_delta = run->rss_after_kb - run->rss_before_kb;
+    bool have_rss = run->rss_before_kb >= 0 && run->rss_after_kb >= 0 && run->rss_conns > 0;
+    double rss_per_conn = have_rss ? (double)rss_delta * 1024 / run->rss_conns : 0;
+    bool complete;
+
+    dwb_scenario_missing(run, &missing, &extra);
+    complete = !run->timed_out && !run->aborted && !run->interrupted &&
+               run->n.connected == o->conns && run->n.connect_failed == 0 && run->n.lost == 0 &&
+               run->n.server_closes == 0 && missing == 0 && extra == 0 && run->n.dup == 0 &&
+               run->n.ooo == 0 && run->n.malformed == 0 && run->n.misrouted == 0 &&
+               run->n.http_errors == 0 && run->n.recipient_mismatch == 0 &&
+               run->n.subs_failed == 0 && run->n.ws_errors == 0 && run->n.error_msgs == 0;
+
+    printf("%s %s: %u connections from %u source address%s", DWB_NAME,
+           dwb_scenario_name(o->scenario), o->conns, o->sources, o->sources == 1 ? "" : "es");
+    if (publishing)
+        printf(", %u publishers, W=%u, batch %u, message ~%u B", o->publishers,
+               dwb_scenario_window(run), o->batch, o->msg_size);
+    if (o->scenario == DWB_CHANNELS)
+        printf(", %u channels, %u per connection", o->channels, o->subs);
+    if (o->scenario == DWB_PACED)
+        printf(", %.0f messages/s", o->rate);
+    printf(", seed %llu\n", (unsigned long long)o->seed);
+    printf("  connect     %llu ready, %llu failed in %.3f s (%.0f conn/s); handshake p50 %.0f us,"
+           " p99 %.0f us, p99.9 %.0f us\n",
+           (unsigned long long)run->n.connected, (unsigned long long)run->n.connect_failed, conn_s,
+           rate(run->n.connected, conn_s), us(dwb_hist_quantile(&run->hs, 0.5)),
+           us(dwb_hist_quantile(&run->hs, 0.99)), us(dwb_hist_quantile(&run->hs, 0.999)));
+    if (o->scenario == DWB_CHANNELS && run->subscribe_end)
+        printf("  subscribed  %u connections to %u channels each in %.3f s (%.0f subscribes/s)\n",
+               run->subscribed, o->subs, (double)(run->subscribe_end - run->subscribe_start) / NS,
+               rate((uint64_t)run->subscribed * o->subs,
+                    (double)(run->subscribe_end - run->subscribe_start) / NS));
+    if (publishing) {
+        printf("  published   %llu messages (%.0f/s) in %llu requests (%llu answered, %llu HTTP "
+               "errors, %llu recipient mismatches)\n",
+               (unsigned long long)run->n.sent_msgs, rate(run->n.sent_msgs, send_s),
+               (unsigned long long)run->n.sent_reqs, (unsigned long long)run->n.answered_reqs,
+               (unsigned long long)run->n.http_errors,
+               (unsigned long long)run->n.recipient_mismatch);
+        printf("  delivered   %llu messages, %llu bytes in %.3f s: %.0f deliveries/s, %.1f MB/s\n",
+               (unsigned long long)run->n.recv_msgs, (unsigned long long)run->n.recv_bytes, pub_s,
+               rate(run->n.recv_msgs, pub_s), rate(run->n.recv_bytes, pub_s) / 1e6);
+        if (o->scenario == DWB_PACED && rate(run->n.sent_msgs, send_s) < 0.95 * o->rate)
+            printf("  warning     the publishers reached %.0f of the %.0f messages/s asked: the "
+                   "daemon answered too slowly\n",
+                   rate(run->n.sent_msgs, send_s), o->rate);
+        printf("  latency     publish to receive: p50 %.0f us, p99 %.0f us, p99.9 %.0f us, "
+               "max %.0f us (%llu samples)\n",
+               us(dwb_hist_quantile(h, 0.5)), us(dwb_hist_quantile(h, 0.99)),
+               us(dwb_hist_quantile(h, 0.999)), us(h->count ? h->max : 0),
+               (unsigned long long)h->count);
+        printf("  checks      missing %llu, extra %llu, duplicate %llu, out-of-order %llu, "
+               "malformed %llu, misrouted %llu\n",
+               (unsigned long long)missing, (unsigned long long)extra,
+               (unsigned long long)run->n.dup, (unsigned long long)run->n.ooo,
+               (unsigned long long)run->n.malformed, (unsigned long long)run->n.misrouted);
+    }
+    if (o->scenario == DWB_IDLE) {
+        printf("  server rss  before %ld KiB, after %ld KiB with %u connections: %.0f bytes per "
+               "connection\n",
+               run->rss_before_kb, run->rss_after_kb, run->rss_conns, rss_per_conn);
+        fputs(run->sockstat, stdout);
+    }
+    printf("  connections lost %llu, closed by the server %llu (last code %u), protocol errors "
+           "%llu, error messages %llu, pings answered %llu\n",
+           (unsigned long long)run->n.lost, (unsigned long long)run->n.server_closes,
+           run->n.last_close_code, (unsigned long long)run->n.ws_errors,
+           (unsigned long long)run->n.error_msgs, (unsigned long long)run->n.pings);
+    if (run->first_error[0])
+        printf("  first error %s\n", run->first_error);
+    printf("  result      %s%s%s%s\n", complete ? "COMPLETE" : "INCOMPLETE",
+           run->timed_out ? " (hard timeout)" : "", run->interrupted ? " (interrupted)" : "",
+           run->aborted ? " (aborted)" : "");
+
+    printf("{\"bench\":\"%s\",\"scenario\":\"%s\",\"connections\":%u,\"sources\":%u,"
+           "\"publishers\":%u,\"W\":%u,\"batch\":%u,\"msg_size\":%u,",
+           DWB_NAME, dwb_scenario_name(o->scenario), o->conns, o->sources,
+           publishing ? o->publishers : 0, dwb_scenario_window(run), o->batch, o->msg_size);
+    if (o->scenario == DWB_CHANNELS)
+        printf("\"channels\":%u,\"subs_per_conn\":%u,", o->channels, o->subs);
+    if (o->scenario == DWB_PACED)
+        printf("\"rate\":%.0f,", o->rate);
+    if (publishing)
+        printf("\"publish_per_s\":%.0f,", rate(run->n.sent_msgs, send_s));
+    printf("\"messages\":%llu,\"deliveries\":%llu,\"deliveries_per_s\":%.0f,\"bytes_per_s\":%.0f,"
+           "\"p50_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,\"max_us\":%.1f,",
+           (unsigned long long)run->n.sent_msgs, (unsigned long long)run->n.recv_msgs,
+           rate(run->n.recv_msgs, pub_s), rate(run->n.recv_bytes, pub_s),
+           us(dwb_hist_quantile(h, 0.5)), us(dwb_hist_quantile(h, 0.99)),
+           us(dwb_hist_quantile(h, 0.999)), us(h->count ? h->max : 0));
+    printf("\"connected\":%llu,\"conn_per_s\":%.0f,\"handshake_p50_us\":%.1f,"
+           "\"handshake_p99_us\":%.1f,\"handshake_p999_us\":%.1f,",
+           (unsigned long long)run->n.connected, rate(run->n.connected, conn_s),
+           us(dwb_hist_quantile(&run->hs, 0.5)), us(dwb_hist_quantile(&run->hs, 0.99)),
+           us(dwb_hist_quantile(&run->hs, 0.999)));
+    if (o->scenario == DWB_IDLE && have_rss)
+        printf("\"rss_before_kb\":%ld,\"rss_after_kb\":%ld,\"rss_per_conn_bytes\":%.0f,",
+               run->rss_before_kb, run->rss_after_kb, rss_per_conn);
+    else if (o->scenario == DWB_IDLE)
+        printf("\"rss_per_conn_bytes\":null,");
+    printf("\"missing\":%llu,\"duplicate\":%llu,\"out_of_order\":%llu,\"lost\":%llu,"
+           "\"http_errors\":%llu,\"complete\":%s,\"duration_s\":%.3f,\"seed\":%llu}\n",
+           (unsigned long long)missing, (unsigned long long)run->n.dup,
+           (unsigned long long)run->n.ooo, (unsigned long long)run->n.lost,
+           (unsigned long long)run->n.http_errors, complete ? "true" : "false",
+           publishing                   ? pub_s
+           : o->scenario == DWB_CONNECT ? conn_s
+                                        : o->settle,
+           (unsigned long long)o->seed);
+    fflush(stdout);
+    return complete;
+}

@@ -1,0 +1,619 @@
+/*
+ * scenario — DESIGN: what the bench publishes to whom, and what it expects back.
+ *
+ * Streams: every message carries its producer p (the publisher connection, which has one
+ * request in flight, so its messages are ordered) and a seq that counts p's messages to one
+ * key: everyone (fanout, paced), one user (targeted) or one channel (channels). A connection
+ * keeps one stream (next expected seq + a 64-bit window of what arrived below it) per producer
+ * and key it receives, so order, gaps and duplicates are checked per connection and producer.
+ * Completeness is counted: what was published to a connection, minus what reached it once.
+ *
+ * Flow control: a connection may have at most W messages published to it and not yet
+ * received. For fanout, that is "sent - min(received) <= W", and the minimum is kept in O(1)
+ * per delivery with a ring counting connections per received value over [min, min + W]. For
+ * targeted and channels, each recipient's own count is checked before it is picked.
+ *
+ * Receive path: one memmem for "producer": and a few hand-rolled integer parses; no JSON
+ * parser and no allocation per message.
+ */
+#include "bench.h"
+#include "http.h"
+#include "ws.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The server's ,"timestamp":"2026-11-26T01:02:03.123456Z" added to every message. */
+#define TIMESTAMP_LEN 42
+/* Recipient draws before a targeted or channel request goes out shorter than the batch. */
+#define PICK_TRIES 8
+
+const char *dwb_scenario_name(enum dwb_scenario s)
+{
+    static const char *const names[] = {"fanout", "targeted", "channels",
+                                        "paced",  "idle",     "connect"};
+
+    return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
+}
+
+static bool publishes(const struct dwb_run *run)
+{
+    return run->opt.scenario != DWB_IDLE && run->opt.scenario != DWB_CONNECT;
+}
+
+static bool to_all(const struct dwb_run *run)
+{
+    return run->opt.scenario == DWB_FANOUT || run->opt.scenario == DWB_PACED;
+}
+
+unsigned dwb_scenario_window(const struct dwb_run *run)
+{
+    switch (run->opt.scenario) {
+    case DWB_FANOUT:
+    case DWB_TARGETED:
+    case DWB_CHANNELS:
+        return run->opt.window;
+    default:
+        return 0;
+    }
+}
+
+/* ---- set-up ---------------------------------------------------------------------------- */
+
+static int init_channels(struct dwb_run *run)
+{
+    unsigned n = run->opt.conns, m = run->opt.channels, s = run->opt.subs;
+    uint32_t *perm = malloc(m * sizeof(*perm));
+
+    run->sub_block = malloc((size_t)n * s * sizeof(*run->sub_block));
+    run->members = calloc(m, sizeof(*run->members));
+    run->nmembers = calloc(m, sizeof(*run->nmembers));
+    run->live_channels = malloc(m * sizeof(*run->live_channels));
+    if (!perm || !run->sub_block || !run->members || !run->nmembers || !run->live_channels) {
+        free(perm);
+        return -ENOMEM;
+    }
+    for (unsigned k = 0; k < m; k++)
+        perm[k] = k;
+    /* s distinct channels per connection: the first s steps of a Fisher-Yates shuffle. */
+    for (unsigned i = 0; i < n; i++) {
+        struct dwb_conn *c = &run->conns[i];
+
+        c->subs = run->sub_block + (size_t)i * s;
+        for (unsigned j = 0; j < s; j++) {
+            unsigned r = j + (unsigned)(dwb_rand(run) % (m - j));
+            uint32_t t = perm[j];
+
+            perm[j] = perm[r];
+            perm[r] = t;
+            c->subs[j] = perm[j];
+            run->nmembers[perm[j]]++;
+        }
+    }
+    free(perm);
+    for (unsigned k = 0; k < m; k++) {
+        if (run->nmembers[k] == 0)
+            continue;
+        run->members[k] = malloc(run->nmembers[k] * sizeof(**run->members));
+        if (!run->members[k])
+            return -ENOMEM;
+        run->live_channels[run->nlive++] = k;
+        run->nmembers[k] = 0;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        for (unsigned j = 0; j < s; j++) {
+            uint32_t k = run->conns[i].subs[j];
+
+            run->members[k][run->nmembers[k]++] = i;
+        }
+    }
+    return 0;
+}
+
+int dwb_scenario_init(struct dwb_run *run)
+{
+    unsigned p = run->opt.publishers, per_conn;
+
+    if (!publishes(run))
+        return 0;
+    run->pad = malloc(run->opt.msg_size + 1);
+    if (!run->pad)
+        return -ENOMEM;
+    memset(run->pad, 'x', run->opt.msg_size);
+    run->pad[run->opt.msg_size] = '\0';
+
+    run->keys = 1;
+    run->slots = 1;
+    if (run->opt.scenario == DWB_TARGETED)
+        run->keys = run->opt.conns;
+    if (run->opt.scenario == DWB_CHANNELS) {
+        run->keys = run->opt.channels;
+        run->slots = run->opt.subs;
+        if (init_channels(run) < 0)
+            return -ENOMEM;
+    }
+    run->seqs = calloc((size_t)p * run->keys, sizeof(*run->seqs));
+    per_conn = run->slots * p;
+    run->streams = calloc((size_t)run->opt.conns * per_conn, sizeof(*run->streams));
+    if (!run->seqs || !run->streams)
+        return -ENOMEM;
+    for (unsigned i = 0; i < run->opt.conns; i++)
+        run->conns[i].streams = run->streams + (size_t)i * per_conn;
+
+    if (run->opt.scenario == DWB_FANOUT) {
+        uint32_t size = 2;
+
+        while (size < run->opt.window + run->opt.batch + 2)
+            size *= 2;
+        run->ring = calloc(size, sizeof(*run->ring));
+        if (!run->ring)
+            return -ENOMEM;
+        run->ring_mask = size - 1;
+    }
+    return 0;
+}
+
+void dwb_scenario_free(struct dwb_run *run)
+{
+    if (run->members) {
+        for (unsigned k = 0; k < run->opt.channels; k++)
+            free(run->members[k]);
+    }
+    free(run->members);
+    free(run->nmembers);
+    free(run->live_channels);
+    free(run->sub_block);
+    free(run->seqs);
+    free(run->streams);
+    free(run->ring);
+    free(run->pad);
+}
+
+void dwb_scenario_subscribe(struct dwb_run *run)
+{
+    char cmd[96];
+
+    for (unsigned i = 0; i < run->opt.conns; i++) {
+        struct dwb_conn *c = &run->conns[i];
+
+        if (c->state != DWB_WS_READY)
+            continue;
+        for (unsigned j = 0; j < run->opt.subs && c->ev.fd >= 0; j++) {
+            int n = snprintf(cmd, sizeof(cmd), "{\"type\":\"subscribe\",\"channel\":\"ch%u\"}",
+                             c->subs[j]);
+
+            if (dwb_ws_send_text(run, c, cmd, (size_t)n) < 0) {
+                run->n.subs_failed++;
+                dwb_note_error(run, "connection %u: cannot send subscribe", c->index);
+            }
+        }
+    }
+}
+
+unsigned dwb_scenario_subscribed(const struct dwb_run *run)
+{
+    return run->subscribed;
+}
+
+/* ---- fanout flow control --------------------------------------------------------------- */
+
+static void ring_advance(struct dwb_run *run)
+{
+    while (run->min_recv < run->sent_all && run->ring[run->min_recv & run->ring_mask] == 0)
+        run->min_recv++;
+}
+
+/* The fanout ring starts when publishing does: every ready connection has received 0. */
+static void ring_start(struct dwb_run *run)
+{
+    if (run->ring && run->sent_all == 0 && run->ring[0] == 0)
+        run->ring[0] = run->ready;
+}
+
+/* ---- publishing ------------------------------------------------------------------------ */
+
+/* Connection with room for one more message, or NULL after PICK_TRIES draws. */
+static struct dwb_conn *pick_conn(struct dwb_run *run)
+{
+    for (int i = 0; i < PICK_TRIES; i++) {
+        struct dwb_conn *c = &run->conns[dwb_rand(run) % run->opt.conns];
+
+        if (c->state == DWB_WS_READY && c->expected - c->recv < run->opt.window)
+            return c;
+    }
+    return NULL;
+}
+
+/* Live channel whose members all have room, or -1 after PICK_TRIES draws. */
+static long pick_channel(struct dwb_run *run)
+{
+    for (int i = 0; i < PICK_TRIES && run->nlive > 0; i++) {
+        uint32_t k = run->live_channels[dwb_rand(run) % run->nlive];
+        bool room = true;
+
+        for (uint32_t j = 0; j < run->nmembers[k] && room; j++) {
+            const struct dwb_conn *c = &run->conns[run->members[k][j]];
+
+            room = c->expected - c->recv < run->opt.window;
+        }
+        if (room)
+            return k;
+    }
+    return -1;
+}
+
+/* Appends one publish object to out; returns its length. */
+static int format_item(struct dwb_run *run, char *out, size_t room, unsigned p, uint32_t key,
+                       uint32_t seq, int64_t t)
+{
+    char target[192];
+    const char *type = run->opt.scenario == DWB_TARGETED ? "price_alert" : "deal_alert";
+    int head, msg, pad;
+
+    if (run->opt.scenario == DWB_TARGETED)
+        snprintf(target, sizeof(target), "{\"user_id\":\"%s%u\"}", run->opt.prefix, key);
+    else if (run->opt.scenario == DWB_CHANNELS)
+        snprintf(target, sizeof(target), "{\"channel\":\"ch%u\"}", key);
+    else
+        snprintf(target, sizeof(target), "\"all\"");
+    head = snprintf(out, room, "{\"target\":%s,\"message\":", target);
+    msg = snprintf(out + head, room - (size_t)head,
+                   "{\"type\":\"%s\",\"deal_id\":\"bench-%u-%u\",\"title\":\"Bench deal %u\","
+                   "\"price\":%u.%02u,\"producer\":%u,\"seq\":%u,",
+                   type, p, seq, seq, 100 + seq % 900, seq % 100, p, seq);
+    if (run->opt.scenario == DWB_TARGETED)
+        msg += snprintf(out + head + msg, room - (size_t)(head + msg), "\"to\":%u,", key);
+    else if (run->opt.scenario == DWB_CHANNELS)
+        msg += snprintf(out + head + msg, room - (size_t)(head + msg), "\"ch\":%u,", key);
+    msg += snprintf(out + head + msg, room - (size_t)(head + msg), "\"t\":%lld", (long long)t);
+    /* Delivered: this + ,"pad":"<pad>" + the server's timestamp + }. */
+    pad = (int)run->opt.msg_size - msg - 10 - TIMESTAMP_LEN;
+    if (pad < 0)
+        pad = 0;
+    return head + msg +
+           snprintf(out + head + msg, room - (size_t)(head + msg), ",\"pad\":\"%.*s\"}}", pad,
+                    run->pad);
+}
+
+/* How many messages the next request may carry now (0: none). */
+static unsigned room_now(struct dwb_run *run, int64_t now)
+{
+    uint64_t k = run->opt.batch, left;
+
+    if (run->opt.messages) {
+        left = run->opt.messages - run->n.sent_msgs;
+        if (left < k)
+            k = left;
+    }
+    if (run->opt.scenario == DWB_FANOUT) {
+        uint64_t out = run->sent_all - run->min_recv;
+
+        /* Whole batches only (W >= batch), unless the message count ends sooner. */
+        if (out + k > run->opt.window)
+            return 0;
+    } else if (run->opt.scenario == DWB_PACED) {
+        double elapsed = run->pub_start ? (double)(now - run->pub_start) / 1e9 : 0;
+        uint64_t due = (uint64_t)(elapsed * run->opt.rate) + 1;
+
+        if (due <= run->n.sent_msgs)
+            return 0;
+        if (due - run->n.sent_msgs < k)
+            k = due - run->n.sent_msgs;
+    }
+    return (unsigned)k;
+}
+
+/* Builds and sends one request on pub. Returns the messages sent (0: nothing may go now). */
+static unsigned publish_one(struct dwb_run *run, struct dwb_pub *pub, int64_t now)
+{
+    unsigned want = room_now(run, now), k = 0, p = pub->index;
+    bool array = run->opt.batch > 1;
+    char *body = dwb_pub_body(pub), *w = body;
+    size_t cap = pub->req_cap;
+    uint64_t recipients = 0;
+    int err;
+
+    if (want == 0)
+        return 0;
+    if (array)
+        *w++ = '[';
+    for (; k < want; k++) {
+        uint32_t key = 0;
+
+        if (run->opt.scenario == DWB_TARGETED) {
+            struct dwb_conn *c = pick_conn(run);
+
+            if (!c)
+                break;
+            key = c->index;
+            c->expected++;
+            recipients++;
+        } else if (run->opt.scenario == DWB_CHANNELS) {
+            long ch = pick_channel(run);
+
+            if (ch < 0)
+                break;
+            key = (uint32_t)ch;
+            for (uint32_t j = 0; j < run->nmembers[key]; j++) {
+                struct dwb_conn *m = &run->conns[run->members[key][j]];
+
+                if (m->state == DWB_WS_READY) {
+                    m->expected++;
+                    recipients++;
+                }
+            }
+        } else {
+            recipients += run->ready;
+        }
+        pub->targets[k] = key;
+        if (k > 0)
+            *w++ = ',';
+        w += format_item(run, w, cap - (size_t)(w - body) - 2, p, key,
+                         run->seqs[(size_t)p * run->keys + key]++, now);
+    }
+    if (k == 0)
+        return 0;
+    if (array)
+        *w++ = ']';
+    if (to_all(run))
+        run->sent_all += k;
+    run->expected_total += recipients;
+    run->n.sent_msgs += k;
+    run->n.sent_reqs++;
+    pub->nmsgs = k;
+    pub->want_recipients = recipients;
+    if (!run->pub_start)
+        run->pub_start = now;
+    err = dwb_pub_send(run, pub, (size_t)(w - body));
+    if (err < 0) {
+        dwb_note_error(run, "publisher %u: send: %s", p, strerror(-err));
+        dwb_pub_close(pub);
+        run->n.http_errors++;
+        run->aborted = true;
+    }
+    return k;
+}
+
+bool dwb_scenario_publish_done(const struct dwb_run *run, int64_t now)
+{
+    if (run->aborted)
+        return true;
+    if (run->opt.messages && run->n.sent_msgs >= run->opt.messages)
+        return true;
+    return run->opt.duration > 0 && run->pub_start &&
+           (double)(now - run->pub_start) >= run->opt.duration * 1e9;
+}
+
+void dwb_scenario_pump(struct dwb_run *run, int64_t now)
+{
+    if (run->phase != DWB_PHASE_PUBLISH)
+        return;
+    ring_start(run);
+    for (unsigned i = 0; i < run->opt.publishers; i++) {
+        struct dwb_pub *pub = &run->pubs[i];
+        int err;
+
+        if (dwb_scenario_publish_done(run, now))
+            return;
+        if (pub->state == DWB_PUB_CLOSED) {
+            err = dwb_pub_open(run, pub);
+            if (err < 0) {
+                dwb_note_error(run, "publisher %u: connect: %s", i, strerror(-err));
+                run->aborted = true;
+            }
+            continue;
+        }
+        if (pub->state == DWB_PUB_IDLE && publish_one(run, pub, now) == 0)
+            return; /* flow control or pacing: the others would wait too */
+    }
+}
+
+void dwb_on_answer(struct dwb_run *run, struct dwb_pub *pub, unsigned status, long long recipients)
+{
+    run->n.answered_reqs++;
+    if (status != 200) {
+        /* A refused request delivered nothing (a batch is all or nothing): expect none of
+         * it. Then stop: its seqs never arrive, so later ones would all look out of order. */
+        run->n.http_errors++;
+        run->aborted = true;
+        if (status == 0)
+            return; /* no answer: its fate is unknown, so it stays expected */
+        run->expected_total -= pub->want_recipients;
+        if (to_all(run))
+            run->refused_all += pub->nmsgs;
+        for (uint32_t i = 0; i < pub->nmsgs && !to_all(run); i++) {
+            uint32_t key = pub->targets[i];
+
+            if (run->opt.scenario == DWB_TARGETED)
+                run->conns[key].expected--;
+            for (uint32_t j = 0; run->opt.scenario == DWB_CHANNELS && j < run->nmembers[key]; j++) {
+                struct dwb_conn *m = &run->conns[run->members[key][j]];
+
+                if (m->state == DWB_WS_READY)
+                    m->expected--;
+            }
+        }
+        return;
+    }
+    if (recipients < 0 || (unsigned long long)recipients != pub->want_recipients) {
+        run->n.recipient_mismatch++;
+        dwb_note_error(run, "publisher %u: %lld recipients, expected %llu", pub->index, recipients,
+                       (unsigned long long)pub->want_recipients);
+    }
+}
+
+/* ---- receiving ------------------------------------------------------------------------- */
+
+/* Parses the unsigned integer after key (e.g. "seq":) in [*p, end); advances *p past it. */
+static bool take_uint(const char **p, const char *end, const char *key, size_t klen, uint64_t *out)
+{
+    const char *q = memmem(*p, (size_t)(end - *p), key, klen);
+    uint64_t v = 0;
+    int digits = 0;
+
+    if (!q)
+        return false;
+    q += klen;
+    while (q < end && *q == ' ')
+        q++;
+    for (; q < end && *q >= '0' && *q <= '9' && digits < 20; q++, digits++)
+        v = v * 10 + (uint64_t)(*q - '0');
+    *p = q;
+    *out = v;
+    return digits > 0;
+}
+
+/* Records seq s on st. Returns whether it is the first time s arrived. */
+static bool stream_take(struct dwb_run *run, struct dwb_stream *st, uint64_t s)
+{
+    uint64_t d;
+
+    if (s == st->next) {
+        st->seen = st->seen << 1 | 1;
+        st->next++;
+        return true;
+    }
+    if (s > st->next) {
+        /* A jump: what is skipped is missing, or will come late. */
+        d = s - st->next;
+        st->seen = d >= 63 ? 1 : (st->seen << (d + 1)) | 1;
+        st->next = s + 1;
+        run->n.ooo++;
+        return true;
+    }
+    d = st->next - 1 - s;
+    if (d < 64 && (st->seen >> d & 1)) {
+        run->n.dup++;
+        return false;
+    }
+    if (d < 64)
+        st->seen |= (uint64_t)1 << d;
+    run->n.ooo++;
+    return true;
+}
+
+static void on_control(struct dwb_run *run, struct dwb_conn *c, const char *p, size_t n)
+{
+    if (memmem(p, n, "\"action\":\"subscribe\"", 20)) {
+        if (++c->subs_ok == run->opt.subs)
+            run->subscribed++;
+        return;
+    }
+    if (memmem(p, n, "\"type\":\"error\"", 14)) {
+        run->n.error_msgs++;
+        dwb_note_error(run, "connection %u: %.*s", c->index, (int)(n > 200 ? 200 : n), p);
+    }
+    /* Anything else (heartbeat pong, ack) is not the bench's business. */
+}
+
+void dwb_on_text(struct dwb_run *run, struct dwb_conn *c, const char *p, size_t n, int64_t now)
+{
+    const char *q = memmem(p, n, "\"producer\":", 11), *end = p + n;
+    uint64_t prod, seq, key = 0, t;
+    unsigned slot = 0;
+    bool ok;
+
+    if (!q) {
+        on_control(run, c, p, n);
+        return;
+    }
+    run->n.recv_msgs++;
+    run->last_delivery = now;
+    ok = take_uint(&q, end, "\"producer\":", 11, &prod) && take_uint(&q, end, "\"seq\":", 6, &seq);
+    if (ok && run->opt.scenario == DWB_TARGETED)
+        ok = take_uint(&q, end, "\"to\":", 5, &key);
+    else if (ok && run->opt.scenario == DWB_CHANNELS)
+        ok = take_uint(&q, end, "\"ch\":", 5, &key);
+    ok = ok && take_uint(&q, end, "\"t\":", 4, &t);
+    if (!ok || prod >= run->opt.publishers || !c->streams) {
+        run->n.malformed++;
+        return;
+    }
+    if (t <= (uint64_t)now)
+        dwb_hist_record(&run->lat, (uint64_t)now - t);
+
+    if (run->opt.scenario == DWB_TARGETED && key != c->index) {
+        run->n.misrouted++;
+        return;
+    }
+    if (run->opt.scenario == DWB_CHANNELS) {
+        while (slot < run->opt.subs && c->subs[slot] != key)
+            slot++;
+        if (slot == run->opt.subs) {
+            run->n.misrouted++;
+            return;
+        }
+    }
+    if (!stream_take(run, &c->streams[slot * run->opt.publishers + prod], seq))
+        return;
+    if (run->ring) {
+        uint64_t old = c->recv;
+
+        if (old + 1 > run->sent_all || old < run->min_recv) {
+            run->n.malformed++; /* more unique messages than were ever published */
+            return;
+        }
+        run->ring[old & run->ring_mask]--;
+        run->ring[(old + 1) & run->ring_mask]++;
+        ring_advance(run);
+    }
+    c->recv++;
+    run->recv_total++;
+}
+
+/* ---- connection events ----------------------------------------------------------------- */
+
+void dwb_on_ready(struct dwb_run *run, struct dwb_conn *c, int64_t now)
+{
+    run->ready++;
+    run->inflight--;
+    run->n.connected++;
+    run->connect_end = now;
+    dwb_hist_record(&run->hs, (uint64_t)(now - c->started_ns));
+}
+
+void dwb_on_conn_failed(struct dwb_run *run, struct dwb_conn *c, bool was_ready)
+{
+    uint64_t expected = to_all(run) ? run->sent_all - run->refused_all : c->expected;
+
+    if (!was_ready) {
+        run->n.connect_failed++;
+        run->inflight--;
+        return;
+    }
+    run->n.lost++;
+    run->ready--;
+    c->lost = true;
+    if (to_all(run))
+        c->expected = expected; /* what it was owed when it was lost */
+    if (run->ready == 0 && run->phase == DWB_PHASE_PUBLISH) {
+        dwb_note_error(run, "every connection was lost");
+        run->aborted = true; /* nobody left to publish to */
+    }
+    /* What it will never receive is not waited for; it is counted missing at the end. */
+    if (publishes(run) && expected > c->recv)
+        run->expected_total -= expected - c->recv;
+    if (run->ring && run->ring[0] + run->sent_all > 0) {
+        run->ring[c->recv & run->ring_mask]--;
+        ring_advance(run);
+    }
+}
+
+void dwb_scenario_missing(const struct dwb_run *run, uint64_t *missing, uint64_t *extra)
+{
+    *missing = *extra = 0;
+    if (!publishes(run))
+        return;
+    for (unsigned i = 0; i < run->opt.conns; i++) {
+        const struct dwb_conn *c = &run->conns[i];
+        bool owed_all = to_all(run) && !c->lost;
+        uint64_t expected = owed_all ? run->sent_all - run->refused_all : c->expected;
+
+        if (c->recv < expected)
+            *missing += expected - c->recv;
+        else
+            *extra += c->recv - expected;
+    }
+}

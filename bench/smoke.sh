@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# bench smoke test: does dealwire-bench work end to end against a real daemon? It never
+# measures speed: it only checks that every scenario runs, stops by itself and says COMPLETE.
+#
+#   bash bench/smoke.sh [DAEMON [BENCH]]
+#
+# DAEMON defaults to build/debug/dealwire, BENCH to dealwire-bench next to it. The daemon is
+# started on a free loopback port, each scenario runs with a few dozen connections and a few
+# hundred messages, and the daemon is stopped by its PID (SIGTERM, then wait). Works with
+# sanitizer builds too (they are slower; every run is still bounded by --timeout).
+# Last line: "bench smoke: N passed, M failed"; exit status 0 only when M is 0.
+set -u
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+daemon=${1:-build/debug/dealwire}
+bench=${2:-$(dirname "$daemon")/dealwire-bench}
+for f in "$daemon" "$bench"; do
+    if [ ! -x "$f" ]; then
+        echo "bench smoke: $f is not an executable (build it first)" >&2
+        echo "bench smoke: 0 passed, 1 failed"
+        exit 1
+    fi
+done
+
+work=$(mktemp -d /tmp/dealwire-bench-smoke.XXXXXX)
+daemon_pid=""
+passed=0
+failed=0
+
+cleanup() {
+    if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
+        kill -TERM "$daemon_pid" 2>/dev/null
+        wait "$daemon_pid" 2>/dev/null
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# A port nobody listens on, below the ephemeral range so that no client socket takes it.
+free_port() {
+    local port
+    for _ in $(seq 1 50); do
+        port=$((20000 + RANDOM % 12000))
+        if [ -z "$(ss -Htln "sport = :$port" 2>/dev/null)" ]; then
+            echo "$port"
+            return 0
+        fi
+    done
+    return 1
+}
+
+ready() {
+    curl -fs --max-time 1 "http://127.0.0.1:$1/healthz" >/dev/null 2>&1
+}
+
+# Starts the daemon; a port taken between the check and the bind means another try.
+start_daemon() {
+    for _ in 1 2 3 4 5; do
+        port=$(free_port) || break
+        "$daemon" --host 127.0.0.1 --port "$port" --log-level warn >"$work/daemon.log" 2>&1 &
+        daemon_pid=$!
+        for _ in $(seq 1 100); do
+            if ready "$port"; then
+                return 0
+            fi
+            kill -0 "$daemon_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$daemon_pid" 2>/dev/null; then
+            kill -TERM "$daemon_pid"
+        fi
+        wait "$daemon_pid" 2>/dev/null
+        daemon_pid=""
+    done
+    return 1
+}
+
+# check NAME ARGS...: one bench run that must exit 0, say COMPLETE and print its JSON line.
+check() {
+    local name=$1 rc
+    shift
+    "$bench" --port "$port" --quiet --timeout 40 "$@" >"$work/$name.out" 2>"$work/$name.err"
+    rc=$?
+    if [ $rc -eq 0 ] && grep -q '^  result      COMPLETE' "$work/$name.out" &&
+        grep -q '^{"bench":"dealwire-bench".*"complete":true' "$work/$name.out"; then
+        passed=$((passed + 1))
+        echo "ok   $name: $(grep -o '"deliveries":[0-9]*' "$work/$name.out" | head -1) ($*)"
+    else
+        failed=$((failed + 1))
+        echo "FAIL $name (exit $rc): $*"
+        sed 's/^/     /' "$work/$name.out" "$work/$name.err"
+    fi
+}
+
+if ! start_daemon; then
+    echo "bench smoke: cannot start $daemon" >&2
+    sed 's/^/     /' "$work/daemon.log" >&2
+    echo "bench smoke: 0 passed, 1 failed"
+    exit 1
+fi
+echo "bench smoke: $daemon (pid $daemon_pid) on 127.0.0.1:$port, bench $bench"
+
+check fanout --scenario fanout --connections 40 --messages 300
+check fanout-batch --scenario fanout --connections 30 --messages 400 --batch 8 --window 32 \
+    --sources 3
+check targeted --scenario targeted --connections 40 --messages 400 --publishers 4
+check channels --scenario channels --connections 40 --messages 300 --channels 10 \
+    --subs-per-conn 3
+check paced --scenario paced --connections 30 --rate 200 --duration 1.5
+check idle --scenario idle --connections 50 --settle 0.5 --server-pid "$daemon_pid"
+check connect --scenario connect --connections 50 --parallel 10
+
+# The daemon must still be healthy, and stop cleanly.
+kill -TERM "$daemon_pid"
+wait "$daemon_pid"
+rc=$?
+daemon_pid=""
+if [ $rc -eq 0 ] && ! grep -qE 'AddressSanitizer|runtime error:|ThreadSanitizer|LeakSanitizer' \
+    "$work/daemon.log"; then
+    passed=$((passed + 1))
+    echo "ok   daemon stopped cleanly"
+else
+    failed=$((failed + 1))
+    echo "FAIL daemon exit status $rc"
+    sed 's/^/     /' "$work/daemon.log"
+fi
+
+echo "bench smoke: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
