@@ -7,8 +7,8 @@
  * on the done queue (MPSC) with one wake-up. The I/O thread then writes the answer, if the
  * client is still there. The I/O thread never parses a publish body or fans out.
  *
- * A response goes out in two WRITEABLE callbacks: headers, then the body, so it is correct
- * for HTTP/1.1 and HTTP/2 alike.
+ * A response goes out as two writes, headers then body, so it is correct for HTTP/1.1 and
+ * HTTP/2 alike; both go in one WRITEABLE callback unless the headers were only partly sent.
  */
 #define DW_LOG_MODULE "http"
 #include "server_int.h"
@@ -297,8 +297,13 @@ int dw__http_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
             lws_finalize_write_http_header(wsi, start, &p, end))
             return -1;
         req->state = REQ_BODY;
-        lws_callback_on_writable(wsi);
-        return 0;
+        if (lws_partial_buffered(wsi)) {
+            lws_callback_on_writable(wsi);
+            return 0;
+        }
+        /* The socket took the headers whole: the body can follow in the same callback, which
+         * saves a trip through the event loop per request. */
+        /* fall through */
     case REQ_BODY:
         if (lws_write(wsi, req->resp + LWS_PRE, req->resp_len, LWS_WRITE_HTTP_FINAL) !=
             (int)req->resp_len)
