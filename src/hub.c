@@ -7,8 +7,9 @@
  * can always finish what it is doing; a connection found this way may already be closed, and
  * a push to it is dropped by whoever frees it.
  *
- * Fan-out is one loop over a list: per recipient, one queue node, one refcount increment and,
- * when the connection was idle, one ready-queue push. The wake-up (lws_cancel_service via the
+ * Fan-out is one loop over a list: per recipient, one queue node taken from a block of up to
+ * 256 (no allocation, the message references taken a block at a time), one wait-free enqueue
+ * and, when the connection was idle, one ready-queue push. The wake-up (lws_cancel_service via the
  * wake callback) happens once per call, or once per batch between batch_begin and batch_end.
  */
 #define DW_LOG_MODULE "hub"
@@ -138,28 +139,82 @@ void dw_hub_free(struct dw_hub *hub)
  * Fan-out (any thread)
  */
 
-static void wake_or_defer(struct dw_hub *hub, bool wake)
+/* One fan-out of one message: its queue nodes come in blocks, and the message references
+ * they hold are taken a block at a time, so a recipient costs no allocation and no atomic
+ * operation on the shared message. */
+struct fanout {
+    struct dw_hub *hub;
+    struct dw_msg *msg;
+    struct dw_outbox_block *blk; /* the current block */
+    unsigned next_cap;           /* size of the next block */
+    size_t count;                /* recipients reached */
+    bool wake;
+};
+
+/* Largest block: what a slow consumer keeps alive per message it holds (24 bytes a node). */
+#define FANOUT_BLOCK_MAX 256u
+
+static void fanout_init(struct fanout *f, struct dw_hub *hub, struct dw_msg *msg, unsigned first)
 {
-    if (!wake)
-        return;
-    if (batch_depth > 0)
-        batch_wake_pending = true;
-    else
-        hub->wake(hub->wake_arg);
+    f->hub = hub;
+    f->msg = msg;
+    f->blk = NULL;
+    f->next_cap = first;
+    f->count = 0;
+    f->wake = false;
 }
 
-/* rcu: reader. Queues msg on c. Returns 1 if it was queued, 0 if c is closed. */
-static inline int deliver(struct dw_hub *hub, struct dw_conn *c, struct dw_msg *msg, bool *wake)
+/* Finishes the current block and gives back the references of its unused nodes. */
+static void fanout_close_block(struct fanout *f)
 {
+    unsigned unused;
+
+    if (!f->blk)
+        return;
+    unused = dw_outbox_block_finish(f->blk);
+    if (unused)
+        dw_msg_unref_n(f->msg, unused);
+    f->blk = NULL;
+}
+
+/* rcu: reader. Queues the message on c unless c is closed. */
+static inline void fanout_to(struct fanout *f, struct dw_conn *c)
+{
+    struct dw_outbox_node *node;
+
     if (atomic_load_explicit(&c->closed, memory_order_relaxed))
-        return 0;
-    if (dw_outbox_push(&c->outbox, msg)) {
+        return;
+    node = f->blk ? dw_outbox_block_node(f->blk, f->msg) : NULL;
+    if (!node) {
+        fanout_close_block(f);
+        f->blk = dw_outbox_block_new(f->next_cap);
+        /* The references come before any node is visible, so no consumer can free early. */
+        dw_msg_ref_n(f->msg, f->next_cap);
+        if (f->next_cap < FANOUT_BLOCK_MAX)
+            f->next_cap *= 2;
+        node = dw_outbox_block_node(f->blk, f->msg);
+    }
+    f->count++;
+    if (dw_outbox_push_node(&c->outbox, node)) {
         /* The ready queue's own reference: c stays allocated until the I/O thread is done. */
         atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
-        if (dw_readyq_push(&hub->ready, &c->ready_node))
-            *wake = true;
+        if (dw_readyq_push(&f->hub->ready, &c->ready_node))
+            f->wake = true;
     }
-    return 1;
+}
+
+/* Closes the last block and wakes the I/O thread (or defers the wake to the end of the
+ * batch). Returns the number of recipients. */
+static size_t fanout_finish(struct fanout *f)
+{
+    fanout_close_block(f);
+    if (f->wake) {
+        if (batch_depth > 0)
+            batch_wake_pending = true;
+        else
+            f->hub->wake(f->hub->wake_arg);
+    }
+    return f->count;
 }
 
 static struct dw_user *find_user(struct dw_hub *hub, const char *id);
@@ -167,54 +222,52 @@ static struct dw_channel *find_channel(struct dw_hub *hub, const char *name);
 
 size_t dw_hub_send_user(struct dw_hub *hub, const char *user_id, struct dw_msg *msg)
 {
+    struct fanout f;
     struct dw_user *u;
     struct dw_conn *c;
-    bool wake = false;
-    size_t n = 0;
 
+    fanout_init(&f, hub, msg, 2);
     dw_rcu_read_lock();
     u = find_user(hub, user_id);
     if (u) {
         dw_rlist_for_each_entry(c, &u->conns, struct dw_conn, user_link) {
-            n += deliver(hub, c, msg, &wake);
+            fanout_to(&f, c);
         }
     }
     dw_rcu_read_unlock();
-    wake_or_defer(hub, wake);
-    return n;
+    return fanout_finish(&f);
 }
 
 size_t dw_hub_send_channel(struct dw_hub *hub, const char *channel, struct dw_msg *msg)
 {
+    struct fanout f;
     struct dw_channel *ch;
     struct dw_membership *m;
-    bool wake = false;
-    size_t n = 0;
 
+    fanout_init(&f, hub, msg, 64);
     dw_rcu_read_lock();
     ch = find_channel(hub, channel);
     if (ch) {
         dw_rlist_for_each_entry(m, &ch->members, struct dw_membership, chan_link) {
-            n += deliver(hub, m->conn, msg, &wake);
+            fanout_to(&f, m->conn);
         }
     }
     dw_rcu_read_unlock();
-    wake_or_defer(hub, wake);
-    return n;
+    return fanout_finish(&f);
 }
 
 size_t dw_hub_send_all(struct dw_hub *hub, struct dw_msg *msg)
 {
+    struct fanout f;
     struct dw_conn *c;
-    bool wake = false;
-    size_t n = 0;
 
+    fanout_init(&f, hub, msg, FANOUT_BLOCK_MAX);
     dw_rcu_read_lock();
-    dw_rlist_for_each_entry(c, &hub->all, struct dw_conn, all_link)
-        n += deliver(hub, c, msg, &wake);
+    dw_rlist_for_each_entry(c, &hub->all, struct dw_conn, all_link) {
+        fanout_to(&f, c);
+    }
     dw_rcu_read_unlock();
-    wake_or_defer(hub, wake);
-    return n;
+    return fanout_finish(&f);
 }
 
 void dw_hub_batch_begin(struct dw_hub *hub)

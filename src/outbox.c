@@ -4,7 +4,10 @@
  * into a private pending queue, trims that to the bound, and pops from it. The only shared
  * words are the wfcqueue tail, the queued counter and the scheduled flag.
  *
- * Memory per queued message: one 16-byte node (the message itself is shared).
+ * Memory per queued message: one 24-byte node (the message itself is shared). A fan-out
+ * takes its nodes from blocks, so a recipient costs no allocation: a block is freed when the
+ * last of its nodes is released, so a slow consumer keeps one block alive per message it
+ * holds, not the whole fan-out.
  */
 #define DW_LOG_MODULE "outbox"
 #include "dealwire/outbox.h"
@@ -13,11 +16,6 @@
 #include "dealwire/thread.h"
 
 #include <stdlib.h>
-
-struct node {
-    struct cds_wfcq_node q;
-    struct dw_msg *msg;
-};
 
 void dw_outbox_init(struct dw_outbox *ob)
 {
@@ -28,43 +26,98 @@ void dw_outbox_init(struct dw_outbox *ob)
 }
 
 /* Takes the next pending node; TSan learns that the producer's writes to it happened before. */
-static struct node *take_pending(struct dw_outbox *ob)
+static void block_release(struct dw_outbox_block *b, unsigned n)
+{
+    /* acq_rel: whoever frees the block sees every other release as done. */
+    if (atomic_fetch_sub_explicit(&b->_pending, n, memory_order_acq_rel) == n)
+        free(b);
+}
+
+/* Releases a popped node: its own memory, or its share of its block. */
+static void release(struct dw_outbox_node *n)
+{
+    if (n->_block)
+        block_release(n->_block, 1);
+    else
+        free(n);
+}
+
+struct dw_outbox_block *dw_outbox_block_new(unsigned cap)
+{
+    struct dw_outbox_block *b = dw_xmalloc(sizeof(*b) + cap * sizeof(b->_nodes[0]));
+
+    atomic_init(&b->_pending, cap);
+    b->_used = 0;
+    b->_cap = cap;
+    return b;
+}
+
+struct dw_outbox_node *dw_outbox_block_node(struct dw_outbox_block *b, struct dw_msg *msg)
+{
+    struct dw_outbox_node *n;
+
+    if (b->_used == b->_cap)
+        return NULL;
+    n = &b->_nodes[b->_used++];
+    n->msg = msg;
+    n->_block = b;
+    return n;
+}
+
+unsigned dw_outbox_block_finish(struct dw_outbox_block *b)
+{
+    unsigned unused = b->_cap - b->_used;
+
+    if (unused)
+        block_release(b, unused);
+    return unused;
+}
+
+static struct dw_outbox_node *take_pending(struct dw_outbox *ob)
 {
     struct cds_wfcq_node *qn = __cds_wfcq_dequeue_blocking(&ob->_phead, &ob->_ptail);
 
     if (!qn)
         return NULL;
     DW_TSAN_ACQUIRE(qn);
-    return caa_container_of(qn, struct node, q);
+    return caa_container_of(qn, struct dw_outbox_node, _q);
 }
 
 void dw_outbox_destroy(struct dw_outbox *ob)
 {
-    struct node *n;
+    struct dw_outbox_node *n;
 
     __cds_wfcq_splice_blocking(&ob->_phead, &ob->_ptail, &ob->_head, &ob->_tail);
     while ((n = take_pending(ob)) != NULL) {
-        dw_msg_unref(n->msg);
-        free(n);
+        struct dw_msg *m = n->msg;
+
+        release(n);
+        dw_msg_unref(m);
     }
     atomic_store_explicit(&ob->_queued, 0, memory_order_relaxed);
 }
 
-bool dw_outbox_push(struct dw_outbox *ob, struct dw_msg *msg)
+bool dw_outbox_push_node(struct dw_outbox *ob, struct dw_outbox_node *n)
 {
-    struct node *n = dw_xmalloc(sizeof(*n));
-
-    cds_wfcq_node_init(&n->q);
-    n->msg = msg;
-    dw_msg_ref(msg);
+    cds_wfcq_node_init(&n->_q);
     /* Counted before it is visible, so the consumer never decrements below zero. */
     atomic_fetch_add_explicit(&ob->_queued, 1, memory_order_relaxed);
-    DW_TSAN_RELEASE(&n->q);
-    cds_wfcq_enqueue(&ob->_head, &ob->_tail, &n->q);
+    DW_TSAN_RELEASE(&n->_q);
+    cds_wfcq_enqueue(&ob->_head, &ob->_tail, &n->_q);
     /* seq_cst after the enqueue: either the consumer's next collect sees this node, or its
      * unschedule came first and this exchange reads 0, so the caller schedules the owner
      * again. */
     return atomic_exchange_explicit(&ob->_scheduled, 1, memory_order_seq_cst) == 0;
+}
+
+bool dw_outbox_push(struct dw_outbox *ob, struct dw_msg *msg)
+{
+    struct dw_outbox_node *n = dw_xmalloc(sizeof(*n));
+
+    n->msg = msg;
+    n->_block = NULL;
+    dw_msg_ref(msg);
+    return dw_outbox_push_node(ob, n);
 }
 
 void dw_outbox_unschedule(struct dw_outbox *ob)
@@ -80,7 +133,7 @@ unsigned long dw_outbox_collect(struct dw_outbox *ob, unsigned long cap)
     struct __cds_wfcq_head keep_head;
     struct cds_wfcq_tail keep_tail;
     unsigned long queued, excess, dropped = 0;
-    struct node *n;
+    struct dw_outbox_node *n;
 
     __cds_wfcq_splice_blocking(&ob->_phead, &ob->_ptail, &ob->_head, &ob->_tail);
 
@@ -93,14 +146,16 @@ unsigned long dw_outbox_collect(struct dw_outbox *ob, unsigned long cap)
     __cds_wfcq_init(&keep_head, &keep_tail);
     while ((n = take_pending(ob)) != NULL) {
         if (excess > 0 && !dw_msg_is_critical(n->msg)) {
-            dw_msg_unref(n->msg);
-            free(n);
+            struct dw_msg *m = n->msg;
+
+            release(n);
+            dw_msg_unref(m);
             excess--;
             dropped++;
             continue;
         }
-        cds_wfcq_node_init(&n->q);
-        cds_wfcq_enqueue(&keep_head, &keep_tail, &n->q);
+        cds_wfcq_node_init(&n->_q);
+        cds_wfcq_enqueue(&keep_head, &keep_tail, &n->_q);
     }
     __cds_wfcq_splice_blocking(&ob->_phead, &ob->_ptail, &keep_head, &keep_tail);
     atomic_fetch_sub_explicit(&ob->_queued, dropped, memory_order_relaxed);
@@ -114,18 +169,18 @@ struct dw_msg *dw_outbox_peek(struct dw_outbox *ob)
     if (!qn)
         return NULL;
     DW_TSAN_ACQUIRE(qn);
-    return caa_container_of(qn, struct node, q)->msg;
+    return caa_container_of(qn, struct dw_outbox_node, _q)->msg;
 }
 
 struct dw_msg *dw_outbox_pop(struct dw_outbox *ob)
 {
-    struct node *n = take_pending(ob);
+    struct dw_outbox_node *n = take_pending(ob);
     struct dw_msg *msg;
 
     if (!n)
         return NULL;
     msg = n->msg;
-    free(n);
+    release(n);
     atomic_fetch_sub_explicit(&ob->_queued, 1, memory_order_relaxed);
     return msg;
 }

@@ -27,6 +27,24 @@
 
 struct dw_msg;
 
+/* A block of queue nodes for one fan-out (see dw_outbox_block_new): recipients take nodes
+ * from it instead of allocating one each, and it is freed when its last node is released. */
+struct dw_outbox_block;
+
+/* One queued message. dw_outbox_push allocates one and frees it when it is popped; a fan-out
+ * takes them from a block (dw_outbox_block_node). */
+struct dw_outbox_node {
+    struct cds_wfcq_node _q;
+    struct dw_msg *msg;
+    struct dw_outbox_block *_block; /* NULL for a node of its own */
+};
+
+struct dw_outbox_block {
+    _Atomic unsigned _pending; /* nodes not yet released, plus unused ones until finished */
+    unsigned _used, _cap;      /* the producer's only */
+    struct dw_outbox_node _nodes[];
+};
+
 struct dw_outbox {
     /* shared: producers enqueue, the consumer splices */
     struct __cds_wfcq_head _head;
@@ -47,6 +65,24 @@ void dw_outbox_destroy(struct dw_outbox *ob);
 /* thread: any. Queues msg and takes a new reference on it. Returns true if this push set the
  * scheduled flag, in which case the caller must put the owner on the ready queue. */
 bool dw_outbox_push(struct dw_outbox *ob, struct dw_msg *msg);
+
+/* thread: any (the producer). A block of cap nodes, all unused. Owned by the producer until
+ * dw_outbox_block_finish(). */
+struct dw_outbox_block *dw_outbox_block_new(unsigned cap);
+
+/* thread: the producer. The next unused node of b for msg, or NULL when b is full. The node
+ * owns one reference on msg, which the caller has taken (a fan-out takes a block's worth
+ * with one dw_msg_ref_n). */
+struct dw_outbox_node *dw_outbox_block_node(struct dw_outbox_block *b, struct dw_msg *msg);
+
+/* thread: the producer, once it takes no more nodes from b. Returns the number of unused
+ * nodes (whose message references the caller gives back); b is freed once every used node
+ * has been released by its consumer (or now, when none was used). */
+unsigned dw_outbox_block_finish(struct dw_outbox_block *b);
+
+/* thread: any. Queues node (from dw_outbox_block_node) on ob. Returns what dw_outbox_push
+ * returns. */
+bool dw_outbox_push_node(struct dw_outbox *ob, struct dw_outbox_node *node);
 
 /* thread: consumer, once the owner is off the ready queue. Clears the scheduled flag: the
  * next push schedules the owner again. Call dw_outbox_collect() after it. */
