@@ -394,6 +394,72 @@ static void test_destroy_is_last_holder(void **state)
  * Ready queue
  * ------------------------------------------------------------------------------------------ */
 
+/* A fan-out block: nodes share one allocation and the message references the caller took
+ * for the whole block; unused ones are handed back by finish; the block is freed when the
+ * last used node is released (ASan reports a leak or a use after free otherwise). */
+static void test_block_nodes(void **state)
+{
+    struct dw_outbox a, b;
+    struct dw_outbox_block *blk;
+    struct dw_outbox_node *n;
+    struct dw_msg *msg;
+
+    (void)state;
+    make_msgs(&msg, 1, 0);
+    dw_outbox_init(&a);
+    dw_outbox_init(&b);
+    blk = dw_outbox_block_new(4);
+    dw_msg_ref_n(msg, 4); /* one per node of the block */
+
+    n = dw_outbox_block_node(blk, msg);
+    assert_non_null(n);
+    assert_ptr_equal(n->msg, msg);
+    assert_true(dw_outbox_push_node(&a, n));
+    n = dw_outbox_block_node(blk, msg);
+    assert_true(dw_outbox_push_node(&b, n));
+    assert_int_equal(dw_outbox_queued(&a), 1);
+    assert_int_equal(dw_outbox_queued(&b), 1);
+
+    /* Two of four unused: finish says so; the caller gives their references back. */
+    assert_int_equal(dw_outbox_block_finish(blk), 2);
+    dw_msg_unref_n(msg, 2);
+    assert_int_equal(refs_of(msg), 3); /* ours + one per queued node */
+
+    dw_outbox_collect(&a, 100);
+    pop_expect(&a, msg);
+    assert_int_equal(refs_of(msg), 2);
+    dw_outbox_collect(&b, 100);
+    pop_expect(&b, msg); /* releases the last node: the block is freed here */
+    assert_int_equal(refs_of(msg), 1);
+
+    dw_outbox_destroy(&a);
+    dw_outbox_destroy(&b);
+    unref_msgs(&msg, 1);
+}
+
+/* A full block returns no node; a block with no node used is freed by finish. */
+static void test_block_full_and_unused(void **state)
+{
+    struct dw_outbox_block *blk;
+    struct dw_msg *msg;
+    struct dw_outbox ob;
+
+    (void)state;
+    make_msgs(&msg, 1, 0);
+    dw_outbox_init(&ob);
+    blk = dw_outbox_block_new(1);
+    dw_msg_ref(msg);
+    assert_true(dw_outbox_push_node(&ob, dw_outbox_block_node(blk, msg)));
+    assert_null(dw_outbox_block_node(blk, msg));
+    assert_int_equal(dw_outbox_block_finish(blk), 0);
+    dw_outbox_destroy(&ob); /* releases the node, frees the block, drops its reference */
+    assert_int_equal(refs_of(msg), 1);
+
+    blk = dw_outbox_block_new(8);
+    assert_int_equal(dw_outbox_block_finish(blk), 8); /* freed now */
+    unref_msgs(&msg, 1);
+}
+
 static void test_readyq_push_reports_empty(void **state)
 {
     struct cds_wfcq_node nodes[3];
@@ -472,6 +538,8 @@ int main(void)
         cmocka_unit_test(test_collect_keeps_critical),
         cmocka_unit_test(test_destroy_drops_references),
         cmocka_unit_test(test_destroy_is_last_holder),
+        cmocka_unit_test(test_block_nodes),
+        cmocka_unit_test(test_block_full_and_unused),
         cmocka_unit_test(test_readyq_push_reports_empty),
         cmocka_unit_test(test_readyq_batches_in_order),
     };
