@@ -303,7 +303,7 @@ int dw__http_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
         }
         /* The socket took the headers whole: the body can follow in the same callback, which
          * saves a trip through the event loop per request. */
-        /* fall through */
+        __attribute__((fallthrough));
     case REQ_BODY:
         if (lws_write(wsi, req->resp + LWS_PRE, req->resp_len, LWS_WRITE_HTTP_FINAL) !=
             (int)req->resp_len)
