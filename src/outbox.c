@@ -46,7 +46,9 @@ struct dw_outbox_block *dw_outbox_block_new(unsigned cap)
 {
     struct dw_outbox_block *b = dw_xmalloc(sizeof(*b) + cap * sizeof(b->_nodes[0]));
 
-    atomic_init(&b->_pending, cap);
+    /* One per node, plus the producer's own until it finishes: without it the consumers could
+     * release every node of a full block and free it while the producer still looks at it. */
+    atomic_init(&b->_pending, cap + 1);
     b->_used = 0;
     b->_cap = cap;
     return b;
@@ -68,8 +70,7 @@ unsigned dw_outbox_block_finish(struct dw_outbox_block *b)
 {
     unsigned unused = b->_cap - b->_used;
 
-    if (unused)
-        block_release(b, unused);
+    block_release(b, unused + 1);
     return unused;
 }
 

@@ -40,7 +40,7 @@ struct dw_outbox_node {
 };
 
 struct dw_outbox_block {
-    _Atomic unsigned _pending; /* nodes not yet released, plus unused ones until finished */
+    _Atomic unsigned _pending; /* nodes not released + unused ones + 1 until finished */
     unsigned _used, _cap;      /* the producer's only */
     struct dw_outbox_node _nodes[];
 };
