@@ -14,7 +14,8 @@ PACKAGES=(
     libuv1-dev
     # tests
     libcmocka-dev python3-websockets python3-pytest
-    # services the integration tests start in a temp dir
+    # services the integration tests start in a temp dir (postgresql: initdb, pg_ctl and psql
+    # for scripts/pg.sh)
     postgresql redis-server
 )
 

@@ -33,6 +33,7 @@ enum kind {
     KIND_INT,    /* an int field, parsed with strtoll and checked against min..max */
     KIND_STRING, /* a char * field owned by the config, never empty */
     KIND_ENUM,   /* an int-sized enum field, one of words[] */
+    KIND_BOOL,   /* a bool field; "--flag" alone on the command line means true */
 };
 
 struct setting {
@@ -42,11 +43,14 @@ struct setting {
     size_t offset;    /* of the field in struct dw_config */
     const char *meta; /* the value's placeholder in --help; enums show their words instead */
 
-    /* The default: def_int for KIND_INT unless def_fn computes it at load time; def_str for
-     * the others (NULL: no value). def_doc, when set, is what --help and the docs show. */
+    /* The default: def_int for KIND_INT and KIND_BOOL unless def_fn computes it at load time;
+     * def_str for the others (NULL: no value), or, when def_env names an environment variable
+     * that is set and not empty, its value. def_doc, when set, is what --help and the docs
+     * show. */
     long long def_int;
     long long (*def_fn)(void);
     const char *def_str;
+    const char *def_env;
     const char *def_doc;
 
     long long min, max;             /* KIND_INT bounds, inclusive */
@@ -60,6 +64,8 @@ struct setting {
 _Static_assert(sizeof(enum dw_event_loop) == sizeof(int), "enum fields are stored as int");
 
 static const char *const event_loop_words[] = {"poll", "uv", NULL};
+/* What a KIND_BOOL accepts: each true word is followed by its false word. */
+static const char *const bool_words[] = {"true", "false", "yes", "no", "on", "off", "1", "0", NULL};
 static const char *const log_level_words[] = {"error", "warn", "info", "debug", NULL};
 
 static long long online_cores(void);
@@ -157,6 +163,47 @@ static const struct setting settings[] = {
      .min = 0,
      .max = 60000,
      .help = "milliseconds allowed at exit to flush outboxes"},
+    {.flag = "db",
+     .env = "DEALWIRE_DB",
+     .kind = KIND_STRING,
+     .offset = FIELD(db),
+     .meta = "URL",
+     .def_env = "DATABASE_URL",
+     .def_doc = "DATABASE_URL if set",
+     .help = "PostgreSQL URL or key=value string; without it, no monitors"},
+    {.flag = "load-demo-data",
+     .env = "DEALWIRE_LOAD_DEMO_DATA",
+     .kind = KIND_BOOL,
+     .offset = FIELD(load_demo_data),
+     .def_int = 0,
+     .help = "load demo deals, flights and hotels at start-up, once"},
+    {.flag = "hot-deal-interval",
+     .env = "DEALWIRE_HOT_DEAL_INTERVAL",
+     .kind = KIND_INT,
+     .offset = FIELD(hot_deal_interval),
+     .meta = "SECONDS",
+     .def_int = 60,
+     .min = 1,
+     .max = 86400,
+     .help = "seconds between hot-deal checks"},
+    {.flag = "trending-interval",
+     .env = "DEALWIRE_TRENDING_INTERVAL",
+     .kind = KIND_INT,
+     .offset = FIELD(trending_interval),
+     .meta = "SECONDS",
+     .def_int = 300,
+     .min = 1,
+     .max = 86400,
+     .help = "seconds between trending-deal broadcasts"},
+    {.flag = "watch-interval",
+     .env = "DEALWIRE_WATCH_INTERVAL",
+     .kind = KIND_INT,
+     .offset = FIELD(watch_interval),
+     .meta = "SECONDS",
+     .def_int = 30,
+     .min = 1,
+     .max = 86400,
+     .help = "seconds between price-watch checks"},
     {.flag = "event-loop",
      .env = "DEALWIRE_EVENT_LOOP",
      .kind = KIND_ENUM,
@@ -275,7 +322,7 @@ static void put_origin(FILE *f, const struct origin *o)
 {
     switch (o->rank) {
     case FROM_DEFAULT:
-        fputs("the default", f);
+        fputs(o->name ? o->name : "the default", f); /* named: a def_env variable */
         break;
     case FROM_FILE:
         put_escaped(f, o->name);
@@ -304,6 +351,9 @@ static void put_accepted(FILE *f, const struct setting *s)
         break;
     case KIND_STRING:
         fputs("a non-empty string", f);
+        break;
+    case KIND_BOOL:
+        fputs("true or false", f);
         break;
     }
 }
@@ -367,6 +417,21 @@ static void store_int(struct dw_config *cfg, const struct setting *s, long long 
     *(int *)((char *)cfg + s->offset) = (int)v;
 }
 
+static void store_bool(struct dw_config *cfg, const struct setting *s, bool v)
+{
+    *(bool *)((char *)cfg + s->offset) = v;
+}
+
+/* Returns 1 or 0 for one of bool_words, or -EINVAL. */
+static int parse_bool(const char *text)
+{
+    for (size_t i = 0; bool_words[i]; i++) {
+        if (strcmp(text, bool_words[i]) == 0)
+            return i % 2 == 0;
+    }
+    return -EINVAL;
+}
+
 static void store_string(struct dw_config *cfg, const struct setting *s, const char *v)
 {
     char **field = (char **)((char *)cfg + s->offset);
@@ -400,6 +465,12 @@ static int set_value(struct loader *ld, const struct setting *s, const char *tex
             goto bad;
         store_string(ld->cfg, s, text);
         break;
+    case KIND_BOOL:
+        word = parse_bool(text);
+        if (word < 0)
+            goto bad;
+        store_bool(ld->cfg, s, word == 1);
+        break;
     }
     ld->origins[s - settings] = *o;
     return 0;
@@ -419,6 +490,8 @@ static void set_defaults(struct loader *ld)
 
         if (s->kind == KIND_INT)
             store_int(ld->cfg, s, s->def_fn ? s->def_fn() : s->def_int);
+        else if (s->kind == KIND_BOOL)
+            store_bool(ld->cfg, s, s->def_int != 0);
         else if (s->def_str)
             r = set_value(ld, s, s->def_str, &o);
         if (r < 0)
@@ -431,9 +504,9 @@ static void set_defaults(struct loader *ld)
  * Sources: command line, environment, file
  * ------------------------------------------------------------------------------------------ */
 
-/* Reads the setting at argv[*i] ("--flag value" or "--flag=value") and moves *i to its last
- * word. A following word that starts with "--" is taken as the next flag, not as a value.
- * Returns 0, or -EINVAL after one line on err. */
+/* Reads the setting at argv[*i] ("--flag value" or "--flag=value", and for a boolean "--flag"
+ * alone) and moves *i to its last word. A following word that starts with "--" is taken as
+ * the next flag, not as a value. Returns 0, or -EINVAL after one line on err. */
 static int next_arg(int argc, char **argv, int *i, const struct setting **out_s,
                     const char **out_value, FILE *err)
 {
@@ -458,6 +531,8 @@ static int next_arg(int argc, char **argv, int *i, const struct setting **out_s,
     }
     if (eq) {
         *out_value = eq + 1;
+    } else if (s->kind == KIND_BOOL) {
+        *out_value = "true"; /* a bare boolean flag never takes the next word */
     } else if (*i + 1 < argc && strncmp(argv[*i + 1], "--", 2) != 0) {
         *out_value = argv[++*i];
     } else {
@@ -527,6 +602,27 @@ static int apply_env(struct loader *ld, char **envp)
         o.name = s->env;
         if (set_value(ld, s, value, &o) < 0)
             return -EINVAL;
+    }
+    return 0;
+}
+
+/* Defaults taken from another program's environment variable (--db from DATABASE_URL). An
+ * empty one counts as unset. They are defaults: the file, DEALWIRE_* and argv override them. */
+static int apply_default_env(struct loader *ld, char **envp)
+{
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        const struct setting *s = &settings[i];
+        size_t len = s->def_env ? strlen(s->def_env) : 0;
+
+        for (size_t j = 0; len && envp && envp[j]; j++) {
+            const struct origin o = {.rank = FROM_DEFAULT, .name = s->def_env};
+
+            if (strncmp(envp[j], s->def_env, len) != 0 || envp[j][len] != '=' ||
+                envp[j][len + 1] == '\0')
+                continue;
+            if (set_value(ld, s, envp[j] + len + 1, &o) < 0)
+                return -EINVAL;
+        }
     }
     return 0;
 }
@@ -693,6 +789,8 @@ static void put_default(FILE *f, const struct setting *s, bool markdown)
         fputs(s->def_doc, f);
     else if (s->kind == KIND_INT)
         fprintf(f, "%s%lld%s", tick, s->def_int, tick);
+    else if (s->kind == KIND_BOOL)
+        fprintf(f, "%s%s%s", tick, s->def_int ? "true" : "false", tick);
     else
         fprintf(f, "%s%s%s", tick, s->def_str, tick);
 }
@@ -702,18 +800,22 @@ static void put_default(FILE *f, const struct setting *s, bool markdown)
 static void put_meaning(FILE *f, const struct setting *s, bool markdown)
 {
     fputs(s->help, f);
-    if (s->kind == KIND_INT || (s->kind == KIND_ENUM && markdown)) {
+    if (s->kind == KIND_INT || s->kind == KIND_BOOL || (s->kind == KIND_ENUM && markdown)) {
         fputs(" (", f);
         put_accepted(f, s);
         fputc(')', f);
     }
 }
 
-/* Writes "--flag META" into buf, with an enum's words as its META ("--event-loop poll|uv").
- * Returns the length. */
+/* Writes "--flag META" into buf, with an enum's words as its META ("--event-loop poll|uv"),
+ * and a boolean as "--flag" alone. Returns the length. */
 static int format_usage(char *buf, size_t size, const struct setting *s)
 {
-    int n = snprintf(buf, size, "--%s %s", s->flag, s->kind == KIND_ENUM ? "" : s->meta);
+    int n;
+
+    if (s->kind == KIND_BOOL)
+        return snprintf(buf, size, "--%s", s->flag);
+    n = snprintf(buf, size, "--%s %s", s->flag, s->kind == KIND_ENUM ? "" : s->meta);
 
     for (size_t i = 0; s->kind == KIND_ENUM && s->words[i]; i++)
         n += snprintf(buf + n, size - (size_t)n, "%s%s", i ? "|" : "", s->words[i]);
@@ -793,6 +895,8 @@ int dw_config_load(struct dw_config *cfg, int argc, char **argv, char **envp, FI
     }
 
     set_defaults(&ld);
+    if (apply_default_env(&ld, envp) < 0)
+        goto fail;
     if (scan_argv(&ld, argc, argv, &config_path) < 0)
         goto fail;
     if (load_config_file(&ld, config_path, envp) < 0)

@@ -4,9 +4,14 @@
  * own (sigwait, so no handler runs in async-signal context), and runs the server on the main
  * thread, which becomes the I/O thread. Exit codes: 0 after a clean shutdown, 1 on a runtime
  * failure, 2 on bad configuration.
+ *
+ * With --db, the database keeper (db.h) runs beside the server: it applies the migrations in
+ * the background, so the hub serves while the database is unreachable; a migration the
+ * server refuses stops the daemon with exit code 1.
  */
 #define DW_LOG_MODULE "main"
 #include "dealwire/config.h"
+#include "dealwire/db.h"
 #include "dealwire/log.h"
 #include "dealwire/rcu.h"
 #include "dealwire/server.h"
@@ -41,11 +46,18 @@ static void *signal_main(void *arg)
     return NULL;
 }
 
+/* The db keeper's way to stop the daemon when the schema cannot be brought up to date. */
+static void on_db_fatal(void *srv)
+{
+    dw_server_stop(srv);
+}
+
 int main(int argc, char **argv)
 {
     struct dw_config cfg;
     struct signal_waiter waiter;
     struct dw_server *srv;
+    struct dw_db *db;
     pthread_t signal_thread;
     int rc;
 
@@ -55,6 +67,11 @@ int main(int argc, char **argv)
     if (rc != 0)
         return 2;
     dw_log_set_level((enum dw_log_level)cfg.log_level);
+    db = dw_db_new(&cfg);
+    if (cfg.db && !db) {
+        dw_config_destroy(&cfg);
+        return 2; /* --db does not parse; dw_db_new() said why */
+    }
 
     /* Blocked before any thread starts, so every thread inherits the mask and only
      * signal_main receives them. */
@@ -70,6 +87,7 @@ int main(int argc, char **argv)
     dw_log(DW_LOG_INFO, "dealwire %s starting", DW_VERSION);
     srv = dw_server_new(&cfg);
     if (!srv) {
+        dw_db_free(db);
         dw_rcu_unregister();
         dw_config_destroy(&cfg);
         return 1;
@@ -78,16 +96,25 @@ int main(int argc, char **argv)
     if (pthread_create(&signal_thread, NULL, signal_main, &waiter) != 0) {
         dw_log(DW_LOG_ERROR, "cannot start the signal thread");
         dw_server_free(srv);
+        dw_db_free(db);
         dw_rcu_unregister();
         dw_config_destroy(&cfg);
         return 1;
     }
 
-    rc = dw_server_run(srv);
+    /* The keeper may call on_db_fatal(srv) until dw_db_stop(); the workers' stores report to
+     * db until dw_server_free() has joined them. */
+    rc = db ? dw_db_start(db, on_db_fatal, srv) : 0;
+    if (rc == 0)
+        rc = dw_server_run(srv);
+    if (dw_db_failed(db))
+        rc = 1;
 
     pthread_kill(signal_thread, SIGUSR1);
     pthread_join(signal_thread, NULL);
+    dw_db_stop(db);
     dw_server_free(srv);
+    dw_db_free(db);
     dw_rcu_unregister();
     dw_log(DW_LOG_INFO, "stopped");
     dw_config_destroy(&cfg);

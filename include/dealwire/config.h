@@ -9,6 +9,7 @@
 #ifndef DEALWIRE_CONFIG_H
 #define DEALWIRE_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -28,6 +29,11 @@ struct dw_config {
     int max_subscriptions;  /* --max-subscriptions, per connection, default 64, 1..10000 */
     int max_publish_size;   /* --max-publish-size, HTTP body bytes, default 1 MiB */
     int shutdown_timeout;   /* --shutdown-timeout, ms to flush outboxes at exit, default 3000 */
+    char *db;               /* --db, libpq connection string; default $DATABASE_URL, or NULL */
+    bool load_demo_data;    /* --load-demo-data, default false */
+    int hot_deal_interval;  /* --hot-deal-interval, seconds, default 60, 1..86400 */
+    int trending_interval;  /* --trending-interval, seconds, default 300, 1..86400 */
+    int watch_interval;     /* --watch-interval, seconds, default 30, 1..86400 */
     enum dw_event_loop event_loop; /* --event-loop poll|uv */
     int log_level;                 /* --log-level error|warn|info|debug (enum dw_log_level) */
     char *config_file;             /* --config FILE, NULL when none */

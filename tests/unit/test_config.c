@@ -153,6 +153,8 @@ static void assert_cfg_empty(const struct dw_config *cfg)
 {
     assert_null(cfg->host);
     assert_null(cfg->config_file);
+    assert_null(cfg->db);
+    assert_false(cfg->load_demo_data);
     assert_int_equal(cfg->port, 0);
     assert_int_equal(cfg->workers, 0);
 }
@@ -186,6 +188,11 @@ static void test_defaults(void **state)
     assert_int_equal(r.cfg.event_loop, DW_EVENT_LOOP_POLL);
     assert_int_equal(r.cfg.log_level, DW_LOG_INFO);
     assert_null(r.cfg.config_file);
+    assert_null(r.cfg.db);
+    assert_false(r.cfg.load_demo_data);
+    assert_int_equal(r.cfg.hot_deal_interval, 60);
+    assert_int_equal(r.cfg.trending_interval, 300);
+    assert_int_equal(r.cfg.watch_interval, 30);
     release(&r);
 }
 
@@ -223,6 +230,12 @@ static const struct int_case {
      offsetof(struct dw_config, max_publish_size), 64 * 1024 * 1024},
     {"shutdown-timeout", "DEALWIRE_SHUTDOWN_TIMEOUT", "0",
      offsetof(struct dw_config, shutdown_timeout), 0},
+    {"hot-deal-interval", "DEALWIRE_HOT_DEAL_INTERVAL", "1",
+     offsetof(struct dw_config, hot_deal_interval), 1},
+    {"trending-interval", "DEALWIRE_TRENDING_INTERVAL", "86400",
+     offsetof(struct dw_config, trending_interval), 86400},
+    {"watch-interval", "DEALWIRE_WATCH_INTERVAL", "5", offsetof(struct dw_config, watch_interval),
+     5},
 };
 
 static int field(const struct dw_config *cfg, size_t offset)
@@ -413,6 +426,109 @@ static void test_file_syntax(void **state)
     assert_int_equal(r.cfg.log_level, DW_LOG_DEBUG); /* last line has no newline */
     release(&r);
     remove_temp(path);
+}
+
+/* --db defaults to DATABASE_URL (when set and not empty); every other source overrides it. */
+static void test_db_default_from_database_url(void **state)
+{
+    char *path = write_temp("db = from-file\n");
+    char *none[] = {"dealwire", NULL};
+    char *with_file[] = {"dealwire", "--config", path, NULL};
+    char *with_flag[] = {"dealwire", "--db", "postgresql://h/argv", NULL};
+    char *env_url[] = {"DATABASE_URL=postgresql://u@h:5/app", NULL};
+    char *env_empty[] = {"DATABASE_URL=", NULL};
+    char *env_both[] = {"DATABASE_URL=postgresql://h/url", "DEALWIRE_DB=host=h dbname=env", NULL};
+    struct run r;
+
+    (void)state;
+    load(&r, none, env_url);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.cfg.db, "postgresql://u@h:5/app");
+    release(&r);
+
+    load(&r, none, env_empty);
+    assert_int_equal(r.rc, 0);
+    assert_null(r.cfg.db);
+    release(&r);
+
+    load(&r, none, env_both);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.cfg.db, "host=h dbname=env");
+    release(&r);
+
+    load(&r, with_file, env_url);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.cfg.db, "from-file");
+    release(&r);
+
+    load(&r, with_flag, env_both);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.cfg.db, "postgresql://h/argv");
+    release(&r);
+    remove_temp(path);
+}
+
+/* A boolean: its flag alone means true and never takes the next word; as a value it takes
+ * true/false, yes/no, on/off, 1/0 from every source. */
+static void test_bool_setting(void **state)
+{
+    static const struct {
+        const char *word;
+        bool want;
+    } words[] = {{"true", true}, {"false", false}, {"yes", true}, {"no", false},
+                 {"on", true},   {"off", false},   {"1", true},   {"0", false}};
+    char *alone[] = {"dealwire", "--load-demo-data", NULL};
+    char *before_flag[] = {"dealwire", "--load-demo-data", "--port", "81", NULL};
+    char *argv_wins[] = {"dealwire", "--load-demo-data=false", NULL};
+    char *env_on[] = {"DEALWIRE_LOAD_DEMO_DATA=1", NULL};
+    struct run r;
+
+    (void)state;
+    load(&r, alone, NULL);
+    assert_int_equal(r.rc, 0);
+    assert_true(r.cfg.load_demo_data);
+    release(&r);
+
+    load(&r, before_flag, NULL);
+    assert_int_equal(r.rc, 0);
+    assert_true(r.cfg.load_demo_data);
+    assert_int_equal(r.cfg.port, 81);
+    release(&r);
+
+    load(&r, argv_wins, env_on);
+    assert_int_equal(r.rc, 0);
+    assert_false(r.cfg.load_demo_data);
+    release(&r);
+
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+        char arg[64], env[64], line[64];
+        char *path;
+
+        snprintf(arg, sizeof(arg), "--load-demo-data=%s", words[i].word);
+        snprintf(env, sizeof(env), "DEALWIRE_LOAD_DEMO_DATA=%s", words[i].word);
+        snprintf(line, sizeof(line), "load-demo-data = %s\n", words[i].word);
+
+        char *argv_eq[] = {"dealwire", arg, NULL};
+        load(&r, argv_eq, NULL);
+        assert_int_equal(r.rc, 0);
+        assert_int_equal(r.cfg.load_demo_data, words[i].want);
+        release(&r);
+
+        char *argv_none[] = {"dealwire", NULL};
+        char *envp[] = {env, NULL};
+        load(&r, argv_none, envp);
+        assert_int_equal(r.rc, 0);
+        assert_int_equal(r.cfg.load_demo_data, words[i].want);
+        release(&r);
+
+        path = write_temp(line);
+        char *argv_file[] = {"dealwire", "--config", path, NULL};
+        load(&r, argv_file, NULL);
+        assert_int_equal(r.rc, 0);
+        assert_int_equal(r.cfg.load_demo_data, words[i].want);
+        release(&r);
+        remove_temp(path);
+    }
 }
 
 /* Only DEALWIRE_* names that are settings count; the rest of the environment is not ours. */
@@ -626,6 +742,46 @@ static const struct bad_case {
      {"DEALWIRE_HEARTBEAT_INTERVAL=20"},
      "stale-timeout = 20\n",
      {"\"20\" for --heartbeat-interval (from DEALWIRE_HEARTBEAT_INTERVAL)", "@FILE:1"}},
+    {"bool word",
+     {"--load-demo-data=maybe"},
+     {0},
+     NULL,
+     {"invalid value \"maybe\" for --load-demo-data (from the command line): expected true or "
+      "false"}},
+    {"bool is case sensitive", {"--load-demo-data=TRUE"}, {0}, NULL, {"\"TRUE\"", "true or false"}},
+    {"bool empty", {"--load-demo-data="}, {0}, NULL, {"\"\" for --load-demo-data"}},
+    {"bare bool takes no word",
+     {"--load-demo-data", "true"},
+     {0},
+     NULL,
+     {"unexpected argument \"true\"", "command line"}},
+    {"env bool",
+     {0},
+     {"DEALWIRE_LOAD_DEMO_DATA=2"},
+     NULL,
+     {"\"2\" for --load-demo-data", "DEALWIRE_LOAD_DEMO_DATA"}},
+    {"file bool",
+     {"--config", "@FILE"},
+     {0},
+     "load-demo-data = sometimes\n",
+     {"\"sometimes\" for --load-demo-data", "@FILE:1"}},
+    {"empty db", {"--db="}, {0}, NULL, {"\"\" for --db", "command line"}},
+    {"env empty db", {0}, {"DEALWIRE_DB="}, NULL, {"\"\" for --db", "DEALWIRE_DB"}},
+    {"hot-deal interval 0",
+     {"--hot-deal-interval", "0"},
+     {0},
+     NULL,
+     {"\"0\" for --hot-deal-interval", "1..86400"}},
+    {"trending interval big",
+     {"--trending-interval=86401"},
+     {0},
+     NULL,
+     {"\"86401\" for --trending-interval", "1..86400"}},
+    {"watch interval junk",
+     {0},
+     {"DEALWIRE_WATCH_INTERVAL=30s"},
+     NULL,
+     {"\"30s\" for --watch-interval", "DEALWIRE_WATCH_INTERVAL"}},
     {"control characters stay on one line",
      {"--port", "1\n2"},
      {0},
@@ -705,7 +861,7 @@ static void test_help(void **state)
         assert_non_null(strstr(r.out, want));
         rows++;
     }
-    assert_int_equal(rows, 13);
+    assert_int_equal(rows, 18);
     release(&r);
     free(md.text);
 }
@@ -821,6 +977,8 @@ int main(void)
         cmocka_unit_test(test_config_file_from_env),
         cmocka_unit_test(test_argv_config_beats_env_config),
         cmocka_unit_test(test_file_syntax),
+        cmocka_unit_test(test_db_default_from_database_url),
+        cmocka_unit_test(test_bool_setting),
         cmocka_unit_test(test_unknown_env_ignored),
         cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_help),

@@ -1,0 +1,199 @@
+/*
+ * demo — DESIGN: the data is made by the server, not here: each table is one INSERT ...
+ * SELECT over generate_series(), with random() for the variety (drawn once per row in a
+ * MATERIALIZED CTE, so that the values that go together are drawn together), and fixed ids so
+ * that ON CONFLICT DO NOTHING makes a second load a no-op. The sizes are parameters ($1, ...),
+ * like every value dealwire sends.
+ *
+ * The cities are the same twelve codes in flights and hotels (see sql/002_travel.sql), so
+ * the planner can join a route to its destination's hotels.
+ */
+#define DW_LOG_MODULE "demo"
+#include "dealwire/demo.h"
+#include "dealwire/log.h"
+#include "dealwire/store.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The advisory lock a loader holds for its transaction ("dwdemoda" in ASCII). */
+#define DEMO_LOCK_SQL "SELECT pg_advisory_xact_lock(7239365312811852897)"
+
+#define CITIES                                                                                     \
+    "cities AS (SELECT"                                                                            \
+    " ARRAY['NYC','LON','PAR','TYO','ROM','BCN','BER','AMS','LIS','DXB','SIN','SFO'] AS code,"     \
+    " ARRAY['New York','London','Paris','Tokyo','Rome','Barcelona','Berlin','Amsterdam',"          \
+    "'Lisbon','Dubai','Singapore','San Francisco'] AS name)"
+
+/* $1: how many deals. Titles, prices and discounts by category; a third of the deals have no
+ * original price, the others a cut of 0..60 %; created over the last 72 hours. */
+static const char deals_sql[] =
+    "WITH " CITIES ","
+    " r AS MATERIALIZED (SELECT i, random() AS a, random() AS b, random() AS k, random() AS d,"
+    "  random() AS e, random() AS g, random() AS h, random() AS t, random() AS s"
+    "  FROM generate_series(1, $1::integer) AS i),"
+    " v AS (SELECT r.*, 1 + floor(b * 12)::integer AS o,"
+    "  1 + (floor(b * 12)::integer + 1 + floor(k * 11)::integer) % 12 AS x,"
+    "  CASE WHEN a < 0.40 THEN 'flight' WHEN a < 0.70 THEN 'hotel' WHEN a < 0.85 THEN 'package'"
+    "   WHEN a < 0.93 THEN 'car' ELSE 'activity' END AS category FROM r),"
+    " p AS (SELECT v.*, round((CASE category WHEN 'flight' THEN 79 + d * 1300"
+    "   WHEN 'hotel' THEN 59 + d * 900 WHEN 'package' THEN 399 + d * 2600"
+    "   WHEN 'car' THEN 25 + d * 300 ELSE 15 + d * 250 END)::numeric, 0) - 0.01 AS price,"
+    "  CASE WHEN g < 0.3 THEN NULL ELSE ((g - 0.3) / 0.7 * 0.6)::numeric END AS cut FROM v)"
+    " INSERT INTO deals (id, title, category, price, original_price, inventory, metadata,"
+    "  created_at)"
+    " SELECT 'demo-deal-' || lpad(i::text, 5, '0'),"
+    "  CASE category"
+    "   WHEN 'flight' THEN c.name[o] || ' to ' || c.name[x] ||"
+    "    CASE WHEN e < 0.6 THEN ', round trip' ELSE ', one way' END"
+    "   WHEN 'hotel' THEN (ARRAY['Grand','Royal','Harbor','Park','Central','Garden'])"
+    "    [1 + floor(e * 6)::integer] || ' Hotel ' || c.name[x] || ', '"
+    "    || (2 + floor(h * 5)::integer) || ' nights'"
+    "   WHEN 'package' THEN c.name[x] || ' getaway: flight from ' || c.name[o] || ' + '"
+    "    || (3 + floor(h * 5)::integer) || ' nights'"
+    "   WHEN 'car' THEN 'Car rental in ' || c.name[x] || ', ' || (2 + floor(h * 6)::integer)"
+    "    || ' days'"
+    "   ELSE (ARRAY['Food tour','Museum pass','Day trip','Boat cruise','Old town walk'])"
+    "    [1 + floor(e * 5)::integer] || ' in ' || c.name[x]"
+    "  END,"
+    "  category, price,"
+    "  CASE WHEN cut IS NULL THEN NULL ELSE round(price / (1 - cut), 2) END,"
+    "  floor(h * 60)::integer,"
+    "  jsonb_build_object('origin', c.code[o], 'destination', c.code[x], 'provider',"
+    "   (ARRAY['SkyHop','TravelNest','FareFox','StayWise','JetPort'])[1 + floor(t * 5)::integer],"
+    "   'demo', true),"
+    "  now() - s * interval '72 hours'"
+    " FROM p, cities AS c"
+    " ON CONFLICT (id) DO NOTHING";
+
+/* $1: days ahead, $2: flights per route and day. Durations are symmetric per city pair;
+ * stops make a flight longer and cheaper. */
+static const char flights_sql[] =
+    "WITH " CITIES ","
+    " r AS MATERIALIZED (SELECT o, x, day, k, random() AS a, random() AS b, random() AS d,"
+    "  random() AS e, floor(random() * 180)::integer AS seats"
+    "  FROM generate_series(1, 12) AS o, generate_series(1, 12) AS x,"
+    "   generate_series(0, $1::integer - 1) AS day, generate_series(1, $2::integer) AS k"
+    "  WHERE o <> x),"
+    " v AS (SELECT r.*, 1.5 + ((o * x + o + x) % 11) * 1.1 AS hours,"
+    "  CASE WHEN a < 0.65 THEN 0 WHEN a < 0.92 THEN 1 ELSE 2 END AS stops,"
+    "  date_trunc('day', now()) + make_interval(days => day + 1) + interval '6 hours'"
+    "   + (k - 1) * interval '8 hours' + floor(b * 24) * interval '15 minutes' AS depart"
+    "  FROM r)"
+    " INSERT INTO flights (id, origin, destination, depart_at, arrive_at, price, airline,"
+    "  stops, seats_left)"
+    " SELECT 'demo-flight-' || lower(c.code[o]) || '-' || lower(c.code[x]) || '-d'"
+    "   || lpad(day::text, 2, '0') || '-' || k,"
+    "  c.code[o], c.code[x], depart,"
+    "  depart + make_interval(mins => ((hours + stops * 1.5) * 60)::integer),"
+    "  round((55 + hours * 42 * (0.75 + d * 0.8)"
+    "   * CASE stops WHEN 0 THEN 1.0 WHEN 1 THEN 0.82 ELSE 0.7 END)::numeric, 0) - 0.01,"
+    "  (ARRAY['Aerolux','Northwind Air','Bluejet','Sunline','Transpolar','Coastal Airways'])"
+    "   [1 + floor(e * 6)::integer],"
+    "  stops, seats"
+    " FROM v, cities AS c"
+    " ON CONFLICT (id) DO NOTHING";
+
+/* $1: hotels per city. The price follows the rating. */
+static const char hotels_sql[] =
+    "WITH " CITIES ","
+    " r AS MATERIALIZED (SELECT ci, j, random() AS a, random() AS b, random() AS d,"
+    "  round((2.5 + random() * 2.5)::numeric, 1) AS rating,"
+    "  floor(random() * 40)::integer AS rooms"
+    "  FROM generate_series(1, 12) AS ci, generate_series(1, $1::integer) AS j)"
+    " INSERT INTO hotels (id, city, name, price_per_night, rating, rooms_left)"
+    " SELECT 'demo-hotel-' || lower(c.code[ci]) || '-' || lpad(j::text, 2, '0'), c.code[ci],"
+    "  (ARRAY['Grand','Royal','Harbor','Park','Central','Garden','Plaza','Riverside',"
+    "   'Old Town','Station'])[1 + floor(a * 10)::integer] || ' '"
+    "   || (ARRAY['Hotel','Suites','Inn','Residence','Lodge','House'])[1 + floor(b * 6)::integer]"
+    "   || ' ' || c.name[ci],"
+    "  round((40 + rating * rating * 14 + d * 60)::numeric, 0) - 0.01, rating, rooms"
+    " FROM r, cities AS c"
+    " ON CONFLICT (id) DO NOTHING";
+
+/* $1: watches, $2: users, $3: deals. Deals are picked with a skew toward the first ones
+ * (cube of a uniform draw), so a few dozen deals have several watchers (the trending
+ * monitor's case); thresholds fall around the price, so some are already met. */
+static const char watches_sql[] =
+    "WITH r AS MATERIALIZED (SELECT i, random() AS a, random() AS b, random() AS d,"
+    "  random() AS e FROM generate_series(1, $1::integer) AS i)"
+    " INSERT INTO price_watches (user_id, deal_id, threshold_price, inventory_threshold)"
+    " SELECT 'demo-user-' || lpad((1 + floor(a * $2::integer))::text, 3, '0'), deals.id,"
+    "  round(deals.price * (0.85 + d * 0.2)::numeric, 2), CASE WHEN e < 0.3 THEN 5 END"
+    " FROM r JOIN deals"
+    "  ON deals.id = 'demo-deal-' || lpad((1 + floor(power(b, 3) * $3::integer))::text, 5, '0')"
+    " WHERE NOT EXISTS (SELECT 1 FROM price_watches WHERE user_id LIKE 'demo-user-%')";
+
+struct load {
+    struct dw_demo_counts added;
+    const char *step; /* the table being filled, for the error line */
+};
+
+static int insert(struct dw_store *st, struct load *ld, const char *table, const char *sql,
+                  int nparams, const char *const *params, long *count)
+{
+    PGresult *res;
+    int r;
+
+    ld->step = table;
+    r = dw_store_exec(st, &res, sql, nparams, params);
+    if (r < 0)
+        return r;
+    *count = atol(PQcmdTuples(res));
+    PQclear(res);
+    return 0;
+}
+
+static int load_all(struct dw_store *st, void *arg)
+{
+    struct load *ld = arg;
+    char deals[16], days[16], per_day[16], hotels[16], watches[16], users[16];
+    int r;
+
+    snprintf(deals, sizeof(deals), "%d", DW_DEMO_DEALS);
+    snprintf(days, sizeof(days), "%d", DW_DEMO_FLIGHT_DAYS);
+    snprintf(per_day, sizeof(per_day), "%d", DW_DEMO_FLIGHTS_PER_DAY);
+    snprintf(hotels, sizeof(hotels), "%d", DW_DEMO_HOTELS_PER_CITY);
+    snprintf(watches, sizeof(watches), "%d", DW_DEMO_WATCHES);
+    snprintf(users, sizeof(users), "%d", DW_DEMO_USERS);
+
+    ld->step = "lock";
+    r = dw_store_run(st, DEMO_LOCK_SQL, 0, NULL);
+    if (r == 0)
+        r = insert(st, ld, "deals", deals_sql, 1, (const char *const[]){deals}, &ld->added.deals);
+    if (r == 0)
+        r = insert(st, ld, "flights", flights_sql, 2, (const char *const[]){days, per_day},
+                   &ld->added.flights);
+    if (r == 0)
+        r = insert(st, ld, "hotels", hotels_sql, 1, (const char *const[]){hotels},
+                   &ld->added.hotels);
+    if (r == 0)
+        r = insert(st, ld, "price_watches", watches_sql, 3,
+                   (const char *const[]){watches, users, deals}, &ld->added.watches);
+    return r;
+}
+
+int dw_demo_load(struct dw_store *st, struct dw_demo_counts *added)
+{
+    struct load ld;
+    int r;
+
+    if (!st)
+        return -EINVAL;
+    memset(&ld, 0, sizeof(ld));
+    r = dw_store_tx(st, load_all, &ld);
+    if (r == -EIO)
+        dw_log(DW_LOG_ERROR, "loading demo data (%s) failed: %s", ld.step, dw_store_error(st));
+    if (r < 0)
+        return r;
+    if (ld.added.deals + ld.added.flights + ld.added.hotels + ld.added.watches == 0)
+        dw_log(DW_LOG_INFO, "demo data already loaded");
+    else
+        dw_log(DW_LOG_INFO, "demo data loaded: %ld deals, %ld flights, %ld hotels, %ld watches",
+               ld.added.deals, ld.added.flights, ld.added.hotels, ld.added.watches);
+    if (added)
+        *added = ld.added;
+    return 0;
+}
