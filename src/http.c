@@ -15,6 +15,7 @@
 #include "dealwire/api.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
+#include "dealwire/store.h"
 #include "dealwire/thread.h"
 #include "dealwire/worker.h"
 
@@ -131,6 +132,34 @@ static bool method_is(struct lws *wsi, enum lws_token_indexes token)
     return lws_hdr_total_length(wsi, token) > 0;
 }
 
+/* GET /readyz: 200 when the daemon can do all its work (serving, and the database reachable
+ * with its schema up to date when one is configured), else 503 saying what is missing. */
+static int respond_ready(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss)
+{
+    struct json_object *obj = json_object_new_object();
+    unsigned status = HTTP_STATUS_OK;
+    const char *db = "disabled";
+    struct dw_store_status st;
+
+    if (srv->db_health) {
+        dw_store_health_read(srv->db_health, &st);
+        db = st.state == DW_STORE_UP     ? (st.schema_ready ? "up" : "migrating")
+             : st.state == DW_STORE_DOWN ? "down"
+                                         : "connecting";
+        if (!dw_store_health_is_ready(srv->db_health))
+            status = HTTP_STATUS_SERVICE_UNAVAILABLE;
+        json_object_object_add(obj, "schema_version", json_object_new_int(st.schema_version));
+    }
+    if (srv->draining)
+        status = HTTP_STATUS_SERVICE_UNAVAILABLE;
+    json_object_object_add(obj, "status",
+                           json_object_new_string(srv->draining              ? "shutting_down"
+                                                  : status == HTTP_STATUS_OK ? "ready"
+                                                                             : "not_ready"));
+    json_object_object_add(obj, "database", json_object_new_string(db));
+    return respond_json(pss, wsi, status, obj);
+}
+
 static int handle_get(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss, const char *path)
 {
     struct json_object *obj;
@@ -142,6 +171,8 @@ static int handle_get(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss
                                json_object_new_int64((int64_t)dw_hub_connection_count(srv->hub)));
         return respond_json(pss, wsi, HTTP_STATUS_OK, obj);
     }
+    if (strcmp(path, "/readyz") == 0)
+        return respond_ready(srv, wsi, pss);
     if (strcmp(path, API_PREFIX "stats") == 0)
         return respond_json(pss, wsi, HTTP_STATUS_OK, dw__stats_service(srv));
     if (strcmp(path, API_PREFIX "connections") == 0)
@@ -158,8 +189,9 @@ static int handle_get(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss
 
 static bool is_known_path(const char *path)
 {
-    return strcmp(path, "/healthz") == 0 || strcmp(path, "/api/publish") == 0 ||
-           strcmp(path, API_PREFIX "stats") == 0 || strcmp(path, API_PREFIX "connections") == 0 ||
+    return strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 ||
+           strcmp(path, "/api/publish") == 0 || strcmp(path, API_PREFIX "stats") == 0 ||
+           strcmp(path, API_PREFIX "connections") == 0 ||
            strncmp(path, USERS_PREFIX, strlen(USERS_PREFIX)) == 0;
 }
 

@@ -104,6 +104,8 @@ int main(int argc, char **argv)
 
     /* The keeper may call on_db_fatal(srv) until dw_db_stop(); the workers' stores report to
      * db until dw_server_free() has joined them. */
+    if (db)
+        dw_server_set_db_health(srv, dw_db_health(db));
     rc = db ? dw_db_start(db, on_db_fatal, srv) : 0;
     if (rc == 0)
         rc = dw_server_run(srv);

@@ -269,6 +269,11 @@ void dw_server_free(struct dw_server *srv)
     free(srv);
 }
 
+void dw_server_set_db_health(struct dw_server *srv, const struct dw_store_health *health)
+{
+    srv->db_health = health;
+}
+
 struct dw_hub *dw_server_hub(struct dw_server *srv)
 {
     return srv->hub;

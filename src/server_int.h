@@ -50,7 +50,8 @@ struct dw_server {
     struct dw_readyq done;      /* finished HTTP jobs (dw_http_req.done_node); any → io */
     uv_loop_t *uv_loop;         /* --event-loop uv: our loop, which lws joins */
     void *foreign_loops[1];
-    unsigned char *wbuf; /* LWS_PRE + DW_WRITE_BATCH, the one write buffer */
+    const struct dw_store_health *db_health; /* NULL without --db */
+    unsigned char *wbuf;                     /* LWS_PRE + DW_WRITE_BATCH, the one write buffer */
 };
 
 /* lws's per-session data: a WebSocket connection or an HTTP request, never both. */

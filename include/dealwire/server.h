@@ -32,6 +32,11 @@ void dw_server_stop(struct dw_server *srv);
  * frees everything. */
 void dw_server_free(struct dw_server *srv);
 
+/* thread: io, before dw_server_run(). Makes /readyz report the database's readiness from
+ * health (borrowed; it must outlive the server). Without it /readyz reports no database. */
+struct dw_store_health;
+void dw_server_set_db_health(struct dw_server *srv, const struct dw_store_health *health);
+
 /* thread: any. The hub, for producers. Borrowed for the server's lifetime. */
 struct dw_hub *dw_server_hub(struct dw_server *srv);
 

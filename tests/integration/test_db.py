@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from conftest import (
     SANITIZER_PATTERNS, apublish, barrier, connect_user, daemon_binary, daemon_env, free_port,
-    recv_until, run, t, wait_until,
+    http_get, recv_until, run, t, wait_until,
 )
 from conftest_pg import REPO, PgServer, pg_db, postgres, require_postgres  # noqa: F401
 
@@ -199,6 +199,8 @@ def test_hub_serves_through_database_outages(dealwire):
         # Down at start-up: the hub serves, one line says so, the retries stay quiet.
         run(hub_serves(d.port, "alice"))
         wait_log(d, DOWN_RE, 5)
+        status, ready = http_get(d.port, "/readyz")
+        assert (status, ready["status"], ready["database"]) == (503, "not_ready", "down"), ready
         time.sleep(3.2)  # attempts at 0, 1 and 3 s
         assert len(log_lines(d, DOWN_RE)) == 1, d.stderr_text()
         assert not log_lines(d, r" migrate: ")
@@ -208,12 +210,16 @@ def test_hub_serves_through_database_outages(dealwire):
         server.start()
         wait_log(d, schema_ready_re(), 30)
         assert recorded(server, "dealwire") == MIGRATIONS
+        status, ready = http_get(d.port, "/readyz")
+        assert (status, ready["status"], ready["database"]) == (200, "ready", "up"), ready
+        assert ready["schema_version"] == LATEST
         assert len(log_lines(d, BACK_RE)) == 1, d.stderr_text()
 
         # A restart of the server: the keeper's probe notices within its period, one line;
         # the hub serves meanwhile; the store reconnects when the server is back.
         server.stop()
         wait_log(d, DOWN_RE, 15, count=2)
+        assert http_get(d.port, "/readyz")[0] == 503
         run(hub_serves(d.port, "carol"))
         server.start()
         wait_log(d, BACK_RE, 30, count=2)
@@ -221,6 +227,7 @@ def test_hub_serves_through_database_outages(dealwire):
         assert len(log_lines(d, DOWN_RE)) == 2, d.stderr_text()
         assert len(log_lines(d, BACK_RE)) == 2, d.stderr_text()
         assert not log_lines(d, r" error "), d.stderr_text()
+        assert http_get(d.port, "/readyz")[0] == 200
         run(hub_serves(d.port, "dave"))
     finally:
         server.remove()

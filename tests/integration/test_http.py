@@ -31,6 +31,15 @@ def test_healthz(daemon):
     assert r.json["status"] == "ok"
 
 
+def test_readyz_without_a_database(daemon):
+    """No --db: the daemon is ready as soon as it serves, and says the database is off."""
+    r = http_request(daemon.port, "GET", "/readyz")
+    assert r.status == 200
+    assert_json_response(r)
+    assert r.json["status"] == "ready"
+    assert r.json["database"] == "disabled"
+
+
 def test_http_keep_alive(daemon):
     """Several requests on one HTTP/1.1 connection (DESIGN: publish sustains keep-alive)."""
     conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=t(10))
