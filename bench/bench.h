@@ -3,9 +3,11 @@
  * connection (WebSocket clients and HTTP publishers), and the calls between modules.
  *
  * One thread runs everything from one epoll loop (main.c), so nothing here is synchronized and
- * no function may block. Module map:
+ * no function may block. The server is dealwire, or nginx + nchan for comparison (--server
+ * nchan, bench/compare): the two differ only in URLs, in how a connection becomes ready and
+ * in the publish answer; flow control, checks and timing are the same code. Module map:
  *   ws.c        RFC 6455 client: connect, handshake, frames, ping/pong, close
- *   http.c      keep-alive HTTP/1.1 publisher connections for POST /api/publish
+ *   http.c      keep-alive HTTP/1.1 publisher connections for POST /api/publish (/pub/<ch>)
  *   scenario.c  what is published to whom, flow control, receive checks, completeness
  *   report.c    progress line, result table, the JSON result line, /proc readings
  *   main.c      options, limits, the event loop and the run's phases
@@ -29,6 +31,8 @@
 #define DWB_READ_CHUNK (64u * 1024)
 /* Files the bench needs besides its sockets: stdio, epoll, /proc readings, slack. */
 #define DWB_FD_RESERVE 16
+/* Processes whose RSS --server-pid may sum (nginx's workers). */
+#define DWB_MAX_PIDS 8
 
 enum dwb_scenario {
     DWB_FANOUT,
@@ -39,11 +43,18 @@ enum dwb_scenario {
     DWB_CONNECT,
 };
 
+/* The server under test. */
+enum dwb_server {
+    DWB_SERVER_DEALWIRE, /* /ws/events?user_id=, connection_established, POST /api/publish */
+    DWB_SERVER_NCHAN,    /* nginx + nchan (bench/nchan.conf): /sub/<ch>, POST /pub/<ch> */
+};
+
 /* The command line, after defaults were resolved (main.c). */
 struct dwb_opts {
     struct in_addr host;
     char host_text[INET_ADDRSTRLEN];
     unsigned port;
+    enum dwb_server server;
     enum dwb_scenario scenario;
     unsigned conns;      /* WebSocket clients */
     unsigned sources;    /* source addresses 127.0.0.1 .. 127.0.0.<sources> */
@@ -61,7 +72,8 @@ struct dwb_opts {
     double connect_timeout;
     double settle;        /* idle: seconds between the last connect and the RSS reading */
     double drain_timeout; /* seconds without a delivery before the drain gives up */
-    pid_t server_pid;
+    pid_t server_pids[DWB_MAX_PIDS]; /* idle: whose RSS is summed */
+    unsigned npids;
     const char *prefix; /* user id prefix */
     uint64_t seed;
     bool quiet; /* no progress lines */
@@ -234,6 +246,9 @@ void dwb_on_ready(struct dwb_run *run, struct dwb_conn *c, int64_t now);
 void dwb_on_text(struct dwb_run *run, struct dwb_conn *c, const char *p, size_t n, int64_t now);
 /* A connection failed before it was ready, or was lost after. */
 void dwb_on_conn_failed(struct dwb_run *run, struct dwb_conn *c, bool was_ready);
+/* Whether status answers a publish that the server accepted: 200 from dealwire, 201 (the
+ * channel had subscribers) or 202 (it had none) from nchan. */
+bool dwb_publish_ok(const struct dwb_run *run, unsigned status);
 /* A publish answer arrived: HTTP status and its "recipients" (-1 when absent). */
 void dwb_on_answer(struct dwb_run *run, struct dwb_pub *pub, unsigned status, long long recipients);
 
@@ -255,6 +270,10 @@ void dwb_scenario_missing(const struct dwb_run *run, uint64_t *missing, uint64_t
 /* W as used: the window, or 0 when the scenario has none. */
 unsigned dwb_scenario_window(const struct dwb_run *run);
 const char *dwb_scenario_name(enum dwb_scenario s);
+const char *dwb_server_name(enum dwb_server s);
+/* nchan: the channel connection c subscribes to (/sub/<channel>), into out. */
+void dwb_scenario_channel(const struct dwb_run *run, const struct dwb_conn *c, char *out,
+                          size_t size);
 
 /* ---- report.c -------------------------------------------------------------------------- */
 
@@ -264,6 +283,8 @@ void dwb_report_progress(struct dwb_run *run, int64_t now);
 bool dwb_report_final(struct dwb_run *run);
 /* VmRSS of pid in KiB, or -1. */
 long dwb_read_rss_kb(pid_t pid);
+/* Sum of the VmRSS of --server-pid's processes in KiB, or -1 when one cannot be read. */
+long dwb_read_server_rss_kb(const struct dwb_opts *o);
 /* Copies /proc/net/sockstat's first lines (sockets, TCP) into out, NUL-terminated. */
 void dwb_read_sockstat(char *out, size_t size);
 

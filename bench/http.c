@@ -117,15 +117,15 @@ static int write_some(struct dwb_run *run, struct dwb_pub *pub)
     return 0;
 }
 
-int dwb_pub_send(struct dwb_run *run, struct dwb_pub *pub, size_t body_len)
+int dwb_pub_send(struct dwb_run *run, struct dwb_pub *pub, const char *path, size_t body_len)
 {
     char head[DWB_PUB_HEADROOM];
     int n = snprintf(head, sizeof(head),
-                     "POST /api/publish HTTP/1.1\r\n"
+                     "POST %s HTTP/1.1\r\n"
                      "Host: %s:%u\r\n"
                      "Content-Type: application/json\r\n"
                      "Content-Length: %zu\r\n\r\n",
-                     run->opt.host_text, run->opt.port, body_len);
+                     path, run->opt.host_text, run->opt.port, body_len);
 
     if (pub->state != DWB_PUB_IDLE || n <= 0 || (size_t)n >= sizeof(head))
         return -EINVAL;
@@ -206,7 +206,7 @@ static long parse_answer(struct dwb_run *run, struct dwb_pub *pub)
     v = memmem(body, (size_t)clen, "\"recipients\":", 13);
     if (v)
         recipients = strtoll(v + 13, NULL, 10);
-    if (status != 200)
+    if (!dwb_publish_ok(run, status))
         dwb_note_error(run, "publisher %u: HTTP %u: %.*s", pub->index, status,
                        (int)(clen > 200 ? 200 : clen), body);
     pub->state = DWB_PUB_IDLE;

@@ -1,7 +1,8 @@
 /*
- * http — the bench's publishers: keep-alive HTTP/1.1 connections to POST /api/publish, each
- * with at most one request in flight, so that each is one ordered producer. Answers are read
- * by Content-Length and handed to the scenario with their status and "recipients".
+ * http — the bench's publishers: keep-alive HTTP/1.1 connections to POST /api/publish (nchan:
+ * POST /pub/<channel>), each with at most one request in flight, so that each is one ordered
+ * producer. Answers are read by Content-Length and handed to the scenario with their status and
+ * "recipients".
  */
 #ifndef DWB_HTTP_H
 #define DWB_HTTP_H
@@ -21,10 +22,10 @@ int dwb_pub_open(struct dwb_run *run, struct dwb_pub *pub);
 /* Where the caller writes the next request body (up to the capacity given to init). */
 char *dwb_pub_body(struct dwb_pub *pub);
 
-/* Sends a POST /api/publish carrying the body_len bytes at dwb_pub_body(pub); pub must be
- * IDLE and becomes BUSY until its answer arrives (dwb_on_answer). Returns 0 or a negative
- * errno. */
-int dwb_pub_send(struct dwb_run *run, struct dwb_pub *pub, size_t body_len);
+/* Sends a POST to path (/api/publish, or nchan's /pub/<channel>) carrying the body_len bytes
+ * at dwb_pub_body(pub); pub must be IDLE and becomes BUSY until its answer arrives
+ * (dwb_on_answer). Returns 0 or a negative errno. */
+int dwb_pub_send(struct dwb_run *run, struct dwb_pub *pub, const char *path, size_t body_len);
 
 /* Handles pub's epoll events: connect completion, the rest of a request, the answer. */
 void dwb_pub_on_event(struct dwb_run *run, struct dwb_pub *pub, uint32_t events);

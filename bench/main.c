@@ -9,6 +9,9 @@
  *
  * Only loopback addresses are used: the daemon's (--host must be in 127.0.0.0/8) and the
  * source addresses 127.0.0.1 .. 127.0.0.<sources>.
+ *
+ * --server nchan points the same run at nginx + nchan (bench/nchan.conf) instead, for
+ * bench/compare: see bench.h and bench/README.md for what changes.
  */
 #include "bench.h"
 #include "http.h"
@@ -77,6 +80,9 @@ static void usage(FILE *f)
             "Load generator for dealwire: WebSocket clients on /ws/events, publishers on\n"
             "POST /api/publish. Loopback only. Exit 0 when the run is COMPLETE, 1 when it is\n"
             "not, 2 on bad options.\n\n"
+            "  --server NAME          dealwire|nchan: nchan is nginx + nchan as configured by\n"
+            "                         bench/nchan.conf, /sub/<channel> and POST /pub/<channel>\n"
+            "                         (dealwire)\n"
             "  --host ADDR            daemon address in 127.0.0.0/8 (127.0.0.1)\n"
             "  --port N               daemon port (8000)\n"
             "  --scenario NAME        fanout|targeted|channels|paced|idle|connect (fanout)\n"
@@ -94,7 +100,8 @@ static void usage(FILE *f)
             "  --rate R               paced: messages per second (1000)\n"
             "  --channels M           channels: number of channels (100)\n"
             "  --subs-per-conn S      channels: subscriptions per connection (4)\n"
-            "  --server-pid PID       idle: the daemon's pid, for its RSS\n"
+            "  --server-pid PID[,PID] idle: the daemon's pid, for its RSS (nchan: the nginx\n"
+            "                         workers' pids; their RSS is summed)\n"
             "  --settle S             idle: seconds between the last connect and the RSS (2)\n"
             "  --drain-timeout S      seconds without a delivery before the drain gives up (10)\n"
             "  --timeout S            hard bound on the whole run (120)\n"
@@ -142,6 +149,7 @@ static int parse_num(const char *flag, const char *v, double lo, double hi, doub
 
 enum {
     OPT_HOST = 256,
+    OPT_SERVER,
     OPT_PORT,
     OPT_SCENARIO,
     OPT_CONNS,
@@ -169,6 +177,7 @@ enum {
 
 static const struct option long_opts[] = {
     {"host", required_argument, NULL, OPT_HOST},
+    {"server", required_argument, NULL, OPT_SERVER},
     {"port", required_argument, NULL, OPT_PORT},
     {"scenario", required_argument, NULL, OPT_SCENARIO},
     {"connections", required_argument, NULL, OPT_CONNS},
@@ -206,6 +215,39 @@ static int parse_scenario(const char *v, enum dwb_scenario *out)
     return bad("--scenario", v, "expected fanout, targeted, channels, paced, idle or connect");
 }
 
+static int parse_server(const char *v, enum dwb_server *out)
+{
+    for (int s = DWB_SERVER_DEALWIRE; s <= DWB_SERVER_NCHAN; s++) {
+        if (strcmp(v, dwb_server_name((enum dwb_server)s)) == 0) {
+            *out = (enum dwb_server)s;
+            return 0;
+        }
+    }
+    return bad("--server", v, "expected dealwire or nchan");
+}
+
+/* A comma-separated list of up to DWB_MAX_PIDS pids. */
+static int parse_pids(const char *v, struct dwb_opts *o)
+{
+    char buf[256], *save = NULL, *tok;
+    unsigned long long u;
+    int err;
+
+    if (strlen(v) >= sizeof(buf))
+        return bad("--server-pid", v, "too long");
+    strcpy(buf, v);
+    o->npids = 0;
+    for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (o->npids == DWB_MAX_PIDS)
+            return bad("--server-pid", v, "at most 8 pids");
+        err = parse_uint("--server-pid", tok, 1, INT32_MAX, &u);
+        if (err)
+            return err;
+        o->server_pids[o->npids++] = (pid_t)u;
+    }
+    return o->npids ? 0 : bad("--server-pid", v, "expected PID[,PID...]");
+}
+
 /* Parses argv into o. Returns 0, 1 after --help, or -EINVAL (message printed). */
 static int parse_opts(int argc, char **argv, struct dwb_opts *o)
 {
@@ -234,6 +276,9 @@ static int parse_opts(int argc, char **argv, struct dwb_opts *o)
         switch (c) {
         case OPT_HOST:
             host = strcmp(optarg, "localhost") == 0 ? "127.0.0.1" : optarg;
+            break;
+        case OPT_SERVER:
+            err = parse_server(optarg, &o->server);
             break;
         case OPT_PORT:
             err = parse_uint("--port", optarg, 1, 65535, &u);
@@ -294,8 +339,7 @@ static int parse_opts(int argc, char **argv, struct dwb_opts *o)
             o->subs = (unsigned)u;
             break;
         case OPT_SERVER_PID:
-            err = parse_uint("--server-pid", optarg, 1, INT32_MAX, &u);
-            o->server_pid = (pid_t)u;
+            err = parse_pids(optarg, o);
             break;
         case OPT_SETTLE:
             err = parse_num("--settle", optarg, 0, 3600, &o->settle);
@@ -355,7 +399,13 @@ static int parse_opts(int argc, char **argv, struct dwb_opts *o)
         return bad("--duration", "0", "needs --messages: a run must be bounded");
     if (o->scenario == DWB_CHANNELS && o->subs > o->channels)
         return bad("--subs-per-conn", "", "must not exceed --channels");
-    if (o->scenario == DWB_IDLE && !o->server_pid)
+    if (o->server == DWB_SERVER_NCHAN && o->batch > 1)
+        return bad("--batch", "", "nchan publishes one message per request: --batch 1 only");
+    if (o->server == DWB_SERVER_NCHAN && o->scenario == DWB_CHANNELS)
+        return bad("--scenario", "channels",
+                   "not with --server nchan (fanout, targeted, paced, "
+                   "idle and connect are)");
+    if (o->scenario == DWB_IDLE && !o->npids)
         fprintf(stderr, DWB_NAME ": no --server-pid: the server's RSS is not measured\n");
     return 0;
 }
@@ -522,8 +572,8 @@ static void tick(struct dwb_run *run, int64_t now)
         break;
     case DWB_PHASE_SETTLE:
         if (since(run->phase_started, now) >= o->settle) {
-            if (o->server_pid)
-                run->rss_after_kb = dwb_read_rss_kb(o->server_pid);
+            if (o->npids)
+                run->rss_after_kb = dwb_read_server_rss_kb(o);
             run->rss_conns = run->ready;
             dwb_read_sockstat(run->sockstat, sizeof(run->sockstat));
             enter(run, DWB_PHASE_CLOSE, now);
@@ -667,10 +717,10 @@ int main(int argc, char **argv)
         return 1;
     }
     run.rss_before_kb = run.rss_after_kb = -1;
-    if (run.opt.server_pid) {
-        run.rss_before_kb = dwb_read_rss_kb(run.opt.server_pid);
+    if (run.opt.npids) {
+        run.rss_before_kb = dwb_read_server_rss_kb(&run.opt);
         if (run.rss_before_kb < 0)
-            fprintf(stderr, DWB_NAME ": cannot read /proc/%ld/status\n", (long)run.opt.server_pid);
+            fprintf(stderr, DWB_NAME ": cannot read the VmRSS of every --server-pid\n");
     }
     run.t0 = run.last_progress_ns = dwb_now_ns();
     enter(&run, DWB_PHASE_CONNECT, run.t0);

@@ -30,6 +30,20 @@ long dwb_read_rss_kb(pid_t pid)
     return kb;
 }
 
+long dwb_read_server_rss_kb(const struct dwb_opts *o)
+{
+    long sum = 0;
+
+    for (unsigned i = 0; i < o->npids; i++) {
+        long kb = dwb_read_rss_kb(o->server_pids[i]);
+
+        if (kb < 0)
+            return -1;
+        sum += kb;
+    }
+    return o->npids ? sum : -1;
+}
+
 void dwb_read_sockstat(char *out, size_t size)
 {
     char line[256];
@@ -100,8 +114,9 @@ bool dwb_report_final(struct dwb_run *run)
                run->n.http_errors == 0 && run->n.recipient_mismatch == 0 &&
                run->n.subs_failed == 0 && run->n.ws_errors == 0 && run->n.error_msgs == 0;
 
-    printf("%s %s: %u connections from %u source address%s", DWB_NAME,
-           dwb_scenario_name(o->scenario), o->conns, o->sources, o->sources == 1 ? "" : "es");
+    printf("%s %s against %s: %u connections from %u source address%s", DWB_NAME,
+           dwb_scenario_name(o->scenario), dwb_server_name(o->server), o->conns, o->sources,
+           o->sources == 1 ? "" : "es");
     if (publishing)
         printf(", %u publishers, W=%u, batch %u, message ~%u B", o->publishers,
                dwb_scenario_window(run), o->batch, o->msg_size);
@@ -147,8 +162,9 @@ bool dwb_report_final(struct dwb_run *run)
     }
     if (o->scenario == DWB_IDLE) {
         printf("  server rss  before %ld KiB, after %ld KiB with %u connections: %.0f bytes per "
-               "connection\n",
-               run->rss_before_kb, run->rss_after_kb, run->rss_conns, rss_per_conn);
+               "connection%s\n",
+               run->rss_before_kb, run->rss_after_kb, run->rss_conns, rss_per_conn,
+               o->npids > 1 ? " (summed over the processes given)" : "");
         fputs(run->sockstat, stdout);
     }
     printf("  connections lost %llu, closed by the server %llu (last code %u), protocol errors "
@@ -162,10 +178,11 @@ bool dwb_report_final(struct dwb_run *run)
            run->timed_out ? " (hard timeout)" : "", run->interrupted ? " (interrupted)" : "",
            run->aborted ? " (aborted)" : "");
 
-    printf("{\"bench\":\"%s\",\"scenario\":\"%s\",\"connections\":%u,\"sources\":%u,"
-           "\"publishers\":%u,\"W\":%u,\"batch\":%u,\"msg_size\":%u,",
-           DWB_NAME, dwb_scenario_name(o->scenario), o->conns, o->sources,
-           publishing ? o->publishers : 0, dwb_scenario_window(run), o->batch, o->msg_size);
+    printf("{\"bench\":\"%s\",\"server\":\"%s\",\"scenario\":\"%s\",\"connections\":%u,"
+           "\"sources\":%u,\"publishers\":%u,\"W\":%u,\"batch\":%u,\"msg_size\":%u,",
+           DWB_NAME, dwb_server_name(o->server), dwb_scenario_name(o->scenario), o->conns,
+           o->sources, publishing ? o->publishers : 0, dwb_scenario_window(run), o->batch,
+           o->msg_size);
     if (o->scenario == DWB_CHANNELS)
         printf("\"channels\":%u,\"subs_per_conn\":%u,", o->channels, o->subs);
     if (o->scenario == DWB_PACED)

@@ -15,6 +15,12 @@
  *
  * Receive path: one memmem for "producer": and a few hand-rolled integer parses; no JSON
  * parser and no allocation per message.
+ *
+ * nchan (--server nchan): a request body is the message itself, delivered as is, so the bench
+ * appends the "timestamp" that dealwire would add: a delivered frame has the same fields and
+ * the same size with both servers. Connections subscribe to the channel "all" (fanout, paced,
+ * idle, connect) or to their own channel <prefix><i> (targeted); a message is published to
+ * that channel. nchan answers 201/202 without a recipient count, so none is checked.
  */
 #include "bench.h"
 #include "http.h"
@@ -24,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* The server's ,"timestamp":"2026-11-26T01:02:03.123456Z" added to every message. */
 #define TIMESTAMP_LEN 42
@@ -36,6 +43,25 @@ const char *dwb_scenario_name(enum dwb_scenario s)
                                         "paced",  "idle",     "connect"};
 
     return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
+}
+
+const char *dwb_server_name(enum dwb_server s)
+{
+    return s == DWB_SERVER_NCHAN ? "nchan" : "dealwire";
+}
+
+static bool nchan(const struct dwb_run *run)
+{
+    return run->opt.server == DWB_SERVER_NCHAN;
+}
+
+void dwb_scenario_channel(const struct dwb_run *run, const struct dwb_conn *c, char *out,
+                          size_t size)
+{
+    if (run->opt.scenario == DWB_TARGETED)
+        snprintf(out, size, "%s%u", run->opt.prefix, c->index);
+    else
+        snprintf(out, size, "all");
 }
 
 static bool publishes(const struct dwb_run *run)
@@ -244,7 +270,20 @@ static long pick_channel(struct dwb_run *run)
     return -1;
 }
 
-/* Appends one publish object to out; returns its length. */
+/* ,"timestamp":"2026-11-26T01:02:03.123456Z" (TIMESTAMP_LEN bytes), as dealwire adds it. */
+static void format_timestamp(char out[64])
+{
+    struct timespec ts;
+    struct tm tm;
+    char date[24];
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, 64, ",\"timestamp\":\"%.19s.%06ldZ\"", date, (long)(ts.tv_nsec / 1000) % 1000000);
+}
+
+/* Appends one publish object to out (nchan: one message); returns its length. */
 static int format_item(struct dwb_run *run, char *out, size_t room, unsigned p, uint32_t key,
                        uint32_t seq, int64_t t)
 {
@@ -258,7 +297,8 @@ static int format_item(struct dwb_run *run, char *out, size_t room, unsigned p, 
         snprintf(target, sizeof(target), "{\"channel\":\"ch%u\"}", key);
     else
         snprintf(target, sizeof(target), "\"all\"");
-    head = snprintf(out, room, "{\"target\":%s,\"message\":", target);
+    /* nchan: the body is the message; the channel is in the URL. */
+    head = nchan(run) ? 0 : snprintf(out, room, "{\"target\":%s,\"message\":", target);
     msg = snprintf(out + head, room - (size_t)head,
                    "{\"type\":\"%s\",\"deal_id\":\"bench-%u-%u\",\"title\":\"Bench deal %u\","
                    "\"price\":%u.%02u,\"producer\":%u,\"seq\":%u,",
@@ -272,6 +312,13 @@ static int format_item(struct dwb_run *run, char *out, size_t room, unsigned p, 
     pad = (int)run->opt.msg_size - msg - 10 - TIMESTAMP_LEN;
     if (pad < 0)
         pad = 0;
+    if (nchan(run)) {
+        char stamp[64];
+
+        format_timestamp(stamp);
+        return msg + snprintf(out + msg, room - (size_t)msg, ",\"pad\":\"%.*s\"%s}", pad, run->pad,
+                              stamp);
+    }
     return head + msg +
            snprintf(out + head + msg, room - (size_t)(head + msg), ",\"pad\":\"%.*s\"}}", pad,
                     run->pad);
@@ -313,6 +360,7 @@ static unsigned publish_one(struct dwb_run *run, struct dwb_pub *pub, int64_t no
     char *body = dwb_pub_body(pub), *w = body;
     size_t cap = pub->req_cap;
     uint64_t recipients = 0;
+    char path[160] = "/api/publish";
     int err;
 
     if (want == 0)
@@ -366,7 +414,14 @@ static unsigned publish_one(struct dwb_run *run, struct dwb_pub *pub, int64_t no
     pub->want_recipients = recipients;
     if (!run->pub_start)
         run->pub_start = now;
-    err = dwb_pub_send(run, pub, (size_t)(w - body));
+    if (nchan(run)) {
+        /* One message per request (no batch): its channel is the path. */
+        if (run->opt.scenario == DWB_TARGETED)
+            snprintf(path, sizeof(path), "/pub/%s%u", run->opt.prefix, pub->targets[0]);
+        else
+            snprintf(path, sizeof(path), "/pub/all");
+    }
+    err = dwb_pub_send(run, pub, path, (size_t)(w - body));
     if (err < 0) {
         dwb_note_error(run, "publisher %u: send: %s", p, strerror(-err));
         dwb_pub_close(pub);
@@ -410,10 +465,15 @@ void dwb_scenario_pump(struct dwb_run *run, int64_t now)
     }
 }
 
+bool dwb_publish_ok(const struct dwb_run *run, unsigned status)
+{
+    return nchan(run) ? status == 201 || status == 202 : status == 200;
+}
+
 void dwb_on_answer(struct dwb_run *run, struct dwb_pub *pub, unsigned status, long long recipients)
 {
     run->n.answered_reqs++;
-    if (status != 200) {
+    if (!dwb_publish_ok(run, status)) {
         /* A refused request delivered nothing (a batch is all or nothing): expect none of
          * it. Then stop: its seqs never arrive, so later ones would all look out of order. */
         run->n.http_errors++;
@@ -437,6 +497,8 @@ void dwb_on_answer(struct dwb_run *run, struct dwb_pub *pub, unsigned status, lo
         }
         return;
     }
+    if (nchan(run))
+        return; /* no recipient count in nchan's answer */
     if (recipients < 0 || (unsigned long long)recipients != pub->want_recipients) {
         run->n.recipient_mismatch++;
         dwb_note_error(run, "publisher %u: %lld recipients, expected %llu", pub->index, recipients,

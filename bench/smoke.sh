@@ -110,6 +110,25 @@ check paced --scenario paced --connections 30 --rate 200 --duration 1.5
 check idle --scenario idle --connections 50 --settle 0.5 --server-pid "$daemon_pid"
 check connect --scenario connect --connections 50 --parallel 10
 
+# Options --server nchan cannot honour are refused before any connection (exit 2).
+check_usage() {
+    local name=$1 rc
+    shift
+    "$bench" --port "$port" --quiet "$@" >"$work/$name.out" 2>&1
+    rc=$?
+    if [ $rc -eq 2 ]; then
+        passed=$((passed + 1))
+        echo "ok   $name: refused ($*)"
+    else
+        failed=$((failed + 1))
+        echo "FAIL $name (exit $rc, expected 2): $*"
+        sed 's/^/     /' "$work/$name.out"
+    fi
+}
+check_usage nchan-batch --server nchan --batch 4 --messages 10
+check_usage nchan-channels --server nchan --scenario channels --messages 10
+check_usage server-name --server apache --messages 10
+
 # The daemon must still be healthy, and stop cleanly.
 kill -TERM "$daemon_pid"
 wait "$daemon_pid"

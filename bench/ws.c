@@ -10,6 +10,11 @@
  * Source addresses: connection i binds to 127.0.0.(1 + i % sources) with
  * IP_BIND_ADDRESS_NO_PORT, so the kernel picks the port at connect time from that address's
  * own range of the 4-tuple, and large connection counts fit in the ephemeral port range.
+ *
+ * Ready: dealwire sends connection_established once the connection is registered; nchan sends
+ * nothing, and answers the upgrade only once the subscriber is in the channel (its websocket
+ * subscriber writes the 101 when the store enqueues it), so with --server nchan a connection is
+ * ready on a valid 101.
  */
 #include "ws.h"
 #include "http.h"
@@ -236,7 +241,7 @@ int dwb_ws_start(struct dwb_run *run, struct dwb_conn *c)
 static void send_upgrade(struct dwb_run *run, struct dwb_conn *c)
 {
     unsigned char raw[16];
-    char req[512];
+    char req[512], channel[128];
     int n, err;
 
     for (int i = 0; i < 16; i += 8) {
@@ -245,14 +250,19 @@ static void send_upgrade(struct dwb_run *run, struct dwb_conn *c)
         memcpy(raw + i, &r, 8);
     }
     base64(raw, 16, c->key);
+    if (run->opt.server == DWB_SERVER_NCHAN)
+        dwb_scenario_channel(run, c, channel, sizeof(channel));
+    else
+        snprintf(channel, sizeof(channel), "%s%u", run->opt.prefix, c->index);
     n = snprintf(req, sizeof(req),
-                 "GET /ws/events?user_id=%s%u HTTP/1.1\r\n"
+                 "GET %s%s HTTP/1.1\r\n"
                  "Host: %s:%u\r\n"
                  "Upgrade: websocket\r\n"
                  "Connection: Upgrade\r\n"
                  "Sec-WebSocket-Key: %s\r\n"
                  "Sec-WebSocket-Version: 13\r\n\r\n",
-                 run->opt.prefix, c->index, run->opt.host_text, run->opt.port, c->key);
+                 run->opt.server == DWB_SERVER_NCHAN ? "/sub/" : "/ws/events?user_id=", channel,
+                 run->opt.host_text, run->opt.port, c->key);
     c->state = DWB_WS_HANDSHAKE;
     err = send_bytes(run, c, req, (size_t)n);
     if (err < 0)
@@ -313,6 +323,10 @@ static long parse_upgrade(struct dwb_run *run, struct dwb_conn *c, unsigned char
         return -1;
     }
     c->state = DWB_WS_OPEN;
+    if (run->opt.server == DWB_SERVER_NCHAN) {
+        c->state = DWB_WS_READY; /* no connection_established: subscribed once upgraded */
+        dwb_on_ready(run, c, dwb_now_ns());
+    }
     return (long)hlen;
 }
 
