@@ -21,7 +21,7 @@ enum dw_event_loop {
 struct dw_config {
     char *host;             /* --host, default "0.0.0.0" */
     int port;               /* --port, default 8000, 1..65535 */
-    int workers;            /* --workers, default: number of online cores, 1..256 */
+    int workers;            /* --workers, default: online cores - 1 (>= 1), 1..256 */
     int heartbeat_interval; /* --heartbeat-interval, seconds, default 30, 1..3600 */
     int stale_timeout;      /* --stale-timeout, seconds, default 60, 2..7200, > heartbeat */
     int queue_size;         /* --queue-size, per-connection outbox bound, default 100 */
