@@ -111,6 +111,11 @@ static void lws_log_emit(int level, const char *line)
     dw__log_write(level == LLL_ERR ? DW_LOG_ERROR : DW_LOG_WARN, "lws", "%.*s", (int)n, line);
 }
 
+static const lws_retry_bo_t no_idle_policy = {
+    .secs_since_valid_ping = 0,
+    .secs_since_valid_hangup = 0,
+};
+
 static void wake(void *arg)
 {
     struct dw_server *srv = arg;
@@ -154,6 +159,10 @@ struct dw_server *dw_server_new(const struct dw_config *cfg)
         info.foreign_loops = srv->foreign_loops;
         info.options |= LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_UV_NO_SIGSEGV_SIGFPE_SPIN;
     }
+    /* No lws idle validity timers: our own heartbeat sweep pings and hangs up. lws's default
+     * policy keeps one timer per connection in a sorted list that every new connection (and
+     * every frame received, which re-arms it) walks to its end: O(connections) each time. */
+    info.retry_and_idle_policy = &no_idle_policy;
     info.timeout_secs = 10;
     info.max_http_header_data = 4096;
     info.fd_limit_per_thread = 0;
