@@ -7,12 +7,14 @@
  *
  * With --db, the database keeper (db.h) runs beside the server: it applies the migrations in
  * the background, so the hub serves while the database is unreachable; a migration the
- * server refuses stops the daemon with exit code 1.
+ * server refuses stops the daemon with exit code 1. The monitors (monitor.h) run on the
+ * workers from then on, and are stopped before the workers and the database.
  */
 #define DW_LOG_MODULE "main"
 #include "dealwire/config.h"
 #include "dealwire/db.h"
 #include "dealwire/log.h"
+#include "dealwire/monitor.h"
 #include "dealwire/rcu.h"
 #include "dealwire/server.h"
 #include "dealwire/thread.h"
@@ -58,6 +60,7 @@ int main(int argc, char **argv)
     struct signal_waiter waiter;
     struct dw_server *srv;
     struct dw_db *db;
+    struct dw_monitors *mons = NULL;
     pthread_t signal_thread;
     int rc;
 
@@ -107,6 +110,10 @@ int main(int argc, char **argv)
     if (db)
         dw_server_set_db_health(srv, dw_db_health(db));
     rc = db ? dw_db_start(db, on_db_fatal, srv) : 0;
+    if (rc == 0 && db) {
+        mons = dw_monitors_start(&cfg, db, dw_server_hub(srv), dw_server_workers(srv));
+        rc = mons ? 0 : -1;
+    }
     if (rc == 0)
         rc = dw_server_run(srv);
     if (dw_db_failed(db))
@@ -114,6 +121,7 @@ int main(int argc, char **argv)
 
     pthread_kill(signal_thread, SIGUSR1);
     pthread_join(signal_thread, NULL);
+    dw_monitors_stop(mons); /* its rounds use the workers, the hub and db */
     dw_db_stop(db);
     dw_server_free(srv);
     dw_db_free(db);
