@@ -2,10 +2,11 @@
  * http — DESIGN: the HTTP API on the WebSocket port, on the I/O thread.
  *
  * GET endpoints are answered at once from the I/O thread's own state (it owns the per-
- * connection statistics). POST /api/publish collects its body, then hands it to a worker as
- * a refcounted request; the worker publishes, writes the answer into the request and puts it
- * on the done queue (MPSC) with one wake-up. The I/O thread then writes the answer, if the
- * client is still there. The I/O thread never parses a publish body or fans out.
+ * connection statistics). POST /api/publish and POST /api/ai/trip/plan collect their body,
+ * then hand it to a worker as a refcounted request; the worker publishes (or plans the trip,
+ * planner.h), writes the answer into the request and puts it on the done queue (MPSC) with one
+ * wake-up. The I/O thread then writes the answer, if the client is still there. The I/O thread
+ * never parses a body, fans out or waits on the database.
  *
  * A response goes out as two writes, headers then body, so it is correct for HTTP/1.1 and
  * HTTP/2 alike; both go in one WRITEABLE callback unless the headers were only partly sent.
@@ -15,6 +16,7 @@
 #include "dealwire/api.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
+#include "dealwire/planner.h"
 #include "dealwire/store.h"
 #include "dealwire/thread.h"
 #include "dealwire/worker.h"
@@ -27,6 +29,7 @@
 
 #define API_PREFIX   "/api/websocket/"
 #define USERS_PREFIX "/api/websocket/users/"
+#define PLAN_PATH    "/api/ai/trip/plan"
 
 enum req_state {
     REQ_READING, /* collecting the body */
@@ -45,6 +48,7 @@ struct dw_http_req {
     size_t body_len, body_max;
     bool too_large;
     bool close_after;
+    dw_job_fn *job; /* what a worker does with the body: publish_job or plan_job */
     unsigned status;
     unsigned char *resp; /* LWS_PRE bytes of headroom, then resp_len bytes */
     size_t resp_len;
@@ -187,11 +191,45 @@ static int handle_get(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss
     return respond_error(pss, wsi, HTTP_STATUS_NOT_FOUND, "no such endpoint");
 }
 
+/* thread: worker. Stores the answer (taking ownership of text) and hands the request back to
+ * the I/O thread, waking it when the done queue was empty. */
+static void hand_back(struct dw_http_req *req, int status, char *text, size_t len)
+{
+    struct dw_server *srv = req->srv;
+
+    set_answer(req, (unsigned)status, text, len);
+    if (dw_readyq_push(&srv->done, &req->done_node))
+        lws_cancel_service(srv->ctx);
+}
+
+/* thread: worker. POST /api/publish. */
+static void publish_job(void *arg)
+{
+    struct dw_http_req *req = arg;
+    size_t len;
+    char *text;
+    int status = dw_api_publish(req->srv->hub, req->body, req->body_len, &text, &len);
+
+    hand_back(req, status, text, len);
+}
+
+/* thread: worker. POST /api/ai/trip/plan: may wait on the database (this worker only). */
+static void plan_job(void *arg)
+{
+    struct dw_http_req *req = arg;
+    size_t len;
+    char *text;
+    int status =
+        dw_planner_plan(req->srv->hub, req->srv->db, req->body, req->body_len, &text, &len);
+
+    hand_back(req, status, text, len);
+}
+
 static bool is_known_path(const char *path)
 {
     return strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 ||
-           strcmp(path, "/api/publish") == 0 || strcmp(path, API_PREFIX "stats") == 0 ||
-           strcmp(path, API_PREFIX "connections") == 0 ||
+           strcmp(path, "/api/publish") == 0 || strcmp(path, PLAN_PATH) == 0 ||
+           strcmp(path, API_PREFIX "stats") == 0 || strcmp(path, API_PREFIX "connections") == 0 ||
            strncmp(path, USERS_PREFIX, strlen(USERS_PREFIX)) == 0;
 }
 
@@ -208,17 +246,18 @@ int dw__http_request(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
         pss->req = NULL;
     }
     if (method_is(wsi, WSI_TOKEN_GET_URI)) {
-        if (strcmp(path, "/api/publish") == 0)
+        if (strcmp(path, "/api/publish") == 0 || strcmp(path, PLAN_PATH) == 0)
             return respond_error(pss, wsi, HTTP_STATUS_METHOD_NOT_ALLOWED, "use POST");
         return handle_get(srv, wsi, pss, path);
     }
-    if (!method_is(wsi, WSI_TOKEN_POST_URI) || strcmp(path, "/api/publish") != 0) {
+    if (!method_is(wsi, WSI_TOKEN_POST_URI) ||
+        (strcmp(path, "/api/publish") != 0 && strcmp(path, PLAN_PATH) != 0)) {
         if (is_known_path(path))
             return respond_error(pss, wsi, HTTP_STATUS_METHOD_NOT_ALLOWED, "method not allowed");
         return respond_error(pss, wsi, HTTP_STATUS_NOT_FOUND, "no such endpoint");
     }
 
-    /* POST /api/publish: the body follows in LWS_CALLBACK_HTTP_BODY. */
+    /* POST /api/publish or /api/ai/trip/plan: the body follows in LWS_CALLBACK_HTTP_BODY. */
     if (lws_hdr_copy(wsi, clen, sizeof(clen), WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0) {
         pss->req = req_new(srv, wsi);
         pss->req->close_after = true;
@@ -235,6 +274,7 @@ int dw__http_request(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
         pss->req->close_after = true;
         return respond_error(pss, wsi, HTTP_STATUS_REQ_ENTITY_TOO_LARGE, "body too large");
     }
+    pss->req->job = strcmp(path, PLAN_PATH) == 0 ? plan_job : publish_job;
     pss->req->body_max = (size_t)n;
     pss->req->body = dw_xmalloc((size_t)n + 1);
     pss->req->state = REQ_READING;
@@ -257,20 +297,6 @@ int dw__http_body(struct dw_server *srv, struct dw_pss *pss, const void *in, siz
     return 0;
 }
 
-/* thread: worker. Publishes, then hands the request back to the I/O thread. */
-static void publish_job(void *arg)
-{
-    struct dw_http_req *req = arg;
-    struct dw_server *srv = req->srv;
-    size_t len;
-    char *text;
-    int status = dw_api_publish(srv->hub, req->body, req->body_len, &text, &len);
-
-    set_answer(req, (unsigned)status, text, len);
-    if (dw_readyq_push(&srv->done, &req->done_node))
-        lws_cancel_service(srv->ctx);
-}
-
 int dw__http_body_done(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss)
 {
     struct dw_http_req *req = pss->req;
@@ -283,7 +309,7 @@ int dw__http_body_done(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
     }
     req->state = REQ_WORKING;
     atomic_fetch_add_explicit(&req->refs, 1, memory_order_relaxed); /* the worker's */
-    if (dw_workers_submit(srv->workers, publish_job, req) < 0) {
+    if (dw_workers_submit(srv->workers, req->job, req) < 0) {
         atomic_fetch_sub_explicit(&req->refs, 1, memory_order_relaxed);
         return respond_error(pss, wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "shutting down");
     }

@@ -283,6 +283,11 @@ void dw_server_set_db_health(struct dw_server *srv, const struct dw_store_health
     srv->db_health = health;
 }
 
+void dw_server_set_db(struct dw_server *srv, struct dw_db *db)
+{
+    srv->db = db;
+}
+
 struct dw_hub *dw_server_hub(struct dw_server *srv)
 {
     return srv->hub;

@@ -21,6 +21,7 @@
 struct json_object;
 struct dw_workers;
 struct dw_http_req;
+struct dw_db;
 
 /* Bytes gathered into one RAW write; also the protocol's tx_packet_size (DESIGN.md, "Write
  * path": left at 0, lws would cut each send at rx_buffer_size). */
@@ -51,6 +52,7 @@ struct dw_server {
     uv_loop_t *uv_loop;         /* --event-loop uv: our loop, which lws joins */
     void *foreign_loops[1];
     const struct dw_store_health *db_health; /* NULL without --db */
+    struct dw_db *db;                        /* NULL without --db; workers use it (planner) */
     unsigned char *wbuf;                     /* LWS_PRE + DW_WRITE_BATCH, the one write buffer */
 };
 

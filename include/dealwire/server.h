@@ -37,6 +37,11 @@ void dw_server_free(struct dw_server *srv);
 struct dw_store_health;
 void dw_server_set_db_health(struct dw_server *srv, const struct dw_store_health *health);
 
+/* thread: io, before dw_server_run(). Gives the HTTP jobs that need the database (the trip
+ * planner) db (borrowed; it must outlive the server's workers). Without it they answer 503. */
+struct dw_db;
+void dw_server_set_db(struct dw_server *srv, struct dw_db *db);
+
 /* thread: any. The hub, for producers. Borrowed for the server's lifetime. */
 struct dw_hub *dw_server_hub(struct dw_server *srv);
 
