@@ -24,6 +24,8 @@
 #include <cmocka.h>
 #include <json-c/json.h>
 
+#include "test_util.h"
+
 /* ------------------------------------------------------------------------------------------
  * Helpers
  * ------------------------------------------------------------------------------------------ */
@@ -86,21 +88,6 @@ static void check_frame(size_t len, size_t hdr_len)
     assert_int_equal(refs_of(m), 1);
     dw_msg_unref(m);
     free(payload);
-}
-
-/* Is s an ISO-8601 UTC time as dw_msg_format_time writes it? */
-static void assert_iso_time(const char *s)
-{
-    static const char shape[] = "dddd-dd-ddTdd:dd:dd.ddddddZ";
-
-    assert_non_null(s);
-    assert_int_equal(strlen(s), sizeof(shape) - 1);
-    for (size_t i = 0; i < sizeof(shape) - 1; i++) {
-        if (shape[i] == 'd')
-            assert_true(s[i] >= '0' && s[i] <= '9');
-        else
-            assert_int_equal(s[i], shape[i]);
-    }
 }
 
 /* Counts the occurrences of needle in s. */

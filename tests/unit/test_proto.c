@@ -18,6 +18,8 @@
 #include <cmocka.h>
 #include <json-c/json.h>
 
+#include "test_util.h"
+
 /* ------------------------------------------------------------------------------------------
  * Helpers
  * ------------------------------------------------------------------------------------------ */
@@ -44,20 +46,6 @@ static void expect_invalid(const char *text, const char *code)
     if (strcmp(got, code) != 0)
         fail_msg("%s: error code %s, want %s", text, got, code);
     assert_true(has_message);
-}
-
-static void assert_iso_time(const char *s)
-{
-    static const char shape[] = "dddd-dd-ddTdd:dd:dd.ddddddZ";
-
-    assert_non_null(s);
-    assert_int_equal(strlen(s), sizeof(shape) - 1);
-    for (size_t i = 0; i < sizeof(shape) - 1; i++) {
-        if (shape[i] == 'd')
-            assert_true(s[i] >= '0' && s[i] <= '9');
-        else
-            assert_int_equal(s[i], shape[i]);
-    }
 }
 
 static const char *get_str(struct json_object *obj, const char *key)
