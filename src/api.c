@@ -182,6 +182,12 @@ int dw_api_publish(struct dw_hub *hub, const char *body, size_t len, char **resp
             goto out;
         }
     }
+    if (dw_hub_sealed(hub)) {
+        /* Nothing would be delivered; a send that races with the seal counts no recipients. */
+        *resp = dw_api_error_body("the server is shutting down", NULL, resp_len);
+        status = 503;
+        goto out;
+    }
 
     dw_hub_batch_begin(hub);
     if (!batch) {

@@ -36,6 +36,7 @@ struct dw_hub {
     _Atomic size_t nconns, nusers, nchannels;
     _Atomic uint64_t published[DW_MSG__COUNT];
     _Atomic uint64_t broadcasts;
+    _Atomic bool sealed;       /* shutting down: sends reach no one (dw__hub_seal) */
     struct dw_hub_counters io; /* io only */
 };
 
@@ -217,6 +218,20 @@ static size_t fanout_finish(struct fanout *f)
     return f->count;
 }
 
+/* The sends read it inside their read-side section, so that dw__hub_seal's grace period
+ * separates the sends it lets through (queued before it returns) from those it stops. */
+bool dw_hub_sealed(struct dw_hub *hub)
+{
+    return atomic_load_explicit(&hub->sealed, memory_order_relaxed);
+}
+
+void dw__hub_seal(struct dw_hub *hub)
+{
+    DW_ASSERT_THREAD(DW_THREAD_IO);
+    atomic_store_explicit(&hub->sealed, true, memory_order_relaxed);
+    dw_rcu_synchronize();
+}
+
 static struct dw_user *find_user(struct dw_hub *hub, const char *id);
 static struct dw_channel *find_channel(struct dw_hub *hub, const char *name);
 
@@ -228,7 +243,7 @@ size_t dw_hub_send_user(struct dw_hub *hub, const char *user_id, struct dw_msg *
 
     fanout_init(&f, hub, msg, 2);
     dw_rcu_read_lock();
-    u = find_user(hub, user_id);
+    u = dw_hub_sealed(hub) ? NULL : find_user(hub, user_id);
     if (u) {
         dw_rlist_for_each_entry(c, &u->conns, struct dw_conn, user_link) {
             fanout_to(&f, c);
@@ -246,7 +261,7 @@ size_t dw_hub_send_channel(struct dw_hub *hub, const char *channel, struct dw_ms
 
     fanout_init(&f, hub, msg, 64);
     dw_rcu_read_lock();
-    ch = find_channel(hub, channel);
+    ch = dw_hub_sealed(hub) ? NULL : find_channel(hub, channel);
     if (ch) {
         dw_rlist_for_each_entry(m, &ch->members, struct dw_membership, chan_link) {
             fanout_to(&f, m->conn);
@@ -263,8 +278,10 @@ size_t dw_hub_send_all(struct dw_hub *hub, struct dw_msg *msg)
 
     fanout_init(&f, hub, msg, FANOUT_BLOCK_MAX);
     dw_rcu_read_lock();
-    dw_rlist_for_each_entry(c, &hub->all, struct dw_conn, all_link) {
-        fanout_to(&f, c);
+    if (!dw_hub_sealed(hub)) {
+        dw_rlist_for_each_entry(c, &hub->all, struct dw_conn, all_link) {
+            fanout_to(&f, c);
+        }
     }
     dw_rcu_read_unlock();
     return fanout_finish(&f);

@@ -157,6 +157,11 @@ struct dw_conn *dw__hub_conn_new(struct dw_hub *hub);
  * caller; borrowed for the duration of the call). */
 void dw__hub_add(struct dw_hub *hub, struct dw_conn *conn, const char *user_id);
 
+/* thread: io, outside a read-side section. Seals the hub for the shutdown: once it returns,
+ * every send that counted a recipient has queued its message, and every later send reaches no
+ * one, so what the connections' outboxes hold is final. */
+void dw__hub_seal(struct dw_hub *hub);
+
 /* thread: io. Marks conn closed, unlinks it from every map and channel, and drops the hub's
  * reference after a grace period. conn must not be used by the caller afterwards except
  * through a reference of its own. */

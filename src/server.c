@@ -209,6 +209,8 @@ static void check_shutdown(struct dw_server *srv)
         srv->drain_deadline = dw_now_mono_ns() + (int64_t)srv->cfg->shutdown_timeout * 1000000;
         dw_log(DW_LOG_INFO, "shutting down: closing %zu connections",
                dw_hub_connection_count(srv->hub));
+        /* Sealed first, so that each 1001 follows everything a publish was told it reached. */
+        dw__hub_seal(srv->hub);
         dw__conn_close_all(srv);
     }
     if (srv->finished)

@@ -19,8 +19,8 @@ struct dw_hub;
 #define DW_API_MAX_BATCH 10000
 
 /* thread: worker (any RCU-registered thread). Publishes what body (len bytes, borrowed)
- * asks for through hub. Returns the HTTP status (200 or 400) and sets *resp to a new
- * NUL-terminated JSON answer (the caller frees it) of *resp_len bytes. */
+ * asks for through hub. Returns the HTTP status (200, 400, or 503 once the hub is sealed) and sets
+ * *resp to a new NUL-terminated JSON answer (the caller frees it) of *resp_len bytes. */
 int dw_api_publish(struct dw_hub *hub, const char *body, size_t len, char **resp, size_t *resp_len);
 
 /* thread: any. A new JSON error answer {"error": message[, "field": field]} (field may be

@@ -16,6 +16,7 @@
 #ifndef DEALWIRE_HUB_H
 #define DEALWIRE_HUB_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>
 
@@ -64,6 +65,9 @@ void dw_hub_count_published(struct dw_hub *hub, int type, int broadcast);
 
 /* thread: io. Copies the service-wide counters into out. */
 void dw_hub_get_counters(struct dw_hub *hub, struct dw_hub_counters *out);
+
+/* thread: any. True once the server began to shut down: every send reaches no one. */
+bool dw_hub_sealed(struct dw_hub *hub);
 
 /* thread: any. Connections and distinct users currently registered, and channels. */
 size_t dw_hub_connection_count(struct dw_hub *hub);

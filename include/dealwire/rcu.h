@@ -52,6 +52,14 @@ static inline void dw_call_rcu(struct rcu_head *head, void (*fn)(struct rcu_head
 /* First statement of every dw_call_rcu callback: what the grace period orders, told to TSan. */
 #define DW_RCU_CALLBACK_ENTER() DW_TSAN_ACQUIRE(&dw__rcu_tsan_sync)
 
+/* thread: any (registered, outside a read-side section). Waits until every read-side
+ * section that had begun when it was called has ended. */
+static inline void dw_rcu_synchronize(void)
+{
+    urcu_memb_synchronize_rcu();
+    DW_TSAN_ACQUIRE(&dw__rcu_tsan_sync);
+}
+
 /* thread: any (registered, outside a read-side section). Waits until every callback queued
  * with dw_call_rcu() so far has run. */
 static inline void dw_rcu_barrier(void)

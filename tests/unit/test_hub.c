@@ -432,6 +432,29 @@ static void test_removed_and_closed_skipped(void **state)
     dw_msg_unref(m);
 }
 
+/* After dw__hub_seal (the shutdown), no send reaches or counts anyone, and the maps stay as
+ * they were for the I/O thread's flush. */
+static void test_sealed_sends_reach_no_one(void **state)
+{
+    struct fixture *fx = *state;
+    unsigned a = add_conn(fx, "alice");
+    struct dw_msg *m = new_msg("{\"n\":9}");
+
+    assert_int_equal(dw__hub_subscribe(fx->hub, fx->conns[a], "deals", 8), 0);
+    assert_false(dw_hub_sealed(fx->hub));
+    assert_int_equal(dw_hub_send_all(fx->hub, m), 1);
+    dw__hub_seal(fx->hub);
+    assert_true(dw_hub_sealed(fx->hub));
+    assert_int_equal(dw_hub_send_all(fx->hub, m), 0);
+    assert_int_equal(dw_hub_send_user(fx->hub, "alice", m), 0);
+    assert_int_equal(dw_hub_send_channel(fx->hub, "deals", m), 0);
+    assert_int_equal(dw_outbox_queued(&fx->conns[a]->outbox), 1);
+    assert_int_equal(dw_hub_connection_count(fx->hub), 1);
+    assert_int_equal(drain(fx), 1);
+    assert_int_equal(refs_of(m), 1);
+    dw_msg_unref(m);
+}
+
 static void test_wake_once_per_call(void **state)
 {
     struct fixture *fx = *state;
@@ -700,6 +723,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_send_channel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_send_all, setup, teardown),
         cmocka_unit_test_setup_teardown(test_removed_and_closed_skipped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sealed_sends_reach_no_one, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wake_once_per_call, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_wakes_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fifo_per_connection, setup, teardown),
