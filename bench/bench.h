@@ -176,6 +176,7 @@ struct dwb_run {
     int64_t last_delivery;
     int64_t last_progress_ns;
     int64_t last_expire; /* last connect-timeout sweep */
+    size_t producer_at;  /* where "producer": was in the last message (a search hint) */
     char first_error[160];
     bool timed_out, interrupted, aborted;
 
