@@ -67,6 +67,7 @@ struct dwb_opts {
     double rate;         /* paced: messages per second */
     unsigned channels;   /* channels scenario: number of channels */
     unsigned subs;       /* channels scenario: subscriptions per connection */
+    uint64_t users;      /* targeted: user ids drawn from users; the first conns are connected */
     double timeout;      /* hard bound on the whole run, seconds */
     unsigned parallel;   /* connection attempts in flight */
     double connect_timeout;
@@ -160,6 +161,7 @@ struct dwb_counts {
     uint64_t connected, connect_failed, lost, server_closes;
     uint64_t sent_msgs, sent_reqs, answered_reqs, http_errors, recipient_mismatch;
     uint64_t recv_msgs, recv_bytes, dup, ooo, malformed, misrouted, ws_errors, error_msgs;
+    uint64_t offline; /* targeted with --users: messages to users with no connection */
     uint64_t pings, subs_failed;
     uint16_t last_close_code;
 };

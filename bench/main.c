@@ -100,6 +100,9 @@ static void usage(FILE *f)
             "  --rate R               paced: messages per second (1000)\n"
             "  --channels M           channels: number of channels (100)\n"
             "  --subs-per-conn S      channels: subscriptions per connection (4)\n"
+            "  --users U              targeted: draw each message's user from U user ids, of\n"
+            "                         which the first N are connected (default N); the rest\n"
+            "                         have no connection, so the server must deliver nothing\n"
             "  --server-pid PID[,PID] idle: the daemon's pid, for its RSS (nchan: the nginx\n"
             "                         workers' pids; their RSS is summed)\n"
             "  --settle S             idle: seconds between the last connect and the RSS (2)\n"
@@ -165,6 +168,7 @@ enum {
     OPT_RATE,
     OPT_CHANNELS,
     OPT_SUBS,
+    OPT_USERS,
     OPT_SERVER_PID,
     OPT_SETTLE,
     OPT_DRAIN_TIMEOUT,
@@ -193,6 +197,7 @@ static const struct option long_opts[] = {
     {"rate", required_argument, NULL, OPT_RATE},
     {"channels", required_argument, NULL, OPT_CHANNELS},
     {"subs-per-conn", required_argument, NULL, OPT_SUBS},
+    {"users", required_argument, NULL, OPT_USERS},
     {"server-pid", required_argument, NULL, OPT_SERVER_PID},
     {"settle", required_argument, NULL, OPT_SETTLE},
     {"drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT},
@@ -338,6 +343,10 @@ static int parse_opts(int argc, char **argv, struct dwb_opts *o)
             err = parse_uint("--subs-per-conn", optarg, 1, 10000, &u);
             o->subs = (unsigned)u;
             break;
+        case OPT_USERS:
+            err = parse_uint("--users", optarg, 1, 1000000000, &u);
+            o->users = u;
+            break;
         case OPT_SERVER_PID:
             err = parse_pids(optarg, o);
             break;
@@ -397,6 +406,12 @@ static int parse_opts(int argc, char **argv, struct dwb_opts *o)
     if (o->duration == 0 && o->messages == 0 && o->scenario != DWB_IDLE &&
         o->scenario != DWB_CONNECT)
         return bad("--duration", "0", "needs --messages: a run must be bounded");
+    if (o->users == 0)
+        o->users = o->conns;
+    if (o->users != o->conns && o->scenario != DWB_TARGETED)
+        return bad("--users", "", "only with --scenario targeted");
+    if (o->users < o->conns)
+        return bad("--users", "", "must not be fewer than --connections");
     if (o->scenario == DWB_CHANNELS && o->subs > o->channels)
         return bad("--subs-per-conn", "", "must not exceed --channels");
     if (o->server == DWB_SERVER_NCHAN && o->batch > 1)

@@ -142,6 +142,10 @@ bool dwb_report_final(struct dwb_run *run)
                (unsigned long long)run->n.sent_reqs, (unsigned long long)run->n.answered_reqs,
                (unsigned long long)run->n.http_errors,
                (unsigned long long)run->n.recipient_mismatch);
+        if (o->users > o->conns)
+            printf("  offline     %llu messages to users with no connection (%llu user ids, %u "
+                   "connected)\n",
+                   (unsigned long long)run->n.offline, (unsigned long long)o->users, o->conns);
         printf("  delivered   %llu messages, %llu bytes in %.3f s: %.0f deliveries/s, %.1f MB/s\n",
                (unsigned long long)run->n.recv_msgs, (unsigned long long)run->n.recv_bytes, pub_s,
                rate(run->n.recv_msgs, pub_s), rate(run->n.recv_bytes, pub_s) / 1e6);
@@ -187,6 +191,9 @@ bool dwb_report_final(struct dwb_run *run)
         printf("\"channels\":%u,\"subs_per_conn\":%u,", o->channels, o->subs);
     if (o->scenario == DWB_PACED)
         printf("\"rate\":%.0f,", o->rate);
+    if (o->scenario == DWB_TARGETED)
+        printf("\"users\":%llu,\"offline\":%llu,", (unsigned long long)o->users,
+               (unsigned long long)run->n.offline);
     if (publishing)
         printf("\"publish_per_s\":%.0f,", rate(run->n.sent_msgs, send_s));
     printf("\"messages\":%llu,\"deliveries\":%llu,\"deliveries_per_s\":%.0f,\"bytes_per_s\":%.0f,"

@@ -373,8 +373,20 @@ static unsigned publish_one(struct dwb_run *run, struct dwb_pub *pub, int64_t no
         uint32_t key = 0;
 
         if (run->opt.scenario == DWB_TARGETED) {
-            struct dwb_conn *c = pick_conn(run);
+            uint64_t u = run->opt.users > run->opt.conns ? dwb_rand(run) % run->opt.users : 0;
+            struct dwb_conn *c;
 
+            if (u >= run->opt.conns) {
+                /* A user with no connection: a lookup that finds nobody, 0 recipients. */
+                key = (uint32_t)u;
+                run->n.offline++;
+                pub->targets[k] = key;
+                if (k > 0)
+                    *w++ = ',';
+                w += format_item(run, w, cap - (size_t)(w - body) - 2, p, key, 0, now);
+                continue;
+            }
+            c = pick_conn(run);
             if (!c)
                 break;
             key = c->index;
@@ -488,8 +500,8 @@ void dwb_on_answer(struct dwb_run *run, struct dwb_pub *pub, unsigned status, lo
         for (uint32_t i = 0; i < pub->nmsgs && !to_all(run); i++) {
             uint32_t key = pub->targets[i];
 
-            if (run->opt.scenario == DWB_TARGETED)
-                run->conns[key].expected--;
+            if (run->opt.scenario == DWB_TARGETED && key < run->opt.conns)
+                run->conns[key].expected--; /* not an offline user's */
             for (uint32_t j = 0; run->opt.scenario == DWB_CHANNELS && j < run->nmembers[key]; j++) {
                 struct dwb_conn *m = &run->conns[run->members[key][j]];
 
