@@ -79,6 +79,102 @@ static enum dw_cmd_kind parse_channel_cmd(struct dw_cmd *cmd, enum dw_cmd_kind k
     return kind;
 }
 
+/* Is s a JSON number (RFC 8259)? json-c's strict mode also takes NaN, Infinity, "1." and
+ * "02.1", and would print them back as read. */
+static bool number_is_json(const char *s)
+{
+    if (*s == '-')
+        s++;
+    if (*s == '0')
+        s++;
+    else if (*s >= '1' && *s <= '9')
+        while (*s >= '0' && *s <= '9')
+            s++;
+    else
+        return false;
+    if (*s == '.') {
+        if (!(*++s >= '0' && *s <= '9'))
+            return false;
+        while (*s >= '0' && *s <= '9')
+            s++;
+    }
+    if (*s == 'e' || *s == 'E') {
+        s++;
+        if (*s == '+' || *s == '-')
+            s++;
+        if (!(*s >= '0' && *s <= '9'))
+            return false;
+        while (*s >= '0' && *s <= '9')
+            s++;
+    }
+    return *s == '\0';
+}
+
+static bool numbers_are_json(struct json_object *v)
+{
+    switch (json_object_get_type(v)) {
+    case json_type_double:
+        return number_is_json(json_object_to_json_string(v));
+    case json_type_array:
+        for (size_t i = 0; i < json_object_array_length(v); i++)
+            if (!numbers_are_json(json_object_array_get_idx(v, i)))
+                return false;
+        return true;
+    case json_type_object: {
+        json_object_object_foreach(v, key, val)
+        {
+            (void)key;
+            if (!numbers_are_json(val))
+                return false;
+        }
+        return true;
+    }
+    default:
+        return true;
+    }
+}
+
+/* RFC 3629 UTF-8: json-c's JSON_TOKENER_VALIDATE_UTF8 lets overlong forms, surrogates and
+ * code points past U+10FFFF through, and a browser fails a connection on such a text frame. */
+static bool is_utf8(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        unsigned char c = s[i];
+        unsigned char lo = 0x80, hi = 0xbf;
+        size_t k;
+
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf)
+            k = 1;
+        else if (c >= 0xe0 && c <= 0xef)
+            k = 2;
+        else if (c >= 0xf0 && c <= 0xf4)
+            k = 3;
+        else
+            return false;
+        if (c == 0xe0)
+            lo = 0xa0;
+        else if (c == 0xed)
+            hi = 0x9f;
+        else if (c == 0xf0)
+            lo = 0x90;
+        else if (c == 0xf4)
+            hi = 0x8f;
+        if (n - i <= k || s[i + 1] < lo || s[i + 1] > hi)
+            return false;
+        for (size_t t = 2; t <= k; t++)
+            if ((s[i + t] & 0xc0) != 0x80)
+                return false;
+        i += k + 1;
+    }
+    return true;
+}
+
 static bool is_space(char c)
 {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
@@ -92,12 +188,12 @@ int dw_proto_parse_json(const char *text, size_t len, int depth, struct json_obj
     size_t end;
 
     *out = NULL;
-    if (len > (size_t)INT32_MAX)
+    if (len > (size_t)INT32_MAX || !is_utf8((const unsigned char *)text, len))
         return -EINVAL;
     tok = json_tokener_new_ex(depth);
     if (!tok)
         return -ENOMEM;
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
     obj = json_tokener_parse_ex(tok, text, (int)len);
     err = json_tokener_get_error(tok);
     end = json_tokener_get_parse_end(tok);
@@ -110,7 +206,7 @@ int dw_proto_parse_json(const char *text, size_t len, int depth, struct json_obj
     json_tokener_free(tok);
     while (err == json_tokener_success && end < len && is_space(text[end]))
         end++;
-    if (err != json_tokener_success || end != len) {
+    if (err != json_tokener_success || end != len || !numbers_are_json(obj)) {
         json_object_put(obj);
         return -EINVAL;
     }

@@ -184,6 +184,20 @@ static void test_invalid_json(void **state)
         " ",
         "{\"type\":\"ping\",}",    /* trailing comma (strict) */
         "{\"type\":\"ping\"}\x01", /* a control byte after the value */
+        /* Numbers json-c takes but JSON does not (found by tests/fuzz): a browser's
+         * JSON.parse would refuse the echo. */
+        "{\"type\":\"x\",\"n\":NaN}",
+        "{\"type\":\"x\",\"n\":-Infinity}",
+        "{\"type\":\"x\",\"n\":1.}",
+        "{\"type\":\"x\",\"n\":1.e5}",
+        "{\"type\":\"x\",\"n\":[02.1]}",
+        /* Not UTF-8: a lone continuation byte, an overlong '/', a UTF-8 surrogate, a code
+         * point past U+10FFFF, a truncated sequence. */
+        "{\"type\":\"x\",\"s\":\"\xe9\"}",
+        "{\"type\":\"x\",\"s\":\"\xc0\xaf\"}",
+        "{\"type\":\"x\",\"s\":\"\xed\xb8\xad\"}",
+        "{\"type\":\"x\",\"s\":\"\xf4\x90\x80\x80\"}",
+        "{\"type\":\"x\",\"s\":\"\xe2\x82\"}",
     };
     struct dw_cmd cmd;
 
@@ -195,6 +209,22 @@ static void test_invalid_json(void **state)
     assert_int_equal(dw_proto_parse("x", 0, &cmd), DW_CMD_INVALID);
     assert_null(cmd.obj);
     dw_cmd_release(&cmd);
+}
+
+/* What JSON allows still parses: numbers in every form, and 1- to 4-byte UTF-8. */
+static void test_valid_json_edges(void **state)
+{
+    static const char *const cases[] = {
+        "{\"type\":\"x\",\"n\":[0,-0,0.5,-0.5e-3,1E+9,1e9,10,123456789]}",
+        "{\"type\":\"x\",\"s\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x9a\x80 \xf4\x8f\xbf\xbf\"}",
+    };
+    struct json_object *obj;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(dw_proto_parse_json(cases[i], strlen(cases[i]), 8, &obj), 0);
+        json_object_put(obj);
+    }
 }
 
 static void test_invalid_json_too_deep(void **state)
@@ -453,6 +483,7 @@ int main(void)
         cmocka_unit_test(test_parse_get_stats_and_other),
         cmocka_unit_test(test_parse_uses_len_only),
         cmocka_unit_test(test_invalid_json),
+        cmocka_unit_test(test_valid_json_edges),
         cmocka_unit_test(test_invalid_json_too_deep),
         cmocka_unit_test(test_invalid_message_non_object),
         cmocka_unit_test(test_invalid_message_scalar),
