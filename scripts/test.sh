@@ -1,15 +1,28 @@
 #!/usr/bin/env bash
 # The test command (README; .ci/run calls it): installs missing packages, checks formatting,
 # then for each of the presets debug, asan (ASan+UBSan) and tsan configures, builds and runs
-# every ctest test (labels unit, stress, integration). Finally builds the release preset
-# (build only, so `scripts/run.sh` cannot break unnoticed). Stops at the first failure.
+# every ctest test (labels unit, stress, integration). Then runs the libFuzzer targets for a
+# bounded time (scripts/fuzz.sh, the fuzz preset; each target counts as one test). Finally
+# builds the release preset (build only, so `scripts/run.sh` cannot break unnoticed). Stops at
+# the first failure.
 #
-#   DW_TEST_PRESETS="debug"  run only these test presets (and skip the release build)
+#   DW_TEST_PRESETS="debug"  run only these test presets (and skip the release build); the
+#                            fuzz stage runs only if the list names "fuzz"
+#   DW_FUZZ_SECONDS=60       fuzzing time per fuzz target (see scripts/fuzz.sh)
 #   DW_SKIP_DEPS=1           do not check packages (see scripts/deps.sh)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-presets=(${DW_TEST_PRESETS:-debug asan tsan})
+# "fuzz" is not a ctest preset: it selects the fuzz stage.
+presets=()
+run_fuzz=0
+for p in ${DW_TEST_PRESETS:-debug asan tsan fuzz}; do
+    if [ "$p" = fuzz ]; then
+        run_fuzz=1
+    else
+        presets+=("$p")
+    fi
+done
 build_release=1
 [ -n "${DW_TEST_PRESETS:-}" ] && build_release=0
 
@@ -45,6 +58,7 @@ banner() {
 
 order+=(deps format)
 for p in "${presets[@]}"; do order+=("$p"); done
+[ "$run_fuzz" = 1 ] && order+=(fuzz)
 [ "$build_release" = 1 ] && order+=(release-build)
 
 banner "deps"
@@ -55,7 +69,7 @@ result[deps]="ok"
 banner "format: clang-format --dry-run -Werror"
 result[format]="FAILED"
 dirs=()
-for d in src include tests/unit bench; do [ -d "$d" ] && dirs+=("$d"); done
+for d in src include tests/unit tests/fuzz bench; do [ -d "$d" ] && dirs+=("$d"); done
 nfmt=0
 if [ ${#dirs[@]} -gt 0 ]; then
     mapfile -d '' files < <(find "${dirs[@]}" -type f \( -name '*.c' -o -name '*.h' \) -print0 | sort -z)
@@ -97,6 +111,34 @@ for p in "${presets[@]}"; do
     fi
     result[$p]="ok (${counts}, $((SECONDS - t0)) s)"
 done
+
+if [ "$run_fuzz" = 1 ]; then
+    fuzz_seconds=${DW_FUZZ_SECONDS:-60}
+    banner "fuzz: scripts/fuzz.sh, ${fuzz_seconds} s per target"
+    t0=$SECONDS
+    result[fuzz]="FAILED"
+    log=build/fuzz/fuzz.log
+    mkdir -p build/fuzz
+    rc=0
+    DW_FUZZ_SECONDS=$fuzz_seconds bash scripts/fuzz.sh 2>&1 | tee "$log" || rc=$?
+    # Last line of fuzz.sh: "fuzz: 2 targets, 2 clean, 0 failed"
+    line=$(grep -E '^fuzz: [0-9]+ targets, [0-9]+ clean, [0-9]+ failed$' "$log" | tail -n1 || true)
+    clean=0 failed=0
+    if [[ "$line" =~ ([0-9]+)\ clean,\ ([0-9]+)\ failed ]]; then
+        clean=${BASH_REMATCH[1]}
+        failed=${BASH_REMATCH[2]}
+    elif [ "$rc" -ne 0 ]; then
+        failed=1 # the build failed, or fuzz.sh stopped before its summary
+    fi
+    total_pass=$((total_pass + clean))
+    total_fail=$((total_fail + failed))
+    counts="${clean} targets clean, ${failed} failed, ${fuzz_seconds} s each"
+    if [ "$rc" -ne 0 ]; then
+        result[fuzz]="FAILED (${counts}, $((SECONDS - t0)) s; reproducers in build/fuzz/artifacts)"
+        exit "$rc"
+    fi
+    result[fuzz]="ok (${counts}, $((SECONDS - t0)) s)"
+fi
 
 if [ "$build_release" = 1 ]; then
     banner "preset release: configure, build (no tests run)"
