@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #ifndef DW_VERSION
@@ -57,6 +58,7 @@ struct setting {
     const char *const *words;       /* KIND_ENUM: accepted words, NULL-terminated */
     int (*parse)(const char *word); /* KIND_ENUM: the field's value, or -EINVAL */
     const char *help;
+    bool secret; /* never echoed: errors say "(hidden)" instead of the value */
 };
 
 /* Enum fields are stored through an int pointer. That is valid C as long as the enum's
@@ -69,6 +71,7 @@ static const char *const bool_words[] = {"true", "false", "yes", "no", "on", "of
 static const char *const log_level_words[] = {"error", "warn", "info", "debug", NULL};
 
 static long long workers_default(void);
+static long long max_connections_default(void);
 static int parse_event_loop(const char *word);
 
 #define FIELD(name) offsetof(struct dw_config, name)
@@ -204,6 +207,105 @@ static const struct setting settings[] = {
      .min = 1,
      .max = 86400,
      .help = "seconds between price-watch checks"},
+    {.flag = "tls-cert",
+     .env = "DEALWIRE_TLS_CERT",
+     .kind = KIND_STRING,
+     .offset = FIELD(tls_cert),
+     .meta = "FILE",
+     .def_doc = "none",
+     .help = "PEM certificate (with its chain): serve wss and https only; needs --tls-key"},
+    {.flag = "tls-key",
+     .env = "DEALWIRE_TLS_KEY",
+     .kind = KIND_STRING,
+     .offset = FIELD(tls_key),
+     .meta = "FILE",
+     .def_doc = "none",
+     .help = "PEM private key of --tls-cert; SIGHUP reloads both"},
+    {.flag = "jwt-secret",
+     .env = "DEALWIRE_JWT_SECRET",
+     .kind = KIND_STRING,
+     .offset = FIELD(jwt_secret),
+     .meta = "SECRET",
+     .def_doc = "none",
+     .secret = true,
+     .help = "HS256 key (at least 32 bytes): every WebSocket must present a JWT"},
+    {.flag = "jwt-public-key",
+     .env = "DEALWIRE_JWT_PUBLIC_KEY",
+     .kind = KIND_STRING,
+     .offset = FIELD(jwt_public_key),
+     .meta = "FILE",
+     .def_doc = "none",
+     .help = "PEM public key (RSA: RS256, P-256: ES256): every WebSocket must present a JWT"},
+    {.flag = "jwt-leeway",
+     .env = "DEALWIRE_JWT_LEEWAY",
+     .kind = KIND_INT,
+     .offset = FIELD(jwt_leeway),
+     .meta = "SECONDS",
+     .def_int = 30,
+     .min = 0,
+     .max = 600,
+     .help = "clock skew allowed on a token's exp and nbf"},
+    {.flag = "api-token",
+     .env = "DEALWIRE_API_TOKEN",
+     .kind = KIND_STRING,
+     .offset = FIELD(api_token),
+     .meta = "TOKEN",
+     .def_doc = "none",
+     .secret = true,
+     .help = "operator token (at least 16 bytes) the publish and planner APIs require"},
+    {.flag = "allowed-origins",
+     .env = "DEALWIRE_ALLOWED_ORIGINS",
+     .kind = KIND_STRING,
+     .offset = FIELD(allowed_origins),
+     .meta = "LIST",
+     .def_doc = "none (any)",
+     .help = "comma-separated origins (scheme://host[:port]) a browser may connect from"},
+    {.flag = "max-connections",
+     .env = "DEALWIRE_MAX_CONNECTIONS",
+     .kind = KIND_INT,
+     .offset = FIELD(max_connections),
+     .meta = "N",
+     .def_fn = max_connections_default,
+     .def_doc = "open-file limit - 256",
+     .min = 1,
+     .max = 10000000,
+     .help = "WebSocket connections held at once; past it, upgrades get 503"},
+    {.flag = "max-connections-per-ip",
+     .env = "DEALWIRE_MAX_CONNECTIONS_PER_IP",
+     .kind = KIND_INT,
+     .offset = FIELD(max_connections_per_ip),
+     .meta = "N",
+     .def_int = 1000,
+     .min = 1,
+     .max = 10000000,
+     .help = "sockets (WebSocket and HTTP) one client address may hold"},
+    {.flag = "handshake-timeout",
+     .env = "DEALWIRE_HANDSHAKE_TIMEOUT",
+     .kind = KIND_INT,
+     .offset = FIELD(handshake_timeout),
+     .meta = "SECONDS",
+     .def_int = 10,
+     .min = 1,
+     .max = 300,
+     .help = "seconds a client has to complete TLS and the HTTP request or upgrade"},
+    {.flag = "rate-limit",
+     .env = "DEALWIRE_RATE_LIMIT",
+     .kind = KIND_INT,
+     .offset = FIELD(rate_limit),
+     .meta = "N",
+     .def_int = 20,
+     .min = 1,
+     .max = 1000000,
+     .help = "messages per second a client may send, on average"},
+    {.flag = "rate-burst",
+     .env = "DEALWIRE_RATE_BURST",
+     .kind = KIND_INT,
+     .offset = FIELD(rate_burst),
+     .meta = "N",
+     .def_int = 40,
+     .min = 1,
+     .max = 1000000,
+     .help = "messages a client may send at once above --rate-limit"},
     {.flag = "event-loop",
      .env = "DEALWIRE_EVENT_LOOP",
      .kind = KIND_ENUM,
@@ -242,6 +344,18 @@ static long long workers_default(void)
     if (n < 2)
         return 1;
     return n - 1 > 256 ? 256 : n - 1;
+}
+
+/* What the open-file limit leaves after what the daemon needs besides connections: its own
+ * files, HTTP publishers, the workers' database connections. The daemon raises its soft
+ * limit to the hard one at start-up (main.c), so the hard limit is the one that counts. */
+static long long max_connections_default(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_max == RLIM_INFINITY)
+        return 1000000;
+    return rl.rlim_max > 256 + 1 ? (long long)rl.rlim_max - 256 : 1;
 }
 
 static int parse_event_loop(const char *word)
@@ -372,7 +486,10 @@ static void report_value(FILE *err, const struct setting *s, const char *value,
                          const struct origin *o)
 {
     fputs("dealwire: invalid value ", err);
-    put_quoted(err, value);
+    if (s->secret)
+        fputs("(hidden)", err);
+    else
+        put_quoted(err, value);
     fprintf(err, " for --%s (from ", s->flag);
     put_origin(err, o);
     fputs("): ", err);
@@ -750,6 +867,92 @@ static int load_config_file(struct loader *ld, const char *argv_path, char **env
     return apply_file(ld, path, &o);
 }
 
+/* "dealwire: invalid value V for --FLAG (from SOURCE): why" for a value the table accepts but a
+ * check below does not. */
+static int report_check(struct loader *ld, size_t field, const char *why)
+{
+    const struct setting *s = find_field(field);
+    const char *value = *(char *const *)((const char *)ld->cfg + field);
+
+    fputs("dealwire: invalid value ", ld->err);
+    if (s->secret)
+        fputs("(hidden)", ld->err);
+    else
+        put_quoted(ld->err, value);
+    fprintf(ld->err, " for --%s (from ", s->flag);
+    put_origin(ld->err, &ld->origins[s - settings]);
+    fprintf(ld->err, "): %s\n", why);
+    return -EINVAL;
+}
+
+/* "dealwire: --A (from SOURCE) <relation> --B". */
+static int report_relation(struct loader *ld, size_t a, const char *relation, size_t b)
+{
+    const struct setting *sa = find_field(a), *sb = find_field(b);
+
+    fprintf(ld->err, "dealwire: --%s (from ", sa->flag);
+    put_origin(ld->err, &ld->origins[sa - settings]);
+    fprintf(ld->err, ") %s --%s\n", relation, sb->flag);
+    return -EINVAL;
+}
+
+/* Is list a comma-separated list of origins as browsers send them: scheme://host[:port], no
+ * path, no trailing slash? */
+static bool origins_are_valid(const char *list)
+{
+    const char *p = list;
+
+    for (;;) {
+        size_t n = strcspn(p, ",");
+        const char *host, *end = p + n;
+
+        while (p < end && *p == ' ')
+            p++;
+        while (end > p && end[-1] == ' ')
+            end--;
+        if (strncmp(p, "https://", 8) == 0)
+            host = p + 8;
+        else if (strncmp(p, "http://", 7) == 0)
+            host = p + 7;
+        else
+            return false;
+        if (host == end)
+            return false;
+        for (const char *c = host; c < end; c++) {
+            if (!isalnum((unsigned char)*c) && !strchr("-.:[]", *c))
+                return false;
+        }
+        if (p[n] == '\0')
+            return true;
+        p += n + 1;
+    }
+}
+
+/* Checks of single values the table cannot express. */
+static int check_values(struct loader *ld)
+{
+    const struct dw_config *cfg = ld->cfg;
+
+    if (cfg->jwt_secret && strlen(cfg->jwt_secret) < 32)
+        return report_check(ld, FIELD(jwt_secret),
+                            "expected at least 32 bytes (RFC 7518: the key must be as long as "
+                            "the HMAC-SHA-256 output)");
+    if (cfg->api_token && strlen(cfg->api_token) < 16)
+        return report_check(ld, FIELD(api_token), "expected at least 16 bytes");
+    if (cfg->allowed_origins && !origins_are_valid(cfg->allowed_origins))
+        return report_check(ld, FIELD(allowed_origins),
+                            "expected a comma-separated list of scheme://host[:port] "
+                            "(http or https, no path, no trailing slash)");
+    if (cfg->tls_cert && !cfg->tls_key)
+        return report_relation(ld, FIELD(tls_cert), "needs", FIELD(tls_key));
+    if (cfg->tls_key && !cfg->tls_cert)
+        return report_relation(ld, FIELD(tls_key), "needs", FIELD(tls_cert));
+    if (cfg->jwt_secret && cfg->jwt_public_key)
+        return report_relation(ld, FIELD(jwt_secret), "cannot be combined with",
+                               FIELD(jwt_public_key));
+    return 0;
+}
+
 /* Settings that are valid alone but not together. The error names whichever of the pair came
  * from the stronger source, since that is the one the operator just changed. */
 static int check_pairs(struct loader *ld)
@@ -908,7 +1111,7 @@ int dw_config_load(struct dw_config *cfg, int argc, char **argv, char **envp, FI
         goto fail;
     if (apply_argv(&ld, argc, argv) < 0)
         goto fail;
-    if (check_pairs(&ld) < 0)
+    if (check_pairs(&ld) < 0 || check_values(&ld) < 0)
         goto fail;
     return 0;
 

@@ -16,6 +16,8 @@
  */
 #define DW_LOG_MODULE "conn"
 #include "server_int.h"
+#include "dealwire/auth.h"
+#include "dealwire/ipcount.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
 #include "dealwire/msg.h"
@@ -32,6 +34,9 @@
 #define WS_PATH           "/ws/events"
 #define STRIKES_MAX       3
 #define STRIKE_SPACING_NS (1000 * 1000 * 1000LL)
+/* Close code when the connection's token expires (docs/protocol.md): reconnect with a new
+ * token. Like 1001, it comes after what was queued. */
+#define CLOSE_TOKEN_EXPIRED 4001
 /* Seconds a slow consumer has to take its close frame before lws hangs up. */
 #define SLOW_CLOSE_GRACE_S 5
 
@@ -68,23 +73,92 @@ static int refuse_upgrade(struct lws *wsi, int status, const char *why)
                          : status == HTTP_STATUS_UNAUTHORIZED ? "Unauthorized"
                          : status == HTTP_STATUS_FORBIDDEN    ? "Forbidden"
                                                               : "Service Unavailable";
-    char body[256];
-    int blen = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", why);
-    int n = snprintf(p, sizeof(buf) - LWS_PRE,
-                     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
-                     "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
-                     status, reason, blen, body);
+    struct json_object *err = json_object_new_object();
+    const char *body;
+    int n;
+
+    json_object_object_add(err, "error", json_object_new_string(why));
+    body = json_object_to_json_string_ext(err, JSON_C_TO_STRING_PLAIN);
+    n = snprintf(p, sizeof(buf) - LWS_PRE,
+                 "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n%s"
+                 "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                 status, reason,
+                 status == HTTP_STATUS_UNAUTHORIZED ? "WWW-Authenticate: Bearer\r\n" : "",
+                 strlen(body), body);
+    json_object_put(err);
+    if (n < 0 || (size_t)n >= sizeof(buf) - LWS_PRE)
+        return -1;
 
     if (lws_write(wsi, (unsigned char *)p, (size_t)n, LWS_WRITE_RAW) < 0)
         return -1;
     return 1;
 }
 
+/* Is the upgrade's Origin header (if any) one of --allowed-origins? */
+static bool origin_allowed(struct dw_server *srv, struct lws *wsi)
+{
+    char origin[256];
+    int n;
+
+    if (!dw_auth_origins_enforced(srv->auth) || lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) <= 0)
+        return true;
+    n = lws_hdr_copy(wsi, origin, (int)sizeof(origin), WSI_TOKEN_ORIGIN);
+    return n > 0 && dw_auth_origin_allowed(srv->auth, origin);
+}
+
+/* Finds the upgrade's token (auth.h says where it may be) and verifies it. Returns 0 with
+ * *claims set, or -1 with *reason a static phrase. buf holds header copies; the token is
+ * never logged. */
+static int authenticate(struct dw_server *srv, struct lws *wsi, struct dw_jwt_claims *claims,
+                        const char **reason)
+{
+    char buf[DW_JWT_MAX_LEN + 64];
+    const char *token = NULL;
+    size_t len = 0;
+
+    if (lws_hdr_copy(wsi, buf, (int)sizeof(buf), WSI_TOKEN_HTTP_AUTHORIZATION) > 0) {
+        if (!dw_auth_bearer(buf, &token, &len)) {
+            *reason = "Authorization is not \"Bearer <token>\"";
+            return -1;
+        }
+    } else if (lws_hdr_copy(wsi, buf, (int)sizeof(buf), WSI_TOKEN_PROTOCOL) > 0 &&
+               dw_auth_protocol_token(buf, &token, &len)) {
+        /* found in Sec-WebSocket-Protocol */
+    } else {
+        for (int i = 0; !token; i++) {
+            int n = lws_hdr_copy_fragment(wsi, buf, (int)sizeof(buf), WSI_TOKEN_HTTP_URI_ARGS, i);
+
+            if (n < 0)
+                break;
+            if (strncmp(buf, "token=", 6) == 0) {
+                token = buf + 6;
+                len = (size_t)n - 6;
+            }
+        }
+    }
+    if (!token) {
+        *reason = "no token";
+        return -1;
+    }
+    return dw_auth_verify(srv->auth, token, len, dw_now_realtime_ns() / 1000000000, claims, reason);
+}
+
+/* The peer's address as text, for log lines about refusals. */
+static void peer_text(struct lws *wsi, char *buf)
+{
+    struct dw_ip ip;
+
+    if (dw_ip_from_peer(lws_get_socket_fd(wsi), &ip) == 0)
+        dw_ip_format(&ip, buf);
+    else
+        snprintf(buf, DW_IP_TEXT_MAX, "?");
+}
+
 int dw__conn_confirm_upgrade(struct dw_server *srv, struct lws *wsi)
 {
-    char path[128], uid[DW_USER_ID_MAX + 1];
+    char path[128], uid[DW_USER_ID_MAX + 1], peer[DW_IP_TEXT_MAX], why_buf[128];
     int status = 0;
-    const char *why = NULL;
+    const char *why = NULL, *reason;
 
     if (srv->draining) {
         status = HTTP_STATUS_SERVICE_UNAVAILABLE;
@@ -93,6 +167,25 @@ int dw__conn_confirm_upgrade(struct dw_server *srv, struct lws *wsi)
                strcmp(path, WS_PATH) != 0) {
         status = HTTP_STATUS_NOT_FOUND;
         why = "WebSocket endpoint is " WS_PATH;
+    } else if (dw_hub_connection_count(srv->hub) >= (size_t)srv->cfg->max_connections) {
+        srv->refusals.capacity++;
+        status = HTTP_STATUS_SERVICE_UNAVAILABLE;
+        why = "server is at capacity, try again later";
+    } else if (!origin_allowed(srv, wsi)) {
+        srv->refusals.origin++;
+        status = HTTP_STATUS_FORBIDDEN;
+        why = "origin not allowed";
+    } else if (dw_auth_jwt_required(srv->auth)) {
+        if (authenticate(srv, wsi, &srv->pending, &reason) == 0) {
+            srv->pending_wsi = wsi;
+            return 0;
+        }
+        srv->refusals.auth++;
+        peer_text(wsi, peer);
+        dw_log(DW_LOG_INFO, "upgrade from %s refused: %s", peer, reason);
+        snprintf(why_buf, sizeof(why_buf), "a valid token is required (%s)", reason);
+        status = HTTP_STATUS_UNAUTHORIZED;
+        why = why_buf;
     } else {
         switch (read_user_id(wsi, uid)) {
         case 0:
@@ -128,6 +221,24 @@ static void reply(struct dw_conn *conn, struct dw_msg *msg)
     dw_msg_unref(msg);
 }
 
+/* Makes the connection of wsi for user_id and registers it with the hub. */
+static struct dw_conn *open_conn(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
+                                 const char *user_id, int64_t now)
+{
+    struct dw_conn *conn = dw__hub_conn_new(srv->hub);
+
+    conn->io.wsi = wsi;
+    conn->io.connected_at = now;
+    conn->io.last_activity_rt = now;
+    conn->io.last_heartbeat_rt = now;
+    conn->io.last_activity = dw_now_mono_ns();
+    conn->io.tokens = srv->cfg->rate_burst;
+    conn->io.refilled_at = conn->io.last_activity;
+    pss->conn = conn;
+    dw__hub_add(srv->hub, conn, user_id);
+    return conn;
+}
+
 int dw__conn_established(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss)
 {
     char uid[DW_USER_ID_MAX + 1], ts[DW_TIME_ISO_LEN], idbuf[24];
@@ -136,17 +247,32 @@ int dw__conn_established(struct dw_server *srv, struct lws *wsi, struct dw_pss *
     int64_t now = dw_now_realtime_ns();
 
     DW_ASSERT_THREAD(DW_THREAD_IO);
-    if (read_user_id(wsi, uid) != 0)
-        return -1; /* confirm_upgrade already refused it; cannot happen */
+    if (dw_auth_jwt_required(srv->auth)) {
+        struct dw_jwt_claims again, *claims = &srv->pending;
+        const char *reason;
 
-    conn = dw__hub_conn_new(srv->hub);
-    conn->io.wsi = wsi;
-    conn->io.connected_at = now;
-    conn->io.last_activity_rt = now;
-    conn->io.last_heartbeat_rt = now;
-    conn->io.last_activity = dw_now_mono_ns();
-    pss->conn = conn;
-    dw__hub_add(srv->hub, conn, uid);
+        if (srv->pending_wsi != wsi) {
+            /* Not the upgrade confirm_upgrade just verified (lws did something else in
+             * between): verify again rather than trust the slot. */
+            claims = &again;
+            if (authenticate(srv, wsi, claims, &reason) != 0)
+                return -1;
+        }
+        srv->pending_wsi = NULL;
+        conn = open_conn(srv, wsi, pss, claims->sub, now);
+        conn->io.token_end = claims->exp + dw_auth_leeway(srv->auth);
+        if (claims->n_channels) {
+            conn->io.ngrants = claims->n_channels;
+            conn->io.grants = dw_xmalloc(claims->n_channels * sizeof(*conn->io.grants));
+            memcpy(conn->io.grants, claims->channels,
+                   claims->n_channels * sizeof(*conn->io.grants));
+        }
+        memcpy(uid, claims->sub, sizeof(uid));
+    } else {
+        if (read_user_id(wsi, uid) != 0)
+            return -1; /* confirm_upgrade already refused it; cannot happen */
+        conn = open_conn(srv, wsi, pss, uid, now);
+    }
 
     dw_msg_format_time(ts, now);
     snprintf(idbuf, sizeof(idbuf), "%llu", (unsigned long long)conn->id);
@@ -157,6 +283,14 @@ int dw__conn_established(struct dw_server *srv, struct lws *wsi, struct dw_pss *
     json_object_object_add(obj, "server_time", json_object_new_string(ts));
     json_object_object_add(obj, "heartbeat_interval",
                            json_object_new_int(srv->cfg->heartbeat_interval));
+    if (conn->io.token_end) {
+        char end[DW_TIME_ISO_LEN];
+
+        /* When the server will close the connection (4001): reconnect with a new token
+         * before then. */
+        dw_msg_format_time(end, conn->io.token_end * 1000000000);
+        json_object_object_add(obj, "token_expires_at", json_object_new_string(end));
+    }
     json_object_object_add(obj, "timestamp", json_object_new_string(ts));
     reply(conn, dw_msg_new_json(DW_MSG_CONNECTION_ESTABLISHED, 0, obj));
     json_object_put(obj);
@@ -178,6 +312,40 @@ static struct dw_msg *stats_reply(struct dw_server *srv, struct dw_conn *conn)
     return m;
 }
 
+/* May conn join channel? "user:<id>" is only for user <id>; it and "private-*" channels also
+ * for a token whose "channels" claim lists them; any other channel for everyone. */
+static bool may_join(const struct dw_conn *conn, const char *channel)
+{
+    bool user_channel = strncmp(channel, "user:", 5) == 0;
+
+    if (user_channel && strcmp(channel + 5, conn->user->id) == 0)
+        return true;
+    if (!user_channel && strncmp(channel, "private-", 8) != 0)
+        return true;
+    for (unsigned i = 0; i < conn->io.ngrants; i++) {
+        if (strcmp(conn->io.grants[i], channel) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Takes one message from conn's rate-limit bucket (--rate-limit per second, up to
+ * --rate-burst saved up). Returns false when it is empty. */
+static bool take_token(struct dw_server *srv, struct dw_conn_io *io, int64_t now)
+{
+    double burst = srv->cfg->rate_burst;
+
+    io->tokens += (double)(now - io->refilled_at) * srv->cfg->rate_limit / 1e9;
+    if (io->tokens > burst)
+        io->tokens = burst;
+    io->refilled_at = now;
+    if (io->tokens < 1)
+        return false;
+    io->tokens -= 1;
+    io->flood = 0;
+    return true;
+}
+
 /* One complete text message from the client. */
 static void handle_text(struct dw_server *srv, struct dw_conn *conn, const char *text, size_t len)
 {
@@ -191,6 +359,13 @@ static void handle_text(struct dw_server *srv, struct dw_conn *conn, const char 
         m = dw_proto_pong();
         break;
     case DW_CMD_SUBSCRIBE:
+        if (!may_join(conn, cmd.channel)) {
+            srv->refusals.private_channel++;
+            m = dw_proto_error("forbidden", "this channel is private: user:<id> is only for that "
+                                            "user, other private channels need a token that "
+                                            "grants them");
+            break;
+        }
         r = dw__hub_subscribe(srv->hub, conn, cmd.channel, (unsigned)srv->cfg->max_subscriptions);
         if (r < 0)
             m = dw_proto_error("too_many_subscriptions",
@@ -225,11 +400,41 @@ static int close_with(struct lws *wsi, enum lws_close_status code, const char *w
     return -1;
 }
 
+/* One complete message from the client, after the rate limit. Returns what the RECEIVE
+ * callback returns: -1 closes. */
+static int handle_message(struct dw_server *srv, struct lws *wsi, struct dw_conn *conn,
+                          const char *data, size_t len)
+{
+    struct dw_conn_io *io = &conn->io;
+
+    if (!take_token(srv, io, io->last_activity)) {
+        srv->refusals.rate_limited++;
+        if (++io->flood > (unsigned)srv->cfg->rate_burst) {
+            /* Still sending after a burst's worth of refusals: not a client in good faith. */
+            srv->refusals.rate_closes++;
+            dw_log(DW_LOG_INFO, "connection %llu (user %s): message flood, closing",
+                   (unsigned long long)conn->id, conn->user->id);
+            return close_with(wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, "rate limit exceeded");
+        }
+        if (io->flood == 1) /* one error per flood, not one per message */
+            reply(conn, dw_proto_error("rate_limited",
+                                       "too many messages: slow down, or the connection closes"));
+        return 0;
+    }
+    if (io->rx_binary)
+        reply(conn, dw_proto_error("binary_not_supported",
+                                   "send JSON text frames; binary frames are not accepted"));
+    else
+        handle_text(srv, conn, data, len);
+    return 0;
+}
+
 int dw__conn_receive(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss, const void *in,
                      size_t len)
 {
     struct dw_conn *conn = pss->conn;
     struct dw_conn_io *io;
+    int r;
     size_t max = (size_t)srv->cfg->max_message_size;
 
     if (!conn)
@@ -252,15 +457,8 @@ int dw__conn_receive(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
         return close_with(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message too large");
     }
 
-    if (lws_is_final_fragment(wsi) && io->rx_len == 0) {
-        /* The common case: the whole message in one chunk, no copy. */
-        if (io->rx_binary)
-            reply(conn, dw_proto_error("binary_not_supported",
-                                       "send JSON text frames; binary frames are not accepted"));
-        else
-            handle_text(srv, conn, in, len);
-        return 0;
-    }
+    if (lws_is_final_fragment(wsi) && io->rx_len == 0)
+        return handle_message(srv, wsi, conn, in, len); /* whole in one chunk: no copy */
 
     if (!io->rx)
         io->rx = dw_xmalloc(max + 1);
@@ -269,15 +467,11 @@ int dw__conn_receive(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
     if (!lws_is_final_fragment(wsi))
         return 0;
 
-    if (io->rx_binary)
-        reply(conn, dw_proto_error("binary_not_supported",
-                                   "send JSON text frames; binary frames are not accepted"));
-    else
-        handle_text(srv, conn, io->rx, io->rx_len);
+    r = handle_message(srv, wsi, conn, io->rx, io->rx_len);
     free(io->rx);
     io->rx = NULL;
     io->rx_len = 0;
-    return 0;
+    return r;
 }
 
 void dw__conn_pong(struct dw_server *srv, struct dw_pss *pss)
@@ -292,8 +486,15 @@ void dw__conn_pong(struct dw_server *srv, struct dw_pss *pss)
     conn->io.last_heartbeat_rt = conn->io.last_activity_rt;
 }
 
-/* Marks conn to close with code: for 1001 once what is queued now is written (what arrives
- * later is not waited for), for others at once. */
+/* Does a close with code wait for what is queued (1001, 4001), or drop it (a close for
+ * cause)? */
+static bool close_flushes(unsigned short code)
+{
+    return code == LWS_CLOSE_STATUS_GOINGAWAY || code == CLOSE_TOKEN_EXPIRED;
+}
+
+/* Marks conn to close with code: for 1001 and 4001 once what is queued now is written (what
+ * arrives later is not waited for), for others at once. */
 static void begin_close(struct dw_conn *conn, enum lws_close_status code, const char *reason)
 {
     conn->io.closing = true;
@@ -410,7 +611,7 @@ int dw__conn_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
         return 0;
     }
 
-    if (io->closing && io->close_code != LWS_CLOSE_STATUS_GOINGAWAY) {
+    if (io->closing && !close_flushes(io->close_code)) {
         /* Closing for cause: what is queued is dropped, the close frame goes now. */
         unsigned long n = dw_outbox_collect(&conn->outbox, 0);
 
@@ -463,6 +664,7 @@ void dw__conn_sweep(struct dw_server *srv, int64_t now)
 {
     int64_t ping_after = (int64_t)srv->cfg->heartbeat_interval * 1000000000;
     int64_t stale_after = (int64_t)srv->cfg->stale_timeout * 1000000000;
+    int64_t now_s = dw_now_realtime_ns() / 1000000000;
     struct dw_conn *conn;
 
     dw_rlist_for_each_entry(conn, dw__hub_all(srv->hub), struct dw_conn, all_link) {
@@ -471,6 +673,13 @@ void dw__conn_sweep(struct dw_server *srv, int64_t now)
 
         if (!io->wsi)
             continue;
+        if (io->token_end && now_s >= io->token_end && !io->closing) {
+            srv->refusals.token_expired++;
+            dw_log(DW_LOG_INFO, "connection %llu (user %s): token expired, closing",
+                   (unsigned long long)conn->id, conn->user->id);
+            begin_close(conn, CLOSE_TOKEN_EXPIRED, "token expired");
+            continue;
+        }
         if (idle >= stale_after) {
             dw_log(DW_LOG_INFO, "connection %llu (user %s): no response for %llds, hanging up",
                    (unsigned long long)conn->id, conn->user->id, (long long)(idle / 1000000000));

@@ -233,6 +233,18 @@ static bool is_known_path(const char *path)
            strncmp(path, USERS_PREFIX, strlen(USERS_PREFIX)) == 0;
 }
 
+/* Does the request carry the operator token (when --api-token is set)? */
+static bool api_allowed(struct dw_server *srv, struct lws *wsi)
+{
+    char value[512];
+
+    if (!dw_auth_api_token_set(srv->auth))
+        return true;
+    if (lws_hdr_copy(wsi, value, (int)sizeof(value), WSI_TOKEN_HTTP_AUTHORIZATION) <= 0)
+        return false;
+    return dw_auth_api_allowed(srv->auth, value);
+}
+
 int dw__http_request(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss, const char *path)
 {
     char clen[24];
@@ -244,6 +256,13 @@ int dw__http_request(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
         /* A keep-alive connection's previous request, fully answered. */
         req_unref(pss->req);
         pss->req = NULL;
+    }
+    if (strncmp(path, "/api/", 5) == 0 && !api_allowed(srv, wsi)) {
+        srv->refusals.api_auth++;
+        pss->req = req_new(srv, wsi);
+        pss->req->close_after = method_is(wsi, WSI_TOKEN_POST_URI); /* its body is not read */
+        return respond_error(pss, wsi, HTTP_STATUS_UNAUTHORIZED,
+                             "the operator token is required: Authorization: Bearer <token>");
     }
     if (method_is(wsi, WSI_TOKEN_GET_URI)) {
         if (strcmp(path, "/api/publish") == 0 || strcmp(path, PLAN_PATH) == 0)
@@ -352,6 +371,9 @@ int dw__http_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
                                         (lws_filepos_t)req->resp_len, &p, end) ||
             lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
                                          (const unsigned char *)"no-store", 8, &p, end) ||
+            (req->status == HTTP_STATUS_UNAUTHORIZED &&
+             lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_WWW_AUTHENTICATE,
+                                          (const unsigned char *)"Bearer", 6, &p, end)) ||
             lws_finalize_write_http_header(wsi, start, &p, end))
             return -1;
         req->state = REQ_BODY;

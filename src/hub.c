@@ -365,6 +365,7 @@ void dw__conn_unref(struct dw_conn *conn)
         return;
     dw_outbox_destroy(&conn->outbox);
     free(conn->io.rx);
+    free(conn->io.grants);
     free(conn);
 }
 

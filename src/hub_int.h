@@ -21,6 +21,7 @@
 
 #include "dealwire/hub.h"
 #include "dealwire/outbox.h"
+#include "dealwire/proto.h" /* DW_CHANNEL_MAX */
 #include "dealwire/rcu.h"
 #include "dealwire/readyq.h"
 
@@ -131,6 +132,13 @@ struct dw_conn_io {
     unsigned short close_code;
     const char *close_reason; /* a static string */
     unsigned long flush_left;
+    /* Security (conn.c): the token's end, the private channels it grants, the rate limit. */
+    int64_t token_end; /* realtime s when the connection is closed (exp + leeway), 0: none */
+    unsigned ngrants;
+    char (*grants)[DW_CHANNEL_MAX + 1]; /* the token's "channels" claim */
+    double tokens;                      /* rate limit bucket: messages the client may send */
+    int64_t refilled_at;                /* monotonic ns of the last refill */
+    unsigned flood;                     /* messages refused since the last one accepted */
 };
 
 struct dw_conn {

@@ -11,6 +11,7 @@
  * workers from then on, and are stopped before the workers and the database.
  */
 #define DW_LOG_MODULE "main"
+#include "dealwire/auth.h"
 #include "dealwire/config.h"
 #include "dealwire/db.h"
 #include "dealwire/log.h"
@@ -18,12 +19,14 @@
 #include "dealwire/rcu.h"
 #include "dealwire/server.h"
 #include "dealwire/thread.h"
+#include "dealwire/tls.h"
 
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 extern char **environ;
 
@@ -42,10 +45,29 @@ static void *signal_main(void *arg)
             continue;
         if (sig == SIGUSR1)
             break; /* main asks this thread to end */
+        if (sig == SIGHUP) {
+            dw_log(DW_LOG_INFO, "received SIGHUP, reloading the TLS certificate");
+            dw_server_reload_tls(w->srv);
+            continue;
+        }
         dw_log(DW_LOG_INFO, "received %s, shutting down", strsignal(sig));
         dw_server_stop(w->srv);
     }
     return NULL;
+}
+
+/* Every connection is a file: take all the open files the hard limit allows (the default soft
+ * limit, 1024 on most systems, would cap the daemon at about a thousand clients). */
+static void raise_open_file_limit(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        dw_log(DW_LOG_WARN, "cannot raise the open-file limit to %llu",
+               (unsigned long long)rl.rlim_max);
 }
 
 /* The db keeper's way to stop the daemon when the schema cannot be brought up to date. */
@@ -61,6 +83,8 @@ int main(int argc, char **argv)
     struct dw_server *srv;
     struct dw_db *db;
     struct dw_monitors *mons = NULL;
+    struct dw_auth *auth;
+    char err[512];
     pthread_t signal_thread;
     int rc;
 
@@ -70,8 +94,20 @@ int main(int argc, char **argv)
     if (rc != 0)
         return 2;
     dw_log_set_level((enum dw_log_level)cfg.log_level);
+    raise_open_file_limit();
+    if (cfg.tls_cert && dw_tls_check_files(cfg.tls_cert, cfg.tls_key, err, sizeof(err)) < 0) {
+        fprintf(stderr, "dealwire: --tls-cert/--tls-key: %s\n", err);
+        dw_config_destroy(&cfg);
+        return 2;
+    }
+    auth = dw_auth_new(&cfg, stderr);
+    if (!auth) {
+        dw_config_destroy(&cfg);
+        return 2; /* a JWT key that does not load; dw_auth_new() said why */
+    }
     db = dw_db_new(&cfg);
     if (cfg.db && !db) {
+        dw_auth_free(auth);
         dw_config_destroy(&cfg);
         return 2; /* --db does not parse; dw_db_new() said why */
     }
@@ -82,15 +118,17 @@ int main(int argc, char **argv)
     sigaddset(&waiter.set, SIGINT);
     sigaddset(&waiter.set, SIGTERM);
     sigaddset(&waiter.set, SIGUSR1);
+    sigaddset(&waiter.set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &waiter.set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     dw_thread_set_role(DW_THREAD_IO);
     dw_rcu_register();
     dw_log(DW_LOG_INFO, "dealwire %s starting", DW_VERSION);
-    srv = dw_server_new(&cfg);
+    srv = dw_server_new(&cfg, auth);
     if (!srv) {
         dw_db_free(db);
+        dw_auth_free(auth);
         dw_rcu_unregister();
         dw_config_destroy(&cfg);
         return 1;
@@ -100,6 +138,7 @@ int main(int argc, char **argv)
         dw_log(DW_LOG_ERROR, "cannot start the signal thread");
         dw_server_free(srv);
         dw_db_free(db);
+        dw_auth_free(auth);
         dw_rcu_unregister();
         dw_config_destroy(&cfg);
         return 1;
@@ -127,6 +166,7 @@ int main(int argc, char **argv)
     dw_db_stop(db);
     dw_server_free(srv);
     dw_db_free(db);
+    dw_auth_free(auth);
     dw_rcu_unregister();
     dw_log(DW_LOG_INFO, "stopped");
     dw_config_destroy(&cfg);

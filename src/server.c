@@ -16,13 +16,96 @@
 #include "dealwire/msg.h"
 #include "dealwire/server.h"
 #include "dealwire/thread.h"
+#include "dealwire/tls.h"
 #include "dealwire/worker.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <string.h>
 
 static void check_shutdown(struct dw_server *srv);
+static void log_security(struct dw_server *srv);
+
+/* The key a counted socket carries (lws opaque user data) until it is destroyed. */
+struct counted {
+    struct dw_ip ip;
+};
+
+/* A socket just accepted (fd): closed at once (-1) while shutting down, at the socket cap, or
+ * when its address already holds --max-connections-per-ip sockets. Nothing has been read
+ * from it, so there is no one to answer: the client sees the connection reset. */
+static int admit_socket(struct dw_server *srv, int fd)
+{
+    struct dw_ip ip;
+    char text[DW_IP_TEXT_MAX];
+
+    if (srv->draining)
+        return -1;
+    if (srv->sockets >= srv->socket_cap) {
+        srv->refusals.capacity++;
+        dw_log(DW_LOG_WARN, "socket refused: %zu sockets open, the most this process can hold",
+               srv->sockets);
+        return -1;
+    }
+    if (dw_ip_from_peer(fd, &ip) == 0 &&
+        dw_ipcount_get(srv->ips, &ip) >= (unsigned)srv->cfg->max_connections_per_ip) {
+        srv->refusals.per_ip++;
+        dw_ip_format(&ip, text);
+        dw_log(DW_LOG_DEBUG, "socket from %s refused: it holds %d sockets already", text,
+               srv->cfg->max_connections_per_ip);
+        return -1;
+    }
+    return 0;
+}
+
+/* A socket admit_socket let in, now with its wsi: counted against its peer address until
+ * the wsi is destroyed. Nothing runs between the two on this thread, so the count
+ * admit_socket read is still the count here. */
+static void count_socket(struct dw_server *srv, struct lws *wsi)
+{
+    lws_sockfd_type fd = lws_get_socket_fd(wsi);
+    struct dw_ip ip;
+    struct counted *c;
+
+    if (fd == LWS_SOCK_INVALID || dw_ip_from_peer(fd, &ip) != 0)
+        return;
+    c = dw_xmalloc(sizeof(*c));
+    c->ip = ip;
+    dw_ipcount_add(srv->ips, &ip);
+    srv->sockets++;
+    lws_set_opaque_user_data(wsi, c);
+}
+
+static void uncount_socket(struct dw_server *srv, struct lws *wsi)
+{
+    struct counted *c = lws_get_opaque_user_data(wsi);
+
+    if (!c)
+        return;
+    lws_set_opaque_user_data(wsi, NULL);
+    dw_ipcount_remove(srv->ips, &c->ip);
+    srv->sockets--;
+    free(c);
+}
+
+/* SIGHUP: the certificate and key files again, into the serving context. */
+static void reload_tls(struct dw_server *srv)
+{
+    char err[512], about[512];
+
+    if (!srv->tls_ctx) {
+        dw_log(DW_LOG_INFO, "SIGHUP: TLS is off, nothing to reload");
+        return;
+    }
+    if (dw_tls_reload(srv->tls_ctx, srv->cfg->tls_cert, srv->cfg->tls_key, err, sizeof(err)) < 0) {
+        dw_log(DW_LOG_ERROR, "certificate not reloaded, the old one keeps serving: %s", err);
+        return;
+    }
+    dw_tls_describe(srv->cfg->tls_cert, about, sizeof(about));
+    dw_log(DW_LOG_INFO, "certificate reloaded: %s", about);
+}
 
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                     size_t len)
@@ -37,13 +120,34 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             return 0;
         dw__conn_drain_ready(srv);
         dw__http_drain_done(srv);
+        if (atomic_exchange(&srv->reload_tls, 0))
+            reload_tls(srv);
         check_shutdown(srv);
         return 0;
 
     /* ---- admission -------------------------------------------------------------------- */
     case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
-        /* Draining: new sockets are closed at once. */
-        return srv && srv->draining ? -1 : 0;
+        /* in is the accepted socket (user, in lws 4.1, its struct lws_filter_network_conn_args) */
+        return srv ? admit_socket(srv, (int)(lws_intptr_t)in) : 0;
+    case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+        /* Not WSI_CREATE: lws calls that before the wsi has its socket. */
+        if (srv)
+            count_socket(srv, wsi);
+        return 0;
+    case LWS_CALLBACK_WSI_DESTROY:
+        if (srv)
+            uncount_socket(srv, wsi);
+        return 0;
+    case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS:
+        /* user is lws's SSL_CTX for the port (no session data here). */
+        if (!srv)
+            return 0;
+        srv->tls_ctx = user;
+        if (dw_tls_harden(srv->tls_ctx) < 0) {
+            dw_log(DW_LOG_ERROR, "OpenSSL refused the TLS settings");
+            return 1;
+        }
+        return 0;
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         return dw__conn_confirm_upgrade(srv, wsi);
 
@@ -111,6 +215,17 @@ static void lws_log_emit(int level, const char *line)
     dw__log_write(level == LLL_ERR ? DW_LOG_ERROR : DW_LOG_WARN, "lws", "%.*s", (int)n, line);
 }
 
+/* How many sockets may be open at once: the open-file limit less what the daemon needs for
+ * everything else (its files, the workers' database connections, lws's pipes). */
+static size_t socket_cap(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return SIZE_MAX;
+    return rl.rlim_cur > 128 ? (size_t)rl.rlim_cur - 64 : (size_t)rl.rlim_cur / 2;
+}
+
 static const lws_retry_bo_t no_idle_policy = {
     .secs_since_valid_ping = 0,
     .secs_since_valid_hangup = 0,
@@ -124,13 +239,16 @@ static void wake(void *arg)
     lws_cancel_service(srv->ctx);
 }
 
-struct dw_server *dw_server_new(const struct dw_config *cfg)
+struct dw_server *dw_server_new(const struct dw_config *cfg, const struct dw_auth *auth)
 {
     struct dw_server *srv = dw_xcalloc(1, sizeof(*srv));
     struct lws_context_creation_info info;
 
     DW_ASSERT_THREAD(DW_THREAD_IO);
     srv->cfg = cfg;
+    srv->auth = auth;
+    srv->ips = dw_ipcount_new();
+    srv->socket_cap = socket_cap();
     srv->started_at = dw_now_realtime_ns();
     dw_readyq_init(&srv->done);
     srv->wbuf = dw_xmalloc(LWS_PRE + DW_WRITE_BATCH);
@@ -163,9 +281,21 @@ struct dw_server *dw_server_new(const struct dw_config *cfg)
      * policy keeps one timer per connection in a sorted list that every new connection (and
      * every frame received, which re-arms it) walks to its end: O(connections) each time. */
     info.retry_and_idle_policy = &no_idle_policy;
-    info.timeout_secs = 10;
-    info.max_http_header_data = 4096;
+    /* Slowloris: TLS and the request (or upgrade) must complete within this. */
+    info.timeout_secs = (unsigned)cfg->handshake_timeout;
+    /* Room for a DW_JWT_MAX_LEN token in a header or the query, only while a request's
+     * headers are parsed (lws lends the buffer for the handshake, then takes it back). */
+    info.max_http_header_data = DW_JWT_MAX_LEN + 2048;
     info.fd_limit_per_thread = 0;
+    if (cfg->tls_cert) {
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.ssl_cert_filepath = cfg->tls_cert;
+        info.ssl_private_key_filepath = cfg->tls_key;
+        info.ssl_cipher_list = DW_TLS12_CIPHERS;
+        /* HTTP/1.1 only: the write path sends pre-framed WebSocket bytes, which h2 cannot
+         * carry. */
+        info.alpn = "http/1.1";
+    }
 
     /* The context is created only after the worker pool, so that a failure to listen can
      * tear down a complete server. */
@@ -184,14 +314,44 @@ struct dw_server *dw_server_new(const struct dw_config *cfg)
     if (srv->sweep_us > DW_SWEEP_MAX_US)
         srv->sweep_us = DW_SWEEP_MAX_US;
     lws_sul_schedule(srv->ctx, 0, &srv->sweep, sweep_cb, srv->sweep_us);
-    dw_log(DW_LOG_INFO, "listening on %s:%d (event loop %s, %d workers, queue %d)", cfg->host,
-           cfg->port, cfg->event_loop == DW_EVENT_LOOP_UV ? "uv" : "poll", cfg->workers,
-           cfg->queue_size);
+    dw_log(DW_LOG_INFO, "listening on %s:%d (%s, event loop %s, %d workers, queue %d)", cfg->host,
+           cfg->port, cfg->tls_cert ? "wss and https only" : "ws and http, no TLS",
+           cfg->event_loop == DW_EVENT_LOOP_UV ? "uv" : "poll", cfg->workers, cfg->queue_size);
+    log_security(srv);
     return srv;
 
 fail:
     dw_server_free(srv);
     return NULL;
+}
+
+/* What an operator must know at start-up: what protects this port, and what does not. */
+static void log_security(struct dw_server *srv)
+{
+    const struct dw_config *cfg = srv->cfg;
+    char about[512];
+
+    if (cfg->tls_cert) {
+        long days = dw_tls_describe(cfg->tls_cert, about, sizeof(about));
+
+        dw_log(days < 14 ? DW_LOG_WARN : DW_LOG_INFO, "TLS certificate %s", about);
+        if (!srv->tls_ctx)
+            dw_log(DW_LOG_WARN, "TLS context not seen: the TLS settings were not applied");
+    }
+    if (dw_auth_jwt_required(srv->auth))
+        dw_log(DW_LOG_INFO, "auth: every WebSocket needs a %s JWT (leeway %d s)",
+               dw_auth_mode(srv->auth), cfg->jwt_leeway);
+    else
+        dw_log(DW_LOG_WARN, "auth is OFF: clients name themselves with ?user_id= (development "
+                            "only; set --jwt-secret or --jwt-public-key)");
+    if (!dw_auth_api_token_set(srv->auth))
+        dw_log(DW_LOG_WARN, "the /api/ endpoints are open to anyone who reaches the port "
+                            "(set --api-token)");
+    dw_log(DW_LOG_INFO,
+           "limits: %d connections, %d sockets per address, handshake %d s, %d messages/s "
+           "(burst %d) per connection, origins %s",
+           cfg->max_connections, cfg->max_connections_per_ip, cfg->handshake_timeout,
+           cfg->rate_limit, cfg->rate_burst, cfg->allowed_origins ? cfg->allowed_origins : "any");
 }
 
 /* Starts the shutdown once it was asked for, and ends the loop once it is complete: every
@@ -242,6 +402,12 @@ int dw_server_run(struct dw_server *srv)
     return 0;
 }
 
+void dw_server_reload_tls(struct dw_server *srv)
+{
+    atomic_store(&srv->reload_tls, 1);
+    lws_cancel_service(srv->ctx);
+}
+
 void dw_server_stop(struct dw_server *srv)
 {
     atomic_store(&srv->stop_requested, 1);
@@ -276,6 +442,7 @@ void dw_server_free(struct dw_server *srv)
     }
     dw__http_free_done(srv);
     dw_hub_free(srv->hub);
+    dw_ipcount_free(srv->ips);
     free(srv->wbuf);
     free(srv);
 }

@@ -14,9 +14,13 @@
 
 #include <libwebsockets.h>
 
+#include "dealwire/auth.h"
 #include "dealwire/config.h"
+#include "dealwire/ipcount.h"
 #include "dealwire/readyq.h"
 #include "hub_int.h"
+
+#include <openssl/ssl.h>
 
 struct json_object;
 struct dw_workers;
@@ -34,6 +38,19 @@ struct dw_db;
  * bounds (it walks every connection, so not more often than needed). */
 #define DW_SWEEP_MIN_US (100 * 1000)
 #define DW_SWEEP_MAX_US (1000 * 1000)
+
+/* Counts of what the limits and checks refused (stats "refused"). */
+struct dw_refusals {
+    uint64_t auth;            /* upgrades without a valid token */
+    uint64_t origin;          /* upgrades from an Origin not allowed */
+    uint64_t per_ip;          /* sockets closed at accept: the address had its maximum */
+    uint64_t capacity;        /* upgrades refused at --max-connections, sockets at the cap */
+    uint64_t api_auth;        /* operator API requests without the operator token */
+    uint64_t rate_limited;    /* client messages dropped by the rate limit */
+    uint64_t rate_closes;     /* connections closed for flooding */
+    uint64_t private_channel; /* subscriptions refused: another user's channel */
+    uint64_t token_expired;   /* connections closed at their token's expiry */
+};
 
 struct dw_server {
     const struct dw_config *cfg;
@@ -54,6 +71,19 @@ struct dw_server {
     const struct dw_store_health *db_health; /* NULL without --db */
     struct dw_db *db;                        /* NULL without --db; workers use it (planner) */
     unsigned char *wbuf;                     /* LWS_PRE + DW_WRITE_BATCH, the one write buffer */
+
+    /* Security (auth.h, tls.h, ipcount.h). */
+    const struct dw_auth *auth;  /* borrowed from main */
+    SSL_CTX *tls_ctx;            /* lws's context for the port, NULL without TLS */
+    _Atomic int reload_tls;      /* any thread (SIGHUP): reload the certificate */
+    struct dw_ipcount *ips;      /* sockets per client address */
+    size_t sockets;              /* sockets accepted and not yet destroyed */
+    size_t socket_cap;           /* past it, new sockets are closed at accept */
+    struct dw_refusals refusals; /* what the limits refused, for the stats */
+    /* The claims verified by the last upgrade, for its ESTABLISHED (lws calls it right after
+     * CONFIRM_UPGRADE for the same wsi, so one slot is enough; a mismatch re-verifies). */
+    struct lws *pending_wsi;
+    struct dw_jwt_claims pending;
 };
 
 /* lws's per-session data: a WebSocket connection or an HTTP request, never both. */

@@ -27,6 +27,55 @@ static struct json_object *u64(uint64_t v)
     return json_object_new_int64(v > INT64_MAX ? INT64_MAX : (int64_t)v);
 }
 
+static void add_int(struct json_object *obj, const char *key, int v)
+{
+    json_object_object_add(obj, key, json_object_new_int(v));
+}
+
+/* What protects the port, every limit in force, and what each refused so far. */
+static struct json_object *security_doc(struct dw_server *srv)
+{
+    const struct dw_config *cfg = srv->cfg;
+    const struct dw_refusals *r = &srv->refusals;
+    struct json_object *doc = json_object_new_object();
+    struct json_object *limits = json_object_new_object();
+    struct json_object *refused = json_object_new_object();
+
+    json_object_object_add(doc, "tls", json_object_new_boolean(cfg->tls_cert != NULL));
+    json_object_object_add(doc, "auth", json_object_new_string(dw_auth_mode(srv->auth)));
+    json_object_object_add(doc, "api_token",
+                           json_object_new_boolean(dw_auth_api_token_set(srv->auth)));
+    json_object_object_add(doc, "origins_enforced",
+                           json_object_new_boolean(dw_auth_origins_enforced(srv->auth)));
+
+    add_int(limits, "max_connections", cfg->max_connections);
+    add_int(limits, "max_connections_per_ip", cfg->max_connections_per_ip);
+    add_int(limits, "handshake_timeout", cfg->handshake_timeout);
+    add_int(limits, "rate_limit", cfg->rate_limit);
+    add_int(limits, "rate_burst", cfg->rate_burst);
+    add_int(limits, "max_subscriptions", cfg->max_subscriptions);
+    add_int(limits, "max_message_size", cfg->max_message_size);
+    add_int(limits, "max_publish_size", cfg->max_publish_size);
+    add_int(limits, "queue_size", cfg->queue_size);
+    add_int(limits, "jwt_leeway", cfg->jwt_leeway);
+    json_object_object_add(doc, "limits", limits);
+
+    json_object_object_add(refused, "auth", u64(r->auth));
+    json_object_object_add(refused, "origin", u64(r->origin));
+    json_object_object_add(refused, "per_ip", u64(r->per_ip));
+    json_object_object_add(refused, "capacity", u64(r->capacity));
+    json_object_object_add(refused, "api_auth", u64(r->api_auth));
+    json_object_object_add(refused, "rate_limited_messages", u64(r->rate_limited));
+    json_object_object_add(refused, "rate_limit_closes", u64(r->rate_closes));
+    json_object_object_add(refused, "private_channel", u64(r->private_channel));
+    json_object_object_add(refused, "token_expired_closes", u64(r->token_expired));
+    json_object_object_add(doc, "refused", refused);
+
+    json_object_object_add(doc, "sockets", u64(srv->sockets));
+    json_object_object_add(doc, "client_addresses", u64(dw_ipcount_addresses(srv->ips)));
+    return doc;
+}
+
 struct json_object *dw__stats_service(struct dw_server *srv)
 {
     struct json_object *obj = json_object_new_object();
@@ -73,6 +122,7 @@ struct json_object *dw__stats_service(struct dw_server *srv)
     json_object_object_add(obj, "queue_size", json_object_new_int(srv->cfg->queue_size));
     json_object_object_add(obj, "uptime_seconds",
                            json_object_new_double((double)(now - srv->started_at) / 1e9));
+    json_object_object_add(obj, "security", security_doc(srv));
     return obj;
 }
 

@@ -19,21 +19,33 @@ enum dw_event_loop {
 };
 
 struct dw_config {
-    char *host;             /* --host, default "0.0.0.0" */
-    int port;               /* --port, default 8000, 1..65535 */
-    int workers;            /* --workers, default: online cores - 1 (>= 1), 1..256 */
-    int heartbeat_interval; /* --heartbeat-interval, seconds, default 30, 1..3600 */
-    int stale_timeout;      /* --stale-timeout, seconds, default 60, 2..7200, > heartbeat */
-    int queue_size;         /* --queue-size, per-connection outbox bound, default 100 */
-    int max_message_size;   /* --max-message-size, bytes, default 4096, 64..16 MiB */
-    int max_subscriptions;  /* --max-subscriptions, per connection, default 64, 1..10000 */
-    int max_publish_size;   /* --max-publish-size, HTTP body bytes, default 1 MiB */
-    int shutdown_timeout;   /* --shutdown-timeout, ms to flush outboxes at exit, default 3000 */
-    char *db;               /* --db, libpq connection string; default $DATABASE_URL, or NULL */
-    bool load_demo_data;    /* --load-demo-data, default false */
-    int hot_deal_interval;  /* --hot-deal-interval, seconds, default 60, 1..86400 */
-    int trending_interval;  /* --trending-interval, seconds, default 300, 1..86400 */
-    int watch_interval;     /* --watch-interval, seconds, default 30, 1..86400 */
+    char *host;                 /* --host, default "0.0.0.0" */
+    int port;                   /* --port, default 8000, 1..65535 */
+    int workers;                /* --workers, default: online cores - 1 (>= 1), 1..256 */
+    int heartbeat_interval;     /* --heartbeat-interval, seconds, default 30, 1..3600 */
+    int stale_timeout;          /* --stale-timeout, seconds, default 60, 2..7200, > heartbeat */
+    int queue_size;             /* --queue-size, per-connection outbox bound, default 100 */
+    int max_message_size;       /* --max-message-size, bytes, default 4096, 64..16 MiB */
+    int max_subscriptions;      /* --max-subscriptions, per connection, default 64, 1..10000 */
+    int max_publish_size;       /* --max-publish-size, HTTP body bytes, default 1 MiB */
+    int shutdown_timeout;       /* --shutdown-timeout, ms to flush outboxes at exit, default 3000 */
+    char *db;                   /* --db, libpq connection string; default $DATABASE_URL, or NULL */
+    bool load_demo_data;        /* --load-demo-data, default false */
+    int hot_deal_interval;      /* --hot-deal-interval, seconds, default 60, 1..86400 */
+    int trending_interval;      /* --trending-interval, seconds, default 300, 1..86400 */
+    int watch_interval;         /* --watch-interval, seconds, default 30, 1..86400 */
+    char *tls_cert;             /* --tls-cert FILE: wss/https only; NULL: plain ws/http */
+    char *tls_key;              /* --tls-key FILE, set exactly when tls_cert is */
+    char *jwt_secret;           /* --jwt-secret (HS256), or NULL */
+    char *jwt_public_key;       /* --jwt-public-key FILE (RS256/ES256), or NULL; not both */
+    int jwt_leeway;             /* --jwt-leeway, seconds, default 30, 0..600 */
+    char *api_token;            /* --api-token for the publish and planner APIs, or NULL */
+    char *allowed_origins;      /* --allowed-origins, comma list, or NULL (any origin) */
+    int max_connections;        /* --max-connections, default: open-file limit - 256 */
+    int max_connections_per_ip; /* --max-connections-per-ip, sockets, default 1000 */
+    int handshake_timeout;      /* --handshake-timeout, seconds, default 10, 1..300 */
+    int rate_limit;             /* --rate-limit, client messages/s, default 20 */
+    int rate_burst;             /* --rate-burst, default 40 */
     enum dw_event_loop event_loop; /* --event-loop poll|uv */
     int log_level;                 /* --log-level error|warn|info|debug (enum dw_log_level) */
     char *config_file;             /* --config FILE, NULL when none */

@@ -10,15 +10,17 @@
 #ifndef DEALWIRE_SERVER_H
 #define DEALWIRE_SERVER_H
 
+struct dw_auth;
 struct dw_config;
 struct dw_server;
 struct dw_hub;
 struct dw_workers;
 
 /* thread: io (becomes the I/O thread). Creates the hub, starts the workers and the lws
- * context listening on cfg's host and port. cfg is borrowed for the server's lifetime.
- * Returns the server, or NULL after logging why (e.g. the port is taken). */
-struct dw_server *dw_server_new(const struct dw_config *cfg);
+ * context listening on cfg's host and port (with TLS when cfg names a certificate). cfg and
+ * auth (who may connect) are borrowed for the server's lifetime. Returns the server, or NULL
+ * after logging why (e.g. the port is taken). */
+struct dw_server *dw_server_new(const struct dw_config *cfg, const struct dw_auth *auth);
 
 /* thread: io. Serves until dw_server_stop(), then shuts down gracefully: refuses new
  * connections, flushes outboxes, sends close 1001 to every client, waits up to the shutdown
@@ -27,6 +29,10 @@ int dw_server_run(struct dw_server *srv);
 
 /* thread: any (async-signal context excluded). Asks dw_server_run() to shut down. */
 void dw_server_stop(struct dw_server *srv);
+
+/* thread: any (async-signal context excluded). Asks the I/O thread to load the TLS
+ * certificate and key files again (SIGHUP); open connections keep theirs. */
+void dw_server_reload_tls(struct dw_server *srv);
 
 /* thread: io, after dw_server_run() returned. Destroys the lws context, stops the workers and
  * frees everything. */

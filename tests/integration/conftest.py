@@ -164,6 +164,18 @@ async def aget(port, path, executor=None):
     return await loop.run_in_executor(executor, http_get, port, path)
 
 
+# The start-up warnings of a daemon without --jwt-* and --api-token (development mode): every
+# test daemon prints them, so checks for unexpected warnings leave them out.
+DEV_MODE_WARNING = re.compile(r" warn  server: (auth is OFF|the /api/ endpoints are open)")
+
+
+def problem_lines(daemon, pattern=r" (warn |error) "):
+    """The daemon's stderr lines matching pattern, less the development-mode warnings."""
+    rx = re.compile(pattern)
+    return [line for line in daemon.stderr_text().splitlines()
+            if rx.search(line) and not DEV_MODE_WARNING.search(line)]
+
+
 def wait_until(predicate, timeout, what):
     """Poll predicate() until true, within a bounded deadline (for states with no event)."""
     deadline = time.monotonic() + timeout

@@ -19,7 +19,8 @@ import socket
 import uuid
 
 from conftest import (
-    SCALE, apublish, close_all, connect_user, free_port, recv_json, recv_until, run, t,
+    SCALE, apublish, close_all, connect_user, free_port, problem_lines, recv_json, recv_until, run,
+    t,
 )
 from conftest_pg import PgServer, pg_db, postgres, require_postgres  # noqa: F401
 
@@ -106,7 +107,7 @@ def start(dealwire, url, hot=3600, trending=3600, watch=3600, extra=()):
 
 
 def no_warnings(d):
-    bad = log_lines(d, r" (warn |error) ")
+    bad = problem_lines(d)
     assert not bad, "\n".join(bad)
 
 
@@ -412,7 +413,7 @@ def test_monitors_resume_after_the_database_restarts(dealwire):
         run(main())
         assert d.running()
         assert len(log_lines(d, DOWN_RE)) == 1, d.stderr_text()
-        assert not log_lines(d, r" warn  monitor:| error "), d.stderr_text()
+        assert not problem_lines(d, r" warn  monitor:| error "), d.stderr_text()
     finally:
         server.remove()
 
@@ -432,7 +433,7 @@ def test_a_failing_round_warns_once_then_at_most_once_a_minute(dealwire, pg_db):
         await ws.close()
 
     run(main())
-    assert len(log_lines(d, r" warn ")) == 1, d.stderr_text()
+    assert len(problem_lines(d, r" warn ")) == 1, d.stderr_text()
     assert d.running()
 
 

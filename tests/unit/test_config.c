@@ -783,6 +783,52 @@ static const struct bad_case {
      {"DEALWIRE_WATCH_INTERVAL=30s"},
      NULL,
      {"\"30s\" for --watch-interval", "DEALWIRE_WATCH_INTERVAL"}},
+    {"jwt secret too short, and not echoed",
+     {"--jwt-secret", "tiny-secret-value"},
+     {0},
+     NULL,
+     {"invalid value (hidden) for --jwt-secret (from the command line)", "at least 32 bytes"}},
+    {"api token too short",
+     {0},
+     {"DEALWIRE_API_TOKEN=short"},
+     NULL,
+     {"(hidden) for --api-token (from DEALWIRE_API_TOKEN)", "at least 16 bytes"}},
+    {"origin with a path",
+     {"--allowed-origins", "https://a.example,https://b.example/app"},
+     {0},
+     NULL,
+     {"\"https://a.example,https://b.example/app\" for --allowed-origins", "no path"}},
+    {"origin without a scheme",
+     {"--allowed-origins", "deals.example"},
+     {0},
+     NULL,
+     {"--allowed-origins", "scheme://host[:port]"}},
+    {"origin list with an empty entry",
+     {"--allowed-origins", "https://a.example,,https://b.example"},
+     {0},
+     NULL,
+     {"--allowed-origins"}},
+    {"tls cert without key",
+     {"--tls-cert", "/etc/ssl/cert.pem"},
+     {0},
+     NULL,
+     {"dealwire: --tls-cert (from the command line) needs --tls-key"}},
+    {"tls key without cert",
+     {0},
+     {"DEALWIRE_TLS_KEY=/etc/ssl/key.pem"},
+     NULL,
+     {"--tls-key (from DEALWIRE_TLS_KEY) needs --tls-cert"}},
+    {"two jwt keys",
+     {"--jwt-secret", "0123456789abcdef0123456789abcdef", "--jwt-public-key", "/k.pem"},
+     {0},
+     NULL,
+     {"--jwt-secret (from the command line) cannot be combined with --jwt-public-key"}},
+    {"leeway too large",
+     {"--jwt-leeway", "601"},
+     {0},
+     NULL,
+     {"\"601\" for --jwt-leeway", "0..600"}},
+    {"rate limit zero", {"--rate-limit", "0"}, {0}, NULL, {"\"0\" for --rate-limit"}},
     {"control characters stay on one line",
      {"--port", "1\n2"},
      {0},
@@ -820,6 +866,8 @@ static void test_bad_values(void **state)
         }
         assert_int_equal(r.out_len, 0);
         assert_cfg_empty(&r.cfg);
+        if (strstr(r.err, "tiny-secret-value") || strstr(r.err, "short\""))
+            fail_msg("%s: a secret was echoed: \"%s\"", c->name, r.err);
 
         release(&r);
         for (int j = 1; argv[j]; j++)
@@ -862,7 +910,7 @@ static void test_help(void **state)
         assert_non_null(strstr(r.out, want));
         rows++;
     }
-    assert_int_equal(rows, 18);
+    assert_int_equal(rows, 30);
     release(&r);
     free(md.text);
 }
