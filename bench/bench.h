@@ -8,6 +8,7 @@
  * in the publish answer; flow control, checks and timing are the same code. Module map:
  *   ws.c        RFC 6455 client: connect, handshake, frames, ping/pong, close
  *   http.c      keep-alive HTTP/1.1 publisher connections for POST /api/publish (/pub/<ch>)
+ *   net.c       the byte stream under both: plain TCP or TLS (--tls), and its epoll interest
  *   scenario.c  what is published to whom, flow control, receive checks, completeness
  *   report.c    progress line, result table, the JSON result line, /proc readings
  *   main.c      options, limits, the event loop and the run's phases
@@ -77,19 +78,32 @@ struct dwb_opts {
     unsigned npids;
     const char *prefix; /* user id prefix */
     uint64_t seed;
-    bool quiet; /* no progress lines */
+    bool quiet;                  /* no progress lines */
+    bool tls;                    /* every connection over TLS (wss, https) */
+    bool tls_insecure;           /* --tls-insecure: the certificate is not verified */
+    const char *tls_ca;          /* --tls-ca: PEM file of the certificates to trust */
+    const char *tls_server_name; /* SNI, and the name the certificate must match */
+    bool tls_resume;             /* --tls-resume: resume the last session when there is one */
 };
 
-/* The first member of both connection kinds: epoll's data.ptr points here. */
+struct ssl_st;     /* OpenSSL's SSL */
+struct ssl_ctx_st; /* OpenSSL's SSL_CTX */
+
+/* The first member of both connection kinds: epoll's data.ptr points here. Besides the
+ * socket it holds the stream's state, which only net.c changes. */
 enum dwb_fd_kind { DWB_FD_WS, DWB_FD_PUB };
 struct dwb_fd {
     enum dwb_fd_kind kind;
     int fd;
+    bool want_out;      /* the owner waits for writability: connecting, or bytes queued */
+    bool out_on;        /* EPOLLOUT is registered */
+    uint8_t tls_state;  /* net.c: what the last SSL call waits for, or left inside OpenSSL */
+    struct ssl_st *ssl; /* --tls: this connection's TLS state, once TCP has connected */
 };
 
 enum dwb_ws_state {
     DWB_WS_NEW,        /* not started */
-    DWB_WS_CONNECTING, /* connect() in progress */
+    DWB_WS_CONNECTING, /* connect() in progress, then the TLS handshake (--tls) */
     DWB_WS_HANDSHAKE,  /* upgrade request sent, waiting for 101 */
     DWB_WS_OPEN,       /* upgraded, waiting for connection_established */
     DWB_WS_READY,      /* connection_established received */
@@ -109,7 +123,6 @@ struct dwb_conn {
     struct dwb_fd ev;
     uint32_t index;
     uint8_t state;
-    bool want_out;    /* EPOLLOUT registered */
     bool we_closed;   /* the close handshake was ours */
     bool lost;        /* went away while ready: expected is what it was owed then */
     uint16_t subs_ok; /* subscribe confirmations received */
@@ -131,7 +144,6 @@ struct dwb_pub {
     struct dwb_fd ev;
     uint32_t index; /* the producer id carried in every message */
     uint8_t state;
-    bool want_out;
     char *req;      /* the request being written: req_buf + some headroom */
     char *req_buf;  /* storage, DWB_PUB_HEADROOM + body capacity */
     size_t req_cap; /* body capacity */
@@ -163,6 +175,7 @@ struct dwb_counts {
     uint64_t recv_msgs, recv_bytes, dup, ooo, malformed, misrouted, ws_errors, error_msgs;
     uint64_t offline; /* targeted with --users: messages to users with no connection */
     uint64_t pings, subs_failed;
+    uint64_t tls_full, tls_resumed; /* TLS handshakes completed, full and resumed */
     uint16_t last_close_code;
 };
 
@@ -214,6 +227,10 @@ struct dwb_run {
     char *pad;
     uint64_t rng;
 
+    struct ssl_ctx_st *tls_ctx; /* --tls: the run's one context (net.c) */
+    /* What the first TLS handshake negotiated, for the report (empty until then). */
+    char tls_version[16], tls_cipher[64], tls_group[32], tls_cert[160];
+
     long rss_before_kb, rss_after_kb;
     unsigned rss_conns; /* connections ready when rss_after_kb was read */
     char sockstat[512]; /* /proc/net/sockstat when the RSS was read */
@@ -238,8 +255,6 @@ int64_t dwb_now_ns(void);
 /* Records the first error of the run (printf-style), for the final report. */
 void dwb_note_error(struct dwb_run *run, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-/* Registers or changes fd's epoll interest: EPOLLIN, plus EPOLLOUT when out is set. */
-int dwb_watch(struct dwb_run *run, struct dwb_fd *ev, bool add, bool out);
 
 /* ---- scenario.c: called by ws.c and http.c ------------------------------------------- */
 

@@ -6,11 +6,15 @@
  * it, so a request goes out with one send() and is never copied. Answers are read into a
  * growing buffer (kept across requests) and parsed by Content-Length.
  *
+ * With --tls the connection is https (net.c): it is CONNECTING until its TLS handshake is
+ * done, and every connection opened again makes a new full handshake.
+ *
  * An idle connection the daemon closes (lws's keep-alive timeout) is not an error: it is
  * opened again the next time it is needed. A connection lost with a request outstanding is:
  * nobody can tell whether those messages were delivered.
  */
 #include "http.h"
+#include "net.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -52,11 +56,8 @@ void dwb_pub_destroy(struct dwb_pub *pub)
 
 void dwb_pub_close(struct dwb_pub *pub)
 {
-    if (pub->ev.fd >= 0)
-        close(pub->ev.fd);
-    pub->ev.fd = -1;
+    dwb_net_close(&pub->ev);
     pub->state = DWB_PUB_CLOSED;
-    pub->want_out = false;
     pub->resp_len = 0;
 }
 
@@ -84,7 +85,6 @@ int dwb_pub_open(struct dwb_run *run, struct dwb_pub *pub)
         dwb_pub_close(pub);
         return err;
     }
-    pub->want_out = true;
     return 0;
 }
 
@@ -95,26 +95,18 @@ char *dwb_pub_body(struct dwb_pub *pub)
 
 static int write_some(struct dwb_run *run, struct dwb_pub *pub)
 {
+    /* A TLS retry after WANT_WRITE passes the same bytes again: req_off has not moved. */
     while (pub->req_off < pub->req_len) {
-        ssize_t w = send(pub->ev.fd, pub->req + pub->req_off, pub->req_len - pub->req_off,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t w =
+            dwb_net_send(run, &pub->ev, pub->req + pub->req_off, pub->req_len - pub->req_off);
 
-        if (w < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                return -errno;
-            if (!pub->want_out) {
-                pub->want_out = true;
-                return dwb_watch(run, &pub->ev, false, true);
-            }
-            return 0;
-        }
+        if (w == -EAGAIN)
+            return dwb_watch(run, &pub->ev, false, true);
+        if (w < 0)
+            return (int)w;
         pub->req_off += (size_t)w;
     }
-    if (pub->want_out) {
-        pub->want_out = false;
-        return dwb_watch(run, &pub->ev, false, false);
-    }
-    return 0;
+    return dwb_watch(run, &pub->ev, false, false);
 }
 
 int dwb_pub_send(struct dwb_run *run, struct dwb_pub *pub, const char *path, size_t body_len)
@@ -170,7 +162,7 @@ static void lost(struct dwb_run *run, struct dwb_pub *pub, const char *why, int 
     if (!busy && !connecting)
         return; /* an idle keep-alive connection closed by the daemon: reopened when needed */
     dwb_note_error(run, "publisher %u: %s%s%s", pub->index, why, err ? ": " : "",
-                   err ? strerror(err) : "");
+                   err ? dwb_net_strerror(err) : "");
     if (busy)
         dwb_on_answer(run, pub, 0, -1);
     else
@@ -214,7 +206,8 @@ static long parse_answer(struct dwb_run *run, struct dwb_pub *pub)
     return (long)(hlen + clen);
 }
 
-static void on_readable(struct dwb_run *run, struct dwb_pub *pub)
+/* Reads once and handles the answer if it is whole. */
+static void read_some(struct dwb_run *run, struct dwb_pub *pub)
 {
     ssize_t r;
     long used;
@@ -230,10 +223,10 @@ static void on_readable(struct dwb_run *run, struct dwb_pub *pub)
         pub->resp = p;
         pub->resp_cap = cap;
     }
-    r = recv(pub->ev.fd, pub->resp + pub->resp_len, pub->resp_cap - pub->resp_len, MSG_DONTWAIT);
+    r = dwb_net_recv(run, &pub->ev, pub->resp + pub->resp_len, pub->resp_cap - pub->resp_len);
     if (r < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-            lost(run, pub, "read", errno);
+        if (r != -EAGAIN)
+            lost(run, pub, "read", (int)-r);
         return;
     }
     if (r == 0) {
@@ -256,34 +249,35 @@ static void on_readable(struct dwb_run *run, struct dwb_pub *pub)
     }
 }
 
+static void on_readable(struct dwb_run *run, struct dwb_pub *pub)
+{
+    do {
+        read_some(run, pub);
+    } while (pub->ev.fd >= 0 && dwb_net_has_pending(&pub->ev));
+}
+
 void dwb_pub_on_event(struct dwb_run *run, struct dwb_pub *pub, uint32_t events)
 {
-    int err = 0;
-    socklen_t len = sizeof(err);
+    int err;
 
     if (pub->state == DWB_PUB_CONNECTING) {
-        if (getsockopt(pub->ev.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-            err = errno;
-        if (err) {
-            lost(run, pub, "connect", err);
+        err = dwb_net_connecting(run, &pub->ev);
+        if (err == -EAGAIN)
             return;
-        }
-        pub->want_out = false;
-        err = dwb_watch(run, &pub->ev, false, false);
         if (err < 0) {
-            lost(run, pub, "epoll_ctl", -err);
+            lost(run, pub, pub->ev.ssl ? "TLS handshake" : "connect", -err);
             return;
         }
         pub->state = DWB_PUB_IDLE;
         return;
     }
-    if ((events & EPOLLOUT) && pub->state == DWB_PUB_BUSY) {
+    if (dwb_net_should_write(&pub->ev, events) && pub->state == DWB_PUB_BUSY) {
         err = write_some(run, pub);
         if (err < 0) {
             lost(run, pub, "write", -err);
             return;
         }
     }
-    if (pub->ev.fd >= 0 && (events & ~(uint32_t)EPOLLOUT))
+    if (pub->ev.fd >= 0 && dwb_net_should_read(&pub->ev, events))
         on_readable(run, pub);
 }

@@ -11,10 +11,12 @@
  * source addresses 127.0.0.1 .. 127.0.0.<sources>.
  *
  * --server nchan points the same run at nginx + nchan (bench/nchan.conf) instead, for
- * bench/compare: see bench.h and bench/README.md for what changes.
+ * bench/compare: see bench.h and bench/README.md for what changes. --tls runs every
+ * connection over TLS (wss, https; net.c), verified against --tls-ca unless --tls-insecure.
  */
 #include "bench.h"
 #include "http.h"
+#include "net.h"
 #include "ws.h"
 
 #include <arpa/inet.h>
@@ -57,15 +59,6 @@ void dwb_note_error(struct dwb_run *run, const char *fmt, ...)
     va_end(ap);
 }
 
-int dwb_watch(struct dwb_run *run, struct dwb_fd *ev, bool add, bool out)
-{
-    struct epoll_event e = {.events = EPOLLIN | (out ? EPOLLOUT : 0), .data.ptr = ev};
-
-    if (epoll_ctl(run->epfd, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, ev->fd, &e) < 0)
-        return -errno;
-    return 0;
-}
-
 static void on_signal(int sig)
 {
     stop_signal = sig;
@@ -85,6 +78,13 @@ static void usage(FILE *f)
             "                         (dealwire)\n"
             "  --host ADDR            daemon address in 127.0.0.0/8 (127.0.0.1)\n"
             "  --port N               daemon port (8000)\n"
+            "  --tls                  every connection over TLS: wss:// clients, https://\n"
+            "                         publishers; needs --tls-ca or --tls-insecure\n"
+            "  --tls-ca FILE          PEM certificates to verify the server's against\n"
+            "  --tls-insecure         do not verify the server's certificate\n"
+            "  --tls-server-name NAME SNI, and the name the certificate must match (localhost)\n"
+            "  --tls-resume           resume the last TLS session the server gave (tickets);\n"
+            "                         without it every handshake is a full one\n"
             "  --scenario NAME        fanout|targeted|channels|paced|idle|connect (fanout)\n"
             "  --connections N        WebSocket clients (100)\n"
             "  --sources K            source addresses 127.0.0.1..127.0.0.K (N/5000 rounded up)\n"
@@ -176,6 +176,11 @@ enum {
     OPT_PREFIX,
     OPT_SEED,
     OPT_QUIET,
+    OPT_TLS,
+    OPT_TLS_CA,
+    OPT_TLS_INSECURE,
+    OPT_TLS_SERVER_NAME,
+    OPT_TLS_RESUME,
     OPT_HELP,
 };
 
@@ -205,6 +210,11 @@ static const struct option long_opts[] = {
     {"user-prefix", required_argument, NULL, OPT_PREFIX},
     {"seed", required_argument, NULL, OPT_SEED},
     {"quiet", no_argument, NULL, OPT_QUIET},
+    {"tls", no_argument, NULL, OPT_TLS},
+    {"tls-ca", required_argument, NULL, OPT_TLS_CA},
+    {"tls-insecure", no_argument, NULL, OPT_TLS_INSECURE},
+    {"tls-server-name", required_argument, NULL, OPT_TLS_SERVER_NAME},
+    {"tls-resume", no_argument, NULL, OPT_TLS_RESUME},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -256,7 +266,7 @@ static int parse_pids(const char *v, struct dwb_opts *o)
 /* Parses argv into o. Returns 0, 1 after --help, or -EINVAL (message printed). */
 static int parse_opts(int argc, char **argv, struct dwb_opts *o)
 {
-    bool window_set = false, duration_set = false;
+    bool window_set = false, duration_set = false, tls_name_set = false;
     const char *host = "127.0.0.1";
     unsigned long long u;
     int c, err = 0;
@@ -275,7 +285,8 @@ static int parse_opts(int argc, char **argv, struct dwb_opts *o)
                            .settle = 2,
                            .drain_timeout = 10,
                            .timeout = 120,
-                           .prefix = "bench-u"};
+                           .prefix = "bench-u",
+                           .tls_server_name = "localhost"};
     o->seed = (uint64_t)dwb_now_ns() ^ (uint64_t)getpid() << 32;
     while (err == 0 && (c = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
         switch (c) {
@@ -374,6 +385,24 @@ static int parse_opts(int argc, char **argv, struct dwb_opts *o)
         case OPT_QUIET:
             o->quiet = true;
             break;
+        case OPT_TLS:
+            o->tls = true;
+            break;
+        case OPT_TLS_CA:
+            o->tls_ca = optarg;
+            break;
+        case OPT_TLS_INSECURE:
+            o->tls_insecure = true;
+            break;
+        case OPT_TLS_SERVER_NAME:
+            o->tls_server_name = optarg;
+            tls_name_set = true;
+            if (!*optarg || strlen(optarg) > 253)
+                err = bad("--tls-server-name", optarg, "expected a host name or an address");
+            break;
+        case OPT_TLS_RESUME:
+            o->tls_resume = true;
+            break;
         case OPT_HELP:
             usage(stdout);
             return 1;
@@ -420,6 +449,13 @@ static int parse_opts(int argc, char **argv, struct dwb_opts *o)
         return bad("--scenario", "channels",
                    "not with --server nchan (fanout, targeted, paced, "
                    "idle and connect are)");
+    if (!o->tls && (o->tls_ca || o->tls_insecure || tls_name_set || o->tls_resume))
+        return bad("--tls-ca, --tls-insecure, --tls-server-name or --tls-resume", "",
+                   "only with --tls");
+    if (o->tls && !o->tls_ca && !o->tls_insecure)
+        return bad("--tls", "", "needs --tls-ca FILE (verify the server) or --tls-insecure");
+    if (o->tls_ca && o->tls_insecure)
+        return bad("--tls-insecure", "", "not with --tls-ca (verify, or do not)");
     if (o->scenario == DWB_IDLE && !o->npids)
         fprintf(stderr, DWB_NAME ": no --server-pid: the server's RSS is not measured\n");
     return 0;
@@ -707,6 +743,7 @@ static void teardown(struct dwb_run *run)
     free(run->pubs);
     if (run->epfd >= 0)
         close(run->epfd);
+    dwb_net_free(run);
 }
 
 int main(int argc, char **argv)
@@ -726,6 +763,8 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
+    if (dwb_net_init(&run) < 0)
+        return EXIT_USAGE;
     if (setup(&run) < 0) {
         fprintf(stderr, DWB_NAME ": out of memory or no epoll\n");
         teardown(&run);

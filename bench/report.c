@@ -4,6 +4,8 @@
  * that starts with {"bench":"dealwire-bench" so scripts can grep it. Rates are taken over the
  * measured window: from the first publish request to the last delivery (publishing
  * scenarios), or from the first connect to the last connection_established (connect).
+ * With --tls, a tls line says what the first handshake negotiated and how the certificate was
+ * checked, and the JSON line carries "tls":true with the version, cipher and group.
  */
 #include "bench.h"
 
@@ -87,6 +89,42 @@ static double us(uint64_t ns)
     return (double)ns / 1e3;
 }
 
+/* Prints s as a JSON string (quotes included). Bytes outside printable ASCII (a server's
+ * garbage quoted in an error) become \u00XX, so the line stays valid UTF-8. */
+static void print_json_string(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+
+        if (ch == '"' || ch == '\\')
+            printf("\\%c", ch);
+        else if (ch < 0x20 || ch > 0x7e)
+            printf("\\u%04x", ch);
+        else
+            putchar(ch);
+    }
+    putchar('"');
+}
+
+static void print_tls(const struct dwb_run *run)
+{
+    const struct dwb_opts *o = &run->opt;
+
+    if (!run->tls_version[0]) {
+        printf("  tls         no handshake completed\n");
+        return;
+    }
+    printf("  tls         %s %s, key exchange %s; server certificate %s; ", run->tls_version,
+           run->tls_cipher, run->tls_group, run->tls_cert);
+    if (o->tls_insecure)
+        printf("NOT verified (--tls-insecure)");
+    else
+        printf("verified against %s for %s", o->tls_ca, o->tls_server_name);
+    printf("; handshakes %llu full, %llu resumed%s\n", (unsigned long long)run->n.tls_full,
+           (unsigned long long)run->n.tls_resumed, o->tls_resume ? " (--tls-resume)" : "");
+}
+
 bool dwb_report_final(struct dwb_run *run)
 {
     const struct dwb_opts *o = &run->opt;
@@ -124,7 +162,10 @@ bool dwb_report_final(struct dwb_run *run)
         printf(", %u channels, %u per connection", o->channels, o->subs);
     if (o->scenario == DWB_PACED)
         printf(", %.0f messages/s", o->rate);
-    printf(", seed %llu\n", (unsigned long long)o->seed);
+    printf(", %s, seed %llu\n", o->tls ? "over TLS (wss, https)" : "plain (ws, http)",
+           (unsigned long long)o->seed);
+    if (o->tls)
+        print_tls(run);
     printf("  connect     %llu ready, %llu failed in %.3f s (%.0f conn/s); handshake p50 %.0f us,"
            " p99 %.0f us, p99.9 %.0f us\n",
            (unsigned long long)run->n.connected, (unsigned long long)run->n.connect_failed, conn_s,
@@ -183,10 +224,16 @@ bool dwb_report_final(struct dwb_run *run)
            run->aborted ? " (aborted)" : "");
 
     printf("{\"bench\":\"%s\",\"server\":\"%s\",\"scenario\":\"%s\",\"connections\":%u,"
-           "\"sources\":%u,\"publishers\":%u,\"W\":%u,\"batch\":%u,\"msg_size\":%u,",
+           "\"sources\":%u,\"publishers\":%u,\"W\":%u,\"batch\":%u,\"msg_size\":%u,\"tls\":%s,",
            DWB_NAME, dwb_server_name(o->server), dwb_scenario_name(o->scenario), o->conns,
            o->sources, publishing ? o->publishers : 0, dwb_scenario_window(run), o->batch,
-           o->msg_size);
+           o->msg_size, o->tls ? "true" : "false");
+    if (o->tls && run->tls_version[0])
+        printf("\"tls_version\":\"%s\",\"tls_cipher\":\"%s\",\"tls_group\":\"%s\","
+               "\"tls_verified\":%s,\"tls_full\":%llu,\"tls_resumed\":%llu,",
+               run->tls_version, run->tls_cipher, run->tls_group,
+               o->tls_insecure ? "false" : "true", (unsigned long long)run->n.tls_full,
+               (unsigned long long)run->n.tls_resumed);
     if (o->scenario == DWB_CHANNELS)
         printf("\"channels\":%u,\"subs_per_conn\":%u,", o->channels, o->subs);
     if (o->scenario == DWB_PACED)
@@ -212,6 +259,11 @@ bool dwb_report_final(struct dwb_run *run)
                run->rss_before_kb, run->rss_after_kb, rss_per_conn);
     else if (o->scenario == DWB_IDLE)
         printf("\"rss_per_conn_bytes\":null,");
+    if (run->first_error[0]) {
+        printf("\"first_error\":");
+        print_json_string(run->first_error);
+        putchar(',');
+    }
     printf("\"missing\":%llu,\"duplicate\":%llu,\"out_of_order\":%llu,\"lost\":%llu,"
            "\"http_errors\":%llu,\"complete\":%s,\"duration_s\":%.3f,\"seed\":%llu}\n",
            (unsigned long long)missing, (unsigned long long)run->n.dup,

@@ -8,6 +8,9 @@
 # started on a free loopback port, each scenario runs with a few dozen connections and a few
 # hundred messages, and the daemon is stopped by its PID (SIGTERM, then wait). Works with
 # sanitizer builds too (they are slower; every run is still bounded by --timeout).
+# TLS: the bench's --tls must fail clearly against the plain daemon; when the daemon's --help
+# lists --tls-cert, a second daemon is started with a throwaway certificate
+# (scripts/devcert.sh) and fanout and connect run again over wss.
 # Last line: "bench smoke: N passed, M failed"; exit status 0 only when M is 0.
 set -u
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -49,18 +52,28 @@ free_port() {
     return 1
 }
 
+# ready PORT [CURL ARGS...]: /healthz answers 200 (https when curl args are given).
 ready() {
-    curl -fs --max-time 1 "http://127.0.0.1:$1/healthz" >/dev/null 2>&1
+    local p=$1
+    shift
+    if [ $# -gt 0 ]; then
+        curl -fs --max-time 1 "$@" "https://127.0.0.1:$p/healthz" >/dev/null 2>&1
+    else
+        curl -fs --max-time 1 "http://127.0.0.1:$p/healthz" >/dev/null 2>&1
+    fi
 }
 
-# Starts the daemon; a port taken between the check and the bind means another try.
+# start_daemon [DAEMON ARGS...]: starts the daemon; a port taken between the check and the
+# bind means another try. With args (TLS), /healthz is asked over https.
 start_daemon() {
+    local curl_tls=()
+    [ $# -gt 0 ] && curl_tls=(--cacert "$work/cert.pem")
     for _ in 1 2 3 4 5; do
         port=$(free_port) || break
-        "$daemon" --host 127.0.0.1 --port "$port" --log-level warn >"$work/daemon.log" 2>&1 &
+        "$daemon" --host 127.0.0.1 --port "$port" --log-level warn "$@" >"$work/daemon.out" 2>&1 &
         daemon_pid=$!
         for _ in $(seq 1 100); do
-            if ready "$port"; then
+            if ready "$port" "${curl_tls[@]}"; then
                 return 0
             fi
             kill -0 "$daemon_pid" 2>/dev/null || break
@@ -75,6 +88,21 @@ start_daemon() {
     return 1
 }
 
+# pass NAME TEXT, fail_check NAME TEXT: count one check and say how it went; a failure also
+# shows what the run printed ($work/NAME.out, NAME.err).
+pass() {
+    passed=$((passed + 1))
+    echo "ok   $1: $2"
+}
+fail_check() {
+    local f
+    failed=$((failed + 1))
+    echo "FAIL $1 $2"
+    for f in "$work/$1.out" "$work/$1.err"; do
+        [ -f "$f" ] && sed 's/^/     /' "$f"
+    done
+}
+
 # check NAME ARGS...: one bench run that must exit 0, say COMPLETE and print its JSON line.
 check() {
     local name=$1 rc
@@ -83,18 +111,15 @@ check() {
     rc=$?
     if [ $rc -eq 0 ] && grep -q '^  result      COMPLETE' "$work/$name.out" &&
         grep -q '^{"bench":"dealwire-bench".*"complete":true' "$work/$name.out"; then
-        passed=$((passed + 1))
-        echo "ok   $name: $(grep -o '"deliveries":[0-9]*' "$work/$name.out" | head -1) ($*)"
+        pass "$name" "$(grep -o '"deliveries":[0-9]*' "$work/$name.out" | head -1) ($*)"
     else
-        failed=$((failed + 1))
-        echo "FAIL $name (exit $rc): $*"
-        sed 's/^/     /' "$work/$name.out" "$work/$name.err"
+        fail_check "$name" "(exit $rc): $*"
     fi
 }
 
 if ! start_daemon; then
     echo "bench smoke: cannot start $daemon" >&2
-    sed 's/^/     /' "$work/daemon.log" >&2
+    sed 's/^/     /' "$work/daemon.out" >&2
     echo "bench smoke: 0 passed, 1 failed"
     exit 1
 fi
@@ -110,38 +135,75 @@ check paced --scenario paced --connections 30 --rate 200 --duration 1.5
 check idle --scenario idle --connections 50 --settle 0.5 --server-pid "$daemon_pid"
 check connect --scenario connect --connections 50 --parallel 10
 
-# Options --server nchan cannot honour are refused before any connection (exit 2).
+# Options --server nchan cannot honour, and TLS options that do not fit together, are
+# refused before any connection (exit 2).
 check_usage() {
     local name=$1 rc
     shift
     "$bench" --port "$port" --quiet "$@" >"$work/$name.out" 2>&1
     rc=$?
     if [ $rc -eq 2 ]; then
-        passed=$((passed + 1))
-        echo "ok   $name: refused ($*)"
+        pass "$name" "refused ($*)"
     else
-        failed=$((failed + 1))
-        echo "FAIL $name (exit $rc, expected 2): $*"
-        sed 's/^/     /' "$work/$name.out"
+        fail_check "$name" "(exit $rc, expected 2): $*"
     fi
 }
 check_usage nchan-batch --server nchan --batch 4 --messages 10
 check_usage nchan-channels --server nchan --scenario channels --messages 10
 check_usage server-name --server apache --messages 10
+check_usage tls-no-ca --tls --messages 10
+check_usage tls-ca-alone --tls-ca /dev/null --messages 10
+check_usage tls-ca-unreadable --tls --tls-ca "$work/none.pem" --messages 10
 
-# The daemon must still be healthy, and stop cleanly.
-kill -TERM "$daemon_pid"
-wait "$daemon_pid"
-rc=$?
-daemon_pid=""
-if [ $rc -eq 0 ] && ! grep -qE 'AddressSanitizer|runtime error:|ThreadSanitizer|LeakSanitizer' \
-    "$work/daemon.log"; then
-    passed=$((passed + 1))
-    echo "ok   daemon stopped cleanly"
+# check_fails NAME PATTERN ARGS...: a run that must end by itself, exit 1 and name PATTERN.
+check_fails() {
+    local name=$1 pattern=$2 rc
+    shift 2
+    "$bench" --port "$port" --quiet --timeout 20 "$@" >"$work/$name.out" 2>&1
+    rc=$?
+    if [ $rc -eq 1 ] && grep -q "^  first error .*$pattern" "$work/$name.out"; then
+        pass "$name" "$(grep -o 'first error .*' "$work/$name.out")"
+    else
+        fail_check "$name" "(exit $rc, expected 1 and '$pattern'): $*"
+    fi
+}
+check_fails tls-to-plain 'wrong version number' --tls --tls-insecure --connections 5 \
+    --messages 10
+
+# stop_daemon [WHAT]: the daemon must still be healthy, and stop cleanly.
+stop_daemon() {
+    local rc
+    kill -TERM "$daemon_pid"
+    wait "$daemon_pid"
+    rc=$?
+    daemon_pid=""
+    if [ $rc -eq 0 ] && ! grep -qE 'AddressSanitizer|runtime error:|ThreadSanitizer|LeakSanitizer' \
+        "$work/daemon.out"; then
+        pass daemon "${1:+$1, }stopped cleanly"
+    else
+        fail_check daemon "${1:+$1, }exit status $rc"
+    fi
+}
+stop_daemon
+
+# wss, once the daemon terminates TLS itself (--tls-cert, --tls-key).
+if "$daemon" --help 2>&1 | grep -q -- '--tls-cert'; then
+    bash scripts/devcert.sh "$work" >/dev/null
+    if start_daemon --tls-cert "$work/cert.pem" --tls-key "$work/key.pem"; then
+        echo "bench smoke: $daemon over TLS (pid $daemon_pid) on 127.0.0.1:$port"
+        check fanout-tls --tls --tls-ca "$work/cert.pem" --scenario fanout --connections 40 \
+            --messages 300
+        check connect-tls --tls --tls-ca "$work/cert.pem" --scenario connect --connections 50 \
+            --parallel 10
+        bash scripts/devcert.sh "$work/other" >/dev/null
+        check_fails tls-wrong-ca 'certificate verify failed' --tls --tls-ca \
+            "$work/other/cert.pem" --connections 5 --messages 10
+        stop_daemon "over TLS"
+    else
+        fail_check daemon "cannot start $daemon with --tls-cert"
+    fi
 else
-    failed=$((failed + 1))
-    echo "FAIL daemon exit status $rc"
-    sed 's/^/     /' "$work/daemon.log"
+    echo "skip wss runs: $daemon has no --tls-cert yet"
 fi
 
 echo "bench smoke: $passed passed, $failed failed"

@@ -5,7 +5,9 @@
  * or of the 101 answer) are copied in front, then up to DWB_READ_CHUNK bytes are read behind
  * them, every whole frame is handled in place, and only the tail is copied back to the
  * connection. So a connection owns at most one partial frame, grown once and reused: nothing
- * is allocated per message.
+ * is allocated per message. The bytes come through net.c, plain or TLS alike; with TLS a read
+ * may leave bytes (or the end of the stream) inside OpenSSL, which epoll does not report, so
+ * the connection reads again at once while dwb_net_has_pending says so.
  *
  * Source addresses: connection i binds to 127.0.0.(1 + i % sources) with
  * IP_BIND_ADDRESS_NO_PORT, so the kernel picks the port at connect time from that address's
@@ -18,6 +20,7 @@
  */
 #include "ws.h"
 #include "http.h"
+#include "net.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -27,7 +30,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <openssl/evp.h>
 
@@ -98,7 +100,7 @@ static void fail(struct dwb_run *run, struct dwb_conn *c, const char *why, int e
         return;
     }
     if (err)
-        dwb_note_error(run, "connection %u: %s: %s", c->index, why, strerror(err));
+        dwb_note_error(run, "connection %u: %s: %s", c->index, why, dwb_net_strerror(err));
     else
         dwb_note_error(run, "connection %u: %s", c->index, why);
     dwb_ws_drop(run, c, DWB_WS_FAILED);
@@ -123,11 +125,7 @@ static int queue_out(struct dwb_run *run, struct dwb_conn *c, const unsigned cha
     }
     memcpy(c->out + c->out_len, p, n);
     c->out_len += (uint32_t)n;
-    if (!c->want_out) {
-        c->want_out = true;
-        return dwb_watch(run, &c->ev, false, true);
-    }
-    return 0;
+    return dwb_watch(run, &c->ev, false, true);
 }
 
 static int send_bytes(struct dwb_run *run, struct dwb_conn *c, const void *p, size_t n)
@@ -137,33 +135,29 @@ static int send_bytes(struct dwb_run *run, struct dwb_conn *c, const void *p, si
     if (c->ev.fd < 0)
         return -EBADF;
     if (c->out_len == 0) {
-        w = send(c->ev.fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (w < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                return -errno;
+        w = dwb_net_send(run, &c->ev, p, n);
+        if (w == -EAGAIN)
             w = 0;
-        }
+        else if (w < 0)
+            return (int)w;
         if ((size_t)w == n)
             return 0;
     }
+    /* What TLS did not take is retried from the out buffer: the same bytes, moved. */
     return queue_out(run, c, (const unsigned char *)p + w, n - (size_t)w);
 }
 
 static int flush_out(struct dwb_run *run, struct dwb_conn *c)
 {
     while (c->out_len > 0) {
-        ssize_t w = send(c->ev.fd, c->out, c->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t w = dwb_net_send(run, &c->ev, c->out, c->out_len);
 
         if (w < 0)
-            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+            return w == -EAGAIN ? 0 : (int)w;
         memmove(c->out, c->out + w, c->out_len - (size_t)w);
         c->out_len -= (uint32_t)w;
     }
-    if (c->want_out) {
-        c->want_out = false;
-        return dwb_watch(run, &c->ev, false, false);
-    }
-    return 0;
+    return dwb_watch(run, &c->ev, false, false);
 }
 
 /* One masked client frame (RFC 6455 5.3): the mask is random per frame. */
@@ -234,7 +228,6 @@ int dwb_ws_start(struct dwb_run *run, struct dwb_conn *c)
         fail(run, c, "epoll_ctl", -err);
         return err;
     }
-    c->want_out = true;
     return 0;
 }
 
@@ -269,21 +262,15 @@ static void send_upgrade(struct dwb_run *run, struct dwb_conn *c)
         fail(run, c, "sending the upgrade request", -err);
 }
 
-static void on_connected(struct dwb_run *run, struct dwb_conn *c)
+/* Connect completion, then the TLS handshake (--tls), then the upgrade request. */
+static void on_connecting(struct dwb_run *run, struct dwb_conn *c)
 {
-    int err = 0;
-    socklen_t len = sizeof(err);
+    int err = dwb_net_connecting(run, &c->ev);
 
-    if (getsockopt(c->ev.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-        err = errno;
-    if (err) {
-        fail(run, c, "connect", err);
+    if (err == -EAGAIN)
         return;
-    }
-    c->want_out = false;
-    err = dwb_watch(run, &c->ev, false, false);
     if (err < 0) {
-        fail(run, c, "epoll_ctl", -err);
+        fail(run, c, c->ev.ssl ? "TLS handshake" : "connect", -err);
         return;
     }
     send_upgrade(run, c);
@@ -480,7 +467,8 @@ static void on_eof(struct dwb_run *run, struct dwb_conn *c, int err)
     fail(run, c, err ? "read" : "connection closed by the server without a close frame", err);
 }
 
-static void on_readable(struct dwb_run *run, struct dwb_conn *c)
+/* Reads once and handles what came. */
+static void read_chunk(struct dwb_run *run, struct dwb_conn *c)
 {
     size_t have = c->in_len, total;
     ssize_t r;
@@ -489,14 +477,10 @@ static void on_readable(struct dwb_run *run, struct dwb_conn *c)
 
     if (have)
         memcpy(scratch, c->in, have);
-    r = recv(c->ev.fd, scratch + have, DWB_READ_CHUNK, MSG_DONTWAIT);
-    if (r < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-            on_eof(run, c, errno);
-        return;
-    }
-    if (r == 0) {
-        on_eof(run, c, 0);
+    r = dwb_net_recv(run, &c->ev, scratch + have, DWB_READ_CHUNK);
+    if (r <= 0) {
+        if (r != -EAGAIN)
+            on_eof(run, c, (int)-r);
         return;
     }
     now = dwb_now_ns();
@@ -519,22 +503,29 @@ static void on_readable(struct dwb_run *run, struct dwb_conn *c)
         fail(run, c, "out of memory", ENOMEM);
 }
 
+static void on_readable(struct dwb_run *run, struct dwb_conn *c)
+{
+    do {
+        read_chunk(run, c);
+    } while (c->ev.fd >= 0 && dwb_net_has_pending(&c->ev));
+}
+
 void dwb_ws_on_event(struct dwb_run *run, struct dwb_conn *c, uint32_t events)
 {
     int err;
 
     if (c->state == DWB_WS_CONNECTING) {
-        on_connected(run, c);
+        on_connecting(run, c);
         return;
     }
-    if (events & EPOLLOUT) {
+    if (dwb_net_should_write(&c->ev, events)) {
         err = flush_out(run, c);
         if (err < 0) {
             on_eof(run, c, -err);
             return;
         }
     }
-    if (c->ev.fd >= 0 && (events & ~EPOLLOUT))
+    if (c->ev.fd >= 0 && dwb_net_should_read(&c->ev, events))
         on_readable(run, c);
 }
 
@@ -559,16 +550,11 @@ void dwb_ws_close(struct dwb_run *run, struct dwb_conn *c)
 void dwb_ws_drop(struct dwb_run *run, struct dwb_conn *c, enum dwb_ws_state state)
 {
     (void)run;
-    if (c->ev.fd >= 0) {
-        /* close() also removes it from the epoll set: the fd is not shared. */
-        close(c->ev.fd);
-        c->ev.fd = -1;
-    }
+    dwb_net_close(&c->ev);
     free(c->in);
     free(c->out);
     c->in = c->out = NULL;
     c->in_len = c->in_cap = c->out_len = c->out_cap = 0;
-    c->want_out = false;
     c->state = (uint8_t)state;
 }
 
