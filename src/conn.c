@@ -568,19 +568,16 @@ static int write_frames(struct dw_server *srv, struct dw_conn *conn, struct lws 
     if (dw_msg_frame_len(m) > DW_WRITE_BATCH) {
         /* Too big to gather: RAW writes neither modify nor keep the buffer, so the shared
          * frame goes out as it is. */
-        m = dw_outbox_pop(&conn->outbox);
-        if (lws_write(wsi, (unsigned char *)dw_msg_frame(m), dw_msg_frame_len(m), LWS_WRITE_RAW) <
-            0) {
-            dw_msg_unref(m);
-            return -1;
-        }
-        dw_msg_unref(m);
-        return 1;
+        int r =
+            lws_write(wsi, (unsigned char *)dw_msg_frame(m), dw_msg_frame_len(m), LWS_WRITE_RAW);
+
+        dw_outbox_drop(&conn->outbox);
+        return r < 0 ? -1 : 1;
     }
     while (m && n + dw_msg_frame_len(m) <= DW_WRITE_BATCH && (unsigned long)count < limit) {
         memcpy(buf + n, dw_msg_frame(m), dw_msg_frame_len(m));
         n += dw_msg_frame_len(m);
-        dw_msg_unref(dw_outbox_pop(&conn->outbox));
+        dw_outbox_drop(&conn->outbox);
         count++;
         m = dw_outbox_peek(&conn->outbox);
     }

@@ -165,16 +165,12 @@ static void fanout_init(struct fanout *f, struct dw_hub *hub, struct dw_msg *msg
     f->wake = false;
 }
 
-/* Finishes the current block and gives back the references of its unused nodes. */
+/* Finishes the current block: its unused nodes go back with it. */
 static void fanout_close_block(struct fanout *f)
 {
-    unsigned unused;
-
     if (!f->blk)
         return;
-    unused = dw_outbox_block_finish(f->blk);
-    if (unused)
-        dw_msg_unref_n(f->msg, unused);
+    dw_outbox_block_finish(f->blk);
     f->blk = NULL;
 }
 
@@ -185,15 +181,15 @@ static inline void fanout_to(struct fanout *f, struct dw_conn *c)
 
     if (atomic_load_explicit(&c->closed, memory_order_relaxed))
         return;
-    node = f->blk ? dw_outbox_block_node(f->blk, f->msg) : NULL;
+    node = f->blk ? dw_outbox_block_node(f->blk) : NULL;
     if (!node) {
         fanout_close_block(f);
-        f->blk = dw_outbox_block_new(f->next_cap);
-        /* The references come before any node is visible, so no consumer can free early. */
-        dw_msg_ref_n(f->msg, f->next_cap);
+        /* The block's reference comes before any node is visible, so no consumer can free
+         * the message early. */
+        f->blk = dw_outbox_block_new(f->next_cap, f->msg);
         if (f->next_cap < FANOUT_BLOCK_MAX)
             f->next_cap *= 2;
-        node = dw_outbox_block_node(f->blk, f->msg);
+        node = dw_outbox_block_node(f->blk);
     }
     f->count++;
     if (dw_outbox_push_node(&c->outbox, node)) {

@@ -25,24 +25,30 @@ void dw_outbox_init(struct dw_outbox *ob)
     atomic_init(&ob->_scheduled, 0);
 }
 
-/* Takes the next pending node; TSan learns that the producer's writes to it happened before. */
 static void block_release(struct dw_outbox_block *b, unsigned n)
 {
     /* acq_rel: whoever frees the block sees every other release as done. */
-    if (atomic_fetch_sub_explicit(&b->_pending, n, memory_order_acq_rel) == n)
+    if (atomic_fetch_sub_explicit(&b->_pending, n, memory_order_acq_rel) == n) {
+        dw_msg_unref(b->_msg);
         free(b);
+    }
 }
 
-/* Releases a popped node: its own memory, or its share of its block. */
-static void release(struct dw_outbox_node *n)
+/* Releases a node taken off the queue, with its hold on its message: its own memory and
+ * reference, or its share of its block. */
+static void discard(struct dw_outbox_node *n)
 {
-    if (n->_block)
+    struct dw_msg *m = n->msg;
+
+    if (n->_block) {
         block_release(n->_block, 1);
-    else
-        free(n);
+        return;
+    }
+    free(n);
+    dw_msg_unref(m);
 }
 
-struct dw_outbox_block *dw_outbox_block_new(unsigned cap)
+struct dw_outbox_block *dw_outbox_block_new(unsigned cap, struct dw_msg *msg)
 {
     struct dw_outbox_block *b = dw_xmalloc(sizeof(*b) + cap * sizeof(b->_nodes[0]));
 
@@ -51,27 +57,26 @@ struct dw_outbox_block *dw_outbox_block_new(unsigned cap)
     atomic_init(&b->_pending, cap + 1);
     b->_used = 0;
     b->_cap = cap;
+    b->_msg = msg;
+    dw_msg_ref(msg);
     return b;
 }
 
-struct dw_outbox_node *dw_outbox_block_node(struct dw_outbox_block *b, struct dw_msg *msg)
+struct dw_outbox_node *dw_outbox_block_node(struct dw_outbox_block *b)
 {
     struct dw_outbox_node *n;
 
     if (b->_used == b->_cap)
         return NULL;
     n = &b->_nodes[b->_used++];
-    n->msg = msg;
+    n->msg = b->_msg;
     n->_block = b;
     return n;
 }
 
-unsigned dw_outbox_block_finish(struct dw_outbox_block *b)
+void dw_outbox_block_finish(struct dw_outbox_block *b)
 {
-    unsigned unused = b->_cap - b->_used;
-
-    block_release(b, unused + 1);
-    return unused;
+    block_release(b, b->_cap - b->_used + 1);
 }
 
 static struct dw_outbox_node *take_pending(struct dw_outbox *ob)
@@ -89,12 +94,8 @@ void dw_outbox_destroy(struct dw_outbox *ob)
     struct dw_outbox_node *n;
 
     __cds_wfcq_splice_blocking(&ob->_phead, &ob->_ptail, &ob->_head, &ob->_tail);
-    while ((n = take_pending(ob)) != NULL) {
-        struct dw_msg *m = n->msg;
-
-        release(n);
-        dw_msg_unref(m);
-    }
+    while ((n = take_pending(ob)) != NULL)
+        discard(n);
     atomic_store_explicit(&ob->_queued, 0, memory_order_relaxed);
 }
 
@@ -147,10 +148,7 @@ unsigned long dw_outbox_collect(struct dw_outbox *ob, unsigned long cap)
     __cds_wfcq_init(&keep_head, &keep_tail);
     while ((n = take_pending(ob)) != NULL) {
         if (excess > 0 && !dw_msg_is_critical(n->msg)) {
-            struct dw_msg *m = n->msg;
-
-            release(n);
-            dw_msg_unref(m);
+            discard(n);
             excess--;
             dropped++;
             continue;
@@ -181,9 +179,23 @@ struct dw_msg *dw_outbox_pop(struct dw_outbox *ob)
     if (!n)
         return NULL;
     msg = n->msg;
-    release(n);
+    if (n->_block) {
+        /* The caller gets a reference of its own; the block keeps its one. */
+        dw_msg_ref(msg);
+        block_release(n->_block, 1);
+    } else {
+        free(n);
+    }
     atomic_fetch_sub_explicit(&ob->_queued, 1, memory_order_relaxed);
     return msg;
+}
+
+void dw_outbox_drop(struct dw_outbox *ob)
+{
+    struct dw_outbox_node *n = take_pending(ob);
+
+    discard(n);
+    atomic_fetch_sub_explicit(&ob->_queued, 1, memory_order_relaxed);
 }
 
 bool dw_outbox_is_empty(struct dw_outbox *ob)

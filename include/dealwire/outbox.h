@@ -31,8 +31,9 @@ struct dw_msg;
  * from it instead of allocating one each, and it is freed when its last node is released. */
 struct dw_outbox_block;
 
-/* One queued message. dw_outbox_push allocates one and frees it when it is popped; a fan-out
- * takes them from a block (dw_outbox_block_node). */
+/* One queued message. dw_outbox_push allocates one, holding its own reference on the
+ * message, and frees it when it is popped; a fan-out takes them from a block
+ * (dw_outbox_block_node), whose nodes share the block's one reference. */
 struct dw_outbox_node {
     struct cds_wfcq_node _q;
     struct dw_msg *msg;
@@ -42,6 +43,7 @@ struct dw_outbox_node {
 struct dw_outbox_block {
     _Atomic unsigned _pending; /* nodes not released + unused ones + 1 until finished */
     unsigned _used, _cap;      /* the producer's only */
+    struct dw_msg *_msg;       /* every node's message; the block holds one reference */
     struct dw_outbox_node _nodes[];
 };
 
@@ -66,19 +68,18 @@ void dw_outbox_destroy(struct dw_outbox *ob);
  * scheduled flag, in which case the caller must put the owner on the ready queue. */
 bool dw_outbox_push(struct dw_outbox *ob, struct dw_msg *msg);
 
-/* thread: any (the producer). A block of cap nodes, all unused. Owned by the producer until
- * dw_outbox_block_finish(). */
-struct dw_outbox_block *dw_outbox_block_new(unsigned cap);
+/* thread: any (the producer). A block of cap nodes for msg, all unused; it takes one
+ * reference on msg, dropped when the block is freed. Owned by the producer until
+ * dw_outbox_block_finish(). One reference per block instead of one per node: the consumer
+ * then releases a node with one atomic operation (the block's count), not two. */
+struct dw_outbox_block *dw_outbox_block_new(unsigned cap, struct dw_msg *msg);
 
-/* thread: the producer. The next unused node of b for msg, or NULL when b is full. The node
- * owns one reference on msg, which the caller has taken (a fan-out takes a block's worth
- * with one dw_msg_ref_n). */
-struct dw_outbox_node *dw_outbox_block_node(struct dw_outbox_block *b, struct dw_msg *msg);
+/* thread: the producer. The next unused node of b (for b's message), or NULL when b is full. */
+struct dw_outbox_node *dw_outbox_block_node(struct dw_outbox_block *b);
 
-/* thread: the producer, once it takes no more nodes from b. Returns the number of unused
- * nodes (whose message references the caller gives back); b is freed once every used node
- * has been released by its consumer (or now, when none was used). */
-unsigned dw_outbox_block_finish(struct dw_outbox_block *b);
+/* thread: the producer, once it takes no more nodes from b. b (and its message reference) is
+ * freed once every used node has been released by its consumer, or now when none was used. */
+void dw_outbox_block_finish(struct dw_outbox_block *b);
 
 /* thread: any. Queues node (from dw_outbox_block_node) on ob. Returns what dw_outbox_push
  * returns. */
@@ -93,8 +94,14 @@ void dw_outbox_unschedule(struct dw_outbox *ob);
  * dropped. Leaves the scheduled flag alone. */
 unsigned long dw_outbox_collect(struct dw_outbox *ob, unsigned long cap);
 
-/* thread: consumer. The oldest pending message, borrowed (valid until popped), or NULL. */
+/* thread: consumer. The oldest pending message, borrowed (valid until popped or dropped), or
+ * NULL. */
 struct dw_msg *dw_outbox_peek(struct dw_outbox *ob);
+
+/* thread: consumer. Removes the oldest pending message (there must be one) and gives up the
+ * queue's hold on it: what the write path calls once it is done with what it peeked. Cheaper
+ * than dw_outbox_pop + dw_msg_unref for a fan-out's node. */
+void dw_outbox_drop(struct dw_outbox *ob);
 
 /* thread: consumer. Removes the oldest pending message and returns it; the caller owns the
  * reference the queue held. NULL when nothing is pending. */

@@ -394,50 +394,58 @@ static void test_destroy_is_last_holder(void **state)
  * Ready queue
  * ------------------------------------------------------------------------------------------ */
 
-/* A fan-out block: nodes share one allocation and the message references the caller took
- * for the whole block; unused ones are handed back by finish; the block is freed when the
- * last used node is released (ASan reports a leak or a use after free otherwise). */
+/* A fan-out block: nodes share one allocation and the block's one message reference; the
+ * block (and its reference) goes when its last used node is released, popped or dropped
+ * (ASan reports a leak or a use after free otherwise). */
 static void test_block_nodes(void **state)
 {
-    struct dw_outbox a, b;
+    struct dw_outbox a, b, c;
     struct dw_outbox_block *blk;
     struct dw_outbox_node *n;
-    struct dw_msg *msg;
+    struct dw_msg *msg, *got;
 
     (void)state;
     make_msgs(&msg, 1, 0);
     dw_outbox_init(&a);
     dw_outbox_init(&b);
-    blk = dw_outbox_block_new(4);
-    dw_msg_ref_n(msg, 4); /* one per node of the block */
+    dw_outbox_init(&c);
+    blk = dw_outbox_block_new(4, msg);
+    assert_int_equal(refs_of(msg), 2); /* ours + the block's */
 
-    n = dw_outbox_block_node(blk, msg);
+    n = dw_outbox_block_node(blk);
     assert_non_null(n);
     assert_ptr_equal(n->msg, msg);
     assert_true(dw_outbox_push_node(&a, n));
-    n = dw_outbox_block_node(blk, msg);
-    assert_true(dw_outbox_push_node(&b, n));
+    assert_true(dw_outbox_push_node(&b, dw_outbox_block_node(blk)));
+    assert_true(dw_outbox_push_node(&c, dw_outbox_block_node(blk)));
     assert_int_equal(dw_outbox_queued(&a), 1);
-    assert_int_equal(dw_outbox_queued(&b), 1);
+    dw_outbox_block_finish(blk); /* one of four unused */
+    assert_int_equal(refs_of(msg), 2); /* the nodes share the block's reference */
 
-    /* Two of four unused: finish says so; the caller gives their references back. */
-    assert_int_equal(dw_outbox_block_finish(blk), 2);
-    dw_msg_unref_n(msg, 2);
-    assert_int_equal(refs_of(msg), 3); /* ours + one per queued node */
-
+    /* pop hands out a reference of the caller's own. */
     dw_outbox_collect(&a, 100);
-    pop_expect(&a, msg);
-    assert_int_equal(refs_of(msg), 2);
+    got = dw_outbox_pop(&a);
+    assert_ptr_equal(got, msg);
+    assert_int_equal(refs_of(msg), 3);
+    dw_msg_unref(got);
+    /* drop, after a peek: the write path's way. */
     dw_outbox_collect(&b, 100);
-    pop_expect(&b, msg); /* releases the last node: the block is freed here */
+    assert_ptr_equal(dw_outbox_peek(&b), msg);
+    dw_outbox_drop(&b);
+    assert_int_equal(dw_outbox_queued(&b), 0);
+    assert_int_equal(refs_of(msg), 2);
+    dw_outbox_collect(&c, 100);
+    dw_outbox_drop(&c); /* the last node: the block and its reference go here */
     assert_int_equal(refs_of(msg), 1);
 
     dw_outbox_destroy(&a);
     dw_outbox_destroy(&b);
+    dw_outbox_destroy(&c);
     unref_msgs(&msg, 1);
 }
 
-/* A full block returns no node; a block with no node used is freed by finish. */
+/* A full block returns no node; a block with no node used is freed by finish; drop frees a
+ * node of its own with its reference. */
 static void test_block_full_and_unused(void **state)
 {
     struct dw_outbox_block *blk;
@@ -447,16 +455,23 @@ static void test_block_full_and_unused(void **state)
     (void)state;
     make_msgs(&msg, 1, 0);
     dw_outbox_init(&ob);
-    blk = dw_outbox_block_new(1);
-    dw_msg_ref(msg);
-    assert_true(dw_outbox_push_node(&ob, dw_outbox_block_node(blk, msg)));
-    assert_null(dw_outbox_block_node(blk, msg));
-    assert_int_equal(dw_outbox_block_finish(blk), 0);
+    blk = dw_outbox_block_new(1, msg);
+    assert_true(dw_outbox_push_node(&ob, dw_outbox_block_node(blk)));
+    assert_null(dw_outbox_block_node(blk));
+    dw_outbox_block_finish(blk);
     dw_outbox_destroy(&ob); /* releases the node, frees the block, drops its reference */
     assert_int_equal(refs_of(msg), 1);
 
-    blk = dw_outbox_block_new(8);
-    assert_int_equal(dw_outbox_block_finish(blk), 8); /* freed now */
+    blk = dw_outbox_block_new(8, msg);
+    dw_outbox_block_finish(blk); /* freed now */
+    assert_int_equal(refs_of(msg), 1);
+
+    dw_outbox_push(&ob, msg);
+    assert_int_equal(refs_of(msg), 2);
+    dw_outbox_collect(&ob, 100);
+    dw_outbox_drop(&ob);
+    assert_int_equal(refs_of(msg), 1);
+    dw_outbox_destroy(&ob);
     unref_msgs(&msg, 1);
 }
 
