@@ -14,6 +14,8 @@ PACKAGES=(
     libuv1-dev
     # tests
     libcmocka-dev python3-websockets python3-pytest
+    # the openssl command: scripts/devcert.sh, the TLS tests, RS256/ES256 test tokens
+    openssl
     # services the integration tests start in a temp dir (postgresql: initdb, pg_ctl and psql
     # for scripts/pg.sh)
     postgresql redis-server

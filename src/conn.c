@@ -394,16 +394,18 @@ static void handle_text(struct dw_server *srv, struct dw_conn *conn, const char 
     reply(conn, m);
 }
 
+static void begin_close(struct dw_conn *conn, enum lws_close_status code, const char *reason,
+                        bool flush);
+
 static int close_with(struct lws *wsi, enum lws_close_status code, const char *why)
 {
     lws_close_reason(wsi, code, (unsigned char *)why, strlen(why));
     return -1;
 }
 
-/* One complete message from the client, after the rate limit. Returns what the RECEIVE
- * callback returns: -1 closes. */
-static int handle_message(struct dw_server *srv, struct lws *wsi, struct dw_conn *conn,
-                          const char *data, size_t len)
+/* One complete message from the client, after the rate limit. */
+static void handle_message(struct dw_server *srv, struct dw_conn *conn, const char *data,
+                           size_t len)
 {
     struct dw_conn_io *io = &conn->io;
 
@@ -414,19 +416,19 @@ static int handle_message(struct dw_server *srv, struct lws *wsi, struct dw_conn
             srv->refusals.rate_closes++;
             dw_log(DW_LOG_INFO, "connection %llu (user %s): message flood, closing",
                    (unsigned long long)conn->id, conn->user->id);
-            return close_with(wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, "rate limit exceeded");
+            begin_close(conn, LWS_CLOSE_STATUS_POLICY_VIOLATION, "rate limit exceeded", true);
+            return;
         }
         if (io->flood == 1) /* one error per flood, not one per message */
             reply(conn, dw_proto_error("rate_limited",
                                        "too many messages: slow down, or the connection closes"));
-        return 0;
+        return;
     }
     if (io->rx_binary)
         reply(conn, dw_proto_error("binary_not_supported",
                                    "send JSON text frames; binary frames are not accepted"));
     else
         handle_text(srv, conn, data, len);
-    return 0;
 }
 
 int dw__conn_receive(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss, const void *in,
@@ -434,7 +436,6 @@ int dw__conn_receive(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
 {
     struct dw_conn *conn = pss->conn;
     struct dw_conn_io *io;
-    int r;
     size_t max = (size_t)srv->cfg->max_message_size;
 
     if (!conn)
@@ -442,6 +443,8 @@ int dw__conn_receive(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
     io = &conn->io;
     io->last_activity = dw_now_mono_ns();
     io->last_activity_rt = dw_now_realtime_ns();
+    if (io->closing)
+        return 0; /* closing (begin_close): nothing more is taken from this client */
 
     if (lws_is_first_fragment(wsi)) {
         io->rx_len = 0;
@@ -454,11 +457,14 @@ int dw__conn_receive(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
         io->rx_len = 0;
         dw_log(DW_LOG_DEBUG, "connection %llu: message over %zu bytes",
                (unsigned long long)conn->id, max);
-        return close_with(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message too large");
+        begin_close(conn, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message too large", true);
+        return 0;
     }
 
-    if (lws_is_final_fragment(wsi) && io->rx_len == 0)
-        return handle_message(srv, wsi, conn, in, len); /* whole in one chunk: no copy */
+    if (lws_is_final_fragment(wsi) && io->rx_len == 0) {
+        handle_message(srv, conn, in, len); /* whole in one chunk: no copy */
+        return 0;
+    }
 
     if (!io->rx)
         io->rx = dw_xmalloc(max + 1);
@@ -467,11 +473,11 @@ int dw__conn_receive(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
     if (!lws_is_final_fragment(wsi))
         return 0;
 
-    r = handle_message(srv, wsi, conn, io->rx, io->rx_len);
+    handle_message(srv, conn, io->rx, io->rx_len);
     free(io->rx);
     io->rx = NULL;
     io->rx_len = 0;
-    return r;
+    return 0;
 }
 
 void dw__conn_pong(struct dw_server *srv, struct dw_pss *pss)
@@ -486,18 +492,16 @@ void dw__conn_pong(struct dw_server *srv, struct dw_pss *pss)
     conn->io.last_heartbeat_rt = conn->io.last_activity_rt;
 }
 
-/* Does a close with code wait for what is queued (1001, 4001), or drop it (a close for
- * cause)? */
-static bool close_flushes(unsigned short code)
-{
-    return code == LWS_CLOSE_STATUS_GOINGAWAY || code == CLOSE_TOKEN_EXPIRED;
-}
-
-/* Marks conn to close with code: for 1001 and 4001 once what is queued now is written (what
- * arrives later is not waited for), for others at once. */
-static void begin_close(struct dw_conn *conn, enum lws_close_status code, const char *reason)
+/* Marks conn to close with code on its next WRITEABLE: with flush, once what is queued now is
+ * written (what arrives later is not waited for), else at once, dropping what is queued (a
+ * slow consumer, whose queue is the problem). Never from RECEIVE by returning -1: lws would
+ * send the close frame at once and the replies already queued after it, which RFC 6455
+ * forbids. What the client sends after this is ignored. */
+static void begin_close(struct dw_conn *conn, enum lws_close_status code, const char *reason,
+                        bool flush)
 {
     conn->io.closing = true;
+    conn->io.close_flush = flush;
     conn->io.flush_left = dw_outbox_queued(&conn->outbox);
     conn->io.close_code = (unsigned short)code;
     conn->io.close_reason = reason;
@@ -527,7 +531,7 @@ static void collect(struct dw_server *srv, struct dw_conn *conn)
                (unsigned long long)conn->io.messages_dropped);
         /* Close with 1008 on the next WRITEABLE, if the client reads again within the grace
          * period; otherwise lws hangs up when it ends. */
-        begin_close(conn, LWS_CLOSE_STATUS_POLICY_VIOLATION, "slow consumer");
+        begin_close(conn, LWS_CLOSE_STATUS_POLICY_VIOLATION, "slow consumer", false);
         lws_set_timeout(conn->io.wsi, PENDING_TIMEOUT_USER_OK, SLOW_CLOSE_GRACE_S);
     }
 }
@@ -608,7 +612,7 @@ int dw__conn_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
         return 0;
     }
 
-    if (io->closing && !close_flushes(io->close_code)) {
+    if (io->closing && !io->close_flush) {
         /* Closing for cause: what is queued is dropped, the close frame goes now. */
         unsigned long n = dw_outbox_collect(&conn->outbox, 0);
 
@@ -674,7 +678,7 @@ void dw__conn_sweep(struct dw_server *srv, int64_t now)
             srv->refusals.token_expired++;
             dw_log(DW_LOG_INFO, "connection %llu (user %s): token expired, closing",
                    (unsigned long long)conn->id, conn->user->id);
-            begin_close(conn, CLOSE_TOKEN_EXPIRED, "token expired");
+            begin_close(conn, CLOSE_TOKEN_EXPIRED, "token expired", true);
             continue;
         }
         if (idle >= stale_after) {
@@ -695,6 +699,6 @@ void dw__conn_close_all(struct dw_server *srv)
 
     dw_rlist_for_each_entry(conn, dw__hub_all(srv->hub), struct dw_conn, all_link) {
         if (conn->io.wsi && !conn->io.closing)
-            begin_close(conn, LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down");
+            begin_close(conn, LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down", true);
     }
 }

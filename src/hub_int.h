@@ -127,8 +127,10 @@ struct dw_conn_io {
     size_t rx_len;
     bool rx_binary;
     bool want_ping; /* send a protocol ping on the next WRITEABLE */
-    /* Closing: with close_code 1001 once flush_left more frames are written, else at once. */
+    /* Closing: with close_code once flush_left more frames are written (close_flush), or at
+     * once dropping what is queued. */
     bool closing;
+    bool close_flush;
     unsigned short close_code;
     const char *close_reason; /* a static string */
     unsigned long flush_left;

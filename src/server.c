@@ -283,6 +283,8 @@ struct dw_server *dw_server_new(const struct dw_config *cfg, const struct dw_aut
     info.retry_and_idle_policy = &no_idle_policy;
     /* Slowloris: TLS and the request (or upgrade) must complete within this. */
     info.timeout_secs = (unsigned)cfg->handshake_timeout;
+    /* ... and the time a connection may wait for its request headers (lws's default: 10 s). */
+    info.timeout_secs_ah_idle = (unsigned)cfg->handshake_timeout;
     /* Room for a DW_JWT_MAX_LEN token in a header or the query, only while a request's
      * headers are parsed (lws lends the buffer for the handshake, then takes it back). */
     info.max_http_header_data = DW_JWT_MAX_LEN + 2048;

@@ -6,9 +6,9 @@
  * (jwt.h says what a token must be); its "sub" is the user id and its "channels" the private
  * channels it may join. The token may come, in this order of preference, as
  *   - an "Authorization: Bearer <token>" header (non-browser clients),
- *   - a Sec-WebSocket-Protocol entry "bearer.<token>" next to "dealwire" (browsers, which
- *     cannot set headers: new WebSocket(url, ["dealwire", "bearer." + token])),
- *   - a "token=<token>" query argument (last resort: URLs end up in proxies' logs).
+ *   - a Sec-WebSocket-Protocol entry "bearer.<token>" next to "dealwire" (short tokens only:
+ *     lws 4.1 drops a connection whose Sec-WebSocket-Protocol is over 128 bytes),
+ *   - a "token=<token>" query argument (browsers, which cannot set headers).
  * Without a JWT key, the dev-mode "user_id" query argument names the user.
  *
  * Origins: with --allowed-origins, an upgrade whose Origin header is not exactly one of the
