@@ -419,7 +419,7 @@ static void test_block_nodes(void **state)
     assert_true(dw_outbox_push_node(&b, dw_outbox_block_node(blk)));
     assert_true(dw_outbox_push_node(&c, dw_outbox_block_node(blk)));
     assert_int_equal(dw_outbox_queued(&a), 1);
-    dw_outbox_block_finish(blk); /* one of four unused */
+    dw_outbox_block_finish(blk);       /* one of four unused */
     assert_int_equal(refs_of(msg), 2); /* the nodes share the block's reference */
 
     /* pop hands out a reference of the caller's own. */
