@@ -12,6 +12,8 @@
 #   fuzz: N targets, N clean, N failed
 #
 #   DW_FUZZ_SECONDS=60       fuzzing time per target, in seconds (0: regression run only)
+#   DW_FUZZ_SEED=1           libFuzzer's -seed (default 1, so that CI explores the same inputs
+#                            in the same order on an unchanged tree; 0: a random seed)
 #   DW_FUZZ_TARGETS="proto"  run only these targets (default: every tests/fuzz/fuzz_*.c)
 #   DW_FUZZ_NO_BUILD=1       do not configure and build (build/fuzz is up to date)
 #
@@ -20,6 +22,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 seconds=${DW_FUZZ_SECONDS:-60}
+seed=${DW_FUZZ_SEED:-1}
 if ! [[ "$seconds" =~ ^[0-9]+$ ]]; then
     echo "fuzz: DW_FUZZ_SECONDS must be a whole number of seconds, not '$seconds'" >&2
     exit 2
@@ -100,7 +103,7 @@ for name in "${targets[@]}"; do
     cp -R "$seeds/." "$work/$name/"
     echo "fuzz: $name: fuzzing for ${seconds} s (-max_len=$len)"
     log=$logs/$name.log
-    if ! "$exe" "${opts[@]}" -max_total_time="$seconds" "$work/$name" >"$log" 2>&1; then
+    if ! "$exe" "${opts[@]}" -seed="$seed" -max_total_time="$seconds" "$work/$name" >"$log" 2>&1; then
         echo "fuzz: $name: FAILED"
         report_failure "$name" "$log" "$marker"
         nfailed=$((nfailed + 1))

@@ -118,6 +118,11 @@ static bool parse_item(struct json_object *obj, int index, struct item *it, stru
         !dw_events_level_is_valid(
             json_object_is_type(v, json_type_string) ? json_object_get_string(v) : ""))
         return fail(e, index, "message.level", "\"level\" must be info, success, warning or error");
+    /* Every message a client gets has a string timestamp (protocol.md): the publisher may set
+     * its own (its event time), but not as anything else. Found by tests/fuzz. */
+    if (json_object_object_get_ex(message, "timestamp", &v) &&
+        !json_object_is_type(v, json_type_string))
+        return fail(e, index, "message.timestamp", "\"timestamp\" must be a string");
     it->message = message;
 
     /* Price alerts and trip updates are critical unless the publisher says otherwise. */

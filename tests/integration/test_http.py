@@ -358,6 +358,10 @@ BAD_PUBLISH = [
     ({"target": "all", "message": {"type": "connection_established"}}, "message.type"),
     ({"target": "all", "message": {"type": "notification"}, "critical": "yes"}, "critical"),
     ({"target": "all", "message": {"type": "notification"}, "critical": 1}, "critical"),
+    # Every delivered message has a string timestamp: a publisher's own must be one too.
+    ({"target": "all", "message": {"type": "deal_alert", "timestamp": 250}}, "message.timestamp"),
+    ({"target": "all", "message": {"type": "notification", "timestamp": None}},
+     "message.timestamp"),
 ]
 
 
