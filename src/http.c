@@ -199,18 +199,23 @@ static void hand_back(struct dw_http_req *req, int status, char *text, size_t le
 
     set_answer(req, (unsigned)status, text, len);
     if (dw_readyq_push(&srv->done, &req->done_node))
-        lws_cancel_service(srv->ctx);
+        dw_hub_batch_wake(srv->hub);
 }
 
-/* thread: worker. POST /api/publish. */
+/* thread: worker. POST /api/publish. The fan-out and the answer share one wake of the I/O
+ * thread (a batch around both): it then writes the messages and the answer in one pass
+ * instead of being woken twice. */
 static void publish_job(void *arg)
 {
     struct dw_http_req *req = arg;
     size_t len;
     char *text;
-    int status = dw_api_publish(req->srv->hub, req->body, req->body_len, &text, &len);
+    int status;
 
+    dw_hub_batch_begin(req->srv->hub);
+    status = dw_api_publish(req->srv->hub, req->body, req->body_len, &text, &len);
     hand_back(req, status, text, len);
+    dw_hub_batch_end(req->srv->hub);
 }
 
 /* thread: worker. POST /api/ai/trip/plan: may wait on the database (this worker only). */

@@ -289,6 +289,14 @@ void dw_hub_batch_begin(struct dw_hub *hub)
     batch_depth++;
 }
 
+void dw_hub_batch_wake(struct dw_hub *hub)
+{
+    if (batch_depth > 0)
+        batch_wake_pending = true;
+    else
+        hub->wake(hub->wake_arg);
+}
+
 void dw_hub_batch_end(struct dw_hub *hub)
 {
     assert(batch_depth > 0);

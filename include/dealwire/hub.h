@@ -60,6 +60,10 @@ size_t dw_hub_send_all(struct dw_hub *hub, struct dw_msg *msg);
 void dw_hub_batch_begin(struct dw_hub *hub);
 void dw_hub_batch_end(struct dw_hub *hub);
 
+/* thread: any. Wakes the I/O thread: at dw_hub_batch_end() inside a batch (one wake for the
+ * batch's sends and whatever else the caller queued for the I/O thread), now outside one. */
+void dw_hub_batch_wake(struct dw_hub *hub);
+
 /* thread: any. Counts one published message of type (for the stats). */
 void dw_hub_count_published(struct dw_hub *hub, int type, int broadcast);
 
