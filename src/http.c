@@ -208,14 +208,16 @@ static void hand_back(struct dw_http_req *req, int status, char *text, size_t le
 static void publish_job(void *arg)
 {
     struct dw_http_req *req = arg;
+    /* Read before hand_back: from then on the I/O thread may answer and free req. */
+    struct dw_hub *hub = req->srv->hub;
     size_t len;
     char *text;
     int status;
 
-    dw_hub_batch_begin(req->srv->hub);
-    status = dw_api_publish(req->srv->hub, req->body, req->body_len, &text, &len);
+    dw_hub_batch_begin(hub);
+    status = dw_api_publish(hub, req->body, req->body_len, &text, &len);
     hand_back(req, status, text, len);
-    dw_hub_batch_end(req->srv->hub);
+    dw_hub_batch_end(hub);
 }
 
 /* thread: worker. POST /api/ai/trip/plan: may wait on the database (this worker only). */
