@@ -8,6 +8,7 @@
 #include "dealwire/config.h"
 #include "dealwire/mem.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -32,24 +33,54 @@ static void sha256(const void *data, size_t len, unsigned char out[32])
         abort(); /* only on allocation failure inside OpenSSL */
 }
 
-/* Splits the --allowed-origins list (checked by config.c) into trimmed entries. */
+/* The next entry of a comma-separated list at *p, spaces trimmed: [*start, *end). Advances
+ * *p past it; returns false once the list is used up. */
+static bool next_entry(const char **p, const char **start, const char **end)
+{
+    size_t n;
+
+    if (!*p)
+        return false;
+    n = strcspn(*p, ",");
+    *start = *p;
+    *end = *p + n;
+    while (*start < *end && **start == ' ')
+        (*start)++;
+    while (*end > *start && (*end)[-1] == ' ')
+        (*end)--;
+    *p = (*p)[n] ? *p + n + 1 : NULL;
+    return true;
+}
+
+bool dw_auth_origins_valid(const char *list)
+{
+    const char *p = list, *s, *e, *host;
+
+    while (next_entry(&p, &s, &e)) {
+        if (strncmp(s, "https://", 8) == 0)
+            host = s + 8;
+        else if (strncmp(s, "http://", 7) == 0)
+            host = s + 7;
+        else
+            return false;
+        if (host >= e)
+            return false;
+        for (const char *c = host; c < e; c++) {
+            if (!isalnum((unsigned char)*c) && !strchr("-.:[]", *c))
+                return false;
+        }
+    }
+    return true;
+}
+
+/* Splits the --allowed-origins list (checked by dw_auth_origins_valid) into its entries. */
 static void parse_origins(struct dw_auth *a, const char *list)
 {
-    const char *p = list;
+    const char *p = list, *s, *e;
 
-    for (;;) {
-        size_t n = strcspn(p, ",");
-        const char *s = p, *e = p + n;
-
-        while (s < e && *s == ' ')
-            s++;
-        while (e > s && e[-1] == ' ')
-            e--;
+    while (next_entry(&p, &s, &e)) {
         a->origins = dw_xrealloc(a->origins, (a->norigins + 1) * sizeof(*a->origins));
         a->origins[a->norigins++] = dw_xstrndup(s, (size_t)(e - s));
-        if (p[n] == '\0')
-            return;
-        p += n + 1;
     }
 }
 

@@ -10,6 +10,7 @@
  * can name its source. After a successful load nobody writes the struct again.
  */
 #define DW_LOG_MODULE "config"
+#include "dealwire/auth.h"
 #include "dealwire/config.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
@@ -896,38 +897,6 @@ static int report_relation(struct loader *ld, size_t a, const char *relation, si
     return -EINVAL;
 }
 
-/* Is list a comma-separated list of origins as browsers send them: scheme://host[:port], no
- * path, no trailing slash? */
-static bool origins_are_valid(const char *list)
-{
-    const char *p = list;
-
-    for (;;) {
-        size_t n = strcspn(p, ",");
-        const char *host, *end = p + n;
-
-        while (p < end && *p == ' ')
-            p++;
-        while (end > p && end[-1] == ' ')
-            end--;
-        if (strncmp(p, "https://", 8) == 0)
-            host = p + 8;
-        else if (strncmp(p, "http://", 7) == 0)
-            host = p + 7;
-        else
-            return false;
-        if (host == end)
-            return false;
-        for (const char *c = host; c < end; c++) {
-            if (!isalnum((unsigned char)*c) && !strchr("-.:[]", *c))
-                return false;
-        }
-        if (p[n] == '\0')
-            return true;
-        p += n + 1;
-    }
-}
-
 /* Checks of single values the table cannot express. */
 static int check_values(struct loader *ld)
 {
@@ -939,7 +908,7 @@ static int check_values(struct loader *ld)
                             "the HMAC-SHA-256 output)");
     if (cfg->api_token && strlen(cfg->api_token) < 16)
         return report_check(ld, FIELD(api_token), "expected at least 16 bytes");
-    if (cfg->allowed_origins && !origins_are_valid(cfg->allowed_origins))
+    if (cfg->allowed_origins && !dw_auth_origins_valid(cfg->allowed_origins))
         return report_check(ld, FIELD(allowed_origins),
                             "expected a comma-separated list of scheme://host[:port] "
                             "(http or https, no path, no trailing slash)");

@@ -350,6 +350,10 @@ WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
 
+class ServerClosed(EOFError):
+    """The server closed the TCP connection (EOF or reset)."""
+
+
 class RawWS:
     """A minimal client for behaviour a well-behaved library would not produce: never reading,
     never answering pings, sending invalid UTF-8.  Frames are (fin, opcode, payload)."""
@@ -385,15 +389,19 @@ class RawWS:
             headers[name.strip().lower()] = value.strip()
         accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
         assert headers.get("sec-websocket-accept") == accept, headers
+        self.headers = headers
 
     def _fill(self, deadline):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise socket.timeout("raw ws read timed out")
         self.sock.settimeout(remaining)
-        chunk = self.sock.recv(65536)
+        try:
+            chunk = self.sock.recv(65536)
+        except (ConnectionResetError, BrokenPipeError) as exc:
+            raise ServerClosed(repr(exc)) from None
         if not chunk:
-            raise EOFError("server closed the TCP connection")
+            raise ServerClosed("EOF")
         self.buf += chunk
 
     def _take(self, n, deadline):
@@ -402,17 +410,23 @@ class RawWS:
         out, self.buf = self.buf[:n], self.buf[n:]
         return out
 
-    def recv_frame(self, timeout=10):
-        """Next frame as (fin, opcode, payload); raises EOFError at EOF, socket.timeout."""
+    def recv_frame_rsv(self, timeout=10):
+        """Next frame as (fin, rsv bits, opcode, payload); raises ServerClosed (an EOFError) at
+        EOF or reset, socket.timeout."""
         deadline = time.monotonic() + t(timeout)
         b0, b1 = self._take(2, deadline)
-        assert not b1 & 0x80, "server frames must not be masked"
+        assert not b1 & 0x80, "server frames must not be masked (RFC 6455 5.1)"
         n = b1 & 0x7F
         if n == 126:
             n = struct.unpack("!H", self._take(2, deadline))[0]
         elif n == 127:
             n = struct.unpack("!Q", self._take(8, deadline))[0]
-        return bool(b0 & 0x80), b0 & 0x0F, self._take(n, deadline)
+        return bool(b0 & 0x80), b0 & 0x70, b0 & 0x0F, self._take(n, deadline)
+
+    def recv_frame(self, timeout=10):
+        """Next frame as (fin, opcode, payload); raises ServerClosed, socket.timeout."""
+        fin, _, opcode, payload = self.recv_frame_rsv(timeout)
+        return fin, opcode, payload
 
     def recv_json(self, timeout=10):
         """Next text frame as JSON, skipping control frames (which are not answered)."""
@@ -583,24 +597,17 @@ def pytest_runtest_makereport(item, call):
                                  f"args {' '.join(d.args)})", tail or "(empty)"))
 
 
-@pytest.fixture
-def dealwire(request, tmp_path):
-    """Factory: dealwire("--heartbeat-interval", "1", env={...}) → a started Daemon
-    (listen_via_env=True passes host and port as DEALWIRE_HOST/DEALWIRE_PORT instead).
-    Every daemon is stopped (SIGTERM, bounded wait, SIGKILL) at teardown; in sanitizer builds
-    its exit code must be 0 and its stderr free of sanitizer reports."""
-    binary = daemon_binary()
+def daemons_of(request):
+    """The list a daemon fixture puts its daemons in: their stderr goes into the report of a
+    failed test (pytest_runtest_makereport)."""
     started = []
     request.node._dealwire_daemons = started
+    return started
 
-    def factory(*args, env=None, listen_via_env=False):
-        d = Daemon(binary, [str(a) for a in args], daemon_env(env), tmp_path,
-                   f"dealwire{len(started)}", listen_via_env)
-        started.append(d)
-        return d.start()
 
-    yield factory
-
+def stop_daemons(started):
+    """A daemon fixture's teardown: stops each daemon (SIGTERM, bounded wait, SIGKILL) and
+    fails the test if one exited badly (in sanitizer builds: not 0, or a sanitizer report)."""
     problems = []
     for d in started:
         if d.proc is None:
@@ -611,6 +618,40 @@ def dealwire(request, tmp_path):
         details = "\n".join(f"--- {d.name} stderr ---\n{d.stderr_text()[-20000:]}"
                             for d in started)
         pytest.fail("\n".join(problems) + "\n" + details, pytrace=False)
+
+
+def run_bad_start(args):
+    """Runs dealwire with args, expecting it to refuse to start: (exit code, stderr)."""
+    proc = subprocess.Popen([daemon_binary(), "--host", "127.0.0.1", "--port", str(free_port()),
+                             *map(str, args)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=daemon_env(), start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=t(10))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate(timeout=t(10))
+        raise AssertionError(f"dealwire {args} kept running instead of exiting 2")
+    return proc.returncode, err.decode(errors="replace")
+
+
+@pytest.fixture
+def dealwire(request, tmp_path):
+    """Factory: dealwire("--heartbeat-interval", "1", env={...}) → a started Daemon
+    (listen_via_env=True passes host and port as DEALWIRE_HOST/DEALWIRE_PORT instead).
+    Every daemon is stopped (SIGTERM, bounded wait, SIGKILL) at teardown; in sanitizer builds
+    its exit code must be 0 and its stderr free of sanitizer reports."""
+    started = daemons_of(request)
+    binary = daemon_binary()
+
+    def factory(*args, env=None, listen_via_env=False):
+        d = Daemon(binary, [str(a) for a in args], daemon_env(env), tmp_path,
+                   f"dealwire{len(started)}", listen_via_env)
+        started.append(d)
+        return d.start()
+
+    yield factory
+    stop_daemons(started)
 
 
 @pytest.fixture

@@ -22,8 +22,6 @@ would depend on chance (masking keys), the key is fixed so that the outcome does
 """
 
 import asyncio
-import base64
-import hashlib
 import json
 import os
 import socket
@@ -33,14 +31,15 @@ import uuid
 
 import pytest
 
-from conftest import apublish, connect_user, http_get, recv_json, request, run, t
+from conftest import (
+    RawWS, ServerClosed, apublish, connect_user, http_get, recv_json, request, run, t,
+)
 
 # Opcodes (RFC 6455 5.2)
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 # RSV bits in the first header byte
 RSV1, RSV2, RSV3 = 0x40, 0x20, 0x10
 
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_MESSAGE = 256          # --max-message-size of the daemon under test
 ATTACKER, BYSTANDER = "attacker", "bystander"
 
@@ -81,87 +80,25 @@ def close_payload(code, reason=b""):
     return struct.pack("!H", code) + reason
 
 
-class Closed(Exception):
-    """The server closed the TCP connection (EOF or reset)."""
-
-
-class RawClient:
-    """A WebSocket client on a plain socket: hand-made upgrade, hand-built frames."""
+class RawClient(RawWS):
+    """conftest's raw client (hand-made upgrade, hand-built frames), welcomed, with no
+    extension in force; frames come with their RSV bits (recv_frame_rsv)."""
 
     def __init__(self, port, user_id=ATTACKER):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=t(REACT))
-        self.buf = b""
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((
-            f"GET /ws/events?user_id={user_id} HTTP/1.1\r\n"
-            f"Host: 127.0.0.1:{port}\r\n"
-            "Upgrade: websocket\r\n"
-            "Connection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n"
-            "\r\n").encode())
-        deadline = time.monotonic() + t(REACT)
-        while b"\r\n\r\n" not in self.buf:
-            self._fill(deadline)
-        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        assert lines[0].startswith("HTTP/1.1 101"), f"upgrade refused: {lines[0]!r}"
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
-        assert headers.get("sec-websocket-accept") == accept, headers
+        super().__init__(port, user_id, timeout=t(REACT))
         # No extension was offered, so none may be in force (RSV bits have no meaning).
-        assert "sec-websocket-extensions" not in headers, headers
+        assert "sec-websocket-extensions" not in self.headers, self.headers
         welcome = self.recv_message()
         assert welcome.get("type") == "connection_established", welcome
 
-    def _fill(self, deadline):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise socket.timeout
-        self.sock.settimeout(remaining)
-        try:
-            chunk = self.sock.recv(65536)
-        except (ConnectionResetError, BrokenPipeError) as exc:
-            raise Closed(repr(exc)) from None
-        if not chunk:
-            raise Closed("EOF")
-        self.buf += chunk
-
-    def _take(self, n, deadline):
-        while len(self.buf) < n:
-            self._fill(deadline)
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-    def recv_frame(self, timeout):
-        """(fin, rsv, opcode, payload) of the next server frame; raises Closed, socket.timeout."""
-        deadline = time.monotonic() + t(timeout)
-        b0, b1 = self._take(2, deadline)
-        assert not b1 & 0x80, "a server frame is masked (RFC 6455 5.1 forbids it)"
-        n = b1 & 0x7F
-        if n == 126:
-            n = struct.unpack("!H", self._take(2, deadline))[0]
-        elif n == 127:
-            n = struct.unpack("!Q", self._take(8, deadline))[0]
-        return bool(b0 & 0x80), b0 & 0x70, b0 & 0x0F, self._take(n, deadline)
-
     def recv_message(self, timeout=REACT):
         """The next server message: one unfragmented text frame holding a JSON object."""
-        fin, rsv, op, payload = self.recv_frame(timeout)
+        fin, rsv, op, payload = self.recv_frame_rsv(timeout)
         assert (fin, rsv, op) == (True, 0, TEXT), f"expected a text frame, got {op:#x} {payload!r}"
         return json.loads(payload)
 
     def send(self, data):
         self.sock.sendall(data)
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,13 +140,13 @@ def read_outcome(raw, reply=True, hangup=True):
     out = Outcome()
     try:
         while True:
-            fin, rsv, op, payload = raw.recv_frame(REACT)
+            fin, rsv, op, payload = raw.recv_frame_rsv(REACT)
             if op == CLOSE:
                 out.close = payload
                 break
             out.frames.append((op, payload))
             return out  # an answer where a close was expected: the caller fails at once
-    except Closed:
+    except ServerClosed:
         out.eof = True
         return out
     except socket.timeout:
@@ -228,7 +165,7 @@ def read_outcome(raw, reply=True, hangup=True):
             raw._fill(deadline)
             out.after_close.append(raw.buf)
             raw.buf = b""
-    except Closed:
+    except ServerClosed:
         out.eof = True
     except socket.timeout:
         pass
@@ -373,14 +310,14 @@ def test_closing_handshake_completes_after_rsv_error(srv):
         raw.send(frame(TEXT, b'{"type":"ping"}', rsv=RSV1))
 
     def judge(raw):
-        fin, _, op, payload = raw.recv_frame(REACT)
+        fin, _, op, payload = raw.recv_frame_rsv(REACT)
         assert op == CLOSE and payload[:2] == close_payload(1002), payload
         raw.send(frame(CLOSE, close_payload(1002), key=b"\x00\x00\x00\x80"))
         deadline = time.monotonic() + HANGUP_S
         try:
             while True:
                 raw._fill(deadline)
-        except Closed:
+        except ServerClosed:
             return
         except socket.timeout:
             raise AssertionError(f"the TCP connection is still open {HANGUP_S}s after the "
@@ -468,7 +405,7 @@ def test_ping_with_125_bytes_gets_its_pong(srv):
     payload = bytes(range(125))
 
     def judge(raw):
-        fin, rsv, op, data = raw.recv_frame(REACT)
+        fin, rsv, op, data = raw.recv_frame_rsv(REACT)
         assert (fin, rsv, op, data) == (True, 0, PONG, payload)
         # The connection still works at the application level.
         raw.send(frame(TEXT, b'{"type":"ping"}'))
@@ -507,7 +444,7 @@ def test_control_frame_inside_a_fragmented_message_is_allowed(srv):
     """Control (RFC 6455 5.4: control frames MAY be injected between fragments): the ping is
     answered first, then the reassembled message."""
     def judge(raw):
-        fin, rsv, op, data = raw.recv_frame(REACT)
+        fin, rsv, op, data = raw.recv_frame_rsv(REACT)
         assert (op, data) == (PONG, b"mid"), (op, data)
         assert raw.recv_message()["type"] == "pong"
 

@@ -29,8 +29,8 @@ import pytest
 import websockets.exceptions
 
 from conftest import (
-    OP_CLOSE, OP_TEXT, RawWS, close_all, close_code, connect_user, daemon_binary, daemon_env,
-    expect_close, free_port, recv_json, request, run, t, wait_until, ws_connect,
+    OP_CLOSE, OP_TEXT, RawWS, close_all, close_code, connect_user, expect_close, recv_json,
+    request, run, run_bad_start, t, wait_until, ws_connect,
 )
 
 SECRET = "integration-test-secret-0123456789abcdef"  # --jwt-secret: at least 32 bytes
@@ -1003,21 +1003,6 @@ def test_security_stats_in_dev_mode(daemon):
     assert isinstance(sec["sockets"], int) and isinstance(sec["client_addresses"], int), sec
     log = daemon.stderr_text()
     assert " warn  server: auth is OFF" in log and "the /api/ endpoints are open" in log
-
-
-def run_bad_start(args):
-    """Runs dealwire with args, expecting it to refuse to start: (exit code, stderr)."""
-    proc = subprocess.Popen([daemon_binary(), "--host", "127.0.0.1", "--port", str(free_port()),
-                             *map(str, args)], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=daemon_env(), start_new_session=True)
-    try:
-        _, err = proc.communicate(timeout=t(10))
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate(timeout=t(10))
-        raise AssertionError(f"dealwire {args} kept running instead of exiting 2")
-    return proc.returncode, err.decode(errors="replace")
 
 
 def test_bad_auth_settings_exit_2(tmp_path, keys):

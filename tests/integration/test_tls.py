@@ -26,8 +26,8 @@ import websockets
 import websockets.exceptions
 
 from conftest import (
-    REPO, Daemon, DaemonError, daemon_binary, daemon_env, free_port, recv_json, request, run, t,
-    wait_until,
+    REPO, Daemon, DaemonError, daemon_binary, daemon_env, daemons_of, recv_json, request, run,
+    run_bad_start, stop_daemons, t, wait_until,
 )
 
 # The openssl command is a dependency (scripts/deps.sh): without it these tests fail, not skip.
@@ -172,9 +172,8 @@ def tls_dealwire(request, tmp_path):
     """Factory: tls_dealwire(certdir, *args) → a started TLSDaemon serving certdir/cert.pem
     and certdir/key.pem. Stopped at teardown like conftest's dealwire fixture, with the same
     checks (exit code 0 and no sanitizer report in sanitizer builds)."""
+    started = daemons_of(request)
     binary = daemon_binary()
-    started = []
-    request.node._dealwire_daemons = started  # stderr in the report of a failed test
 
     def factory(certdir, *args):
         full = ["--tls-cert", certdir / "cert.pem", "--tls-key", certdir / "key.pem", *args]
@@ -184,17 +183,7 @@ def tls_dealwire(request, tmp_path):
         return d.start()
 
     yield factory
-
-    problems = []
-    for d in started:
-        if d.proc is None:
-            continue
-        d.stop()
-        problems += d.exit_problems()
-    if problems:
-        details = "\n".join(f"--- {d.name} stderr ---\n{d.stderr_text()[-20000:]}"
-                            for d in started)
-        pytest.fail("\n".join(problems) + "\n" + details, pytrace=False)
+    stop_daemons(started)
 
 
 @pytest.fixture
@@ -280,21 +269,6 @@ def test_plain_http_and_ws_get_no_answer_on_the_tls_port(tls_dealwire, certs):
 # ---------------------------------------------------------------------------------------------
 # Start-up checks
 # ---------------------------------------------------------------------------------------------
-
-
-def run_bad_start(args):
-    """Runs dealwire with args, expecting it to refuse to start: (exit code, stderr)."""
-    proc = subprocess.Popen([daemon_binary(), "--host", "127.0.0.1", "--port", str(free_port()),
-                             *map(str, args)], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=daemon_env(), start_new_session=True)
-    try:
-        _, err = proc.communicate(timeout=t(10))
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate(timeout=t(10))
-        raise AssertionError(f"dealwire {args} kept running instead of exiting 2")
-    return proc.returncode, err.decode(errors="replace")
 
 
 def test_bad_certificate_files_stop_the_start_with_exit_2(tmp_path):
