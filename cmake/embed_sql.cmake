@@ -1,19 +1,20 @@
 # Turns the migrations sql/NNN_name.sql into a C source that defines dw_migration_files[]
 # (include/dealwire/migrate.h), so the daemon carries its schema and never reads its source
-# tree at run time. Run at build time by the custom command in CMakeLists.txt:
+# tree at run time. Run at build time by dw_embed() in CMakeLists.txt:
 #
-#   cmake -DSQL_DIR=<dir> -DOUT=<file.c> -P embed_sql.cmake
+#   cmake -DDIR=<dir> -DOUT=<file.c> -P embed_sql.cmake
 #
-# Each file becomes a byte array (hex, so any content survives) with a terminating NUL. A file
-# name that does not match NNN_name.sql (digits, underscore, lower-case letters, digits and
-# underscores) fails the build: the migration runner orders and records by that number.
+# Each file becomes a byte array (embed_bytes.cmake) with a terminating NUL. A file name that
+# does not match NNN_name.sql (digits, underscore, lower-case letters, digits and underscores)
+# fails the build: the migration runner orders and records by that number.
 cmake_minimum_required(VERSION 3.25)
+include(${CMAKE_CURRENT_LIST_DIR}/embed_bytes.cmake)
 
-if(NOT SQL_DIR OR NOT OUT)
-    message(FATAL_ERROR "embed_sql.cmake: set SQL_DIR and OUT")
+if(NOT DIR OR NOT OUT)
+    message(FATAL_ERROR "embed_sql.cmake: set DIR and OUT")
 endif()
 
-file(GLOB files RELATIVE ${SQL_DIR} ${SQL_DIR}/*.sql)
+file(GLOB files RELATIVE ${DIR} ${DIR}/*.sql)
 list(SORT files COMPARE NATURAL)
 
 set(arrays "")
@@ -24,13 +25,8 @@ foreach(f IN LISTS files)
         message(FATAL_ERROR "sql/${f}: a migration is named NNN_name.sql "
                             "(digits, '_', then lower-case letters, digits and '_')")
     endif()
-    file(READ ${SQL_DIR}/${f} hex HEX)
-    string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," bytes "${hex}")
-    # Long lines are fine for a compiler but not for a reader who opens the file: 16 a line.
-    # (CMake's regular expressions have no {n}.)
-    string(REPEAT "0x..," 16 sixteen)
-    string(REGEX REPLACE "(${sixteen})" "\\1\n    " bytes "${bytes}")
-    string(APPEND arrays "\n/* sql/${f} */\nstatic const char sql_${i}[] = {\n    ${bytes}0x00};\n")
+    dw_embed_bytes(${DIR}/${f} bytes)
+    string(APPEND arrays "\n/* sql/${f} */\nstatic const char sql_${i}[] = {\n    ${bytes}};\n")
     string(APPEND entries "    {\"${f}\", sql_${i}, sizeof(sql_${i}) - 1},\n")
     math(EXPR i "${i} + 1")
 endforeach()
