@@ -10,6 +10,13 @@
  *
  * A response goes out as two writes, headers then body, so it is correct for HTTP/1.1 and
  * HTTP/2 alike; both go in one WRITEABLE callback unless the headers were only partly sent.
+ *
+ * The dashboard (web.h: GET / and the files it loads) takes the same path: a copy of the
+ * embedded file is the answer body, with its own Content-Type and headers that keep the page
+ * to its own scripts and styles (PAGE_CSP). It needs no operator token, like /healthz: it is
+ * public static text, and what it does with a connection is what any WebSocket client may do.
+ * HEAD is answered for these paths only, with the headers of GET; an answer to HEAD never has
+ * a body (a 404 or 405 included), so that a keep-alive connection stays in step.
  */
 #define DW_LOG_MODULE "http"
 #include "server_int.h"
@@ -19,6 +26,7 @@
 #include "dealwire/planner.h"
 #include "dealwire/store.h"
 #include "dealwire/thread.h"
+#include "dealwire/web.h"
 #include "dealwire/worker.h"
 
 #include <errno.h>
@@ -30,6 +38,12 @@
 #define API_PREFIX   "/api/websocket/"
 #define USERS_PREFIX "/api/websocket/users/"
 #define PLAN_PATH    "/api/ai/trip/plan"
+
+/* The dashboard's policy: its own files only, WebSockets to any host (CSP's 'self' does not
+ * cover ws: and wss: in every browser), no plugins, no framing, no <base>, no form posts. */
+#define PAGE_CSP                                                                                   \
+    "default-src 'self'; connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; "        \
+    "form-action 'none'; frame-ancestors 'none'"
 
 enum req_state {
     REQ_READING, /* collecting the body */
@@ -52,6 +66,8 @@ struct dw_http_req {
     unsigned status;
     unsigned char *resp; /* LWS_PRE bytes of headroom, then resp_len bytes */
     size_t resp_len;
+    const struct dw_web_file *page; /* a dashboard file: its type and headers, not JSON's */
+    bool head_only;                 /* an answer to HEAD: the headers, no body */
 };
 
 static struct dw_http_req *req_new(struct dw_server *srv, struct lws *wsi)
@@ -73,28 +89,63 @@ static void req_unref(struct dw_http_req *req)
     free(req);
 }
 
-/* Takes ownership of text (len bytes) as the answer body. */
-static void set_answer(struct dw_http_req *req, unsigned status, char *text, size_t len)
+/* Copies data (len bytes, borrowed for the duration of the call) as the answer body. */
+static void copy_answer(struct dw_http_req *req, unsigned status, const void *data, size_t len)
 {
     free(req->resp);
     req->resp = dw_xmalloc(LWS_PRE + len);
-    memcpy(req->resp + LWS_PRE, text, len);
+    memcpy(req->resp + LWS_PRE, data, len);
     req->resp_len = len;
     req->status = status;
+}
+
+/* Takes ownership of text (len bytes) as the answer body. */
+static void set_answer(struct dw_http_req *req, unsigned status, char *text, size_t len)
+{
+    copy_answer(req, status, text, len);
     free(text);
+}
+
+/* The request of the current HTTP transaction, made for an answer given at once. */
+static struct dw_http_req *req_of(struct dw_pss *pss, struct lws *wsi)
+{
+    if (!pss->req)
+        pss->req = req_new(NULL, wsi);
+    return pss->req;
+}
+
+static bool method_is(struct lws *wsi, enum lws_token_indexes token)
+{
+    return lws_hdr_total_length(wsi, token) > 0;
+}
+
+/* Sends the answer set in req on the next WRITEABLE callbacks: all of it, or for HEAD the
+ * headers only. */
+static int send_answer(struct dw_http_req *req, struct lws *wsi)
+{
+    req->head_only = method_is(wsi, WSI_TOKEN_HEAD_URI);
+    req->state = REQ_HEADERS;
+    lws_callback_on_writable(wsi);
+    return 0;
 }
 
 /* Answers now (I/O thread): the answer goes out on the next WRITEABLE callbacks. */
 static int respond(struct dw_pss *pss, struct lws *wsi, unsigned status, char *text, size_t len)
 {
-    struct dw_http_req *req = pss->req;
+    struct dw_http_req *req = req_of(pss, wsi);
 
-    if (!req)
-        req = pss->req = req_new(NULL, wsi);
     set_answer(req, status, text, len);
-    req->state = REQ_HEADERS;
-    lws_callback_on_writable(wsi);
-    return 0;
+    return send_answer(req, wsi);
+}
+
+/* Answers GET or HEAD of a dashboard file. */
+static int respond_page(struct dw_pss *pss, struct lws *wsi, const struct dw_web_file *page)
+{
+    struct dw_http_req *req = req_of(pss, wsi);
+
+    copy_answer(req, HTTP_STATUS_OK, page->data, page->len);
+    req->page = page;
+    return send_answer(req, wsi);
 }
 
 static int respond_json(struct dw_pss *pss, struct lws *wsi, unsigned status,
@@ -131,9 +182,14 @@ static unsigned url_limit(struct lws *wsi, unsigned dflt, unsigned max)
     return n > max ? max : (unsigned)n;
 }
 
-static bool method_is(struct lws *wsi, enum lws_token_indexes token)
+/* The dashboard file served at path, or NULL. */
+static const struct dw_web_file *find_page(const char *path)
 {
-    return lws_hdr_total_length(wsi, token) > 0;
+    for (size_t i = 0; i < dw_web_file_count; i++) {
+        if (strcmp(path, dw_web_files[i].path) == 0)
+            return &dw_web_files[i];
+    }
+    return NULL;
 }
 
 /* GET /readyz: 200 when the daemon can do all its work (serving, and the database reachable
@@ -237,7 +293,7 @@ static bool is_known_path(const char *path)
     return strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 ||
            strcmp(path, "/api/publish") == 0 || strcmp(path, PLAN_PATH) == 0 ||
            strcmp(path, API_PREFIX "stats") == 0 || strcmp(path, API_PREFIX "connections") == 0 ||
-           strncmp(path, USERS_PREFIX, strlen(USERS_PREFIX)) == 0;
+           strncmp(path, USERS_PREFIX, strlen(USERS_PREFIX)) == 0 || find_page(path) != NULL;
 }
 
 /* Does the request carry the operator token (when --api-token is set)? */
@@ -254,6 +310,7 @@ static bool api_allowed(struct dw_server *srv, struct lws *wsi)
 
 int dw__http_request(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss, const char *path)
 {
+    const struct dw_web_file *page;
     char clen[24];
     unsigned long long n;
     char *end;
@@ -271,6 +328,9 @@ int dw__http_request(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
         return respond_error(pss, wsi, HTTP_STATUS_UNAUTHORIZED,
                              "the operator token is required: Authorization: Bearer <token>");
     }
+    page = find_page(path);
+    if (page && (method_is(wsi, WSI_TOKEN_GET_URI) || method_is(wsi, WSI_TOKEN_HEAD_URI)))
+        return respond_page(pss, wsi, page);
     if (method_is(wsi, WSI_TOKEN_GET_URI)) {
         if (strcmp(path, "/api/publish") == 0 || strcmp(path, PLAN_PATH) == 0)
             return respond_error(pss, wsi, HTTP_STATUS_METHOD_NOT_ALLOWED, "use POST");
@@ -364,24 +424,48 @@ void dw__http_free_done(struct dw_server *srv)
     dw__http_drain_done(srv);
 }
 
+/* Appends the header name (with its colon, lws's form) and value. Returns nonzero when the
+ * buffer is full. */
+static int add_header(struct lws *wsi, const char *name, const char *value, unsigned char **p,
+                      unsigned char *end)
+{
+    return lws_add_http_header_by_name(wsi, (const unsigned char *)name,
+                                       (const unsigned char *)value, (int)strlen(value), p, end);
+}
+
+/* The headers of req's answer: JSON's, or a dashboard file's. Nonzero when they do not fit. */
+static int add_headers(struct lws *wsi, const struct dw_http_req *req, unsigned char **p,
+                       unsigned char *end)
+{
+    const char *type = req->page ? req->page->content_type : "application/json";
+
+    if (lws_add_http_common_headers(wsi, req->status, type, (lws_filepos_t)req->resp_len, p, end))
+        return -1;
+    if (req->page) {
+        /* no-cache: the page is revalidated on each load, so an upgraded daemon's page and
+         * script are never mixed with an old copy. */
+        return add_header(wsi, "cache-control:", "no-cache", p, end) ||
+               add_header(wsi, "x-content-type-options:", "nosniff", p, end) ||
+               add_header(wsi, "content-security-policy:", PAGE_CSP, p, end) ||
+               add_header(wsi, "referrer-policy:", "no-referrer", p, end);
+    }
+    return add_header(wsi, "cache-control:", "no-store", p, end) ||
+           (req->status == HTTP_STATUS_UNAUTHORIZED &&
+            add_header(wsi, "www-authenticate:", "Bearer", p, end));
+}
+
 int dw__http_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss)
 {
     struct dw_http_req *req = pss->req;
-    unsigned char hdr[LWS_PRE + 512], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr);
+    unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *p = start;
+    unsigned char *end = hdr + sizeof(hdr);
 
     (void)srv;
     if (!req)
         return 0;
     switch (req->state) {
     case REQ_HEADERS:
-        if (lws_add_http_common_headers(wsi, req->status, "application/json",
-                                        (lws_filepos_t)req->resp_len, &p, end) ||
-            lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
-                                         (const unsigned char *)"no-store", 8, &p, end) ||
-            (req->status == HTTP_STATUS_UNAUTHORIZED &&
-             lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_WWW_AUTHENTICATE,
-                                          (const unsigned char *)"Bearer", 6, &p, end)) ||
-            lws_finalize_write_http_header(wsi, start, &p, end))
+        if (add_headers(wsi, req, &p, end) || lws_finalize_write_http_header(wsi, start, &p, end))
             return -1;
         req->state = REQ_BODY;
         if (lws_partial_buffered(wsi)) {
@@ -392,8 +476,8 @@ int dw__http_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
          * saves a trip through the event loop per request. */
         __attribute__((fallthrough));
     case REQ_BODY:
-        if (lws_write(wsi, req->resp + LWS_PRE, req->resp_len, LWS_WRITE_HTTP_FINAL) !=
-            (int)req->resp_len)
+        if (!req->head_only && lws_write(wsi, req->resp + LWS_PRE, req->resp_len,
+                                         LWS_WRITE_HTTP_FINAL) != (int)req->resp_len)
             return -1;
         pss->req = NULL;
         if (req->close_after) {
