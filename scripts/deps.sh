@@ -14,6 +14,9 @@ PACKAGES=(
     libuv1-dev
     # tests
     libcmocka-dev python3-websockets python3-pytest
+    # the dashboard test (tests/integration/test_web.py) drives a real headless Chromium
+    # through chromedriver with Selenium
+    chromium chromium-driver python3-selenium
     # the openssl command: scripts/devcert.sh, the TLS tests, RS256/ES256 test tokens
     openssl
     # services the integration tests start in a temp dir (postgresql: initdb, pg_ctl and psql

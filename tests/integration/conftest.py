@@ -472,11 +472,13 @@ BIND_FAILURE_RE = re.compile(r"bind|address already in use|EADDRINUSE", re.IGNOR
 
 
 class Daemon:
-    """One dealwire process on 127.0.0.1:<free port>, started by us and stopped by PID."""
+    """One dealwire process on 127.0.0.1:<free port> (or the port given), started by us and
+    stopped by PID."""
 
-    def __init__(self, binary, args, env, logdir, name, listen_via_env=False):
+    def __init__(self, binary, args, env, logdir, name, listen_via_env=False, port=None):
         self.binary = binary
         self.listen_via_env = listen_via_env
+        self.fixed_port = port
         self.args = list(args)
         self.env = env
         self.logdir = Path(logdir)
@@ -506,7 +508,7 @@ class Daemon:
     def start(self, attempts=5):
         last = ""
         for attempt in range(attempts):
-            self.port = free_port()
+            self.port = self.fixed_port or free_port()
             self.stderr_path = self.logdir / f"{self.name}.{attempt}.stderr"
             stdout_path = self.logdir / f"{self.name}.{attempt}.stdout"
             env = dict(self.env)
@@ -638,15 +640,16 @@ def run_bad_start(args):
 @pytest.fixture
 def dealwire(request, tmp_path):
     """Factory: dealwire("--heartbeat-interval", "1", env={...}) → a started Daemon
-    (listen_via_env=True passes host and port as DEALWIRE_HOST/DEALWIRE_PORT instead).
+    (listen_via_env=True passes host and port as DEALWIRE_HOST/DEALWIRE_PORT instead; port=N
+    listens on N, e.g. where a stopped daemon listened, instead of a free port).
     Every daemon is stopped (SIGTERM, bounded wait, SIGKILL) at teardown; in sanitizer builds
     its exit code must be 0 and its stderr free of sanitizer reports."""
     started = daemons_of(request)
     binary = daemon_binary()
 
-    def factory(*args, env=None, listen_via_env=False):
+    def factory(*args, env=None, listen_via_env=False, port=None):
         d = Daemon(binary, [str(a) for a in args], daemon_env(env), tmp_path,
-                   f"dealwire{len(started)}", listen_via_env)
+                   f"dealwire{len(started)}", listen_via_env, port)
         started.append(d)
         return d.start()
 
