@@ -126,7 +126,8 @@ struct dw_conn_io {
     char *rx; /* a fragmented message being reassembled */
     size_t rx_len;
     bool rx_binary;
-    bool want_ping; /* send a protocol ping on the next WRITEABLE */
+    bool want_ping;   /* send a protocol ping on the next WRITEABLE */
+    bool peer_closed; /* the client sent a close frame: lws answers it, we write no more */
     /* Closing: with close_code once flush_left more frames are written (close_flush), or at
      * once dropping what is queued. */
     bool closing;

@@ -171,6 +171,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return dw__conn_writeable(srv, wsi, pss);
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        dw__conn_peer_close(pss);
+        return 0;
     case LWS_CALLBACK_CLOSED:
         dw__conn_closed(srv, pss);
         if (srv->draining)

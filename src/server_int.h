@@ -104,9 +104,11 @@ int dw__conn_receive(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
                      size_t len);
 int dw__conn_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss);
 void dw__conn_pong(struct dw_server *srv, struct dw_pss *pss);
+void dw__conn_peer_close(struct dw_pss *pss);
 void dw__conn_closed(struct dw_server *srv, struct dw_pss *pss);
 
-/* Drains the ready queue: collects each connection's outbox and asks for WRITEABLE. */
+/* Drains the ready queue: collects each connection's outbox and writes it at once, or asks
+ * for WRITEABLE when something must go first (conn.c, "Write path"). */
 void dw__conn_drain_ready(struct dw_server *srv);
 
 /* The heartbeat sweep over every connection (pings, stale hang-ups). */
