@@ -3,7 +3,8 @@
  * SELECT over generate_series(), with random() for the variety (drawn once per row in a
  * MATERIALIZED CTE, so that the values that go together are drawn together), and fixed ids so
  * that ON CONFLICT DO NOTHING makes a second load a no-op. The sizes are parameters ($1, ...),
- * like every value dealwire sends.
+ * like every value dealwire sends. DW_DEMO_USER's watches are the one part that is not drawn:
+ * the dashboard's default user must have price alerts whatever the draw.
  *
  * The cities are the same twelve codes in flights and hotels (see sql/002_travel.sql), so
  * the planner can join a route to its destination's hotels.
@@ -115,16 +116,32 @@ static const char hotels_sql[] =
 
 /* $1: watches, $2: users, $3: deals. Deals are picked with a skew toward the first ones
  * (cube of a uniform draw), so a few dozen deals have several watchers (the trending
- * monitor's case); thresholds fall around the price, so some are already met. */
+ * monitor's case); thresholds fall around the price, so some are already met. The users are
+ * demo-user-002 and up: demo-user-001 gets the watches of user_watches_sql instead. */
 static const char watches_sql[] =
     "WITH r AS MATERIALIZED (SELECT i, random() AS a, random() AS b, random() AS d,"
     "  random() AS e FROM generate_series(1, $1::integer) AS i)"
     " INSERT INTO price_watches (user_id, deal_id, threshold_price, inventory_threshold)"
-    " SELECT 'demo-user-' || lpad((1 + floor(a * $2::integer))::text, 3, '0'), deals.id,"
+    " SELECT 'demo-user-' || lpad((2 + floor(a * ($2::integer - 1)))::text, 3, '0'), deals.id,"
     "  round(deals.price * (0.85 + d * 0.2)::numeric, 2), CASE WHEN e < 0.3 THEN 5 END"
     " FROM r JOIN deals"
     "  ON deals.id = 'demo-deal-' || lpad((1 + floor(power(b, 3) * $3::integer))::text, 5, '0')"
     " WHERE NOT EXISTS (SELECT 1 FROM price_watches WHERE user_id LIKE 'demo-user-%')";
+
+/* $1: the user (DW_DEMO_USER). One watch on the first loaded deal of each category, met for
+ * flights, hotels and packages (10 % over the price, rounded up to whole dollars), not for the
+ * rest (10 % under, rounded down). Only on deals the user does not watch yet: a second load
+ * adds nothing, and a database loaded before these watches existed gets them. */
+static const char user_watches_sql[] =
+    "INSERT INTO price_watches (user_id, deal_id, threshold_price)"
+    " SELECT $1::text, d.id,"
+    "  CASE WHEN d.category IN ('flight', 'hotel', 'package') THEN ceil(d.price * 1.1)"
+    "   ELSE floor(d.price * 0.9) END"
+    " FROM (SELECT DISTINCT ON (category) id, category, price FROM deals"
+    "  WHERE id ~ '^demo-deal-[0-9]{5}$' ORDER BY category, id) AS d"
+    " WHERE NOT EXISTS (SELECT 1 FROM price_watches w WHERE w.user_id = $1::text"
+    "  AND w.deal_id = d.id)"
+    " ORDER BY d.id";
 
 struct load {
     struct dw_demo_counts added;
@@ -150,13 +167,14 @@ static int load_all(struct dw_store *st, void *arg)
 {
     struct load *ld = arg;
     char deals[16], days[16], per_day[16], hotels[16], watches[16], users[16];
+    long mine = 0;
     int r;
 
     snprintf(deals, sizeof(deals), "%d", DW_DEMO_DEALS);
     snprintf(days, sizeof(days), "%d", DW_DEMO_FLIGHT_DAYS);
     snprintf(per_day, sizeof(per_day), "%d", DW_DEMO_FLIGHTS_PER_DAY);
     snprintf(hotels, sizeof(hotels), "%d", DW_DEMO_HOTELS_PER_CITY);
-    snprintf(watches, sizeof(watches), "%d", DW_DEMO_WATCHES);
+    snprintf(watches, sizeof(watches), "%d", DW_DEMO_WATCHES - DW_DEMO_USER_WATCHES);
     snprintf(users, sizeof(users), "%d", DW_DEMO_USERS);
 
     ld->step = "lock";
@@ -172,6 +190,10 @@ static int load_all(struct dw_store *st, void *arg)
     if (r == 0)
         r = insert(st, ld, "price_watches", watches_sql, 3,
                    (const char *const[]){watches, users, deals}, &ld->added.watches);
+    if (r == 0)
+        r = insert(st, ld, "price_watches", user_watches_sql, 1,
+                   (const char *const[]){DW_DEMO_USER}, &mine);
+    ld->added.watches += mine;
     return r;
 }
 
