@@ -28,46 +28,54 @@
     " ARRAY['New York','London','Paris','Tokyo','Rome','Barcelona','Berlin','Amsterdam',"          \
     "'Lisbon','Dubai','Singapore','San Francisco'] AS name)"
 
+/* An INSERT INTO deals ... SELECT of one deal per row of from (a FROM item with a column i).
+ * Each row draws its category, cities, price, title words and provider; cut is an SQL
+ * expression of the draw g, the discount as a fraction of the original price (NULL: no
+ * original price); id and created_at are SQL expressions; tail follows ON CONFLICT. */
+#define DEAL_SQL(from, cut, id, created_at, tail)                                                  \
+    "WITH " CITIES ","                                                                             \
+    " r AS MATERIALIZED (SELECT i, random() AS a, random() AS b, random() AS k, random() AS d,"    \
+    "  random() AS e, random() AS g, random() AS h, random() AS t, random() AS s"                  \
+    "  FROM " from "),"                                                                            \
+    " v AS (SELECT r.*, 1 + floor(b * 12)::integer AS o,"                                          \
+    "  1 + (floor(b * 12)::integer + 1 + floor(k * 11)::integer) % 12 AS x,"                       \
+    "  CASE WHEN a < 0.40 THEN 'flight' WHEN a < 0.70 THEN 'hotel' WHEN a < 0.85 THEN 'package'"   \
+    "   WHEN a < 0.93 THEN 'car' ELSE 'activity' END AS category FROM r),"                         \
+    " p AS (SELECT v.*, round((CASE category WHEN 'flight' THEN 79 + d * 1300"                     \
+    "   WHEN 'hotel' THEN 59 + d * 900 WHEN 'package' THEN 399 + d * 2600"                         \
+    "   WHEN 'car' THEN 25 + d * 300 ELSE 15 + d * 250 END)::numeric, 0) - 0.01 AS price,"         \
+    "  " cut " AS cut FROM v)"                                                                     \
+    " INSERT INTO deals (id, title, category, price, original_price, inventory, metadata,"         \
+    "  created_at)"                                                                                \
+    " SELECT " id ","                                                                              \
+    "  CASE category"                                                                              \
+    "   WHEN 'flight' THEN c.name[o] || ' to ' || c.name[x] ||"                                    \
+    "    CASE WHEN e < 0.6 THEN ', round trip' ELSE ', one way' END"                               \
+    "   WHEN 'hotel' THEN (ARRAY['Grand','Royal','Harbor','Park','Central','Garden'])"             \
+    "    [1 + floor(e * 6)::integer] || ' Hotel ' || c.name[x] || ', '"                            \
+    "    || (2 + floor(h * 5)::integer) || ' nights'"                                              \
+    "   WHEN 'package' THEN c.name[x] || ' getaway: flight from ' || c.name[o] || ' + '"           \
+    "    || (3 + floor(h * 5)::integer) || ' nights'"                                              \
+    "   WHEN 'car' THEN 'Car rental in ' || c.name[x] || ', ' || (2 + floor(h * 6)::integer)"      \
+    "    || ' days'"                                                                               \
+    "   ELSE (ARRAY['Food tour','Museum pass','Day trip','Boat cruise','Old town walk'])"          \
+    "    [1 + floor(e * 5)::integer] || ' in ' || c.name[x]"                                       \
+    "  END,"                                                                                       \
+    "  category, price,"                                                                           \
+    "  CASE WHEN cut IS NULL THEN NULL ELSE round(price / (1 - cut), 2) END,"                      \
+    "  floor(h * 60)::integer,"                                                                    \
+    "  jsonb_build_object('origin', c.code[o], 'destination', c.code[x], 'provider',"              \
+    "   (ARRAY['SkyHop','TravelNest','FareFox','StayWise','JetPort'])[1 + floor(t * 5)::integer]," \
+    "   'demo', true),"                                                                            \
+    "  " created_at " FROM p, cities AS c"                                                         \
+    " ON CONFLICT (id) DO NOTHING" tail
+
 /* $1: how many deals. Titles, prices and discounts by category; a third of the deals have no
  * original price, the others a cut of 0..60 %; created over the last 72 hours. */
 static const char deals_sql[] =
-    "WITH " CITIES ","
-    " r AS MATERIALIZED (SELECT i, random() AS a, random() AS b, random() AS k, random() AS d,"
-    "  random() AS e, random() AS g, random() AS h, random() AS t, random() AS s"
-    "  FROM generate_series(1, $1::integer) AS i),"
-    " v AS (SELECT r.*, 1 + floor(b * 12)::integer AS o,"
-    "  1 + (floor(b * 12)::integer + 1 + floor(k * 11)::integer) % 12 AS x,"
-    "  CASE WHEN a < 0.40 THEN 'flight' WHEN a < 0.70 THEN 'hotel' WHEN a < 0.85 THEN 'package'"
-    "   WHEN a < 0.93 THEN 'car' ELSE 'activity' END AS category FROM r),"
-    " p AS (SELECT v.*, round((CASE category WHEN 'flight' THEN 79 + d * 1300"
-    "   WHEN 'hotel' THEN 59 + d * 900 WHEN 'package' THEN 399 + d * 2600"
-    "   WHEN 'car' THEN 25 + d * 300 ELSE 15 + d * 250 END)::numeric, 0) - 0.01 AS price,"
-    "  CASE WHEN g < 0.3 THEN NULL ELSE ((g - 0.3) / 0.7 * 0.6)::numeric END AS cut FROM v)"
-    " INSERT INTO deals (id, title, category, price, original_price, inventory, metadata,"
-    "  created_at)"
-    " SELECT 'demo-deal-' || lpad(i::text, 5, '0'),"
-    "  CASE category"
-    "   WHEN 'flight' THEN c.name[o] || ' to ' || c.name[x] ||"
-    "    CASE WHEN e < 0.6 THEN ', round trip' ELSE ', one way' END"
-    "   WHEN 'hotel' THEN (ARRAY['Grand','Royal','Harbor','Park','Central','Garden'])"
-    "    [1 + floor(e * 6)::integer] || ' Hotel ' || c.name[x] || ', '"
-    "    || (2 + floor(h * 5)::integer) || ' nights'"
-    "   WHEN 'package' THEN c.name[x] || ' getaway: flight from ' || c.name[o] || ' + '"
-    "    || (3 + floor(h * 5)::integer) || ' nights'"
-    "   WHEN 'car' THEN 'Car rental in ' || c.name[x] || ', ' || (2 + floor(h * 6)::integer)"
-    "    || ' days'"
-    "   ELSE (ARRAY['Food tour','Museum pass','Day trip','Boat cruise','Old town walk'])"
-    "    [1 + floor(e * 5)::integer] || ' in ' || c.name[x]"
-    "  END,"
-    "  category, price,"
-    "  CASE WHEN cut IS NULL THEN NULL ELSE round(price / (1 - cut), 2) END,"
-    "  floor(h * 60)::integer,"
-    "  jsonb_build_object('origin', c.code[o], 'destination', c.code[x], 'provider',"
-    "   (ARRAY['SkyHop','TravelNest','FareFox','StayWise','JetPort'])[1 + floor(t * 5)::integer],"
-    "   'demo', true),"
-    "  now() - s * interval '72 hours'"
-    " FROM p, cities AS c"
-    " ON CONFLICT (id) DO NOTHING";
+    DEAL_SQL("generate_series(1, $1::integer) AS i",
+             "CASE WHEN g < 0.3 THEN NULL ELSE ((g - 0.3) / 0.7 * 0.6)::numeric END",
+             "'demo-deal-' || lpad(i::text, 5, '0')", "now() - s * interval '72 hours'", "");
 
 /* $1: days ahead, $2: flights per route and day. Durations are symmetric per city pair;
  * stops make a flight longer and cheaper. */
