@@ -181,6 +181,17 @@ static const struct setting settings[] = {
      .offset = FIELD(load_demo_data),
      .def_int = 0,
      .help = "load demo deals, flights and hotels at start-up, once"},
+    {.flag = "demo-activity",
+     .env = "DEALWIRE_DEMO_ACTIVITY",
+     .kind = KIND_INT,
+     .offset = FIELD(demo_activity),
+     .meta = "SECONDS",
+     .def_int = 0,
+     .min = 0,
+     .max = 3600,
+     .help = "seconds between simulated market moves on the demo data (a new hot deal, a price "
+             "under a demo watch), 0 for none; needs --load-demo-data, never on a production "
+             "database"},
     {.flag = "hot-deal-interval",
      .env = "DEALWIRE_HOT_DEAL_INTERVAL",
      .kind = KIND_INT,
@@ -919,6 +930,11 @@ static int check_values(struct loader *ld)
     if (cfg->jwt_secret && cfg->jwt_public_key)
         return report_relation(ld, FIELD(jwt_secret), "cannot be combined with",
                                FIELD(jwt_public_key));
+    /* The simulator changes deals: only ever in a database that holds the demo data. */
+    if (cfg->demo_activity > 0 && !cfg->load_demo_data)
+        return report_relation(ld, FIELD(demo_activity), "needs", FIELD(load_demo_data));
+    if (cfg->demo_activity > 0 && !cfg->db)
+        return report_relation(ld, FIELD(demo_activity), "needs", FIELD(db));
     return 0;
 }
 

@@ -8,6 +8,11 @@
  *
  * The cities are the same twelve codes in flights and hotels (see sql/002_travel.sql), so
  * the planner can join a route to its destination's hotels.
+ *
+ * The market simulator makes its deals with the loader's own SQL (DEAL_SQL below), one row
+ * at a time. Every row it changes or deletes is named by the statement's own WHERE
+ * on the id prefix (starts_with, which has no wildcards to escape), not by what an earlier
+ * statement returned, so that no other row can be reached whatever the data holds.
  */
 #define DW_LOG_MODULE "demo"
 #include "dealwire/demo.h"
@@ -225,5 +230,147 @@ int dw_demo_load(struct dw_store *st, struct dw_demo_counts *added)
                ld.added.deals, ld.added.flights, ld.added.hotels, ld.added.watches);
     if (added)
         *added = ld.added;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The market simulator
+ * ------------------------------------------------------------------------------------------ */
+
+/* $1: the simulated deals' id prefix. One hot deal created now, with a cut of 31..60 %
+ * (savings over 30 % once the original price is rounded to cents), numbered after the highest
+ * simulated deal. */
+static const char sim_deal_sql[] =
+    DEAL_SQL("(SELECT coalesce(max(substr(id, length($1::text) + 1)::bigint), 0) + 1 AS i"
+             "  FROM deals WHERE starts_with(id, $1::text)"
+             "   AND substr(id, length($1::text) + 1) ~ '^[0-9]{1,15}$') AS n",
+             "(0.31 + g * 0.29)::numeric", "$1::text || lpad(i::text, 7, '0')", "now()",
+             " RETURNING id, savings_percent");
+
+/* $1: the demo deals' id prefix, $2: the demo users' prefix, $3: the user served first. Each
+ * candidate watch draws a target 1..10 % under its threshold; the pick is $3's first, then a
+ * watch not met yet (its price falls through the threshold), else any. The UPDATE checks the
+ * prefix of the row it changes itself, whatever the pick. */
+static const char sim_drop_sql[] =
+    "WITH w AS MATERIALIZED ("
+    "  SELECT w.user_id, w.deal_id, w.threshold_price, d.price,"
+    "   round(w.threshold_price * (0.90 + 0.09 * random())::numeric, 2) AS target"
+    "  FROM price_watches w JOIN deals d ON d.id = w.deal_id"
+    "  WHERE w.active AND w.threshold_price IS NOT NULL"
+    "   AND starts_with(w.deal_id, $1::text) AND starts_with(w.user_id, $2::text)),"
+    " pick AS ("
+    "  SELECT * FROM w"
+    "  WHERE target > 0 AND target < threshold_price AND target <> price"
+    "  ORDER BY user_id = $3::text DESC, price > threshold_price DESC, random()"
+    "  LIMIT 1)"
+    " UPDATE deals AS d SET price = pick.target FROM pick"
+    " WHERE d.id = pick.deal_id AND starts_with(d.id, $1::text)"
+    " RETURNING d.id, pick.price, d.price, pick.user_id, pick.threshold_price";
+
+/* $1: the demo deals' id prefix, $2: the user whose watch the drop went under, $3: that deal.
+ * The market goes both ways: one other deal under a met watch of $2 goes back up, 2..10 % over
+ * the threshold, so that $2 always has watches for a later drop to meet (a watch no longer
+ * met forgets its last alert, and alerts again when it is met again). */
+static const char sim_rise_sql[] =
+    "WITH pick AS ("
+    "  SELECT w.deal_id,"
+    "   round(w.threshold_price * (1.02 + 0.08 * random())::numeric, 2) AS target"
+    "  FROM price_watches w JOIN deals d ON d.id = w.deal_id"
+    "  WHERE w.active AND w.user_id = $2::text AND w.deal_id <> $3::text"
+    "   AND d.price <= w.threshold_price AND starts_with(w.deal_id, $1::text)"
+    "  ORDER BY random() LIMIT 1)"
+    " UPDATE deals AS d SET price = pick.target FROM pick"
+    " WHERE d.id = pick.deal_id AND starts_with(d.id, $1::text)"
+    " RETURNING d.id";
+
+/* $1: the simulated deals' id prefix, $2: how many to keep. The oldest go first (their
+ * announcements and any watches on them with them: ON DELETE CASCADE). */
+static const char sim_prune_sql[] =
+    "DELETE FROM deals"
+    " WHERE id IN (SELECT id FROM deals WHERE starts_with(id, $1::text)"
+    "  ORDER BY created_at DESC, id DESC OFFSET $2::integer)";
+
+/* Where a value of a statement's first row goes. */
+struct column {
+    char *buf;
+    size_t size;
+};
+
+/* Runs one statement of the tick, named for the error line (mv->step), and copies its first
+ * row's values, when it returned one, into cols[0..ncols). Returns the rows it inserted,
+ * updated or deleted, or what dw_store_exec() returned. */
+static long run_step(struct dw_store *st, struct dw_demo_moves *mv, const char *name,
+                     const char *sql, int nparams, const char *const *params,
+                     const struct column *cols, int ncols)
+{
+    PGresult *res;
+    long n;
+    int r;
+
+    mv->step = name;
+    r = dw_store_exec(st, &res, sql, nparams, params);
+    if (r < 0)
+        return r;
+    for (int i = 0; i < ncols && PQntuples(res) > 0 && i < PQnfields(res); i++)
+        snprintf(cols[i].buf, cols[i].size, "%s", PQgetvalue(res, 0, i));
+    n = atol(PQcmdTuples(res));
+    PQclear(res);
+    return n;
+}
+
+#define NCOLS(cols) ((int)(sizeof(cols) / sizeof((cols)[0])))
+
+static int simulate_all(struct dw_store *st, void *arg)
+{
+    struct dw_demo_moves *mv = arg;
+    const char *drop[] = {DW_DEMO_DEAL_PREFIX, DW_DEMO_USER_PREFIX, DW_DEMO_USER};
+    const char *rise[] = {DW_DEMO_DEAL_PREFIX, mv->watcher, mv->dropped};
+    const char *sim[] = {DW_DEMO_SIM_PREFIX, NULL};
+    const struct column added[] = {{mv->added, sizeof(mv->added)},
+                                   {mv->added_off, sizeof(mv->added_off)}};
+    const struct column dropped[] = {{mv->dropped, sizeof(mv->dropped)},
+                                     {mv->old_price, sizeof(mv->old_price)},
+                                     {mv->new_price, sizeof(mv->new_price)},
+                                     {mv->watcher, sizeof(mv->watcher)},
+                                     {mv->threshold, sizeof(mv->threshold)}};
+    const struct column raised[] = {{mv->raised, sizeof(mv->raised)}};
+    char keep[16];
+    long r;
+
+    snprintf(keep, sizeof(keep), "%d", DW_DEMO_SIM_DEALS_MAX);
+    sim[1] = keep;
+    r = run_step(st, mv, "lock", DEMO_LOCK_SQL, 0, NULL, NULL, 0);
+    if (r >= 0)
+        r = run_step(st, mv, "new deal", sim_deal_sql, 1, sim, added, NCOLS(added));
+    if (r >= 0)
+        r = run_step(st, mv, "price drop", sim_drop_sql, 3, drop, dropped, NCOLS(dropped));
+    if (r >= 0 && mv->dropped[0])
+        r = run_step(st, mv, "price rise", sim_rise_sql, 3, rise, raised, NCOLS(raised));
+    if (r >= 0)
+        r = run_step(st, mv, "prune", sim_prune_sql, 2, sim, NULL, 0);
+    if (r < 0)
+        return (int)r;
+    mv->pruned = r;
+    mv->step = "commit";
+    return 0;
+}
+
+int dw_demo_simulate(struct dw_store *st, struct dw_demo_moves *out)
+{
+    int r;
+
+    if (!st || !out)
+        return -EINVAL;
+    memset(out, 0, sizeof(*out));
+    r = dw_store_tx(st, simulate_all, out);
+    if (r < 0) {
+        /* Rolled back: what the statements returned did not happen. */
+        const char *step = out->step;
+
+        memset(out, 0, sizeof(*out));
+        out->step = step;
+        return r;
+    }
+    out->step = NULL;
     return 0;
 }

@@ -3,7 +3,8 @@
  * the worker pool. This file owns what every round does the same way: the checks before it
  * (anyone connected? schema up to date?), the worker's store, the timing, and what is logged
  * after it. The rounds themselves, one set-based statement each (per batch for the watches),
- * are in monitor_deals.c and monitor_watch.c.
+ * are in monitor_deals.c and monitor_watch.c. With --demo-activity a fourth timer runs the
+ * demo market simulator's ticks (demo.h) as rounds, under the same rules.
  *
  * The one idea: a round never runs twice at once (the timer skips a tick while the previous
  * run is busy), so a monitor's own fields (the failure counters below) are only ever touched
@@ -25,6 +26,7 @@
 #include "dealwire/monitor.h"
 #include "dealwire/config.h"
 #include "dealwire/db.h"
+#include "dealwire/demo.h"
 #include "dealwire/hub.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
@@ -53,7 +55,8 @@ struct monitor {
     unsigned long fails_unlogged; /* failed rounds since then */
 };
 
-enum { MON_HOT_DEALS, MON_TRENDING, MON_WATCHES, MON__COUNT };
+/* MON_DEMO is the demo market simulator (--demo-activity), scheduled only when it is on. */
+enum { MON_HOT_DEALS, MON_TRENDING, MON_WATCHES, MON_DEMO, MON__COUNT };
 
 struct dw_monitors {
     struct dw_db *db;   /* borrowed */
@@ -203,6 +206,9 @@ struct dw_monitors *dw_monitors_start(const struct dw_config *cfg, struct dw_db 
         .name = "trending", .round = dw__monitor_trending, .period_s = cfg->trending_interval};
     mons->mon[MON_WATCHES] = (struct monitor){
         .name = "price_watches", .round = dw__monitor_watches, .period_s = cfg->watch_interval};
+    mons->mon[MON_DEMO] = (struct monitor){.name = "demo_activity",
+                                           .round = dw__monitor_demo_activity,
+                                           .period_s = cfg->demo_activity};
 
     mons->timers = dw_timers_start(pool);
     if (!mons->timers) {
@@ -214,6 +220,8 @@ struct dw_monitors *dw_monitors_start(const struct dw_config *cfg, struct dw_db 
         int r;
 
         m->mons = mons;
+        if (m->period_s == 0)
+            continue; /* off */
         r = dw_timers_add(mons->timers, m->name, (int64_t)m->period_s * 1000000000, run_round, m);
         if (r < 0)
             dw_panic("cannot schedule the %s monitor: %s", m->name, strerror(-r));
@@ -222,6 +230,11 @@ struct dw_monitors *dw_monitors_start(const struct dw_config *cfg, struct dw_db 
            "monitors scheduled as %s: hot deals every %d s, trending every %d s, price watches "
            "every %d s (while clients are connected)",
            mons->node, cfg->hot_deal_interval, cfg->trending_interval, cfg->watch_interval);
+    if (cfg->demo_activity > 0)
+        dw_log(DW_LOG_INFO,
+               "demo activity every %d s (while clients are connected): a new hot deal and a "
+               "price under a watch, on demo deals only (" DW_DEMO_DEAL_PREFIX "*)",
+               cfg->demo_activity);
     return mons;
 }
 

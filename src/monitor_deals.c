@@ -13,9 +13,13 @@
  * The hot-deal rule is computed exactly on the stored prices (discount * 100 > 30 *
  * original_price), not on the rounded savings_percent column, so 30.04 % is not "over 30 %".
  *
+ * The demo market simulator's tick (demo.h) is here as a round too: it is not a monitor, but
+ * it is scheduled, checked and logged like one (monitor.c).
+ *
  * Runs on workers only (see monitor_int.h).
  */
 #define DW_LOG_MODULE "monitor"
+#include "dealwire/demo.h"
 #include "dealwire/events.h"
 #include "dealwire/hub.h"
 #include "dealwire/monitor.h"
@@ -149,4 +153,29 @@ int dw__monitor_trending(struct dw_monitor_round *r)
     rc = announce(r, trending_sql, params, DW_DEAL_ALERT_TRENDING, &n, &reached);
     snprintf(r->summary, sizeof(r->summary), "%d trending deals, %zu deliveries", n, reached);
     return rc;
+}
+
+/* The simulator's tick takes a round's place, so that it runs when the monitors do (someone
+ * connected, schema ready) and fails, skips and logs the way they do. What it adds and moves,
+ * the next hot-deal and price-watch rounds announce. */
+int dw__monitor_demo_activity(struct dw_monitor_round *r)
+{
+    struct dw_demo_moves mv;
+    char moved[112] = "no demo watch to go under";
+    int rc = dw_demo_simulate(r->st, &mv);
+
+    if (rc < 0) {
+        if (rc == -EIO)
+            snprintf(r->why, sizeof(r->why), "%s: %s", mv.step ? mv.step : "?",
+                     dw_store_error(r->st));
+        return rc;
+    }
+    if (mv.dropped[0])
+        snprintf(moved, sizeof(moved), "%.24s %.13s -> %.13s under %.24s's %.13s", mv.dropped,
+                 mv.old_price, mv.new_price, mv.watcher, mv.threshold);
+    snprintf(r->summary, sizeof(r->summary),
+             "added %.24s (%.8s %% off); %s; %.24s back up; %ld pruned",
+             mv.added[0] ? mv.added : "no deal", mv.added_off, moved,
+             mv.raised[0] ? mv.raised : "nothing", mv.pruned);
+    return 0;
 }

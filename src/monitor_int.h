@@ -1,7 +1,8 @@
 /*
  * monitor_int.h — what monitor.c (scheduling, the checks before a round, logging) shares with
- * the rounds in monitor_deals.c and monitor_watch.c. Everything here is thread: worker (the
- * rounds block on libpq and send through the hub; workers are registered with RCU).
+ * the rounds in monitor_deals.c and monitor_watch.c (the demo simulator's ticks included).
+ * Everything here is thread: worker (the rounds block on libpq and send through the hub;
+ * workers are registered with RCU).
  */
 #ifndef DEALWIRE_MONITOR_INT_H
 #define DEALWIRE_MONITOR_INT_H
@@ -21,7 +22,7 @@ struct dw_monitor_round {
     struct dw_hub *hub;           /* borrowed */
     const char *node;             /* this daemon, as recorded in the database ("host:port") */
     const _Atomic bool *stopping; /* set by dw_monitors_stop(): end the round early */
-    char summary[128];            /* what the round did, for the debug line */
+    char summary[256];            /* what the round did, for the debug line */
     char why[256];                /* when the round fails for a reason not in the store */
 };
 
@@ -32,6 +33,8 @@ typedef int dw__monitor_round_fn(struct dw_monitor_round *r);
 int dw__monitor_hot_deals(struct dw_monitor_round *r); /* monitor_deals.c */
 int dw__monitor_trending(struct dw_monitor_round *r);  /* monitor_deals.c */
 int dw__monitor_watches(struct dw_monitor_round *r);   /* monitor_watch.c */
+/* Not a monitor: one tick of the demo market simulator (demo.h), on the monitors' timers. */
+int dw__monitor_demo_activity(struct dw_monitor_round *r); /* monitor_deals.c */
 
 /* thread: worker. Runs sql (nparams text parameters) on r->st in a transaction of its own,
  * with JIT compilation off for it (see monitor.c), and returns 0 and *res (the caller

@@ -31,6 +31,7 @@ struct dw_config {
     int shutdown_timeout;       /* --shutdown-timeout, ms to flush outboxes at exit, default 3000 */
     char *db;                   /* --db, libpq connection string; default $DATABASE_URL, or NULL */
     bool load_demo_data;        /* --load-demo-data, default false */
+    int demo_activity;          /* --demo-activity, seconds, default 0 (off), 0..3600 */
     int hot_deal_interval;      /* --hot-deal-interval, seconds, default 60, 1..86400 */
     int trending_interval;      /* --trending-interval, seconds, default 300, 1..86400 */
     int watch_interval;         /* --watch-interval, seconds, default 30, 1..86400 */

@@ -46,7 +46,9 @@ struct dw_workers;
  * a mass price drop costs memory for one batch at a time. */
 #define DW_MONITOR_WATCH_BATCH 20000
 
-/* thread: main, after dw_db_start(). Schedules the three monitors on pool with cfg's periods.
+/* thread: main, after dw_db_start(). Schedules the three monitors on pool with cfg's periods,
+ * and with cfg->demo_activity > 0 the demo market simulator's ticks (demo.h), which run under
+ * the rules above and log "demo_activity round done in <ms> ms (...)" at debug.
  * db, hub and pool are borrowed until dw_monitors_stop() returns; cfg only for the call.
  * Returns the monitors, or NULL after a log line when the timer thread cannot start. */
 struct dw_monitors *dw_monitors_start(const struct dw_config *cfg, struct dw_db *db,
