@@ -7,7 +7,11 @@
 # environment), a private PostgreSQL is started for the run with scripts/pg.sh on
 # 127.0.0.1:$DW_PG_PORT (default 55432), its data kept in $DW_PG_DIR (default
 # /tmp/dealwire-run-pg) from one run to the next, filled with the demo data set
-# (--load-demo-data, a no-op once loaded), and stopped when the daemon exits.
+# (--load-demo-data, a no-op once loaded), and stopped when the daemon exits. With that private
+# database the demo market simulator runs too (--demo-activity 15: every 15 s while a client is
+# connected, a new hot deal and a price drop under a watch of demo-user-001, on demo rows
+# only), so the dashboard keeps showing new alerts from one run to the next; pass
+# --demo-activity 0 to turn it off. It is never passed for a database you name.
 #   DW_NO_DB=1       run without a database (no monitors)
 #   DW_SKIP_DEPS=1   do not check packages (see scripts/deps.sh)
 set -euo pipefail
@@ -32,7 +36,7 @@ trap 'bash scripts/pg.sh stop "$pg_dir"' EXIT
 echo "run.sh: private PostgreSQL at $url (data in $pg_dir), stopped when dealwire exits" >&2
 
 # In the background so that this shell can pass SIGINT/SIGTERM on and then stop the server.
-build/release/dealwire --db "$url" --load-demo-data "$@" &
+build/release/dealwire --db "$url" --load-demo-data --demo-activity 15 "$@" &
 child=$!
 trap 'kill -TERM "$child" 2>/dev/null || true' INT TERM
 rc=0
