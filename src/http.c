@@ -3,10 +3,13 @@
  *
  * GET endpoints are answered at once from the I/O thread's own state (it owns the per-
  * connection statistics). POST /api/publish and POST /api/ai/trip/plan collect their body,
- * then hand it to a worker as a refcounted request; the worker publishes (or plans the trip,
- * planner.h), writes the answer into the request and puts it on the done queue (MPSC) with one
- * wake-up. The I/O thread then writes the answer, if the client is still there. The I/O thread
- * never parses a body, fans out or waits on the database.
+ * then, after the pass of the event loop that completed it, hand it to a worker as a
+ * refcounted request (refuse_pipelined says why not at once); the worker publishes (or plans
+ * the trip, planner.h), writes the answer into the request and puts it on the done queue
+ * (MPSC) with one wake-up. The I/O thread then writes the answer as it drains that queue, if
+ * the client is still there. The I/O thread never parses a body, fans out or waits on the
+ * database. A request pipelined behind a POST waits in the socket (rx flow control) until
+ * the POST is answered; one already read with it gets the POST refused (refuse_pipelined).
  *
  * A response goes out as two writes, headers then body, so it is correct for HTTP/1.1 and
  * HTTP/2 alike; both go in one WRITEABLE callback unless the headers were only partly sent.
@@ -47,6 +50,7 @@
 
 enum req_state {
     REQ_READING, /* collecting the body */
+    REQ_READY,   /* body complete: goes to a worker after this pass (dw__http_submit_ready) */
     REQ_WORKING, /* on a worker */
     REQ_HEADERS, /* answer ready: headers next */
     REQ_BODY,    /* headers sent: body next */
@@ -68,6 +72,7 @@ struct dw_http_req {
     size_t resp_len;
     const struct dw_web_file *page; /* a dashboard file: its type and headers, not JSON's */
     bool head_only;                 /* an answer to HEAD: the headers, no body */
+    struct dw_http_req *next_ready; /* io only: in srv->ready_reqs */
 };
 
 static struct dw_http_req *req_new(struct dw_server *srv, struct lws *wsi)
@@ -383,26 +388,93 @@ int dw__http_body(struct dw_server *srv, struct dw_pss *pss, const void *in, siz
     return 0;
 }
 
+/* A POST with another request pipelined behind it, already read. lws 4.1 then calls
+ * BODY_COMPLETION again and again without consuming anything, until the transaction is
+ * completed inside that callback; ours completes when a worker has answered. So such a POST
+ * is refused before anything of it is done: 400, and the connection closes (the requests
+ * behind it are not read). Returns what the callback returns. */
+static int refuse_pipelined(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss)
+{
+    dw_log(DW_LOG_DEBUG, "refused a POST with a request pipelined behind it");
+    pss->req->close_after = true;
+    respond_error(pss, wsi, HTTP_STATUS_BAD_REQUEST,
+                  "pipelined request: send the next request after this one's answer");
+    dw__http_writeable(srv, wsi, pss);
+    return -1;
+}
+
 int dw__http_body_done(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss)
 {
     struct dw_http_req *req = pss->req;
 
-    if (!req || req->state != REQ_READING)
+    if (!req)
+        return 0;
+    if (req->state == REQ_READY)
+        return refuse_pipelined(srv, wsi, pss);
+    if (req->state == REQ_WORKING)
+        return -1; /* the same, once the worker has it: its answer can no longer be sent */
+    if (req->state != REQ_READING)
         return 0;
     if (req->too_large) {
         req->close_after = true;
         return respond_error(pss, wsi, HTTP_STATUS_REQ_ENTITY_TOO_LARGE, "body too large");
     }
+    /* Not submitted from here: see refuse_pipelined. The ready list holds a reference. */
+    req->state = REQ_READY;
+    atomic_fetch_add_explicit(&req->refs, 1, memory_order_relaxed);
+    *srv->ready_tail = req;
+    srv->ready_tail = &req->next_ready;
+    /* A request pipelined later waits in the socket until this one's answer is written. */
+    lws_rx_flow_control(wsi, 0);
+    return 0;
+}
+
+/* Hands req (REQ_READY, its connection open) to a worker. */
+static void submit(struct dw_server *srv, struct dw_http_req *req)
+{
+    struct lws *wsi = req->wsi;
+
     req->state = REQ_WORKING;
     atomic_fetch_add_explicit(&req->refs, 1, memory_order_relaxed); /* the worker's */
     if (dw_workers_submit(srv->workers, req->job, req) < 0) {
         atomic_fetch_sub_explicit(&req->refs, 1, memory_order_relaxed);
-        return respond_error(pss, wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "shutting down");
+        respond_error(lws_wsi_user(wsi), wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "shutting down");
     }
-    return 0;
 }
 
-void dw__http_drain_done(struct dw_server *srv)
+void dw__http_submit_ready(struct dw_server *srv)
+{
+    struct dw_http_req *req = srv->ready_reqs, *next;
+
+    srv->ready_reqs = NULL;
+    srv->ready_tail = &srv->ready_reqs;
+    for (; req; req = next) {
+        next = req->next_ready;
+        req->next_ready = NULL;
+        if (req->state == REQ_READY && req->wsi)
+            submit(srv, req);
+        req_unref(req); /* the ready list's */
+    }
+}
+
+/* Writes req's answer from the drain, without a trip through the event loop (conn.c, "Write
+ * path": with poll, each trip scans every socket), when nothing waits on the connection and
+ * the answer keeps it open; else asks for WRITEABLE. A failure hangs up. */
+static void answer_now(struct dw_server *srv, struct dw_http_req *req)
+{
+    struct lws *wsi = req->wsi;
+
+    req->state = REQ_HEADERS;
+    if (req->close_after || lws_partial_buffered(wsi)) {
+        lws_callback_on_writable(wsi);
+        return;
+    }
+    if (dw__http_writeable(srv, wsi, lws_wsi_user(wsi)) < 0)
+        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+}
+
+/* Hands finished jobs back: answers them (answer) or only frees them (the shutdown). */
+static void take_done(struct dw_server *srv, bool answer)
 {
     struct dw_readyq_batch batch;
     struct cds_wfcq_node *node;
@@ -411,17 +483,20 @@ void dw__http_drain_done(struct dw_server *srv)
     while ((node = dw_readyq_batch_next(&batch)) != NULL) {
         struct dw_http_req *req = caa_container_of(node, struct dw_http_req, done_node);
 
-        if (req->wsi) {
-            req->state = REQ_HEADERS;
-            lws_callback_on_writable(req->wsi);
-        }
+        if (answer && req->wsi)
+            answer_now(srv, req);
         req_unref(req); /* the worker's */
     }
 }
 
+void dw__http_drain_done(struct dw_server *srv)
+{
+    take_done(srv, true);
+}
+
 void dw__http_free_done(struct dw_server *srv)
 {
-    dw__http_drain_done(srv);
+    take_done(srv, false);
 }
 
 /* Appends the header name (with its colon, lws's form) and value. Returns nonzero when the
@@ -480,6 +555,7 @@ int dw__http_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
                                          LWS_WRITE_HTTP_FINAL) != (int)req->resp_len)
             return -1;
         pss->req = NULL;
+        lws_rx_flow_control(wsi, 1); /* the next request, if any (dw__http_body_done) */
         if (req->close_after) {
             req_unref(req);
             return -1;

@@ -90,6 +90,11 @@ static void uncount_socket(struct dw_server *srv, struct lws *wsi)
     free(c);
 }
 
+static void after_pass(uv_check_t *check)
+{
+    dw__http_submit_ready(check->data);
+}
+
 /* SIGHUP: the certificate and key files again, into the serving context. */
 static void reload_tls(struct dw_server *srv)
 {
@@ -254,6 +259,7 @@ struct dw_server *dw_server_new(const struct dw_config *cfg, const struct dw_aut
     srv->socket_cap = socket_cap();
     srv->started_at = dw_now_realtime_ns();
     dw_readyq_init(&srv->done);
+    srv->ready_tail = &srv->ready_reqs;
     srv->wbuf = dw_xmalloc(LWS_PRE + DW_WRITE_BATCH);
     srv->hub = dw_hub_new((unsigned long)cfg->queue_size, wake, srv);
 
@@ -276,6 +282,12 @@ struct dw_server *dw_server_new(const struct dw_config *cfg, const struct dw_aut
         /* A loop of our own ("foreign" to lws), so that we can stop it and close it. */
         srv->uv_loop = dw_xmalloc(sizeof(*srv->uv_loop));
         uv_loop_init(srv->uv_loop);
+        /* After each pass, as the poll loop does in dw_server_run; unref'd, so that it does
+         * not keep the loop alive. */
+        uv_check_init(srv->uv_loop, &srv->after_pass);
+        srv->after_pass.data = srv;
+        uv_check_start(&srv->after_pass, after_pass);
+        uv_unref((uv_handle_t *)&srv->after_pass);
         srv->foreign_loops[0] = srv->uv_loop;
         info.foreign_loops = srv->foreign_loops;
         info.options |= LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_UV_NO_SIGSEGV_SIGFPE_SPIN;
@@ -403,6 +415,7 @@ int dw_server_run(struct dw_server *srv)
             dw_log(DW_LOG_ERROR, "event loop failed");
             return -1;
         }
+        dw__http_submit_ready(srv);
     }
     return 0;
 }
@@ -427,6 +440,8 @@ void dw_server_free(struct dw_server *srv)
      * which needs a live context. Jobs still queued run to the end; their answers are dropped
      * below with the done queue. */
     dw_workers_stop(srv->workers);
+    if (srv->uv_loop)
+        uv_close((uv_handle_t *)&srv->after_pass, NULL);
     if (srv->ctx) {
         lws_sul_cancel(&srv->sweep);
         /* Closes what is left; each CLOSED callback unlinks its connection from the hub. */
@@ -445,6 +460,7 @@ void dw_server_free(struct dw_server *srv)
             dw_log(DW_LOG_WARN, "libuv loop still had handles at exit");
         free(srv->uv_loop);
     }
+    dw__http_submit_ready(srv); /* every connection is closed: frees what waited */
     dw__http_free_done(srv);
     dw_hub_free(srv->hub);
     dw_ipcount_free(srv->ips);

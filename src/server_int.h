@@ -71,6 +71,11 @@ struct dw_server {
     const struct dw_store_health *db_health; /* NULL without --db */
     struct dw_db *db;                        /* NULL without --db; workers use it (planner) */
     unsigned char *wbuf;                     /* LWS_PRE + DW_WRITE_BATCH, the one write buffer */
+    /* Requests whose body is complete, for the workers after this pass of the loop (http.c,
+     * refuse_pipelined says why not at once), and the libuv loop's hook for that. */
+    struct dw_http_req *ready_reqs;
+    struct dw_http_req **ready_tail;
+    uv_check_t after_pass;
 
     /* Security (auth.h, tls.h, ipcount.h). */
     const struct dw_auth *auth;  /* borrowed from main */
@@ -128,6 +133,10 @@ int dw__http_body(struct dw_server *srv, struct dw_pss *pss, const void *in, siz
 int dw__http_body_done(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss);
 int dw__http_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss);
 void dw__http_closed(struct dw_server *srv, struct dw_pss *pss);
+
+/* Hands the requests whose body completed in this pass of the event loop to the workers.
+ * Called after each pass; a request whose connection closed meanwhile is dropped. */
+void dw__http_submit_ready(struct dw_server *srv);
 
 /* Hands finished worker jobs back to their HTTP connections. */
 void dw__http_drain_done(struct dw_server *srv);

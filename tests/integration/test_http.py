@@ -471,3 +471,99 @@ def test_wrong_method_is_405(daemon, method, path):
     assert r.status == 405, r
     assert_json_response(r)
     assert isinstance(r.json["error"], str)
+
+
+# --------------------------------------------------------------------------------------------
+# Pipelining (HTTP/1.1 requests sent before the previous answer)
+# --------------------------------------------------------------------------------------------
+
+def raw_exchange(port, payload):
+    """Sends payload on one connection, reads until the server closes it (or the timeout).
+    Returns the answers as (status, JSON body) pairs, and whether the server closed."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=t(10)) as s:
+        s.sendall(payload)
+        data, closed = b"", False
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    closed = True
+                    break
+                data += chunk
+        except socket.timeout:
+            pass
+    answers = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        length = next(int(v) for k, _, v in (ln.partition(":") for ln in lines[1:])
+                      if k.strip().lower() == "content-length")
+        answers.append((int(lines[0].split()[1]), json.loads(rest[:length])))
+        data = rest[length:]
+    return answers, closed
+
+
+def post_bytes(body, close=False):
+    raw = json.dumps(body).encode()
+    return (b"POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
+            (b"Connection: close\r\n" if close else b"") +
+            b"Content-Length: %d\r\n\r\n%s" % (len(raw), raw))
+
+
+@pytest.mark.parametrize("loop", ["poll", "uv"])
+def test_pipelined_posts_are_answered_or_refused_never_lost(dealwire, loop):
+    """lws 4.1 loops on a POST whose answer comes later when another request is already
+    buffered behind it (the I/O thread spun at 100 % and answered nobody again). Now every
+    request gets its real answer, or a 400 saying it was not done and the connection closes;
+    what was answered 200 was published, what was refused was not."""
+    daemon = dealwire("--event-loop", loop)
+
+    async def scenario():
+        ws, _ = await connect_user(daemon.port, "piper")
+        n = 4
+        payload = b"".join(post_bytes({"target": {"user_id": "piper"},
+                                       "message": {"type": "notification", "i": i}},
+                                      close=(i == n - 1)) for i in range(n))
+        answers, closed = await asyncio.get_running_loop().run_in_executor(
+            None, raw_exchange, daemon.port, payload)
+        assert closed, "the server must close the connection (refusal or Connection: close)"
+        assert answers, "no answer at all"
+        statuses = [s for s, _ in answers]
+        done = [i for i, (s, _) in enumerate(answers) if s == 200]
+        assert set(statuses) <= {200, 400}, answers
+        for s, body in answers:
+            if s == 400:
+                assert "pipelined" in body["error"], body
+        # Answers come in request order: the 200s are a prefix, then at most one refusal.
+        assert done == list(range(len(done))), answers
+        assert statuses.count(400) <= 1 and (400 not in statuses or statuses[-1] == 400)
+        got = [(await recv_json(ws))["i"] for _ in done]
+        assert got == done, (got, answers)
+        # Nothing else arrives: a ping's pong comes next, not a refused request's message.
+        await ws.send(json.dumps({"type": "ping"}))
+        assert (await recv_json(ws))["type"] == "pong"
+        await ws.close()
+    run(scenario())
+    # The I/O thread is free: other clients are served at once.
+    r = http_request(daemon.port, "GET", "/healthz", timeout=t(2))
+    assert r.status == 200
+
+
+def test_pipelined_gets_are_all_answered(daemon):
+    payload = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 3 + \
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    answers, closed = raw_exchange(daemon.port, payload)
+    assert closed
+    assert [s for s, _ in answers] == [200] * 4, answers
+    assert all(body["status"] == "ok" for _, body in answers)
+
+
+def test_post_then_get_pipelined_never_hangs(daemon):
+    payload = post_bytes({"target": "all", "message": {"type": "notification"}}) + \
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    answers, closed = raw_exchange(daemon.port, payload)
+    assert closed
+    assert answers and answers[0][0] in (200, 400), answers
+    r = http_request(daemon.port, "GET", "/healthz", timeout=t(2))
+    assert r.status == 200
