@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <string.h>
+#include <unistd.h>
 
 static void check_shutdown(struct dw_server *srv);
 static void log_security(struct dw_server *srv);
@@ -88,6 +89,14 @@ static void uncount_socket(struct dw_server *srv, struct lws *wsi)
     dw_ipcount_remove(srv->ips, &c->ip);
     srv->sockets--;
     free(c);
+}
+
+/* lws 4.1 loads its libuv support at run time, as a plugin from its library directory. */
+#define UV_PLUGIN LWS_INSTALL_LIBDIR "/libwebsockets-evlib_uv.so"
+
+static bool uv_plugin_present(void)
+{
+    return access(UV_PLUGIN, R_OK) == 0;
 }
 
 static void after_pass(uv_check_t *check)
@@ -278,7 +287,12 @@ struct dw_server *dw_server_new(const struct dw_config *cfg, const struct dw_aut
     info.protocols = srv->protocols;
     info.user = srv;
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
-    if (cfg->event_loop == DW_EVENT_LOOP_UV) {
+    if (cfg->event_loop == DW_EVENT_LOOP_UV && !uv_plugin_present()) {
+        dw_log(DW_LOG_WARN,
+               "the libuv event loop needs %s (Debian: libwebsockets-evlib-uv), not found: "
+               "using the poll loop",
+               UV_PLUGIN);
+    } else if (cfg->event_loop == DW_EVENT_LOOP_UV) {
         /* A loop of our own ("foreign" to lws), so that we can stop it and close it. */
         srv->uv_loop = dw_xmalloc(sizeof(*srv->uv_loop));
         uv_loop_init(srv->uv_loop);
@@ -333,7 +347,7 @@ struct dw_server *dw_server_new(const struct dw_config *cfg, const struct dw_aut
     lws_sul_schedule(srv->ctx, 0, &srv->sweep, sweep_cb, srv->sweep_us);
     dw_log(DW_LOG_INFO, "listening on %s:%d (%s, event loop %s, %d workers, queue %d)", cfg->host,
            cfg->port, cfg->tls_cert ? "wss and https only" : "ws and http, no TLS",
-           cfg->event_loop == DW_EVENT_LOOP_UV ? "uv" : "poll", cfg->workers, cfg->queue_size);
+           srv->uv_loop ? "uv" : "poll", cfg->workers, cfg->queue_size);
     log_security(srv);
     return srv;
 
