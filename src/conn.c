@@ -401,10 +401,21 @@ static void handle_text(struct dw_server *srv, struct dw_conn *conn, const char 
 static void begin_close(struct dw_conn *conn, enum lws_close_status code, const char *reason,
                         bool flush);
 
-static int close_with(struct lws *wsi, enum lws_close_status code, const char *why)
+/* From WRITEABLE: starts the closing handshake with code. lws sends the close frame on the
+ * next WRITEABLE and waits for the client's. Not by returning -1, as lws documents: that path
+ * closes twice in lws 4.1 builds without NDEBUG (Debian's) when the loop is libuv, a check
+ * of lws's own ("uv repeat test"), and the second close kills the connection before the
+ * first one's close frame is sent. A synchronous kill goes through the same polite close
+ * once; it leaves the wsi alive (WRITEABLE comes only to an established connection, whose
+ * close waits for its close frame). Only once: a second kill, from a WRITEABLE that lws
+ * still delivers while it waits for the client's close, would free the wsi under lws
+ * (close_started). Returns what WRITEABLE returns. */
+static int close_with(struct dw_conn_io *io, enum lws_close_status code, const char *why)
 {
-    lws_close_reason(wsi, code, (unsigned char *)why, strlen(why));
-    return -1;
+    io->close_started = true; /* lws may call WRITEABLE again before it sends the frame */
+    lws_close_reason(io->wsi, code, (unsigned char *)why, strlen(why));
+    lws_set_timeout(io->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_SYNC);
+    return 0;
 }
 
 /* One complete message from the client, after the rate limit. */
@@ -639,6 +650,8 @@ int dw__conn_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
     if (!conn)
         return 0;
     io = &conn->io;
+    if (io->close_started)
+        return 0;
     if (io->want_ping) {
         /* A payload (our send time) because lws does not report empty pongs. */
         unsigned char ping[LWS_PRE + 8];
@@ -658,14 +671,14 @@ int dw__conn_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
 
         io->messages_dropped += n;
         dw__hub_io_counters(srv->hub)->total_dropped += n;
-        return close_with(wsi, io->close_code, io->close_reason);
+        return close_with(io, io->close_code, io->close_reason);
     }
 
     collect(srv, conn);
     if (write_queued(srv, conn, wsi, io->closing ? io->flush_left : ULONG_MAX) < 0)
         return -1;
     if (io->closing && io->flush_left == 0)
-        return close_with(wsi, io->close_code, io->close_reason);
+        return close_with(io, io->close_code, io->close_reason);
     if (!dw_outbox_is_empty(&conn->outbox))
         lws_callback_on_writable(wsi);
     return 0;

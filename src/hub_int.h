@@ -132,6 +132,7 @@ struct dw_conn_io {
      * once dropping what is queued. */
     bool closing;
     bool close_flush;
+    bool close_started; /* close_with ran: lws sends the close frame, nothing more from us */
     unsigned short close_code;
     const char *close_reason; /* a static string */
     unsigned long flush_left;
