@@ -186,7 +186,7 @@ static void test_defaults(void **state)
     assert_int_equal(r.cfg.max_subscriptions, 64);
     assert_int_equal(r.cfg.max_publish_size, 1024 * 1024);
     assert_int_equal(r.cfg.shutdown_timeout, 3000);
-    assert_int_equal(r.cfg.event_loop, DW_EVENT_LOOP_POLL);
+    assert_int_equal(r.cfg.event_loop, DW_EVENT_LOOP_UV);
     assert_int_equal(r.cfg.log_level, DW_LOG_INFO);
     assert_null(r.cfg.config_file);
     assert_null(r.cfg.db);
@@ -293,7 +293,7 @@ static void test_each_source_sets_each_int(void **state)
 
 static void test_strings_and_enums(void **state)
 {
-    char *argv[] = {"dealwire",          "--host", "127.0.0.1", "--event-loop=uv",
+    char *argv[] = {"dealwire",          "--host", "127.0.0.1", "--event-loop=poll",
                     "--log-level=debug", NULL};
     char *envp[] = {"DEALWIRE_HOST=::1", "DEALWIRE_LOG_LEVEL=error", NULL};
     char *no_args[] = {"dealwire", NULL};
@@ -303,7 +303,7 @@ static void test_strings_and_enums(void **state)
     load(&r, argv, NULL);
     assert_int_equal(r.rc, 0);
     assert_string_equal(r.cfg.host, "127.0.0.1");
-    assert_int_equal(r.cfg.event_loop, DW_EVENT_LOOP_UV);
+    assert_int_equal(r.cfg.event_loop, DW_EVENT_LOOP_POLL);
     assert_int_equal(r.cfg.log_level, DW_LOG_DEBUG);
     release(&r);
 
@@ -412,7 +412,7 @@ static void test_file_syntax(void **state)
                             "  # indented comment\n"
                             "\thost\t=\t\"10.0.0.1\"  \n"
                             "port=8080\r\n"
-                            "event-loop = 'uv'\n"
+                            "event-loop = 'poll'\n"
                             "log-level = debug");
     char *argv[] = {"dealwire", "--config", path, NULL};
     struct run r;
@@ -423,7 +423,7 @@ static void test_file_syntax(void **state)
     assert_string_equal(r.err, "");
     assert_string_equal(r.cfg.host, "10.0.0.1");
     assert_int_equal(r.cfg.port, 8080);
-    assert_int_equal(r.cfg.event_loop, DW_EVENT_LOOP_UV);
+    assert_int_equal(r.cfg.event_loop, DW_EVENT_LOOP_POLL);
     assert_int_equal(r.cfg.log_level, DW_LOG_DEBUG); /* last line has no newline */
     release(&r);
     remove_temp(path);
