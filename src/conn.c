@@ -633,7 +633,7 @@ void dw__conn_drain_ready(struct dw_server *srv)
             if (!may_write_now(conn))
                 lws_callback_on_writable(wsi);
             else if (write_queued(srv, conn, wsi, ULONG_MAX) < 0)
-                lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC); /* failed */
+                dw__hang_up(wsi); /* the write failed */
             else if (!dw_outbox_is_empty(&conn->outbox))
                 lws_callback_on_writable(wsi);
         }
@@ -732,7 +732,7 @@ void dw__conn_sweep(struct dw_server *srv, int64_t now)
         if (idle >= stale_after) {
             dw_log(DW_LOG_INFO, "connection %llu (user %s): no response for %llds, hanging up",
                    (unsigned long long)conn->id, conn->user->id, (long long)(idle / 1000000000));
-            lws_set_timeout(io->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+            dw__hang_up(io->wsi);
         } else if (idle >= ping_after && io->ping_sent_at <= io->last_activity) {
             io->ping_sent_at = now;
             io->want_ping = true;

@@ -470,7 +470,7 @@ static void answer_now(struct dw_server *srv, struct dw_http_req *req)
         return;
     }
     if (dw__http_writeable(srv, wsi, lws_wsi_user(wsi)) < 0)
-        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        dw__hang_up(wsi);
 }
 
 /* Hands finished jobs back: answers them (answer) or only frees them (the shutdown). */

@@ -100,6 +100,13 @@ struct dw_pss {
     struct dw_http_req *req;
 };
 
+/* Hangs up wsi from outside its own callbacks, where returning -1 is not possible: lws
+ * closes it on its next pass, without a closing handshake (a failed write, a stale client). */
+static inline void dw__hang_up(struct lws *wsi)
+{
+    lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+}
+
 /* ---- conn.c --------------------------------------------------------------------------- */
 
 /* Refuses an upgrade that is not /ws/events with a valid user_id (HTTP 400/404/503).

@@ -175,10 +175,8 @@ def test_flag_wins_over_config_file(dealwire, tmp_path):
     assert welcome_heartbeat(d.port) == 4
 
 
-def test_env_max_message_size(dealwire):
-    """A limit set only in the environment is enforced."""
-    d = dealwire(env={"DEALWIRE_MAX_MESSAGE_SIZE": "100"})
-
+def assert_oversize_message_closes_1009(d):
+    """d runs with a 100-byte --max-message-size: a 200-byte message is closed with 1009."""
     async def main():
         ws, _ = await connect_user(d.port, "alice")
         await ws.send('{"type":"x","pad":"' + "y" * 200 + '"}')
@@ -186,6 +184,11 @@ def test_env_max_message_size(dealwire):
         assert close_code(exc) == 1009, repr(exc)
 
     run(main())
+
+
+def test_env_max_message_size(dealwire):
+    """A limit set only in the environment is enforced."""
+    assert_oversize_message_closes_1009(dealwire(env={"DEALWIRE_MAX_MESSAGE_SIZE": "100"}))
 
 
 # --------------------------------------------------------------------------------------------
@@ -220,15 +223,8 @@ def test_event_loop_serves_basic_path(dealwire, loop):
 def test_event_loop_sends_the_servers_close_code(dealwire, loop):
     """A close the server starts (here 1009, too large) reaches the client with its code:
     with the libuv loop, closing by returning -1 from WRITEABLE lost the close frame."""
-    d = dealwire("--event-loop", loop, "--max-message-size", "100")
-
-    async def main():
-        ws, _ = await connect_user(d.port, "alice")
-        await ws.send('{"type":"x","pad":"' + "y" * 200 + '"}')
-        exc, _ = await expect_close(ws)
-        assert close_code(exc) == 1009, repr(exc)
-
-    run(main())
+    assert_oversize_message_closes_1009(
+        dealwire("--event-loop", loop, "--max-message-size", "100"))
 
 
 @pytest.mark.parametrize("level", ["debug", "info", "warn", "error"])
