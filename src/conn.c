@@ -401,6 +401,16 @@ static void handle_text(struct dw_server *srv, struct dw_conn *conn, const char 
 static void begin_close(struct dw_conn *conn, enum lws_close_status code, const char *reason,
                         bool flush);
 
+/* Hangs up a connection from outside its callbacks (a failed write, a stale client): lws
+ * kills it on its next pass. Until then nothing more is written to it, and above all no
+ * close_with: a failed write leaves lws's socket marked unusable, and a synchronous kill of
+ * such a wsi frees it at once, under the WRITEABLE that called it. */
+static void hang_up(struct dw_conn *conn)
+{
+    conn->io.hung_up = true;
+    dw__hang_up(conn->io.wsi);
+}
+
 /* From WRITEABLE: starts the closing handshake with code. lws sends the close frame on the
  * next WRITEABLE and waits for the client's. Not by returning -1, as lws documents: that path
  * closes twice in lws 4.1 builds without NDEBUG (Debian's) when the loop is libuv, a check
@@ -626,14 +636,17 @@ void dw__conn_drain_ready(struct dw_server *srv)
         struct dw_conn *conn = caa_container_of(node, struct dw_conn, ready_node);
         struct lws *wsi = conn->io.wsi;
 
-        if (wsi && !atomic_load_explicit(&conn->closed, memory_order_relaxed)) {
+        /* A hung-up connection stays scheduled, so producers stop waking us for it; what
+         * is queued counts as undelivered when lws closes it. */
+        if (wsi && !atomic_load_explicit(&conn->closed, memory_order_relaxed) &&
+            !conn->io.hung_up) {
             /* Off the ready queue now: the next push may put it back. */
             dw_outbox_unschedule(&conn->outbox);
             collect(srv, conn);
             if (!may_write_now(conn))
                 lws_callback_on_writable(wsi);
             else if (write_queued(srv, conn, wsi, ULONG_MAX) < 0)
-                dw__hang_up(wsi); /* the write failed */
+                hang_up(conn); /* the write failed */
             else if (!dw_outbox_is_empty(&conn->outbox))
                 lws_callback_on_writable(wsi);
         }
@@ -650,7 +663,7 @@ int dw__conn_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
     if (!conn)
         return 0;
     io = &conn->io;
-    if (io->close_started)
+    if (io->close_started || io->hung_up)
         return 0;
     if (io->want_ping) {
         /* A payload (our send time) because lws does not report empty pongs. */
@@ -720,7 +733,7 @@ void dw__conn_sweep(struct dw_server *srv, int64_t now)
         struct dw_conn_io *io = &conn->io;
         int64_t idle = now - io->last_activity;
 
-        if (!io->wsi)
+        if (!io->wsi || io->hung_up)
             continue;
         if (io->token_end && now_s >= io->token_end && !io->closing) {
             srv->refusals.token_expired++;
@@ -732,7 +745,7 @@ void dw__conn_sweep(struct dw_server *srv, int64_t now)
         if (idle >= stale_after) {
             dw_log(DW_LOG_INFO, "connection %llu (user %s): no response for %llds, hanging up",
                    (unsigned long long)conn->id, conn->user->id, (long long)(idle / 1000000000));
-            dw__hang_up(io->wsi);
+            hang_up(conn);
         } else if (idle >= ping_after && io->ping_sent_at <= io->last_activity) {
             io->ping_sent_at = now;
             io->want_ping = true;

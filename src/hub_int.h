@@ -133,6 +133,7 @@ struct dw_conn_io {
     bool closing;
     bool close_flush;
     bool close_started; /* close_with ran: lws sends the close frame, nothing more from us */
+    bool hung_up;       /* hang_up ran: lws kills it on its next pass, nothing more from us */
     unsigned short close_code;
     const char *close_reason; /* a static string */
     unsigned long flush_left;
