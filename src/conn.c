@@ -407,7 +407,7 @@ static void begin_close(struct dw_conn *conn, enum lws_close_status code, const 
  * such a wsi frees it at once, under the WRITEABLE that called it. */
 static void hang_up(struct dw_conn *conn)
 {
-    conn->io.hung_up = true;
+    conn->io.let_go = true;
     dw__hang_up(conn->io.wsi);
 }
 
@@ -419,10 +419,10 @@ static void hang_up(struct dw_conn *conn)
  * once; it leaves the wsi alive (WRITEABLE comes only to an established connection, whose
  * close waits for its close frame). Only once: a second kill, from a WRITEABLE that lws
  * still delivers while it waits for the client's close, would free the wsi under lws
- * (close_started). Returns what WRITEABLE returns. */
+ * (let_go). Returns what WRITEABLE returns. */
 static int close_with(struct dw_conn_io *io, enum lws_close_status code, const char *why)
 {
-    io->close_started = true; /* lws may call WRITEABLE again before it sends the frame */
+    io->let_go = true; /* lws may call WRITEABLE again before it sends the frame */
     lws_close_reason(io->wsi, code, (unsigned char *)why, strlen(why));
     lws_set_timeout(io->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_SYNC);
     return 0;
@@ -636,10 +636,9 @@ void dw__conn_drain_ready(struct dw_server *srv)
         struct dw_conn *conn = caa_container_of(node, struct dw_conn, ready_node);
         struct lws *wsi = conn->io.wsi;
 
-        /* A hung-up connection stays scheduled, so producers stop waking us for it; what
-         * is queued counts as undelivered when lws closes it. */
-        if (wsi && !atomic_load_explicit(&conn->closed, memory_order_relaxed) &&
-            !conn->io.hung_up) {
+        /* A connection let go stays scheduled, so producers stop waking us for it; what is
+         * queued counts as undelivered when lws closes it. */
+        if (wsi && !atomic_load_explicit(&conn->closed, memory_order_relaxed) && !conn->io.let_go) {
             /* Off the ready queue now: the next push may put it back. */
             dw_outbox_unschedule(&conn->outbox);
             collect(srv, conn);
@@ -663,7 +662,7 @@ int dw__conn_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
     if (!conn)
         return 0;
     io = &conn->io;
-    if (io->close_started || io->hung_up)
+    if (io->let_go)
         return 0;
     if (io->want_ping) {
         /* A payload (our send time) because lws does not report empty pongs. */
@@ -733,7 +732,7 @@ void dw__conn_sweep(struct dw_server *srv, int64_t now)
         struct dw_conn_io *io = &conn->io;
         int64_t idle = now - io->last_activity;
 
-        if (!io->wsi || io->hung_up)
+        if (!io->wsi || io->let_go)
             continue;
         if (io->token_end && now_s >= io->token_end && !io->closing) {
             srv->refusals.token_expired++;

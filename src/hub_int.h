@@ -132,8 +132,9 @@ struct dw_conn_io {
      * once dropping what is queued. */
     bool closing;
     bool close_flush;
-    bool close_started; /* close_with ran: lws sends the close frame, nothing more from us */
-    bool hung_up;       /* hang_up ran: lws kills it on its next pass, nothing more from us */
+    /* close_with or hang_up ran: lws finishes the connection (a close frame, or a kill on its
+     * next pass); nothing more from us, no second close above all (conn.c). */
+    bool let_go;
     unsigned short close_code;
     const char *close_reason; /* a static string */
     unsigned long flush_left;
