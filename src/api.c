@@ -143,6 +143,22 @@ static size_t send_item(struct dw_hub *hub, struct item *it, char id[24])
                           it->critical ? DW_MSG_F_CRITICAL : 0, it->message);
 }
 
+/* The answer to a body that dw_proto_parse_json_ex refused. Only what json-c would have taken
+ * but cannot deliver as written names a field; other invalid JSON has no place to name. */
+static char *json_error_body(const struct dw_json_error *e, size_t *len)
+{
+    switch (e->kind) {
+    case DW_JSON_ERR_NUMBER:
+        return dw_api_error_body(e->message, e->field, len);
+    case DW_JSON_ERR_CONTROL_CHAR:
+        return dw_api_error_body("body is not valid JSON: unescaped control character in a string",
+                                 e->field, len);
+    case DW_JSON_ERR_SYNTAX:
+        break;
+    }
+    return dw_api_error_body("body is not valid JSON", NULL, len);
+}
+
 static char *render(struct json_object *obj, size_t *len)
 {
     char *out = dw_xstrdup(json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN));
@@ -157,13 +173,14 @@ int dw_api_publish(struct dw_hub *hub, const char *body, size_t len, char **resp
     struct json_object *root, *answer;
     struct item *items = NULL;
     struct verr err = {0};
+    struct dw_json_error jerr;
     size_t n, total = 0;
     bool batch;
     char id[24];
     int status = 400;
 
-    if (dw_proto_parse_json(body, len, PARSE_DEPTH, &root) < 0) {
-        *resp = dw_api_error_body("body is not valid JSON", NULL, resp_len);
+    if (dw_proto_parse_json_ex(body, len, PARSE_DEPTH, &root, &jerr) < 0) {
+        *resp = json_error_body(&jerr, resp_len);
         return 400;
     }
     if (!json_object_is_type(root, json_type_object) &&

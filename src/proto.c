@@ -3,6 +3,13 @@
  * depth, before the I/O thread acts on it. A frame that is not JSON, not an object, or has no
  * string "type" becomes DW_CMD_INVALID with a code the client can act on; nothing a client
  * sends can crash or stall the daemon.
+ *
+ * json-c does the parsing, and is more lenient than RFC 8259: it takes NaN, "1.", "-012",
+ * raw control characters in strings, and it clamps integers past 64 bits without a word.
+ * So after json-c succeeds, two checks refuse what it should have: a walk of the parsed
+ * values for doubles (json-c keeps their text, so the text is checked), and one pass over the
+ * raw text (scan_text) for integers and strings, which json-c does not keep as written. The
+ * pass tracks the path of the current value so that an error can name its field.
  */
 #define DW_LOG_MODULE "proto"
 #include "dealwire/proto.h"
@@ -180,14 +187,250 @@ static bool is_space(char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-int dw_proto_parse_json(const char *text, size_t len, int depth, struct json_object **out)
+/* ------------------------------------------------------------------------------------------
+ * The pass over the raw text
+ * ------------------------------------------------------------------------------------------ */
+
+static const char msg_syntax[] = "not valid JSON";
+static const char msg_control[] = "unescaped control character in a string";
+static const char msg_range[] = "integer outside the 64-bit range: send it as a string";
+static const char msg_minus_zero[] = "-0 would arrive as 0: send 0, or -0.0 for a negative zero";
+
+/* One open container: an array and the index of its current element, or an object and the
+ * key of its current member (as written, between the quotes). */
+struct level {
+    const char *key;
+    size_t key_len;
+    size_t index;
+    bool is_array;
+    bool want_key; /* object: the next string is a key */
+};
+
+struct scan {
+    const char *p, *end;
+    bool exact; /* refuse integers json-c does not keep as written */
+    int depth;
+    struct level open[DW_JSON_DEPTH_MAX];
+};
+
+/* The field path being built: at most DW_JSON_FIELD_MAX - 4 bytes, so "..." and the NUL fit
+ * after a cut. */
+struct path {
+    char *buf;
+    size_t len;
+    bool cut;
+};
+
+/* Appends n bytes that must not be split (one UTF-8 character, an escape, an index). */
+static void path_put(struct path *pt, const char *s, size_t n)
+{
+    if (pt->cut || pt->len + n > DW_JSON_FIELD_MAX - 4) {
+        pt->cut = true;
+        return;
+    }
+    memcpy(pt->buf + pt->len, s, n);
+    pt->len += n;
+}
+
+/* Appends a key as written, one character at a time; the text is valid UTF-8 (is_utf8). */
+static void path_put_key(struct path *pt, const char *key, size_t n)
+{
+    size_t i = 0;
+
+    while (i < n && !pt->cut) {
+        unsigned char c = (unsigned char)key[i];
+        size_t k = c < 0x80 ? 1 : c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
+        char esc[8];
+
+        if (c < 0x20) {
+            snprintf(esc, sizeof(esc), "\\u%04x", c);
+            path_put(pt, esc, 6);
+        } else {
+            path_put(pt, key + i, k < n - i ? k : n - i);
+        }
+        i += k;
+    }
+}
+
+/* Fills err with kind, message and the path of the value the scan is at. */
+static int scan_fail(const struct scan *s, struct dw_json_error *err, enum dw_json_error_kind kind,
+                     const char *message)
+{
+    struct path pt = {err->field, 0, false};
+    char index[24];
+
+    err->kind = kind;
+    err->message = message;
+    for (int i = 0; i < s->depth; i++) {
+        const struct level *l = &s->open[i];
+
+        if (l->is_array) {
+            snprintf(index, sizeof(index), "[%zu]", l->index);
+            path_put(&pt, index, strlen(index));
+        } else if (l->key) {
+            if (pt.len > 0)
+                path_put(&pt, ".", 1);
+            path_put_key(&pt, l->key, l->key_len);
+        }
+    }
+    if (pt.cut) {
+        if (pt.len > 0 && err->field[pt.len - 1] == '.')
+            pt.len--; /* a separator with nothing after it */
+        memcpy(err->field + pt.len, "...", 3);
+        pt.len += 3;
+    }
+    err->field[pt.len] = '\0';
+    return -EINVAL;
+}
+
+/* At the opening quote of a string: moves past the closing one, and sets *content and *n to
+ * the bytes between. Returns false if one of them is a control character. */
+static bool scan_string(struct scan *s, const char **content, size_t *n)
+{
+    const char *start = ++s->p;
+    bool clean = true;
+
+    while (s->p < s->end && *s->p != '"') {
+        /* json-c checked the escapes; skipping past the backslash is enough to find the end. */
+        if (*s->p == '\\' && s->end - s->p > 1)
+            s->p++;
+        if ((unsigned char)*s->p < 0x20)
+            clean = false;
+        s->p++;
+    }
+    *content = start;
+    *n = (size_t)(s->p - start);
+    if (s->p < s->end)
+        s->p++;
+    return clean;
+}
+
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static bool is_number_char(char c)
+{
+    return is_digit(c) || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E';
+}
+
+/* At the first character of a number: moves past it and checks it if it is an integer
+ * (no '.', 'e' or 'E'). Its range is compared as a digit string, so nothing can overflow. */
+static int scan_number(struct scan *s, struct dw_json_error *err)
+{
+    const char *start = s->p, *digits = start + (*start == '-');
+    bool is_integer = true;
+    size_t n;
+
+    while (s->p < s->end && is_number_char(*s->p)) {
+        if (*s->p == '.' || *s->p == 'e' || *s->p == 'E')
+            is_integer = false;
+        s->p++;
+    }
+    if (!is_integer)
+        return 0; /* a double: numbers_are_json checked its text, which json-c keeps */
+    n = (size_t)(s->p - digits);
+    for (size_t i = 0; i < n; i++)
+        if (!is_digit(digits[i]))
+            return scan_fail(s, err, DW_JSON_ERR_SYNTAX, msg_syntax);
+    /* json-c reads "00" and "-012" as 0 and -12. */
+    if (n == 0 || (digits[0] == '0' && n > 1))
+        return scan_fail(s, err, DW_JSON_ERR_SYNTAX, msg_syntax);
+    if (!s->exact)
+        return 0;
+    if (digits == start) {
+        if (n > 20 || (n == 20 && memcmp(digits, "18446744073709551615", 20) > 0))
+            return scan_fail(s, err, DW_JSON_ERR_NUMBER, msg_range);
+    } else {
+        if (n > 19 || (n == 19 && memcmp(digits, "9223372036854775808", 19) > 0))
+            return scan_fail(s, err, DW_JSON_ERR_NUMBER, msg_range);
+        if (n == 1 && digits[0] == '0')
+            return scan_fail(s, err, DW_JSON_ERR_NUMBER, msg_minus_zero);
+    }
+    return 0;
+}
+
+/* One pass over text that json-c parsed: refuses control characters in strings and
+ * integers json-c did not keep as written (see scan_number). Only structure is tracked:
+ * json-c already checked the syntax, so anything else (whitespace, true, false, null) is
+ * skipped. */
+static int scan_text(struct scan *s, struct dw_json_error *err)
+{
+    while (s->p < s->end) {
+        struct level *top = s->depth > 0 ? &s->open[s->depth - 1] : NULL;
+        const char *content;
+        size_t n;
+        bool clean;
+        int r;
+
+        switch (*s->p) {
+        case '{':
+        case '[':
+            /* json-c's depth bound keeps this from happening; do not trust it blindly. */
+            if (s->depth == DW_JSON_DEPTH_MAX)
+                return scan_fail(s, err, DW_JSON_ERR_SYNTAX, msg_syntax);
+            s->open[s->depth++] =
+                (struct level){.is_array = *s->p == '[', .want_key = *s->p == '{'};
+            s->p++;
+            break;
+        case '}':
+        case ']':
+            if (s->depth > 0)
+                s->depth--;
+            s->p++;
+            break;
+        case ',':
+            if (top && top->is_array)
+                top->index++;
+            else if (top)
+                top->want_key = true;
+            s->p++;
+            break;
+        case '"':
+            clean = scan_string(s, &content, &n);
+            if (top && top->want_key) {
+                top->key = content;
+                top->key_len = n;
+                top->want_key = false;
+            }
+            if (!clean)
+                return scan_fail(s, err, DW_JSON_ERR_CONTROL_CHAR, msg_control);
+            break;
+        default:
+            if (*s->p == '-' || is_digit(*s->p)) {
+                r = scan_number(s, err);
+                if (r < 0)
+                    return r;
+            } else {
+                s->p++;
+            }
+            break;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Parsing
+ * ------------------------------------------------------------------------------------------ */
+
+static int parse_json(const char *text, size_t len, int depth, bool exact, struct json_object **out,
+                      struct dw_json_error *err)
 {
     struct json_tokener *tok;
     struct json_object *obj;
-    enum json_tokener_error err;
+    enum json_tokener_error jerr;
+    struct scan s;
     size_t end;
+    int r;
 
     *out = NULL;
+    err->kind = DW_JSON_ERR_SYNTAX;
+    err->message = msg_syntax;
+    err->field[0] = '\0';
+    if (depth < 1 || depth > DW_JSON_DEPTH_MAX)
+        return -EINVAL;
     if (len > (size_t)INT32_MAX || !is_utf8((const unsigned char *)text, len))
         return -EINVAL;
     tok = json_tokener_new_ex(depth);
@@ -195,33 +438,72 @@ int dw_proto_parse_json(const char *text, size_t len, int depth, struct json_obj
         return -ENOMEM;
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
     obj = json_tokener_parse_ex(tok, text, (int)len);
-    err = json_tokener_get_error(tok);
+    jerr = json_tokener_get_error(tok);
     end = json_tokener_get_parse_end(tok);
-    if (err == json_tokener_continue) {
+    if (jerr == json_tokener_continue) {
         /* A bare number (or nothing) at the end: the terminator tells json-c it is over. */
         obj = json_tokener_parse_ex(tok, "", 1);
-        err = json_tokener_get_error(tok);
+        jerr = json_tokener_get_error(tok);
         end = len;
     }
     json_tokener_free(tok);
-    while (err == json_tokener_success && end < len && is_space(text[end]))
+    while (jerr == json_tokener_success && end < len && is_space(text[end]))
         end++;
-    if (err != json_tokener_success || end != len || !numbers_are_json(obj)) {
+    if (jerr != json_tokener_success || end != len || !numbers_are_json(obj)) {
         json_object_put(obj);
         return -EINVAL;
+    }
+    s.p = text;
+    s.end = text + len;
+    s.exact = exact;
+    s.depth = 0;
+    r = scan_text(&s, err);
+    if (r < 0) {
+        json_object_put(obj);
+        return r;
     }
     *out = obj;
     return 0;
 }
 
+int dw_proto_parse_json_ex(const char *text, size_t len, int depth, struct json_object **out,
+                           struct dw_json_error *err)
+{
+    struct dw_json_error ignored;
+
+    return parse_json(text, len, depth, true, out, err ? err : &ignored);
+}
+
+int dw_proto_parse_json(const char *text, size_t len, int depth, struct json_object **out)
+{
+    struct dw_json_error ignored;
+
+    return parse_json(text, len, depth, false, out, &ignored);
+}
+
+/* Refuses a frame that dw_proto_parse_json_ex refused, naming the field when it is known. */
+static enum dw_cmd_kind invalid_json(struct dw_cmd *cmd, const struct dw_json_error *err)
+{
+    const char *code = err->kind == DW_JSON_ERR_NUMBER ? "invalid_number" : "invalid_json";
+
+    if (err->kind == DW_JSON_ERR_SYNTAX)
+        return invalid(cmd, code, "message is not valid JSON");
+    snprintf(cmd->_error_text, sizeof(cmd->_error_text), "%s%s%s%s%s",
+             err->kind == DW_JSON_ERR_CONTROL_CHAR ? "message is not valid JSON: " : "",
+             err->message, err->field[0] ? " (field \"" : "", err->field,
+             err->field[0] ? "\")" : "");
+    return invalid(cmd, code, cmd->_error_text);
+}
+
 enum dw_cmd_kind dw_proto_parse(const char *text, size_t len, struct dw_cmd *cmd)
 {
+    struct dw_json_error err;
     struct json_object *type;
     const char *name;
 
     memset(cmd, 0, sizeof(*cmd));
-    if (dw_proto_parse_json(text, len, PARSE_DEPTH, &cmd->obj) < 0)
-        return invalid(cmd, "invalid_json", "message is not valid JSON");
+    if (dw_proto_parse_json_ex(text, len, PARSE_DEPTH, &cmd->obj, &err) < 0)
+        return invalid_json(cmd, &err);
 
     if (!json_object_is_type(cmd->obj, json_type_object))
         return invalid(cmd, "invalid_message", "message must be a JSON object");

@@ -6,7 +6,9 @@
  *    "message": {"type": T, ...}, "critical": bool}
  * T is one of deal_alert, price_alert, trip_update, notification. The whole body is
  * validated before anything is sent: a bad item fails the request and sends nothing.
- * The message's fields are delivered as given, in order, plus a server "timestamp".
+ * The message's fields are delivered as given, in order, plus a server "timestamp". Numbers
+ * keep their spelling: a body with an integer json-c cannot hold exactly (outside 64 bits, or
+ * -0) or with a raw control character in a string is refused with 400 naming the field.
  */
 #ifndef DEALWIRE_API_H
 #define DEALWIRE_API_H

@@ -18,6 +18,31 @@ struct dw_msg;
 #define DW_CHANNEL_MAX 64
 #define DW_USER_ID_MAX 128
 
+/* Room for the field path of a JSON error, NUL included; a longer path is cut and ends in
+ * "...". */
+#define DW_JSON_FIELD_MAX 128
+
+/* Largest depth argument of dw_proto_parse_json and dw_proto_parse_json_ex. */
+#define DW_JSON_DEPTH_MAX 64
+
+/* Why dw_proto_parse_json_ex refused a text. */
+enum dw_json_error_kind {
+    DW_JSON_ERR_SYNTAX = 1,   /* not one JSON value: syntax, UTF-8, depth, trailing data */
+    DW_JSON_ERR_CONTROL_CHAR, /* an unescaped U+0000..U+001F in a string or a key */
+    DW_JSON_ERR_NUMBER,       /* an integer that cannot be kept as written (outside 64 bits, -0) */
+};
+
+/* Where and why a text was refused. field is the path of the value, in the style of the
+ * publish API's validation errors: "message.price", "[3].message.price" (an element of a root
+ * array), "items[2]" (nested arrays). Keys appear as written between their quotes, with a raw
+ * control character shown as \u00XX. field is "" for the root value and when the place is
+ * unknown (most syntax errors). */
+struct dw_json_error {
+    enum dw_json_error_kind kind;
+    const char *message; /* static text, e.g. "integer outside the 64-bit range: ..." */
+    char field[DW_JSON_FIELD_MAX];
+};
+
 enum dw_cmd_kind {
     DW_CMD_INVALID = 0, /* see error_code / error_message */
     DW_CMD_PING,
@@ -29,10 +54,11 @@ enum dw_cmd_kind {
 
 struct dw_cmd {
     enum dw_cmd_kind kind;
-    struct json_object *obj; /* the parsed frame, owned; NULL when it did not parse */
-    const char *channel;     /* subscribe/unsubscribe: borrowed from obj, validated */
-    const char *error_code;  /* DW_CMD_INVALID: "invalid_json", "invalid_message", ... */
-    const char *error_message;
+    struct json_object *obj;   /* the parsed frame, owned; NULL when it did not parse */
+    const char *channel;       /* subscribe/unsubscribe: borrowed from obj, validated */
+    const char *error_code;    /* DW_CMD_INVALID: "invalid_json", "invalid_number", ... */
+    const char *error_message; /* static, or in _error_text: valid until dw_cmd_release */
+    char _error_text[DW_JSON_FIELD_MAX + 96];
 };
 
 /* thread: any. Parses one client text frame (len bytes, need not be NUL-terminated). Always
@@ -40,8 +66,19 @@ struct dw_cmd {
 enum dw_cmd_kind dw_proto_parse(const char *text, size_t len, struct dw_cmd *cmd);
 
 /* thread: any. Parses text (len bytes, need not be NUL-terminated) as exactly one JSON value
- * (strict, at most depth levels deep, surrounding whitespace allowed). Returns 0 and sets
- * *out to a new object (NULL for the JSON value null), or -EINVAL when it is not that. */
+ * (RFC 8259, UTF-8, at most depth levels deep, 1 <= depth <= DW_JSON_DEPTH_MAX, surrounding
+ * whitespace allowed) that json-c keeps as written: every integer is in [-2^63, 2^64 - 1] and
+ * is not -0 (json-c would clamp it, or make it 0); other numbers keep their text. Returns 0
+ * and sets *out to a new object (NULL for the JSON value null). Otherwise returns -EINVAL
+ * (-ENOMEM if json-c could not allocate), sets *out to NULL and, when err is not NULL, fills
+ * *err. Anything the daemon echoes or delivers to clients is parsed with this function. */
+int dw_proto_parse_json_ex(const char *text, size_t len, int depth, struct json_object **out,
+                           struct dw_json_error *err);
+
+/* thread: any. dw_proto_parse_json_ex without the error, and lenient about integers that
+ * json-c cannot keep as written: those are accepted, clamped to [-2^63, 2^64 - 1] (-0 reads
+ * as 0). Only for callers that read numbers and check their range themselves (JWT claims,
+ * planner requests); never for text whose numbers are passed on. */
 int dw_proto_parse_json(const char *text, size_t len, int depth, struct json_object **out);
 
 /* thread: any. Frees what cmd owns. */

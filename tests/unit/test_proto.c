@@ -8,6 +8,7 @@
 #include "dealwire/msg.h"
 #include "dealwire/proto.h"
 
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -225,6 +226,361 @@ static void test_valid_json_edges(void **state)
         assert_int_equal(dw_proto_parse_json(cases[i], strlen(cases[i]), 8, &obj), 0);
         json_object_put(obj);
     }
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Numbers and strings json-c takes but would not keep as written
+ * ------------------------------------------------------------------------------------------ */
+
+/* Parses text with dw_proto_parse_json_ex and expects a refusal of kind at field. */
+static void expect_refused_at(const char *text, size_t len, enum dw_json_error_kind kind,
+                              const char *field)
+{
+    struct json_object *obj = (struct json_object *)&obj; /* must be reset to NULL */
+    struct dw_json_error err;
+
+    memset(&err, 0x55, sizeof(err));
+    if (dw_proto_parse_json_ex(text, len, 16, &obj, &err) != -EINVAL)
+        fail_msg("%s: accepted", text);
+    assert_null(obj);
+    if (err.kind != kind)
+        fail_msg("%s: error kind %d, want %d", text, (int)err.kind, (int)kind);
+    assert_non_null(err.message);
+    assert_true(err.message[0] != '\0');
+    if (strcmp(err.field, field) != 0)
+        fail_msg("%s: field \"%s\", want \"%s\"", text, err.field, field);
+}
+
+static void expect_refused(const char *text, enum dw_json_error_kind kind, const char *field)
+{
+    expect_refused_at(text, strlen(text), kind, field);
+}
+
+/* Parses text with dw_proto_parse_json_ex, expects success and returns the object. */
+static struct json_object *parse_exact(const char *text)
+{
+    struct json_object *obj;
+    struct dw_json_error err = {0};
+
+    if (dw_proto_parse_json_ex(text, strlen(text), 16, &obj, &err) != 0)
+        fail_msg("%s: refused (%d, %s, field \"%s\")", text, (int)err.kind,
+                 err.message ? err.message : "(null)", err.field);
+    return obj;
+}
+
+/* The object text is delivered byte for byte: rendered by dw_msg_new_json (the path of
+ * published events) it starts with text less its closing brace. */
+static void expect_delivered_as_written(const char *text)
+{
+    struct json_object *obj = parse_exact(text);
+    size_t n = strlen(text) - 1;
+    struct dw_msg *m;
+
+    assert_true(json_object_is_type(obj, json_type_object));
+    m = dw_msg_new_json(DW_MSG_DEAL_ALERT, 0, obj);
+    json_object_put(obj);
+    if (strncmp(dw_msg_payload(m), text, n) != 0 || dw_msg_payload(m)[n] != ',')
+        fail_msg("sent %s, delivered %s", text, dw_msg_payload(m));
+    dw_msg_unref(m);
+}
+
+/* The ack echoes text (an object with "type" first) byte for byte. */
+static void expect_echoed_as_written(const char *text)
+{
+    struct dw_cmd cmd;
+    struct dw_msg *m;
+    char *want;
+
+    if (parse_str(text, &cmd) != DW_CMD_OTHER)
+        fail_msg("%s: %s (%s)", text, cmd.error_code ? cmd.error_code : "not other",
+                 cmd.error_message ? cmd.error_message : "");
+    m = dw_proto_ack(cmd.obj);
+    dw_cmd_release(&cmd);
+    assert_true(asprintf(&want, "{\"type\":\"ack\",\"received\":%s,", text) > 0);
+    if (strncmp(dw_msg_payload(m), want, strlen(want)) != 0)
+        fail_msg("sent %s, echoed %s", text, dw_msg_payload(m));
+    free(want);
+    dw_msg_unref(m);
+}
+
+/* The limits of json-c's integers (int64, and uint64 above INT64_MAX) come back exactly. */
+static void test_integers_at_the_limits_kept(void **state)
+{
+    static const char *const values[] = {
+        "0",
+        "-1",
+        "9223372036854775807",
+        "9223372036854775808",
+        "18446744073709551615",
+        "-9223372036854775808",
+        "10000000000000000000",
+        "-999999999999999999",
+    };
+    char text[128];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+        snprintf(text, sizeof(text), "{\"type\":\"x\",\"n\":%s,\"a\":[%s]}", values[i], values[i]);
+        expect_delivered_as_written(text);
+        expect_echoed_as_written(text);
+    }
+}
+
+static void test_integers_out_of_range_refused(void **state)
+{
+    static const struct {
+        const char *text, *field;
+    } cases[] = {
+        {"{\"n\":18446744073709551616}", "n"},
+        {"{\"n\":-9223372036854775809}", "n"},
+        {"{\"n\":123456789012345678901234567890}", "n"},
+        {"{\"n\":-123456789012345678901234567890}", "n"},
+        {"{\"n\":99999999999999999999}", "n"},
+        {"{\"n\":-10000000000000000000}", "n"},
+        {"123456789012345678901234567890", ""},
+        {" 18446744073709551616 ", ""},
+        {"[18446744073709551616]", "[0]"},
+        {"{\"target\":\"all\",\"message\":{\"type\":\"deal_alert\",\"price\":"
+         "18446744073709551616}}",
+         "message.price"},
+        {"{\"a\":{\"b\":{\"c\":[1,2,-9223372036854775809]}}}", "a.b.c[2]"},
+        {"{\"items\":[[1],[2,3,[4,18446744073709551616]]]}", "items[1][2][1]"},
+        {"[{\"message\":{\"price\":1}},{},{\"x\":[]},"
+         "{\"message\":{\"price\":123456789012345678901234567890}}]",
+         "[3].message.price"},
+        {"[1,{\"a\":1,\"b\":{\"c\":1},\"d\":[0,[1,99999999999999999999]]}]", "[1].d[1][1]"},
+        /* The key of the member counts, not the keys before it or inside earlier values. */
+        {"{\"a\":{\"x\":1},\"b\":\"s\",\"c\":[{\"y\":2}],\"n\":18446744073709551616}", "n"},
+        /* Keys with escapes appear as written. */
+        {"{\"a\\\"b\\\\\":18446744073709551616}", "a\\\"b\\\\"},
+        /* json-c would deliver -0 as 0. */
+        {"{\"n\":-0}", "n"},
+        {"[0,-0]", "[1]"},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        expect_refused(cases[i].text, DW_JSON_ERR_NUMBER, cases[i].field);
+}
+
+/* dw_proto_parse_json (JWT claims, planner requests) still reads them, clamped. */
+static void test_integers_out_of_range_lenient(void **state)
+{
+    static const char text[] = "[18446744073709551616,-9223372036854775809,-0]";
+    struct json_object *obj;
+
+    (void)state;
+    assert_int_equal(dw_proto_parse_json(text, strlen(text), 8, &obj), 0);
+    assert_string_equal(json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN),
+                        "[18446744073709551615,-9223372036854775808,0]");
+    json_object_put(obj);
+}
+
+/* Over a WebSocket: the code is invalid_number and the message names the field. */
+static void test_parse_invalid_number(void **state)
+{
+    static const struct {
+        const char *text, *field;
+    } cases[] = {
+        {"{\"type\":\"x\",\"n\":123456789012345678901234567890}", "(field \"n\")"},
+        {"{\"type\":\"x\",\"a\":{\"b\":[0,-9223372036854775809]}}", "(field \"a.b[1]\")"},
+        {"{\"type\":\"x\",\"n\":-0}", "(field \"n\")"},
+    };
+    struct dw_cmd cmd;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(parse_str(cases[i].text, &cmd), DW_CMD_INVALID);
+        assert_null(cmd.obj);
+        assert_string_equal(cmd.error_code, "invalid_number");
+        if (!strstr(cmd.error_message, cases[i].field))
+            fail_msg("%s: message \"%s\" does not name %s", cases[i].text, cmd.error_message,
+                     cases[i].field);
+        dw_cmd_release(&cmd);
+    }
+    expect_invalid("{\"type\":\"x\",\"n\":18446744073709551616}", "invalid_number");
+}
+
+/* Digits in strings and keys are not numbers; escapes do not confuse the scan. */
+static void test_digits_in_strings_ignored(void **state)
+{
+    (void)state;
+    expect_echoed_as_written("{\"type\":\"x\",\"s\":\"123456789012345678901234567890\","
+                             "\"123456789012345678901234567890\":\"-0\"}");
+    expect_echoed_as_written(
+        "{\"type\":\"x\",\"s\":\"\\\\\",\"t\":\"q\\\"99999999999999999999\\\"\","
+        "\"u\":\"\\\\\\\"\",\"n\":1}");
+    expect_refused("{\"s\":\"\\\\\",\"t\":\"\\\"\",\"n\":99999999999999999999}", DW_JSON_ERR_NUMBER,
+                   "n");
+}
+
+/* Doubles keep the text they were sent with (json-c keeps it), so they are not refused. */
+static void test_doubles_kept_as_written(void **state)
+{
+    (void)state;
+    expect_delivered_as_written("{\"type\":\"deal_alert\",\"a\":1e400,\"b\":1.10,\"c\":-0.0,"
+                                "\"d\":1E+9,\"e\":0.30000000000000004,\"f\":-1e-400,"
+                                "\"g\":123456789012345678901234567890.0,\"h\":1e01}");
+    expect_echoed_as_written("{\"type\":\"x\",\"a\":1e400,\"b\":[1.10,-0.0]}");
+}
+
+/* json-c reads integers with leading zeros; JSON has none. */
+static void test_leading_zeros_refused(void **state)
+{
+    struct json_object *obj;
+
+    (void)state;
+    expect_refused("[00]", DW_JSON_ERR_SYNTAX, "[0]");
+    expect_refused("{\"a\":-012}", DW_JSON_ERR_SYNTAX, "a");
+    expect_refused("-00", DW_JSON_ERR_SYNTAX, "");
+    expect_invalid("{\"type\":\"x\",\"n\":00}", "invalid_json");
+    assert_int_equal(dw_proto_parse_json("[-012]", 6, 8, &obj), -EINVAL);
+    assert_null(obj);
+}
+
+/* RFC 8259: U+0000..U+001F must be escaped inside strings, keys included. */
+static void test_control_characters_refused(void **state)
+{
+    static const char nul[] = "{\"s\":\"a\0b\"}";
+    struct json_object *obj;
+    char text[64];
+
+    (void)state;
+    expect_refused("{\"s\":\"a\x01\"}", DW_JSON_ERR_CONTROL_CHAR, "s");
+    expect_refused("{\"s\":\"\x1f\"}", DW_JSON_ERR_CONTROL_CHAR, "s");
+    expect_refused("{\"s\":\"tab\there\"}", DW_JSON_ERR_CONTROL_CHAR, "s");
+    expect_refused("{\"s\":\"line\nbreak\"}", DW_JSON_ERR_CONTROL_CHAR, "s");
+    expect_refused("\"\x01\"", DW_JSON_ERR_CONTROL_CHAR, "");
+    expect_refused("{\"m\":{\"list\":[\"ok\",\"\\\"\x02\"]}}", DW_JSON_ERR_CONTROL_CHAR,
+                   "m.list[1]");
+    expect_refused("[{},{},{\"message\":{\"title\":\"\x1b[31m\"}}]", DW_JSON_ERR_CONTROL_CHAR,
+                   "[2].message.title");
+    /* In a key: the field shows the key, the character escaped. */
+    expect_refused("{\"a\x01\x62\":1}", DW_JSON_ERR_CONTROL_CHAR, "a\\u0001b");
+    expect_refused("{\"m\":{\"\x1f\":1}}", DW_JSON_ERR_CONTROL_CHAR, "m.\\u001f");
+    /* A raw NUL inside a string (the length is explicit): json-c itself stops there. */
+    assert_int_equal(dw_proto_parse_json_ex(nul, sizeof(nul) - 1, 8, &obj, NULL), -EINVAL);
+    assert_null(obj);
+    /* Every other one, and the lenient parser refuses them too. */
+    for (int c = 1; c < 0x20; c++) {
+        int n = snprintf(text, sizeof(text), "[\"x%cy\"]", c);
+
+        expect_refused_at(text, (size_t)n, DW_JSON_ERR_CONTROL_CHAR, "[0]");
+        assert_int_equal(dw_proto_parse_json(text, (size_t)n, 8, &obj), -EINVAL);
+    }
+
+    /* Over a WebSocket: invalid_json, naming the field. */
+    {
+        struct dw_cmd cmd;
+
+        assert_int_equal(parse_str("{\"type\":\"x\",\"s\":\"\x01\"}", &cmd), DW_CMD_INVALID);
+        assert_string_equal(cmd.error_code, "invalid_json");
+        assert_non_null(strstr(cmd.error_message, "control character"));
+        assert_non_null(strstr(cmd.error_message, "(field \"s\")"));
+        dw_cmd_release(&cmd);
+    }
+}
+
+/* Escaped control characters, DEL and everything from U+0020 up are fine. */
+static void test_escaped_control_characters_kept(void **state)
+{
+    struct json_object *obj, *s;
+
+    (void)state;
+    expect_echoed_as_written("{\"type\":\"x\",\"s\":\"a\\u0001b\\u001f\\n\\t\"}");
+    expect_echoed_as_written("{\"type\":\"x\",\"s\":\"del\x7f \xc2\x80\"}");
+    expect_echoed_as_written("{\"type\":\"x\",\"k\\u0001\":1}");
+
+    obj = parse_exact("{\"s\":\"a\\u0001\"}");
+    assert_true(json_object_object_get_ex(obj, "s", &s));
+    assert_int_equal(json_object_get_string_len(s), 2);
+    assert_memory_equal(json_object_get_string(s), "a\x01", 2);
+    json_object_put(obj);
+}
+
+/* A long path is cut, ends in "...", and is never cut inside a UTF-8 character. */
+static void test_field_path_cut(void **state)
+{
+    char text[1024], key[401];
+    struct json_object *obj;
+    struct dw_json_error err;
+    size_t n;
+
+    (void)state;
+    memset(key, 'k', 400);
+    key[400] = '\0';
+    snprintf(text, sizeof(text), "{\"%s\":{\"b\":18446744073709551616}}", key);
+    assert_int_equal(dw_proto_parse_json_ex(text, strlen(text), 8, &obj, &err), -EINVAL);
+    assert_int_equal(err.kind, DW_JSON_ERR_NUMBER);
+    n = strlen(err.field);
+    assert_true(n < DW_JSON_FIELD_MAX);
+    assert_true(n > DW_JSON_FIELD_MAX / 2);
+    assert_string_equal(err.field + n - 3, "...");
+    assert_int_equal(strspn(err.field, "k"), n - 3);
+
+    /* 200 x U+00E9 (2 bytes each): an even number of bytes survives the cut. */
+    for (int i = 0; i < 200; i++)
+        memcpy(key + 2 * i, "\xc3\xa9", 2);
+    key[400] = '\0';
+    snprintf(text, sizeof(text), "[{\"%s\":\"\x01\"}]", key);
+    assert_int_equal(dw_proto_parse_json_ex(text, strlen(text), 8, &obj, &err), -EINVAL);
+    assert_int_equal(err.kind, DW_JSON_ERR_CONTROL_CHAR);
+    n = strlen(err.field);
+    assert_true(n < DW_JSON_FIELD_MAX);
+    assert_memory_equal(err.field, "[0].", 4);
+    assert_string_equal(err.field + n - 3, "...");
+    assert_int_equal((n - 7) % 2, 0);
+    assert_memory_equal(err.field + 4, key, n - 7);
+
+    /* Over a WebSocket the message still names the (cut) field. */
+    {
+        struct dw_cmd cmd;
+
+        snprintf(text, sizeof(text), "{\"type\":\"x\",\"%s\":18446744073709551616}", key);
+        assert_int_equal(parse_str(text, &cmd), DW_CMD_INVALID);
+        assert_string_equal(cmd.error_code, "invalid_number");
+        assert_non_null(strstr(cmd.error_message, "...\")"));
+        dw_cmd_release(&cmd);
+    }
+}
+
+/* Other errors keep their place unknown, and the arguments are checked. */
+static void test_parse_json_ex_errors(void **state)
+{
+    struct json_object *obj;
+    struct dw_json_error err;
+    char deep[200];
+
+    (void)state;
+    expect_refused("{\"n\":1,}", DW_JSON_ERR_SYNTAX, "");
+    expect_refused("{\"n\":NaN}", DW_JSON_ERR_SYNTAX, "");
+    expect_refused("[\"\xe9\"]", DW_JSON_ERR_SYNTAX, "");
+    assert_int_equal(dw_proto_parse_json_ex("1", 1, 0, &obj, &err), -EINVAL);
+    assert_int_equal(dw_proto_parse_json_ex("1", 1, DW_JSON_DEPTH_MAX + 1, &obj, NULL), -EINVAL);
+    assert_null(obj);
+
+    /* The deepest nesting allowed parses: depth levels, the number at the bottom being one. */
+    memset(deep, '[', DW_JSON_DEPTH_MAX - 1);
+    memcpy(deep + DW_JSON_DEPTH_MAX - 1, "18446744073709551615", 20);
+    memset(deep + DW_JSON_DEPTH_MAX - 1 + 20, ']', DW_JSON_DEPTH_MAX - 1);
+    assert_int_equal(dw_proto_parse_json_ex(deep, 2 * (DW_JSON_DEPTH_MAX - 1) + 20,
+                                            DW_JSON_DEPTH_MAX, &obj, NULL),
+                     0);
+    json_object_put(obj);
+    deep[DW_JSON_DEPTH_MAX - 1 + 19] = '6';
+    assert_int_equal(dw_proto_parse_json_ex(deep, 2 * (DW_JSON_DEPTH_MAX - 1) + 20,
+                                            DW_JSON_DEPTH_MAX, &obj, &err),
+                     -EINVAL);
+    assert_int_equal(err.kind, DW_JSON_ERR_NUMBER);
+    assert_memory_equal(err.field, "[0][0][0]", 9);
+    assert_string_equal(err.field + strlen(err.field) - 4, "]...");
+
+    /* As many open containers as depth allows, all of them empty. */
+    memset(deep, '[', DW_JSON_DEPTH_MAX);
+    memset(deep + DW_JSON_DEPTH_MAX, ']', DW_JSON_DEPTH_MAX);
+    assert_int_equal(
+        dw_proto_parse_json_ex(deep, 2 * DW_JSON_DEPTH_MAX, DW_JSON_DEPTH_MAX, &obj, NULL), 0);
+    json_object_put(obj);
 }
 
 static void test_invalid_json_too_deep(void **state)
@@ -484,6 +840,17 @@ int main(void)
         cmocka_unit_test(test_parse_uses_len_only),
         cmocka_unit_test(test_invalid_json),
         cmocka_unit_test(test_valid_json_edges),
+        cmocka_unit_test(test_integers_at_the_limits_kept),
+        cmocka_unit_test(test_integers_out_of_range_refused),
+        cmocka_unit_test(test_integers_out_of_range_lenient),
+        cmocka_unit_test(test_parse_invalid_number),
+        cmocka_unit_test(test_digits_in_strings_ignored),
+        cmocka_unit_test(test_doubles_kept_as_written),
+        cmocka_unit_test(test_leading_zeros_refused),
+        cmocka_unit_test(test_control_characters_refused),
+        cmocka_unit_test(test_escaped_control_characters_kept),
+        cmocka_unit_test(test_field_path_cut),
+        cmocka_unit_test(test_parse_json_ex_errors),
         cmocka_unit_test(test_invalid_json_too_deep),
         cmocka_unit_test(test_invalid_message_non_object),
         cmocka_unit_test(test_invalid_message_scalar),
