@@ -158,6 +158,15 @@ static const struct setting settings[] = {
      .min = 1024,
      .max = 64 * 1024 * 1024,
      .help = "largest publish API request body, in bytes"},
+    {.flag = "max-body-memory",
+     .env = "DEALWIRE_MAX_BODY_MEMORY",
+     .kind = KIND_INT,
+     .offset = FIELD(max_body_memory),
+     .meta = "BYTES",
+     .def_int = 64 * 1024 * 1024,
+     .min = 1024,
+     .max = 1024 * 1024 * 1024,
+     .help = "request bodies held at once by the whole daemon, in bytes; past it, 503"},
     {.flag = "shutdown-timeout",
      .env = "DEALWIRE_SHUTDOWN_TIMEOUT",
      .kind = KIND_INT,
@@ -291,6 +300,15 @@ static const struct setting settings[] = {
      .min = 1,
      .max = 10000000,
      .help = "sockets (WebSocket and HTTP) one client address may hold"},
+    {.flag = "max-connections-per-user",
+     .env = "DEALWIRE_MAX_CONNECTIONS_PER_USER",
+     .kind = KIND_INT,
+     .offset = FIELD(max_connections_per_user),
+     .meta = "N",
+     .def_int = 32,
+     .min = 1,
+     .max = 10000000,
+     .help = "WebSocket connections one user may hold; past it, upgrades get 429"},
     {.flag = "handshake-timeout",
      .env = "DEALWIRE_HANDSHAKE_TIMEOUT",
      .kind = KIND_INT,
@@ -299,7 +317,8 @@ static const struct setting settings[] = {
      .def_int = 10,
      .min = 1,
      .max = 300,
-     .help = "seconds a client has to complete TLS and the HTTP request or upgrade"},
+     .help = "seconds for each step of a socket that is not a WebSocket: TLS and the request "
+             "headers, the body, taking the answer, the next keep-alive request"},
     {.flag = "rate-limit",
      .env = "DEALWIRE_RATE_LIMIT",
      .kind = KIND_INT,
@@ -935,6 +954,9 @@ static int check_values(struct loader *ld)
         return report_relation(ld, FIELD(demo_activity), "needs", FIELD(load_demo_data));
     if (cfg->demo_activity > 0 && !cfg->db)
         return report_relation(ld, FIELD(demo_activity), "needs", FIELD(db));
+    if (cfg->max_body_memory < cfg->max_publish_size)
+        return report_relation(ld, FIELD(max_body_memory), "must be at least",
+                               FIELD(max_publish_size));
     return 0;
 }
 

@@ -45,57 +45,54 @@
 #define SLOW_CLOSE_GRACE_S 5
 
 /* Reads the user_id query argument into buf (DW_USER_ID_MAX + 1 bytes). Returns 0, -ENOENT
- * when absent, -EINVAL when it is not a valid user id (a %00 inside it included). */
+ * when absent, -EINVAL when it is not a valid user id (a %00 inside it included), -EEXIST
+ * when it is given twice, -EBADMSG when an argument is not name=value. lws splits the query
+ * at ';' as well as '&' (docs/security.md): "user_id=a;b" is user_id=a and an argument "b",
+ * which is refused here, so that no one reads that query as the user "a;b". */
 static int read_user_id(struct lws *wsi, char *buf)
 {
     char arg[DW_USER_ID_MAX + 64];
     const size_t name_len = strlen("user_id=");
+    bool found = false;
 
     for (int i = 0;; i++) {
-        int n = lws_hdr_copy_fragment(wsi, arg, (int)sizeof(arg), WSI_TOKEN_HTTP_URI_ARGS, i);
+        int len = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
+        int n;
 
+        if (len <= 0) {
+            /* past the last argument, or an empty one ("?user_id=a&") */
+            if (lws_hdr_copy_fragment(wsi, arg, (int)sizeof(arg), WSI_TOKEN_HTTP_URI_ARGS, i) < 0)
+                break;
+            continue;
+        }
+        if ((size_t)len >= sizeof(arg))
+            continue; /* longer than any user_id= argument can be: another argument */
+        n = lws_hdr_copy_fragment(wsi, arg, (int)sizeof(arg), WSI_TOKEN_HTTP_URI_ARGS, i);
         if (n < 0)
-            return -ENOENT;
+            break;
+        /* lws 4.1 reads a trailing '&' as an argument "/": nothing was given there. */
+        if (strcmp(arg, "/") == 0)
+            continue;
+        if (!memchr(arg, '=', (size_t)n))
+            return -EBADMSG;
         if (strncmp(arg, "user_id=", name_len) != 0)
             continue;
+        if (found)
+            return -EEXIST;
         /* lws url-decodes: a shorter string than the copy means an embedded NUL. */
         if (strlen(arg) != (size_t)n || !dw_proto_user_id_is_valid(arg + name_len))
             return -EINVAL;
         memcpy(buf, arg + name_len, (size_t)n - name_len + 1);
-        return 0;
+        found = true;
     }
+    return found ? 0 : -ENOENT;
 }
 
 /* Answers an upgrade request with status and a JSON error, written by hand: at this point
  * lws would label its own status line HTTP/1.0, which WebSocket clients reject. */
 static int refuse_upgrade(struct lws *wsi, int status, const char *why)
 {
-    unsigned char buf[LWS_PRE + 512];
-    char *p = (char *)buf + LWS_PRE;
-    const char *reason = status == HTTP_STATUS_NOT_FOUND      ? "Not Found"
-                         : status == HTTP_STATUS_BAD_REQUEST  ? "Bad Request"
-                         : status == HTTP_STATUS_UNAUTHORIZED ? "Unauthorized"
-                         : status == HTTP_STATUS_FORBIDDEN    ? "Forbidden"
-                                                              : "Service Unavailable";
-    struct json_object *err = json_object_new_object();
-    const char *body;
-    int n;
-
-    json_object_object_add(err, "error", json_object_new_string(why));
-    body = json_object_to_json_string_ext(err, JSON_C_TO_STRING_PLAIN);
-    n = snprintf(p, sizeof(buf) - LWS_PRE,
-                 "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n%s"
-                 "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
-                 status, reason,
-                 status == HTTP_STATUS_UNAUTHORIZED ? "WWW-Authenticate: Bearer\r\n" : "",
-                 strlen(body), body);
-    json_object_put(err);
-    if (n < 0 || (size_t)n >= sizeof(buf) - LWS_PRE)
-        return -1;
-
-    if (lws_write(wsi, (unsigned char *)p, (size_t)n, LWS_WRITE_RAW) < 0)
-        return -1;
-    return 1;
+    return dw__http_write_refusal(wsi, status, why) < 0 ? -1 : 1;
 }
 
 /* Is the upgrade's Origin header (if any) one of --allowed-origins? */
@@ -158,6 +155,33 @@ static void peer_text(struct lws *wsi, char *buf)
         snprintf(buf, DW_IP_TEXT_MAX, "?");
 }
 
+/* Does user_id hold --max-connections-per-user connections already? Past it a new one is
+ * refused, not the oldest closed (docs/security.md says why). */
+static bool user_is_full(struct dw_server *srv, const char *user_id)
+{
+    struct dw_user *u;
+    unsigned n;
+
+    dw_rcu_read_lock();
+    u = dw__hub_find_user(srv->hub, user_id);
+    n = u ? u->nconns : 0;
+    dw_rcu_read_unlock();
+    return n >= (unsigned)srv->cfg->max_connections_per_user;
+}
+
+/* Refuses the upgrade of a user that holds its maximum of connections (429). */
+static int refuse_full_user(struct dw_server *srv, struct lws *wsi, const char *user_id)
+{
+    char why[128];
+
+    srv->refusals.per_user++;
+    dw_log(DW_LOG_DEBUG, "upgrade for user %s refused: it holds %d connections", user_id,
+           srv->cfg->max_connections_per_user);
+    snprintf(why, sizeof(why), "this user holds %d connections, the most allowed",
+             srv->cfg->max_connections_per_user);
+    return refuse_upgrade(wsi, DW_HTTP_TOO_MANY_REQUESTS, why);
+}
+
 int dw__conn_confirm_upgrade(struct dw_server *srv, struct lws *wsi)
 {
     char path[128], uid[DW_USER_ID_MAX + 1], peer[DW_IP_TEXT_MAX], why_buf[128];
@@ -181,6 +205,8 @@ int dw__conn_confirm_upgrade(struct dw_server *srv, struct lws *wsi)
         why = "origin not allowed";
     } else if (dw_auth_jwt_required(srv->auth)) {
         if (authenticate(srv, wsi, &srv->pending, &reason) == 0) {
+            if (user_is_full(srv, srv->pending.sub))
+                return refuse_full_user(srv, wsi, srv->pending.sub);
             srv->pending_wsi = wsi;
             return 0;
         }
@@ -193,10 +219,20 @@ int dw__conn_confirm_upgrade(struct dw_server *srv, struct lws *wsi)
     } else {
         switch (read_user_id(wsi, uid)) {
         case 0:
+            if (user_is_full(srv, uid))
+                return refuse_full_user(srv, wsi, uid);
             return 0;
         case -ENOENT:
             status = HTTP_STATUS_BAD_REQUEST;
             why = "user_id query parameter is required";
+            break;
+        case -EEXIST:
+            status = HTTP_STATUS_BAD_REQUEST;
+            why = "user_id is given more than once";
+            break;
+        case -EBADMSG:
+            status = HTTP_STATUS_BAD_REQUEST;
+            why = "query arguments are name=value, separated by &";
             break;
         default:
             status = HTTP_STATUS_BAD_REQUEST;
@@ -251,6 +287,8 @@ int dw__conn_established(struct dw_server *srv, struct lws *wsi, struct dw_pss *
     int64_t now = dw_now_realtime_ns();
 
     DW_ASSERT_THREAD(DW_THREAD_IO);
+    /* A WebSocket now: the heartbeat sweep watches it, not a socket deadline. */
+    dw__sock_disarm(srv, wsi);
     if (dw_auth_jwt_required(srv->auth)) {
         struct dw_jwt_claims again, *claims = &srv->pending;
         const char *reason;
@@ -428,27 +466,38 @@ static int close_with(struct dw_conn_io *io, enum lws_close_status code, const c
     return 0;
 }
 
+/* Charges one message (or an empty fragment) to conn's rate limit. False when the bucket is
+ * empty: the caller drops what it was charging for; the first refusal of a flood warns the
+ * client, and a burst's worth more closes the connection. */
+static bool charge(struct dw_server *srv, struct dw_conn *conn, int64_t now)
+{
+    struct dw_conn_io *io = &conn->io;
+
+    if (take_token(srv, io, now))
+        return true;
+    srv->refusals.rate_limited++;
+    if (++io->flood > (unsigned)srv->cfg->rate_burst) {
+        /* Still sending after a burst's worth of refusals: not a client in good faith. */
+        srv->refusals.rate_closes++;
+        dw_log(DW_LOG_INFO, "connection %llu (user %s): message flood, closing",
+               (unsigned long long)conn->id, conn->user->id);
+        begin_close(conn, LWS_CLOSE_STATUS_POLICY_VIOLATION, "rate limit exceeded", true);
+        return false;
+    }
+    if (io->flood == 1) /* one error per flood, not one per message */
+        reply(conn, dw_proto_error("rate_limited",
+                                   "too many messages: slow down, or the connection closes"));
+    return false;
+}
+
 /* One complete message from the client, after the rate limit. */
 static void handle_message(struct dw_server *srv, struct dw_conn *conn, const char *data,
                            size_t len)
 {
     struct dw_conn_io *io = &conn->io;
 
-    if (!take_token(srv, io, io->last_activity)) {
-        srv->refusals.rate_limited++;
-        if (++io->flood > (unsigned)srv->cfg->rate_burst) {
-            /* Still sending after a burst's worth of refusals: not a client in good faith. */
-            srv->refusals.rate_closes++;
-            dw_log(DW_LOG_INFO, "connection %llu (user %s): message flood, closing",
-                   (unsigned long long)conn->id, conn->user->id);
-            begin_close(conn, LWS_CLOSE_STATUS_POLICY_VIOLATION, "rate limit exceeded", true);
-            return;
-        }
-        if (io->flood == 1) /* one error per flood, not one per message */
-            reply(conn, dw_proto_error("rate_limited",
-                                       "too many messages: slow down, or the connection closes"));
+    if (!charge(srv, conn, io->last_activity))
         return;
-    }
     if (io->rx_binary)
         reply(conn, dw_proto_error("binary_not_supported",
                                    "send JSON text frames; binary frames are not accepted"));
@@ -475,6 +524,10 @@ int dw__conn_receive(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
         io->rx_len = 0;
         io->rx_binary = lws_frame_is_binary(wsi);
     }
+    /* An empty fragment carries nothing and costs a callback: it is charged like a message,
+     * or 20,000 of them would cost the I/O thread as much as 20,000 messages for free. */
+    if (len == 0 && !lws_is_final_fragment(wsi) && !charge(srv, conn, io->last_activity))
+        return 0;
     /* Counted after reassembly: lws bounds only each chunk. */
     if (io->rx_len + len > max) {
         free(io->rx);
@@ -509,9 +562,14 @@ void dw__conn_pong(struct dw_server *srv, struct dw_pss *pss)
 {
     struct dw_conn *conn = pss->conn;
 
-    (void)srv;
     if (!conn)
         return;
+    /* A pong that answers no ping of ours (RFC 6455 allows them, as heartbeats) is charged
+     * like a message, so that a flood of them is a flood of messages. lws tells nothing of
+     * the pings a client sends (docs/security.md says why those are safe). */
+    if (!conn->io.pong_due && !conn->io.closing)
+        charge(srv, conn, dw_now_mono_ns());
+    conn->io.pong_due = false;
     conn->io.last_activity = dw_now_mono_ns();
     conn->io.last_activity_rt = dw_now_realtime_ns();
     conn->io.last_heartbeat_rt = conn->io.last_activity_rt;
@@ -673,6 +731,7 @@ int dw__conn_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
             ping[LWS_PRE + i] = (unsigned char)((uint64_t)io->ping_sent_at >> (56 - 8 * i));
         if (lws_write(wsi, ping + LWS_PRE, 8, LWS_WRITE_PING) < 0)
             return -1;
+        io->pong_due = true;
         lws_callback_on_writable(wsi);
         return 0;
     }

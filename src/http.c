@@ -11,6 +11,12 @@
  * database. A request pipelined behind a POST waits in the socket (rx flow control) until
  * the POST is answered; one already read with it gets the POST refused (refuse_pipelined).
  *
+ * Framing is checked before anything else (check_framing): a body is read by one plain
+ * Content-Length only; Transfer-Encoding, a signed or repeated length get an error and a
+ * closed connection, since a proxy in front might frame the same bytes differently (request
+ * smuggling). Bodies being read or worked on share one budget, --max-body-memory (503 past
+ * it), and each step of a request has a deadline (server.c, dw__sock_arm).
+ *
  * A response goes out as two writes, headers then body, so it is correct for HTTP/1.1 and
  * HTTP/2 alike; both go in one WRITEABLE callback unless the headers were only partly sent.
  *
@@ -85,13 +91,36 @@ static struct dw_http_req *req_new(struct dw_server *srv, struct lws *wsi)
     return req;
 }
 
+/* thread: any. Frees req's body, if it still has one, and gives its bytes back to the
+ * budget (--max-body-memory). */
+static void free_body(struct dw_http_req *req)
+{
+    if (!req->body)
+        return;
+    free(req->body);
+    req->body = NULL;
+    atomic_fetch_sub_explicit(&req->srv->body_bytes, req->body_max, memory_order_relaxed);
+}
+
 static void req_unref(struct dw_http_req *req)
 {
     if (atomic_fetch_sub_explicit(&req->refs, 1, memory_order_acq_rel) != 1)
         return;
-    free(req->body);
+    free_body(req);
     free(req->resp);
     free(req);
+}
+
+/* Takes n bytes of --max-body-memory for a body about to be read. False when the bodies held
+ * already take too much of it: the request is refused before anything of it is read. */
+static bool reserve_body(struct dw_server *srv, size_t n)
+{
+    size_t held = atomic_fetch_add_explicit(&srv->body_bytes, n, memory_order_relaxed);
+
+    if (held + n <= (size_t)srv->cfg->max_body_memory)
+        return true;
+    atomic_fetch_sub_explicit(&srv->body_bytes, n, memory_order_relaxed);
+    return false;
 }
 
 /* Copies data (len bytes, borrowed for the duration of the call) as the answer body. */
@@ -242,7 +271,7 @@ static int handle_get(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss
         return respond_json(pss, wsi, HTTP_STATUS_OK, dw__stats_service(srv));
     if (strcmp(path, API_PREFIX "connections") == 0)
         return respond_json(pss, wsi, HTTP_STATUS_OK,
-                            dw__stats_connections(srv, url_limit(wsi, 100, 10000)));
+                            dw__stats_connections(srv, url_limit(wsi, 100, 1000)));
     if (strncmp(path, USERS_PREFIX, strlen(USERS_PREFIX)) == 0) {
         obj = dw__stats_user(srv, path + strlen(USERS_PREFIX));
         if (!obj)
@@ -277,6 +306,7 @@ static void publish_job(void *arg)
 
     dw_hub_batch_begin(hub);
     status = dw_api_publish(hub, req->body, req->body_len, &text, &len);
+    free_body(req);
     hand_back(req, status, text, len);
     dw_hub_batch_end(hub);
 }
@@ -290,6 +320,7 @@ static void plan_job(void *arg)
     int status =
         dw_planner_plan(req->srv->hub, req->srv->db, req->body, req->body_len, &text, &len);
 
+    free_body(req);
     hand_back(req, status, text, len);
 }
 
@@ -313,12 +344,105 @@ static bool api_allowed(struct dw_server *srv, struct lws *wsi)
     return dw_auth_api_allowed(srv->auth, value);
 }
 
+int dw__http_write_refusal(struct lws *wsi, int status, const char *why)
+{
+    unsigned char buf[LWS_PRE + 512];
+    char *p = (char *)buf + LWS_PRE;
+    const char *reason = status == HTTP_STATUS_NOT_FOUND            ? "Not Found"
+                         : status == HTTP_STATUS_BAD_REQUEST        ? "Bad Request"
+                         : status == HTTP_STATUS_UNAUTHORIZED       ? "Unauthorized"
+                         : status == HTTP_STATUS_FORBIDDEN          ? "Forbidden"
+                         : status == HTTP_STATUS_METHOD_NOT_ALLOWED ? "Method Not Allowed"
+                         : status == HTTP_STATUS_NOT_IMPLEMENTED    ? "Not Implemented"
+                         : status == DW_HTTP_TOO_MANY_REQUESTS      ? "Too Many Requests"
+                                                                    : "Service Unavailable";
+    size_t len;
+    char *body = dw_api_error_body(why, NULL, &len);
+    int n = snprintf(p, sizeof(buf) - LWS_PRE,
+                     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n%s"
+                     "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                     status, reason,
+                     status == HTTP_STATUS_UNAUTHORIZED ? "WWW-Authenticate: Bearer\r\n" : "", len,
+                     body);
+
+    free(body);
+    if (n < 0 || (size_t)n >= sizeof(buf) - LWS_PRE)
+        return -1;
+    return lws_write(wsi, (unsigned char *)p, (size_t)n, LWS_WRITE_RAW) < 0 ? -1 : 0;
+}
+
+int dw__http_raw(struct dw_server *srv, struct lws *wsi, const void *in, size_t len)
+{
+    static const char connect[] = "CONNECT ";
+
+    DW_ASSERT_THREAD(DW_THREAD_IO);
+    if (srv->cfg->tls_cert && !lws_is_ssl(wsi))
+        return -1; /* plaintext on the TLS port: nothing of ours is said in clear */
+    if (len >= sizeof(connect) - 1 && memcmp(in, connect, sizeof(connect) - 1) == 0)
+        dw__http_write_refusal(wsi, HTTP_STATUS_METHOD_NOT_ALLOWED,
+                               "CONNECT is not supported: this server is not a proxy");
+    else
+        dw__http_write_refusal(wsi, HTTP_STATUS_NOT_IMPLEMENTED,
+                               "unknown method: the API takes GET, HEAD and POST");
+    return -1;
+}
+
+/* Reads the Content-Length header into *n: 0 when it is there and is one decimal number,
+ * -ENOENT when absent, -EINVAL for anything else (a sign, spaces, two values joined by lws
+ * from repeated headers, more digits than a size has). */
+static int content_length(struct lws *wsi, unsigned long long *n)
+{
+    char clen[24];
+    int len = lws_hdr_copy(wsi, clen, sizeof(clen), WSI_TOKEN_HTTP_CONTENT_LENGTH);
+
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0)
+        return -ENOENT;
+    if (len <= 0 || len > 18)
+        return -EINVAL;
+    *n = 0;
+    for (int i = 0; i < len; i++) {
+        if (clen[i] < '0' || clen[i] > '9')
+            return -EINVAL;
+        *n = *n * 10 + (unsigned)(clen[i] - '0');
+    }
+    return 0;
+}
+
+/* Refuses a request whose framing is not one plain Content-Length (or none), and closes its
+ * connection, since where its body ends is not known (RFC 9112, 6.1 and 6.3): bodies are
+ * read by Content-Length only, and a request with Transfer-Encoding, which a proxy in front
+ * would frame by that instead, is how requests are smuggled. Returns what the callback
+ * returns, or 1 when the framing is fine (*n: the body's length, 0 when none). */
+static int check_framing(struct lws *wsi, struct dw_pss *pss, unsigned long long *n)
+{
+    int r = content_length(wsi, n);
+    const char *why = NULL;
+    unsigned status = HTTP_STATUS_BAD_REQUEST;
+
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) {
+        if (r == -ENOENT) {
+            status = HTTP_STATUS_LENGTH_REQUIRED;
+            why = "Transfer-Encoding is not accepted: send the body with a Content-Length";
+        } else {
+            why = "Transfer-Encoding and Content-Length together: the request is refused";
+        }
+    } else if (r == -EINVAL) {
+        why = "Content-Length must be one decimal number";
+    } else if (r == -ENOENT) {
+        *n = 0;
+    }
+    if (!why)
+        return 1;
+    pss->req = req_new(NULL, wsi);
+    pss->req->close_after = true;
+    return respond_error(pss, wsi, status, why);
+}
+
 int dw__http_request(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss, const char *path)
 {
     const struct dw_web_file *page;
-    char clen[24];
     unsigned long long n;
-    char *end;
+    int r;
 
     DW_ASSERT_THREAD(DW_THREAD_IO);
     if (pss->req) {
@@ -326,6 +450,11 @@ int dw__http_request(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
         req_unref(pss->req);
         pss->req = NULL;
     }
+    /* The request, its body and its answer within --handshake-timeout from here. */
+    dw__sock_arm(srv, wsi);
+    r = check_framing(wsi, pss, &n);
+    if (r != 1)
+        return r;
     if (strncmp(path, "/api/", 5) == 0 && !api_allowed(srv, wsi)) {
         srv->refusals.api_auth++;
         pss->req = req_new(srv, wsi);
@@ -349,14 +478,12 @@ int dw__http_request(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
     }
 
     /* POST /api/publish or /api/ai/trip/plan: the body follows in LWS_CALLBACK_HTTP_BODY. */
-    if (lws_hdr_copy(wsi, clen, sizeof(clen), WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0) {
-        pss->req = req_new(srv, wsi);
+    pss->req = req_new(srv, wsi);
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0) {
         pss->req->close_after = true;
         return respond_error(pss, wsi, HTTP_STATUS_LENGTH_REQUIRED, "Content-Length required");
     }
-    n = strtoull(clen, &end, 10);
-    pss->req = req_new(srv, wsi);
-    if (*end || n == 0) {
+    if (n == 0) {
         pss->req->close_after = true;
         return respond_error(pss, wsi, HTTP_STATUS_BAD_REQUEST, "empty body");
     }
@@ -364,6 +491,12 @@ int dw__http_request(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
         /* The body is not read: answer, then close the connection. */
         pss->req->close_after = true;
         return respond_error(pss, wsi, HTTP_STATUS_REQ_ENTITY_TOO_LARGE, "body too large");
+    }
+    if (!reserve_body(srv, (size_t)n)) {
+        srv->refusals.body_memory++;
+        pss->req->close_after = true;
+        return respond_error(pss, wsi, HTTP_STATUS_SERVICE_UNAVAILABLE,
+                             "too many request bodies in flight: try again shortly");
     }
     pss->req->job = strcmp(path, PLAN_PATH) == 0 ? plan_job : publish_job;
     pss->req->body_max = (size_t)n;
@@ -435,6 +568,7 @@ static void submit(struct dw_server *srv, struct dw_http_req *req)
     struct lws *wsi = req->wsi;
 
     req->state = REQ_WORKING;
+    dw__sock_disarm(srv, wsi); /* a worker has it: no deadline until it answers */
     atomic_fetch_add_explicit(&req->refs, 1, memory_order_relaxed); /* the worker's */
     if (dw_workers_submit(srv->workers, req->job, req) < 0) {
         atomic_fetch_sub_explicit(&req->refs, 1, memory_order_relaxed);
@@ -465,6 +599,7 @@ static void answer_now(struct dw_server *srv, struct dw_http_req *req)
     struct lws *wsi = req->wsi;
 
     req->state = REQ_HEADERS;
+    dw__sock_arm(srv, wsi); /* the client takes its answer within the timeout */
     if (req->close_after || lws_partial_buffered(wsi)) {
         lws_callback_on_writable(wsi);
         return;
@@ -535,7 +670,6 @@ int dw__http_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
     unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *p = start;
     unsigned char *end = hdr + sizeof(hdr);
 
-    (void)srv;
     if (!req)
         return 0;
     switch (req->state) {
@@ -561,7 +695,10 @@ int dw__http_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
             return -1;
         }
         req_unref(req);
-        return lws_http_transaction_completed(wsi) ? -1 : 0;
+        if (lws_http_transaction_completed(wsi))
+            return -1;
+        dw__sock_arm(srv, wsi); /* kept alive: the next request within the timeout */
+        return 0;
     default:
         return 0;
     }

@@ -571,6 +571,21 @@ struct dw_rlist *dw__hub_all(struct dw_hub *hub)
     return &hub->all;
 }
 
+void dw__hub_for_each_user(struct dw_hub *hub, bool (*fn)(struct dw_user *user, void *arg),
+                           void *arg)
+{
+    struct cds_lfht_iter iter;
+    struct dw_user *u;
+
+    DW_ASSERT_THREAD(DW_THREAD_IO);
+    dw_rcu_read_lock();
+    cds_lfht_for_each_entry(hub->users, &iter, u, node) {
+        if (!fn(u, arg))
+            break;
+    }
+    dw_rcu_read_unlock();
+}
+
 void dw__hub_take_ready(struct dw_hub *hub, struct dw_readyq_batch *batch)
 {
     dw_readyq_take_all(&hub->ready, batch);

@@ -96,6 +96,7 @@ struct dw_channel {
     struct cds_lfht_node node; /* in hub->channels, keyed by name */
     struct dw_rlist members;   /* dw_membership.chan_link */
     unsigned nmembers;         /* io only */
+    uint64_t seen;             /* io only: the stats walk that last listed it (stats.c) */
     struct rcu_head rcu;
     char name[];
 };
@@ -127,6 +128,7 @@ struct dw_conn_io {
     size_t rx_len;
     bool rx_binary;
     bool want_ping;   /* send a protocol ping on the next WRITEABLE */
+    bool pong_due;    /* our ping is unanswered: its pong is not charged (rate limit) */
     bool peer_closed; /* the client sent a close frame: lws answers it, we write no more */
     /* Closing: with close_code once flush_left more frames are written (close_flush), or at
      * once dropping what is queued. */
@@ -205,6 +207,11 @@ struct dw_conn *dw__hub_find_conn(struct dw_hub *hub, uint64_t id);
 
 /* thread: io. The list of every connection (dw_conn.all_link), for stats and sweeps. */
 struct dw_rlist *dw__hub_all(struct dw_hub *hub);
+
+/* thread: io. Calls fn(user, arg) for each user, in no particular order, until it returns
+ * false. */
+void dw__hub_for_each_user(struct dw_hub *hub, bool (*fn)(struct dw_user *user, void *arg),
+                           void *arg);
 
 /* thread: io. Detaches the ready queue into batch. */
 void dw__hub_take_ready(struct dw_hub *hub, struct dw_readyq_batch *batch);

@@ -5,6 +5,12 @@
  * for connections) and the done queue (finished HTTP jobs), each followed by one
  * lws_cancel_service(), which lws turns into LWS_CALLBACK_EVENT_WAIT_CANCELLED here.
  *
+ * Every accepted socket carries a struct dw_sock (lws opaque user data): its address, for
+ * --max-connections-per-ip, and a deadline while it is not an established WebSocket and no
+ * worker holds its request. lws's own timeouts leave gaps a hostile client can live in (a
+ * CONNECT becomes a raw socket with none, a trickled body re-arms its timeout on every
+ * byte), so the heartbeat sweep also closes every socket past its deadline.
+ *
  * Shutdown: dw_server_stop() sets a flag and wakes the loop; the loop then refuses new
  * connections, asks every connection to flush and close with 1001, and keeps serving until
  * they are gone or the shutdown timeout passes.
@@ -28,11 +34,6 @@
 
 static void check_shutdown(struct dw_server *srv);
 static void log_security(struct dw_server *srv);
-
-/* The key a counted socket carries (lws opaque user data) until it is destroyed. */
-struct counted {
-    struct dw_ip ip;
-};
 
 /* A socket just accepted (fd): closed at once (-1) while shutting down, at the socket cap, or
  * when its address already holds --max-connections-per-ip sockets. Nothing has been read
@@ -61,34 +62,94 @@ static int admit_socket(struct dw_server *srv, int fd)
     return 0;
 }
 
-/* A socket admit_socket let in, now with its wsi: counted against its peer address until
- * the wsi is destroyed. Nothing runs between the two on this thread, so the count
- * admit_socket read is still the count here. */
-static void count_socket(struct dw_server *srv, struct lws *wsi)
-{
-    lws_sockfd_type fd = lws_get_socket_fd(wsi);
-    struct dw_ip ip;
-    struct counted *c;
+/* ==========================================================================================
+ * Sockets: their count per address and their deadlines
+ */
 
-    if (fd == LWS_SOCK_INVALID || dw_ip_from_peer(fd, &ip) != 0)
+static void deadline_unlink(struct dw_sock *s)
+{
+    if (!s->deadline)
         return;
-    c = dw_xmalloc(sizeof(*c));
-    c->ip = ip;
-    dw_ipcount_add(srv->ips, &ip);
-    srv->sockets++;
-    lws_set_opaque_user_data(wsi, c);
+    s->prev->next = s->next;
+    s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+    s->deadline = 0;
 }
 
-static void uncount_socket(struct dw_server *srv, struct lws *wsi)
+void dw__sock_arm(struct dw_server *srv, struct lws *wsi)
 {
-    struct counted *c = lws_get_opaque_user_data(wsi);
+    struct dw_sock *s = lws_get_opaque_user_data(wsi), *head = &srv->deadlines;
 
-    if (!c)
+    if (!s)
+        return;
+    deadline_unlink(s);
+    s->deadline = dw_now_mono_ns() + (int64_t)srv->cfg->handshake_timeout * 1000000000;
+    /* The same timeout for everyone: the newest deadline is the latest, so the tail it is. */
+    s->prev = head->prev;
+    s->next = head;
+    head->prev->next = s;
+    head->prev = s;
+}
+
+void dw__sock_disarm(struct dw_server *srv, struct lws *wsi)
+{
+    struct dw_sock *s = lws_get_opaque_user_data(wsi);
+
+    (void)srv;
+    if (s)
+        deadline_unlink(s);
+}
+
+/* From the sweep: hangs up every socket past its deadline, whatever it was doing (a request
+ * or body trickled, an idle keep-alive connection). Synchronously, as lws's own timeouts do
+ * from their timer: the sweep runs in no callback of the socket's, and an asynchronous kill
+ * could still be replaced by a timeout lws sets meanwhile (it re-arms one on every chunk of
+ * a body). WSI_DESTROY frees s at once, so s is unlinked first and not touched after. */
+static void expire_sockets(struct dw_server *srv, int64_t now)
+{
+    struct dw_sock *head = &srv->deadlines, *s;
+    char text[DW_IP_TEXT_MAX];
+
+    while ((s = head->next) != head && s->deadline <= now) {
+        deadline_unlink(s);
+        srv->refusals.deadline++;
+        dw_ip_format(&s->ip, text);
+        dw_log(DW_LOG_DEBUG, "socket from %s closed: no progress within %d s", text,
+               srv->cfg->handshake_timeout);
+        lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
+    }
+}
+
+/* A socket admit_socket let in, now with its wsi: counted against its peer address until
+ * the wsi is destroyed, and given its first deadline. Nothing runs between the two on this
+ * thread, so the count admit_socket read is still the count here. */
+static void track_socket(struct dw_server *srv, struct lws *wsi)
+{
+    lws_sockfd_type fd = lws_get_socket_fd(wsi);
+    struct dw_sock *s = dw_xcalloc(1, sizeof(*s));
+
+    s->wsi = wsi;
+    if (fd != LWS_SOCK_INVALID && dw_ip_from_peer(fd, &s->ip) == 0) {
+        s->counted = true;
+        dw_ipcount_add(srv->ips, &s->ip);
+    }
+    srv->sockets++;
+    lws_set_opaque_user_data(wsi, s);
+    dw__sock_arm(srv, wsi);
+}
+
+static void untrack_socket(struct dw_server *srv, struct lws *wsi)
+{
+    struct dw_sock *s = lws_get_opaque_user_data(wsi);
+
+    if (!s)
         return;
     lws_set_opaque_user_data(wsi, NULL);
-    dw_ipcount_remove(srv->ips, &c->ip);
+    deadline_unlink(s);
+    if (s->counted)
+        dw_ipcount_remove(srv->ips, &s->ip);
     srv->sockets--;
-    free(c);
+    free(s);
 }
 
 /* lws 4.1 loads its libuv support at run time, as a plugin from its library directory. */
@@ -146,11 +207,11 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
         /* Not WSI_CREATE: lws calls that before the wsi has its socket. */
         if (srv)
-            count_socket(srv, wsi);
+            track_socket(srv, wsi);
         return 0;
     case LWS_CALLBACK_WSI_DESTROY:
         if (srv)
-            uncount_socket(srv, wsi);
+            untrack_socket(srv, wsi);
         return 0;
     case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS:
         /* user is lws's SSL_CTX for the port (no session data here). */
@@ -164,6 +225,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return 0;
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         return dw__conn_confirm_upgrade(srv, wsi);
+    case LWS_CALLBACK_RAW_ADOPT:
+        return 0; /* its first bytes follow in RAW_RX */
+    case LWS_CALLBACK_RAW_RX:
+        return srv ? dw__http_raw(srv, wsi, in, len) : -1;
 
     default:
         break;
@@ -217,7 +282,10 @@ static void sweep_cb(lws_sorted_usec_list_t *sul)
 {
     struct dw_server *srv = lws_container_of(sul, struct dw_server, sweep);
 
-    dw__conn_sweep(srv, dw_now_mono_ns());
+    int64_t now = dw_now_mono_ns();
+
+    dw__conn_sweep(srv, now);
+    expire_sockets(srv, now);
     check_shutdown(srv);
     lws_sul_schedule(srv->ctx, 0, &srv->sweep, sweep_cb, srv->sweep_us);
 }
@@ -266,6 +334,7 @@ struct dw_server *dw_server_new(const struct dw_config *cfg, const struct dw_aut
     srv->auth = auth;
     srv->ips = dw_ipcount_new();
     srv->socket_cap = socket_cap();
+    srv->deadlines.prev = srv->deadlines.next = &srv->deadlines;
     srv->started_at = dw_now_realtime_ns();
     dw_readyq_init(&srv->done);
     srv->ready_tail = &srv->ready_reqs;
@@ -286,7 +355,10 @@ struct dw_server *dw_server_new(const struct dw_config *cfg, const struct dw_aut
     info.iface = cfg->host;
     info.protocols = srv->protocols;
     info.user = srv;
-    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
+    /* FALLBACK_TO_APPLY_LISTEN_ACCEPT_CONFIG: a request with a method lws does not know comes
+     * to us as a raw socket (dw__http_raw answers it) instead of lws's HTML 403. */
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6 |
+                   LWS_SERVER_OPTION_FALLBACK_TO_APPLY_LISTEN_ACCEPT_CONFIG;
     if (cfg->event_loop == DW_EVENT_LOOP_UV && !uv_plugin_present()) {
         dw_log(DW_LOG_WARN,
                "the libuv event loop needs %s (Debian: libwebsockets-evlib-uv), not found: "

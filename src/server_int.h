@@ -42,17 +42,31 @@ struct dw_db;
 #define DW_SWEEP_MIN_US (100 * 1000)
 #define DW_SWEEP_MAX_US (1000 * 1000)
 
+/* Every socket the server accepted, from SERVER_NEW_CLIENT_INSTANTIATED to WSI_DESTROY (lws
+ * opaque user data of its wsi; server.c). While it has a deadline it is on srv->deadlines,
+ * which is in deadline order because every deadline is "now + --handshake-timeout". */
+struct dw_sock {
+    struct lws *wsi;
+    struct dw_ip ip;
+    bool counted;     /* against ip, in dw_server.ips */
+    int64_t deadline; /* monotonic ns; 0: none */
+    struct dw_sock *prev, *next;
+};
+
 /* Counts of what the limits and checks refused (stats "refused"). */
 struct dw_refusals {
     uint64_t auth;            /* upgrades without a valid token */
     uint64_t origin;          /* upgrades from an Origin not allowed */
     uint64_t per_ip;          /* sockets closed at accept: the address had its maximum */
     uint64_t capacity;        /* upgrades refused at --max-connections, sockets at the cap */
+    uint64_t per_user;        /* upgrades refused: the user had --max-connections-per-user */
     uint64_t api_auth;        /* operator API requests without the operator token */
     uint64_t rate_limited;    /* client messages dropped by the rate limit */
     uint64_t rate_closes;     /* connections closed for flooding */
     uint64_t private_channel; /* subscriptions refused: another user's channel */
     uint64_t token_expired;   /* connections closed at their token's expiry */
+    uint64_t deadline;        /* sockets closed at their deadline (dw__sock_arm) */
+    uint64_t body_memory;     /* requests refused: the bodies held reached --max-body-memory */
 };
 
 struct dw_server {
@@ -86,8 +100,11 @@ struct dw_server {
     _Atomic int reload_tls;      /* any thread (SIGHUP): reload the certificate */
     struct dw_ipcount *ips;      /* sockets per client address */
     size_t sockets;              /* sockets accepted and not yet destroyed */
+    struct dw_sock deadlines;    /* list head: sockets with a deadline, soonest first */
+    _Atomic size_t body_bytes;   /* any thread: request bodies held (http.c) */
     size_t socket_cap;           /* past it, new sockets are closed at accept */
     struct dw_refusals refusals; /* what the limits refused, for the stats */
+    uint64_t stats_walk;         /* numbers the stats walks over channels (stats.c) */
     /* The claims verified by the last upgrade, for its ESTABLISHED (lws calls it right after
      * CONFIRM_UPGRADE for the same wsi, so one slot is enough; a mismatch re-verifies). */
     struct lws *pending_wsi;
@@ -106,6 +123,17 @@ static inline void dw__hang_up(struct lws *wsi)
 {
     lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }
+
+/* ---- server.c: socket deadlines ------------------------------------------------------- */
+
+/* From now on wsi must make progress within --handshake-timeout (complete its request, take
+ * its answer, send its next request), or it is closed: every socket has such a deadline
+ * (from its accept) except an established WebSocket (the heartbeat watches it) and a request
+ * a worker holds. Arming again moves the deadline. */
+void dw__sock_arm(struct dw_server *srv, struct lws *wsi);
+
+/* wsi has no deadline any more: it became a WebSocket, or a worker holds its request. */
+void dw__sock_disarm(struct dw_server *srv, struct lws *wsi);
 
 /* ---- conn.c --------------------------------------------------------------------------- */
 
@@ -136,6 +164,20 @@ void dw__conn_close_all(struct dw_server *srv);
 void dw__conn_send(struct dw_conn *conn, struct dw_msg *msg);
 
 /* ---- http.c --------------------------------------------------------------------------- */
+
+/* HTTP's 429, which lws 4.1 does not name. */
+#define DW_HTTP_TOO_MANY_REQUESTS 429
+
+/* Writes a whole HTTP/1.1 answer with status and the JSON error {"error": why}, and
+ * "Connection: close", by hand with one RAW write: for an upgrade refused (where lws would
+ * label its own status line HTTP/1.0) and for what lws hands over as a raw socket. The caller
+ * then closes the connection. Returns 0, or -1 when the write failed. */
+int dw__http_write_refusal(struct lws *wsi, int status, const char *why);
+
+/* LWS_CALLBACK_RAW_RX: lws makes a raw socket of what it does not serve as HTTP: a CONNECT
+ * request, a method it does not know, plaintext on the TLS port. The first gets 405, the
+ * second 501, each with a JSON error; the last is closed unanswered. Returns -1 (close). */
+int dw__http_raw(struct dw_server *srv, struct lws *wsi, const void *in, size_t len);
 
 /* The HTTP callbacks. Return what the lws callback returns. */
 int dw__http_request(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss, const char *path);

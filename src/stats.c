@@ -2,17 +2,27 @@
  * stats — DESIGN: the statistics documents of the HTTP API and of get_stats, in the seed's
  * shapes. Built on the I/O thread, which owns every per-connection counter, so reading them
  * needs no synchronization; the service-wide publish counters are atomics kept by the hub.
+ *
+ * The I/O thread serves everyone, so a document costs time linear in what it reports, and
+ * what it reports is bounded (docs/security.md, "What one client can cost"): the lists are
+ * cut at the constants below and say so ("..._truncated"). A user's subscriptions are the
+ * union over its connections, found in one pass by marking each channel with the number of
+ * the walk that listed it (dw_channel.seen), not by searching the list built so far.
  */
 #define DW_LOG_MODULE "stats"
 #include "server_int.h"
 #include "dealwire/msg.h"
 
-#include <string.h>
-
 #include <json-c/json.h>
 
 /* uptime_by_user lists at most this many users; "uptime_by_user_truncated" says when more. */
 #define UPTIME_USERS_MAX 1000
+/* Channel names listed for one user (the union over its connections) and for one connection
+ * in the connections document; "subscription_count" always gives the whole number. */
+#define USER_SUBS_LISTED_MAX 1000
+#define CONN_SUBS_LISTED_MAX 100
+/* Channel names listed in the whole connections document: past it, connections list none. */
+#define DOC_SUBS_LISTED_MAX 10000
 
 static struct json_object *time_string(int64_t realtime_ns)
 {
@@ -50,12 +60,14 @@ static struct json_object *security_doc(struct dw_server *srv)
 
     add_int(limits, "max_connections", cfg->max_connections);
     add_int(limits, "max_connections_per_ip", cfg->max_connections_per_ip);
+    add_int(limits, "max_connections_per_user", cfg->max_connections_per_user);
     add_int(limits, "handshake_timeout", cfg->handshake_timeout);
     add_int(limits, "rate_limit", cfg->rate_limit);
     add_int(limits, "rate_burst", cfg->rate_burst);
     add_int(limits, "max_subscriptions", cfg->max_subscriptions);
     add_int(limits, "max_message_size", cfg->max_message_size);
     add_int(limits, "max_publish_size", cfg->max_publish_size);
+    add_int(limits, "max_body_memory", cfg->max_body_memory);
     add_int(limits, "queue_size", cfg->queue_size);
     add_int(limits, "jwt_leeway", cfg->jwt_leeway);
     json_object_object_add(doc, "limits", limits);
@@ -63,17 +75,50 @@ static struct json_object *security_doc(struct dw_server *srv)
     json_object_object_add(refused, "auth", u64(r->auth));
     json_object_object_add(refused, "origin", u64(r->origin));
     json_object_object_add(refused, "per_ip", u64(r->per_ip));
+    json_object_object_add(refused, "per_user", u64(r->per_user));
     json_object_object_add(refused, "capacity", u64(r->capacity));
     json_object_object_add(refused, "api_auth", u64(r->api_auth));
     json_object_object_add(refused, "rate_limited_messages", u64(r->rate_limited));
     json_object_object_add(refused, "rate_limit_closes", u64(r->rate_closes));
     json_object_object_add(refused, "private_channel", u64(r->private_channel));
     json_object_object_add(refused, "token_expired_closes", u64(r->token_expired));
+    json_object_object_add(refused, "deadline_closes", u64(r->deadline));
+    json_object_object_add(refused, "body_memory", u64(r->body_memory));
     json_object_object_add(doc, "refused", refused);
 
     json_object_object_add(doc, "sockets", u64(srv->sockets));
+    json_object_object_add(doc, "body_bytes",
+                           u64(atomic_load_explicit(&srv->body_bytes, memory_order_relaxed)));
     json_object_object_add(doc, "client_addresses", u64(dw_ipcount_addresses(srv->ips)));
     return doc;
+}
+
+struct uptime_walk {
+    struct json_object *doc;
+    int64_t now;
+    unsigned listed;
+    bool truncated;
+};
+
+/* A user's uptime is that of its oldest connection, the first of its list (connections are
+ * appended as they open). */
+static bool add_uptime(struct dw_user *u, void *arg)
+{
+    struct uptime_walk *up = arg;
+    struct dw_rlist *first = dw_rlist_first(&u->conns);
+    struct dw_conn *oldest;
+
+    if (first == &u->conns)
+        return true; /* cannot happen: a user without connections leaves the map */
+    if (up->listed == UPTIME_USERS_MAX) {
+        up->truncated = true;
+        return false;
+    }
+    oldest = caa_container_of(first, struct dw_conn, user_link);
+    json_object_object_add(
+        up->doc, u->id, json_object_new_double((double)(up->now - oldest->io.connected_at) / 1e9));
+    up->listed++;
+    return true;
 }
 
 struct json_object *dw__stats_service(struct dw_server *srv)
@@ -82,10 +127,8 @@ struct json_object *dw__stats_service(struct dw_server *srv)
     struct json_object *ms = json_object_new_object();
     struct json_object *uptime = json_object_new_object();
     struct dw_hub_counters c;
-    struct dw_conn *conn;
+    struct uptime_walk up;
     int64_t now = dw_now_realtime_ns();
-    unsigned listed = 0;
-    bool truncated = false;
 
     dw_hub_get_counters(srv->hub, &c);
     json_object_object_add(obj, "active_connections", u64(dw_hub_connection_count(srv->hub)));
@@ -102,21 +145,15 @@ struct json_object *dw__stats_service(struct dw_server *srv)
     json_object_object_add(ms, "notifications", u64(c.by_type[DW_MSG_NOTIFICATION]));
     json_object_object_add(obj, "message_stats", ms);
 
-    /* A user's uptime is that of its oldest connection; the list is in connection order,
-     * so the first connection seen for a user is its oldest. */
-    dw_rlist_for_each_entry(conn, dw__hub_all(srv->hub), struct dw_conn, all_link) {
-        if (json_object_object_get_ex(uptime, conn->user->id, NULL))
-            continue;
-        if (listed == UPTIME_USERS_MAX) {
-            truncated = true;
-            break;
-        }
-        json_object_object_add(uptime, conn->user->id,
-                               json_object_new_double((double)(now - conn->io.connected_at) / 1e9));
-        listed++;
-    }
+    /* One entry per user, the first UPTIME_USERS_MAX users the map yields: the walk is over
+     * users, not connections, so it costs the same whatever each user holds. */
+    up.doc = uptime;
+    up.now = now;
+    up.listed = 0;
+    up.truncated = false;
+    dw__hub_for_each_user(srv->hub, add_uptime, &up);
     json_object_object_add(obj, "uptime_by_user", uptime);
-    json_object_object_add(obj, "uptime_by_user_truncated", json_object_new_boolean(truncated));
+    json_object_object_add(obj, "uptime_by_user_truncated", json_object_new_boolean(up.truncated));
     json_object_object_add(obj, "connections_opened", u64(c.connections_opened));
     json_object_object_add(obj, "connections_closed", u64(c.connections_closed));
     json_object_object_add(obj, "queue_size", json_object_new_int(srv->cfg->queue_size));
@@ -126,10 +163,13 @@ struct json_object *dw__stats_service(struct dw_server *srv)
     return obj;
 }
 
-static struct json_object *conn_doc(struct dw_conn *conn)
+/* One connection's entry; its channel names come out of *budget (names the document may
+ * still list). */
+static struct json_object *conn_doc(struct dw_conn *conn, unsigned *budget)
 {
     struct json_object *obj = json_object_new_object();
     struct json_object *subs = json_object_new_array();
+    unsigned listed = 0;
     char id[24];
 
     snprintf(id, sizeof(id), "%llu", (unsigned long long)conn->id);
@@ -142,9 +182,16 @@ static struct json_object *conn_doc(struct dw_conn *conn)
     json_object_object_add(obj, "messages_failed", u64(conn->io.messages_failed));
     json_object_object_add(obj, "messages_dropped", u64(conn->io.messages_dropped));
     json_object_object_add(obj, "queue_size", u64(dw_outbox_queued(&conn->outbox)));
-    for (struct dw_membership *m = conn->io.subs; m; m = m->next)
+    for (struct dw_membership *m = conn->io.subs; m && listed<CONN_SUBS_LISTED_MAX && * budget> 0;
+         m = m->next) {
         json_object_array_add(subs, json_object_new_string(m->chan->name));
+        listed++;
+        --*budget;
+    }
     json_object_object_add(obj, "subscriptions", subs);
+    json_object_object_add(obj, "subscription_count", json_object_new_int((int)conn->io.nsubs));
+    json_object_object_add(obj, "subscriptions_truncated",
+                           json_object_new_boolean(listed < conn->io.nsubs));
     return obj;
 }
 
@@ -153,7 +200,7 @@ struct json_object *dw__stats_connections(struct dw_server *srv, unsigned limit)
     struct json_object *obj = json_object_new_object();
     struct json_object *list = json_object_new_array();
     struct dw_conn *conn;
-    unsigned listed = 0;
+    unsigned listed = 0, budget = DOC_SUBS_LISTED_MAX;
     bool truncated = false;
 
     dw_rlist_for_each_entry(conn, dw__hub_all(srv->hub), struct dw_conn, all_link) {
@@ -161,7 +208,7 @@ struct json_object *dw__stats_connections(struct dw_server *srv, unsigned limit)
             truncated = true;
             break;
         }
-        json_object_array_add(list, conn_doc(conn));
+        json_object_array_add(list, conn_doc(conn, &budget));
         listed++;
     }
     json_object_object_add(obj, "active_connections", u64(dw_hub_connection_count(srv->hub)));
@@ -178,7 +225,8 @@ struct json_object *dw__stats_user(struct dw_server *srv, const char *user_id)
     struct dw_conn *conn;
     int64_t connected_at = INT64_MAX, last_activity = 0, last_heartbeat = 0;
     uint64_t sent = 0, failed = 0, dropped = 0, queued = 0;
-    unsigned n = 0;
+    uint64_t walk = ++srv->stats_walk;
+    unsigned n = 0, distinct = 0;
 
     dw_rcu_read_lock();
     u = dw__hub_find_user(srv->hub, user_id);
@@ -205,12 +253,10 @@ struct json_object *dw__stats_user(struct dw_server *srv, const char *user_id)
         snprintf(id, sizeof(id), "%llu", (unsigned long long)conn->id);
         json_object_array_add(conns, json_object_new_string(id));
         for (struct dw_membership *m = conn->io.subs; m; m = m->next) {
-            bool seen = false;
-
-            for (size_t i = 0; i < json_object_array_length(subs); i++)
-                seen |= strcmp(json_object_get_string(json_object_array_get_idx(subs, i)),
-                               m->chan->name) == 0;
-            if (!seen)
+            if (m->chan->seen == walk)
+                continue; /* listed already, from another of the user's connections */
+            m->chan->seen = walk;
+            if (distinct++ < USER_SUBS_LISTED_MAX)
                 json_object_array_add(subs, json_object_new_string(m->chan->name));
         }
     }
@@ -228,5 +274,8 @@ struct json_object *dw__stats_user(struct dw_server *srv, const char *user_id)
     json_object_object_add(obj, "messages_dropped", u64(dropped));
     json_object_object_add(obj, "queue_size", u64(queued));
     json_object_object_add(obj, "subscriptions", subs);
+    json_object_object_add(obj, "subscription_count", json_object_new_int((int)distinct));
+    json_object_object_add(obj, "subscriptions_truncated",
+                           json_object_new_boolean(distinct > USER_SUBS_LISTED_MAX));
     return obj;
 }

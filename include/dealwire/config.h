@@ -28,6 +28,7 @@ struct dw_config {
     int max_message_size;       /* --max-message-size, bytes, default 4096, 64..16 MiB */
     int max_subscriptions;      /* --max-subscriptions, per connection, default 64, 1..10000 */
     int max_publish_size;       /* --max-publish-size, HTTP body bytes, default 1 MiB */
+    int max_body_memory;        /* --max-body-memory, bodies held at once, default 64 MiB */
     int shutdown_timeout;       /* --shutdown-timeout, ms to flush outboxes at exit, default 3000 */
     char *db;                   /* --db, libpq connection string; default $DATABASE_URL, or NULL */
     bool load_demo_data;        /* --load-demo-data, default false */
@@ -44,9 +45,10 @@ struct dw_config {
     char *allowed_origins;      /* --allowed-origins, comma list, or NULL (any origin) */
     int max_connections;        /* --max-connections, default: open-file limit - 256 */
     int max_connections_per_ip; /* --max-connections-per-ip, sockets, default 1000 */
-    int handshake_timeout;      /* --handshake-timeout, seconds, default 10, 1..300 */
-    int rate_limit;             /* --rate-limit, client messages/s, default 20 */
-    int rate_burst;             /* --rate-burst, default 40 */
+    int max_connections_per_user;  /* --max-connections-per-user, default 32 */
+    int handshake_timeout;         /* --handshake-timeout, seconds, default 10, 1..300 */
+    int rate_limit;                /* --rate-limit, client messages/s, default 20 */
+    int rate_burst;                /* --rate-burst, default 40 */
     enum dw_event_loop event_loop; /* --event-loop poll|uv */
     int log_level;                 /* --log-level error|warn|info|debug (enum dw_log_level) */
     char *config_file;             /* --config FILE, NULL when none */

@@ -996,9 +996,10 @@ def test_security_stats_in_dev_mode(daemon):
     limits = sec["limits"]
     assert (limits["max_connections_per_ip"], limits["handshake_timeout"], limits["rate_limit"],
             limits["rate_burst"], limits["jwt_leeway"]) == (1000, 10, 20, 40, 30), limits
-    assert set(sec["refused"]) == {"auth", "origin", "per_ip", "capacity", "api_auth",
-                                   "rate_limited_messages", "rate_limit_closes",
-                                   "private_channel", "token_expired_closes"}, sec["refused"]
+    assert set(sec["refused"]) == {"auth", "origin", "per_ip", "per_user", "capacity",
+                                   "api_auth", "rate_limited_messages", "rate_limit_closes",
+                                   "private_channel", "token_expired_closes", "deadline_closes",
+                                   "body_memory"}, sec["refused"]
     assert all(v == 0 for v in sec["refused"].values()), sec["refused"]
     assert isinstance(sec["sockets"], int) and isinstance(sec["client_addresses"], int), sec
     log = daemon.stderr_text()

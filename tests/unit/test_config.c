@@ -910,7 +910,7 @@ static void test_help(void **state)
         assert_non_null(strstr(r.out, want));
         rows++;
     }
-    assert_int_equal(rows, 31);
+    assert_int_equal(rows, 33);
     release(&r);
     free(md.text);
 }
