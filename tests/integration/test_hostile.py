@@ -687,10 +687,14 @@ def test_paced_pings_and_fragments_are_not_limited(dealwire):
 # Methods and targets the API does not serve
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("request_line", [
-    b"TRACE / HTTP/1.1", b"FOO /healthz HTTP/1.1", b"BREW /api/publish HTTP/1.1",
+@pytest.mark.parametrize("request_line,status", [
+    (b"TRACE / HTTP/1.1", 501), (b"FOO /healthz HTTP/1.1", 501),
+    (b"BREW /api/publish HTTP/1.1", 501),
+    # docs/security.md: these two never reach the daemon's callbacks; lws answers 403 (with
+    # its own small HTML body) and closes, so nothing of them is acted on.
+    (b"OPTIONS * HTTP/1.1", 403), (b"GET http://127.0.0.1/healthz HTTP/1.1", 403),
 ])
-def test_unknown_methods_get_501_json_and_a_close(daemon, request_line):
+def test_methods_and_targets_not_served_get_one_answer_and_a_close(daemon, request_line, status):
     control = Control(daemon.port)
     s = raw_socket(daemon.port)
     try:
@@ -699,26 +703,8 @@ def test_unknown_methods_get_501_json_and_a_close(daemon, request_line):
     finally:
         s.close()
     got = responses(data)
-    assert [r[0] for r in got] == [501], got
-    assert "method" in json.loads(got[0][2])["error"], got
-    assert at is not None, "the connection stayed open"
-    control.stop()
-
-
-@pytest.mark.parametrize("request_line", [
-    b"OPTIONS * HTTP/1.1", b"GET http://127.0.0.1/healthz HTTP/1.1",
-])
-def test_targets_lws_refuses_get_403_and_a_close(daemon, request_line):
-    """docs/security.md: these never reach the daemon's callbacks; lws answers 403 (with its
-    own small HTML body) and closes, so nothing of them is acted on."""
-    control = Control(daemon.port)
-    s = raw_socket(daemon.port)
-    try:
-        s.sendall(request_line + b"\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        at, data = read_all(s, t(5))
-    finally:
-        s.close()
-    got = responses(data)
-    assert [r[0] for r in got] == [403], got
+    assert [r[0] for r in got] == [status], got
+    if status == 501:
+        assert "method" in json.loads(got[0][2])["error"], got
     assert at is not None, "the connection stayed open"
     control.stop()
