@@ -406,9 +406,21 @@ struct dw_server *dw_server_new(const struct dw_config *cfg, const struct dw_aut
     if (!srv->workers)
         goto fail;
     srv->ctx = lws_create_context(&info);
-    if (!srv->ctx) {
+    /* With a foreign libuv loop, lws 4.1 returns a context it is already destroying when the
+     * listening vhost failed (core/context.c, fatal_exit_defer), so that the loop can finish
+     * closing its handles: no "default" vhost means nothing listens. dw_server_free runs the
+     * loop and destroys it. Taken for success, it left the daemon spinning at 100 % CPU on a
+     * port already in use, deaf to SIGTERM. */
+    if (!srv->ctx || !lws_get_vhost_by_name(srv->ctx, "default")) {
         dw_log(DW_LOG_ERROR, "cannot listen on %s:%d (address in use or not available)", cfg->host,
                cfg->port);
+        if (srv->ctx && srv->uv_loop) {
+            /* lws's handles close in this loop, with callbacks in its libuv plugin: run them
+             * before the destroy that completes the one lws began (and unloads the plugin). */
+            uv_run(srv->uv_loop, UV_RUN_DEFAULT);
+            lws_context_destroy(srv->ctx);
+            srv->ctx = NULL;
+        }
         goto fail;
     }
     srv->sweep_us = (lws_usec_t)cfg->heartbeat_interval * 1000000 / 8;

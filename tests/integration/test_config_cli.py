@@ -231,3 +231,20 @@ def test_event_loop_sends_the_servers_close_code(dealwire, loop):
 def test_log_levels_run(dealwire, level):
     d = dealwire("--log-level", level, "--workers", "1")
     assert http_get(d.port, "/healthz")[0] == 200
+
+
+@pytest.mark.parametrize("loop", ["uv", "poll"])
+def test_a_port_in_use_exits_1_at_once(dealwire, loop):
+    """With the libuv loop, lws 4.1 hands back a context it is already destroying when the
+    port cannot be bound; taken for success, the daemon spun at 100 % CPU, deaf to SIGTERM."""
+    first = dealwire()
+    # With poll, lws_create_context itself leaks 72 bytes on its way out of a failed bind
+    # (lws 4.1.6, nothing of ours holds them); the leak check stays on for uv, where the
+    # daemon's own unwinding is what is tested.
+    env = {"ASAN_OPTIONS": "detect_leaks=0"} if loop == "poll" else None
+    p = run_cli(["--host", "127.0.0.1", "--port", str(first.port), "--event-loop", loop], env=env)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert f"cannot listen on 127.0.0.1:{first.port}" in p.stderr, p.stderr
+    assert_no_sanitizer_report(p.stderr)
+    status, _ = http_get(first.port, "/healthz")
+    assert status == 200
