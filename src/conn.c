@@ -27,6 +27,7 @@
 #include "dealwire/msg.h"
 #include "dealwire/proto.h"
 #include "dealwire/thread.h"
+#include "dealwire/time.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -37,7 +38,7 @@
 
 #define WS_PATH           "/ws/events"
 #define STRIKES_MAX       3
-#define STRIKE_SPACING_NS (1000 * 1000 * 1000LL)
+#define STRIKE_SPACING_NS DW_NSEC_PER_SEC
 /* Close code when the connection's token expires (docs/protocol.md): reconnect with a new
  * token. Like 1001, it comes after what was queued. */
 #define CLOSE_TOKEN_EXPIRED 4001
@@ -141,7 +142,8 @@ static int authenticate(struct dw_server *srv, struct lws *wsi, struct dw_jwt_cl
         *reason = "no token";
         return -1;
     }
-    return dw_auth_verify(srv->auth, token, len, dw_now_realtime_ns() / 1000000000, claims, reason);
+    return dw_auth_verify(srv->auth, token, len, dw_now_realtime_ns() / DW_NSEC_PER_SEC, claims,
+                          reason);
 }
 
 /* The peer's address as text, for log lines about refusals. */
@@ -316,7 +318,7 @@ int dw__conn_established(struct dw_server *srv, struct lws *wsi, struct dw_pss *
         conn = open_conn(srv, wsi, pss, uid, now);
     }
 
-    dw_msg_format_time(ts, now);
+    dw_time_format_iso(ts, now);
     snprintf(idbuf, sizeof(idbuf), "%llu", (unsigned long long)conn->id);
     obj = json_object_new_object();
     json_object_object_add(obj, "type", json_object_new_string("connection_established"));
@@ -330,7 +332,7 @@ int dw__conn_established(struct dw_server *srv, struct lws *wsi, struct dw_pss *
 
         /* When the server will close the connection (4001): reconnect with a new token
          * before then. */
-        dw_msg_format_time(end, conn->io.token_end * 1000000000);
+        dw_time_format_iso(end, conn->io.token_end * DW_NSEC_PER_SEC);
         json_object_object_add(obj, "token_expires_at", json_object_new_string(end));
     }
     json_object_object_add(obj, "timestamp", json_object_new_string(ts));
@@ -377,7 +379,7 @@ static bool take_token(struct dw_server *srv, struct dw_conn_io *io, int64_t now
 {
     double burst = srv->cfg->rate_burst;
 
-    io->tokens += (double)(now - io->refilled_at) * srv->cfg->rate_limit / 1e9;
+    io->tokens += (double)(now - io->refilled_at) * srv->cfg->rate_limit / DW_NSEC_PER_SEC;
     if (io->tokens > burst)
         io->tokens = burst;
     io->refilled_at = now;
@@ -782,9 +784,9 @@ void dw__conn_closed(struct dw_server *srv, struct dw_pss *pss)
 
 void dw__conn_sweep(struct dw_server *srv, int64_t now)
 {
-    int64_t ping_after = (int64_t)srv->cfg->heartbeat_interval * 1000000000;
-    int64_t stale_after = (int64_t)srv->cfg->stale_timeout * 1000000000;
-    int64_t now_s = dw_now_realtime_ns() / 1000000000;
+    int64_t ping_after = (int64_t)srv->cfg->heartbeat_interval * DW_NSEC_PER_SEC;
+    int64_t stale_after = (int64_t)srv->cfg->stale_timeout * DW_NSEC_PER_SEC;
+    int64_t now_s = dw_now_realtime_ns() / DW_NSEC_PER_SEC;
     struct dw_conn *conn;
 
     dw_rlist_for_each_entry(conn, dw__hub_all(srv->hub), struct dw_conn, all_link) {
@@ -802,7 +804,8 @@ void dw__conn_sweep(struct dw_server *srv, int64_t now)
         }
         if (idle >= stale_after) {
             dw_log(DW_LOG_INFO, "connection %llu (user %s): no response for %llds, hanging up",
-                   (unsigned long long)conn->id, conn->user->id, (long long)(idle / 1000000000));
+                   (unsigned long long)conn->id, conn->user->id,
+                   (long long)(idle / DW_NSEC_PER_SEC));
             hang_up(conn);
         } else if (idle >= ping_after && io->ping_sent_at <= io->last_activity) {
             io->ping_sent_at = now;

@@ -15,6 +15,7 @@
 #include "dealwire/demo.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
+#include "dealwire/time.h"
 #include "dealwire/migrate.h"
 #include "dealwire/store.h"
 #include "dealwire/thread.h"
@@ -61,11 +62,11 @@ static bool pause_for(struct dw_db *db, int64_t ns)
     bool go_on;
 
     clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += (time_t)(ns / 1000000000);
-    deadline.tv_nsec += (long)(ns % 1000000000);
-    if (deadline.tv_nsec >= 1000000000) {
+    deadline.tv_sec += (time_t)(ns / DW_NSEC_PER_SEC);
+    deadline.tv_nsec += (long)(ns % DW_NSEC_PER_SEC);
+    if (deadline.tv_nsec >= DW_NSEC_PER_SEC) {
         deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000;
+        deadline.tv_nsec -= DW_NSEC_PER_SEC;
     }
     pthread_mutex_lock(&db->lock);
     while (!db->stopping) {
@@ -84,7 +85,7 @@ static int64_t retry_delay(const struct dw_store *st)
 {
     int64_t left = dw_store_retry_in_ns(st);
 
-    return left > 0 ? left + 1000000 : DW_STORE_BACKOFF_MIN_NS;
+    return left > 0 ? left + DW_NSEC_PER_MSEC : DW_STORE_BACKOFF_MIN_NS;
 }
 
 static void *keeper_main(void *arg)
@@ -122,10 +123,10 @@ static void *keeper_main(void *arg)
 
     /* 3. Probes, so that the health follows the server when nothing else queries it. The
      * store logs the changes (one line down, one line back). */
-    int64_t next = (int64_t)DW_DB_PROBE_INTERVAL_S * 1000000000;
+    int64_t next = (int64_t)DW_DB_PROBE_INTERVAL_S * DW_NSEC_PER_SEC;
     while (pause_for(db, next)) {
         r = dw_store_run(st, "SELECT 1", 0, NULL);
-        next = r == 0 ? (int64_t)DW_DB_PROBE_INTERVAL_S * 1000000000 : retry_delay(st);
+        next = r == 0 ? (int64_t)DW_DB_PROBE_INTERVAL_S * DW_NSEC_PER_SEC : retry_delay(st);
     }
     return NULL;
 

@@ -14,7 +14,7 @@
 #include "dealwire/migrate.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
-#include "dealwire/msg.h"
+#include "dealwire/time.h"
 #include "dealwire/store.h"
 
 #include <errno.h>
@@ -264,7 +264,7 @@ int dw_migrate_apply_list(struct dw_store *st, const struct dw_migration *list, 
         if (run.applied) {
             applied++;
             dw_log(DW_LOG_INFO, "applied migration %03d_%s in %lld ms", list[i].version,
-                   list[i].name, (long long)((dw_now_mono_ns() - t0) / 1000000));
+                   list[i].name, (long long)((dw_now_mono_ns() - t0) / DW_NSEC_PER_MSEC));
         }
     }
     *version = run.version;

@@ -30,7 +30,7 @@
 #include "dealwire/hub.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
-#include "dealwire/msg.h"
+#include "dealwire/time.h"
 #include "dealwire/store.h"
 #include "dealwire/timer.h"
 #include "monitor_int.h"
@@ -43,7 +43,7 @@
 #include <unistd.h>
 
 /* A failing monitor logs at most one warning per this interval. */
-#define FAIL_LOG_INTERVAL_NS (60LL * 1000000000)
+#define FAIL_LOG_INTERVAL_NS (60 * DW_NSEC_PER_SEC)
 
 struct monitor {
     struct dw_monitors *mons;
@@ -222,7 +222,8 @@ struct dw_monitors *dw_monitors_start(const struct dw_config *cfg, struct dw_db 
         m->mons = mons;
         if (m->period_s == 0)
             continue; /* off */
-        r = dw_timers_add(mons->timers, m->name, (int64_t)m->period_s * 1000000000, run_round, m);
+        r = dw_timers_add(mons->timers, m->name, (int64_t)m->period_s * DW_NSEC_PER_SEC, run_round,
+                          m);
         if (r < 0)
             dw_panic("cannot schedule the %s monitor: %s", m->name, strerror(-r));
     }

@@ -8,6 +8,7 @@
 #include "dealwire/msg.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
+#include "dealwire/time.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -90,7 +91,7 @@ struct dw_msg *dw_msg_new_json(enum dw_msg_type type, unsigned flags, struct jso
     if (!json_object_object_get_ex(obj, "timestamp", NULL)) {
         char ts[DW_TIME_ISO_LEN];
 
-        dw_msg_format_time(ts, dw_now_realtime_ns());
+        dw_time_format_iso(ts, dw_now_realtime_ns());
         json_object_object_add(obj, "timestamp", json_object_new_string(ts));
     }
     text = json_object_to_json_string_length(
@@ -107,34 +108,4 @@ void dw_msg_unref_n(struct dw_msg *m, unsigned n)
         dw_panic("message refcount underflow (%u - %u)", old, n);
     if (old == n)
         free(m);
-}
-
-void dw_msg_format_time(char out[DW_TIME_ISO_LEN], int64_t realtime_ns)
-{
-    time_t sec = (time_t)(realtime_ns / 1000000000);
-    long usec = (long)(realtime_ns % 1000000000) / 1000;
-    struct tm tm;
-    size_t n;
-
-    gmtime_r(&sec, &tm);
-    n = strftime(out, DW_TIME_ISO_LEN, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, DW_TIME_ISO_LEN - n, ".%06ldZ", usec);
-}
-
-static int64_t now_ns(clockid_t clock)
-{
-    struct timespec ts;
-
-    clock_gettime(clock, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-int64_t dw_now_realtime_ns(void)
-{
-    return now_ns(CLOCK_REALTIME);
-}
-
-int64_t dw_now_mono_ns(void)
-{
-    return now_ns(CLOCK_MONOTONIC);
 }

@@ -19,11 +19,11 @@
 #include "server_int.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
-#include "dealwire/msg.h"
 #include "dealwire/server.h"
 #include "dealwire/thread.h"
 #include "dealwire/tls.h"
 #include "dealwire/worker.h"
+#include "dealwire/time.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -83,7 +83,7 @@ void dw__sock_arm(struct dw_server *srv, struct lws *wsi)
     if (!s)
         return;
     deadline_unlink(s);
-    s->deadline = dw_now_mono_ns() + (int64_t)srv->cfg->handshake_timeout * 1000000000;
+    s->deadline = dw_now_mono_ns() + (int64_t)srv->cfg->handshake_timeout * DW_NSEC_PER_SEC;
     /* The same timeout for everyone: the newest deadline is the latest, so the tail it is. */
     s->prev = head->prev;
     s->next = head;
@@ -481,7 +481,8 @@ static void check_shutdown(struct dw_server *srv)
         if (!atomic_load(&srv->stop_requested))
             return;
         srv->draining = true;
-        srv->drain_deadline = dw_now_mono_ns() + (int64_t)srv->cfg->shutdown_timeout * 1000000;
+        srv->drain_deadline =
+            dw_now_mono_ns() + (int64_t)srv->cfg->shutdown_timeout * DW_NSEC_PER_MSEC;
         dw_log(DW_LOG_INFO, "shutting down: closing %zu connections",
                dw_hub_connection_count(srv->hub));
         /* Sealed first, so that each 1001 follows everything a publish was told it reached. */

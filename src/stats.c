@@ -12,6 +12,7 @@
 #define DW_LOG_MODULE "stats"
 #include "server_int.h"
 #include "dealwire/msg.h"
+#include "dealwire/time.h"
 
 #include <json-c/json.h>
 
@@ -28,7 +29,7 @@ static struct json_object *time_string(int64_t realtime_ns)
 {
     char ts[DW_TIME_ISO_LEN];
 
-    dw_msg_format_time(ts, realtime_ns);
+    dw_time_format_iso(ts, realtime_ns);
     return json_object_new_string(ts);
 }
 
@@ -116,7 +117,8 @@ static bool add_uptime(struct dw_user *u, void *arg)
     }
     oldest = caa_container_of(first, struct dw_conn, user_link);
     json_object_object_add(
-        up->doc, u->id, json_object_new_double((double)(up->now - oldest->io.connected_at) / 1e9));
+        up->doc, u->id,
+        json_object_new_double((double)(up->now - oldest->io.connected_at) / DW_NSEC_PER_SEC));
     up->listed++;
     return true;
 }
@@ -157,8 +159,9 @@ struct json_object *dw__stats_service(struct dw_server *srv)
     json_object_object_add(obj, "connections_opened", u64(c.connections_opened));
     json_object_object_add(obj, "connections_closed", u64(c.connections_closed));
     json_object_object_add(obj, "queue_size", json_object_new_int(srv->cfg->queue_size));
-    json_object_object_add(obj, "uptime_seconds",
-                           json_object_new_double((double)(now - srv->started_at) / 1e9));
+    json_object_object_add(
+        obj, "uptime_seconds",
+        json_object_new_double((double)(now - srv->started_at) / DW_NSEC_PER_SEC));
     json_object_object_add(obj, "security", security_doc(srv));
     return obj;
 }

@@ -17,7 +17,7 @@
 #include "dealwire/store.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
-#include "dealwire/msg.h"
+#include "dealwire/time.h"
 #include "dealwire/thread.h"
 
 #include <errno.h>
@@ -155,7 +155,8 @@ static void report_down(struct dw_store *st, const char *what, bool failed_attem
     atomic_store(&h->_attempts0, atomic_load(&h->_failures) - (failed_attempt ? 1 : 0));
     atomic_fetch_add(&h->_outages, 1);
     dw_log(DW_LOG_WARN, "database %s: %s; retrying with backoff (%lld s doubling to %lld s)", what,
-           st->err, DW_STORE_BACKOFF_MIN_NS / 1000000000, DW_STORE_BACKOFF_MAX_NS / 1000000000);
+           st->err, DW_STORE_BACKOFF_MIN_NS / DW_NSEC_PER_SEC,
+           DW_STORE_BACKOFF_MAX_NS / DW_NSEC_PER_SEC);
 }
 
 static void report_up(struct dw_store *st)
@@ -168,7 +169,8 @@ static void report_up(struct dw_store *st)
         return;
     atomic_store(&h->_since_ns, dw_now_realtime_ns());
     if (prev == DW_STORE_DOWN) {
-        double down_s = (double)(dw_now_mono_ns() - atomic_load(&h->_down_mono_ns)) / 1e9;
+        double down_s =
+            (double)(dw_now_mono_ns() - atomic_load(&h->_down_mono_ns)) / DW_NSEC_PER_SEC;
         unsigned long failed = atomic_load(&h->_failures) - atomic_load(&h->_attempts0);
 
         dw_log(DW_LOG_INFO, "database reachable again after %.1f s (%lu failed attempts)", down_s,
@@ -228,7 +230,7 @@ static int ensure_connected(struct dw_store *st)
     now = dw_now_mono_ns();
     if (now < st->next_try_ns) {
         snprintf(st->err, sizeof(st->err), "not connected; next attempt in %lld ms",
-                 (long long)((st->next_try_ns - now) / 1000000));
+                 (long long)((st->next_try_ns - now) / DW_NSEC_PER_MSEC));
         return -EAGAIN;
     }
 

@@ -17,7 +17,7 @@
 #include "dealwire/timer.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
-#include "dealwire/msg.h"
+#include "dealwire/time.h"
 #include "dealwire/worker.h"
 
 #include <errno.h>
@@ -29,7 +29,7 @@
 #include <time.h>
 
 /* Skipped ticks are logged at most this often per timer. */
-#define SKIP_LOG_INTERVAL_NS (60LL * 1000000000)
+#define SKIP_LOG_INTERVAL_NS (60 * DW_NSEC_PER_SEC)
 
 struct timer {
     struct dw_timers *owner;
@@ -71,8 +71,8 @@ static int64_t next_deadline(int64_t deadline, int64_t period, int64_t now)
 
 static struct timespec to_timespec(int64_t ns)
 {
-    return (struct timespec){.tv_sec = (time_t)(ns / 1000000000),
-                             .tv_nsec = (long)(ns % 1000000000)};
+    return (struct timespec){.tv_sec = (time_t)(ns / DW_NSEC_PER_SEC),
+                             .tv_nsec = (long)(ns % DW_NSEC_PER_SEC)};
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -106,7 +106,7 @@ static void tick(struct dw_timers *ts, struct timer *t, int64_t now)
             dw_log(DW_LOG_WARN,
                    "%s: still running when due again (period %.1f s); %lu tick(s) skipped since "
                    "the last report",
-                   t->name, (double)t->period_ns / 1e9, t->skipped - t->skipped_log);
+                   t->name, (double)t->period_ns / DW_NSEC_PER_SEC, t->skipped - t->skipped_log);
             t->skip_logged_ns = now;
             t->skipped_log = t->skipped;
         }

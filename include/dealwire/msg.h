@@ -106,17 +106,4 @@ const char *dw_msg_type_name(enum dw_msg_type type);
 /* thread: any. Parses a wire name. Returns the type, or -EINVAL for an unknown name. */
 int dw_msg_type_parse(const char *name);
 
-/* Length of an ISO-8601 timestamp as written by dw_msg_format_time, with its NUL. */
-#define DW_TIME_ISO_LEN 32
-
-/* thread: any. Writes realtime_ns (nanoseconds since the epoch) as
- * "2026-11-26T01:02:03.123456Z" into out. */
-void dw_msg_format_time(char out[DW_TIME_ISO_LEN], int64_t realtime_ns);
-
-/* thread: any. CLOCK_REALTIME now, in nanoseconds. */
-int64_t dw_now_realtime_ns(void);
-
-/* thread: any. CLOCK_MONOTONIC now, in nanoseconds. */
-int64_t dw_now_mono_ns(void);
-
 #endif

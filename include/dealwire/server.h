@@ -4,8 +4,9 @@
  * pool for its lifetime.
  *
  * Only the thread that called dw_server_new() (the I/O thread) calls lws, with the one
- * exception lws allows: lws_cancel_service(), which dw_server_wake() and dw_server_stop() use
- * from any thread.
+ * exception lws allows: lws_cancel_service(), which the hub's wake-up (when a producer queues
+ * for a connection that was idle), dw_server_reload_tls() and dw_server_stop() use from any
+ * thread.
  */
 #ifndef DEALWIRE_SERVER_H
 #define DEALWIRE_SERVER_H

@@ -32,6 +32,8 @@
 #ifndef DEALWIRE_STORE_H
 #define DEALWIRE_STORE_H
 
+#include "dealwire/time.h"
+
 #include <libpq-fe.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -39,8 +41,8 @@
 #include <stdint.h>
 
 /* Reconnection backoff: the first retry after a failed attempt, and the longest wait. */
-#define DW_STORE_BACKOFF_MIN_NS (1000LL * 1000 * 1000)
-#define DW_STORE_BACKOFF_MAX_NS (30LL * 1000 * 1000 * 1000)
+#define DW_STORE_BACKOFF_MIN_NS DW_NSEC_PER_SEC
+#define DW_STORE_BACKOFF_MAX_NS (30 * DW_NSEC_PER_SEC)
 
 /* Seconds libpq waits for a server to answer a connection attempt (unless the connection
  * string sets connect_timeout). */

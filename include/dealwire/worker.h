@@ -1,6 +1,6 @@
 /*
  * worker — the pool of worker threads that run everything that may take time or block:
- * HTTP publish requests, and later the monitors and the trip planner.
+ * HTTP publish requests, the monitors' rounds (timer.h) and the trip planner.
  *
  * Jobs are coarse (one per HTTP request or timer tick), so the job queue is a plain
  * mutex + condition variable FIFO; the per-message hot path never goes through it. Every

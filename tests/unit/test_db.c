@@ -12,6 +12,7 @@
 #include "dealwire/db.h"
 #include "dealwire/log.h"
 #include "dealwire/msg.h"
+#include "dealwire/time.h"
 #include "dealwire/store.h"
 #include "dealwire/thread.h"
 

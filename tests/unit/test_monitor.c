@@ -16,6 +16,7 @@
 #include "dealwire/log.h"
 #include "dealwire/monitor.h"
 #include "dealwire/msg.h"
+#include "dealwire/time.h"
 #include "dealwire/rcu.h"
 #include "dealwire/thread.h"
 #include "dealwire/worker.h"

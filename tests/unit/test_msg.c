@@ -7,6 +7,7 @@
  * Leaks are caught by the asan preset (LeakSanitizer at exit), so every test frees what it makes.
  */
 #include "dealwire/msg.h"
+#include "dealwire/time.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -177,9 +178,9 @@ static void test_new_json_adds_timestamp(void **state)
     json_object_object_add(obj, "type", json_object_new_string("deal_alert"));
     json_object_object_add(obj, "n", json_object_new_int(7));
 
-    dw_msg_format_time(before, dw_now_realtime_ns());
+    dw_time_format_iso(before, dw_now_realtime_ns());
     m = dw_msg_new_json(DW_MSG_DEAL_ALERT, 0, obj);
-    dw_msg_format_time(after, dw_now_realtime_ns());
+    dw_time_format_iso(after, dw_now_realtime_ns());
 
     /* Added to obj itself (documented), as a well-formed time taken during the call. */
     assert_true(json_object_object_get_ex(obj, "timestamp", &ts));
@@ -408,22 +409,22 @@ static void test_format_time(void **state)
 
     (void)state;
     sec = (int64_t)timegm(&tm);
-    dw_msg_format_time(out, sec * 1000000000 + 123456789);
+    dw_time_format_iso(out, sec * 1000000000 + 123456789);
     assert_string_equal(out, "2026-11-26T01:02:03.123456Z"); /* microseconds, truncated */
 
-    dw_msg_format_time(out, 1700000000LL * 1000000000 + 5000);
+    dw_time_format_iso(out, 1700000000LL * 1000000000 + 5000);
     assert_string_equal(out, "2023-11-14T22:13:20.000005Z");
 
-    dw_msg_format_time(out, 0);
+    dw_time_format_iso(out, 0);
     assert_string_equal(out, "1970-01-01T00:00:00.000000Z");
 
-    dw_msg_format_time(out, 999); /* under a microsecond */
+    dw_time_format_iso(out, 999); /* under a microsecond */
     assert_string_equal(out, "1970-01-01T00:00:00.000000Z");
 
-    dw_msg_format_time(out, 951868799LL * 1000000000 + 999999999); /* leap day, last us */
+    dw_time_format_iso(out, 951868799LL * 1000000000 + 999999999); /* leap day, last us */
     assert_string_equal(out, "2000-02-29T23:59:59.999999Z");
 
-    dw_msg_format_time(out, dw_now_realtime_ns());
+    dw_time_format_iso(out, dw_now_realtime_ns());
     assert_iso_time(out);
 }
 

@@ -6,7 +6,7 @@
 
 #include <string.h>
 
-/* Is s an ISO-8601 UTC time as dw_msg_format_time writes it ("2026-11-26T01:02:03.123456Z")? */
+/* Is s an ISO-8601 UTC time as dw_time_format_iso writes it ("2026-11-26T01:02:03.123456Z")? */
 static inline void assert_iso_time(const char *s)
 {
     static const char shape[] = "dddd-dd-ddTdd:dd:dd.ddddddZ";
