@@ -30,9 +30,8 @@
  * Numbers
  */
 
-/* Round v (>= 0) to 1/scale. By hand rather than round(), so that dw_core needs no libm;
- * values too large for int64 are already integral and are returned unchanged. */
-static double round_to(double v, double scale)
+/* By hand rather than round(), so that dw_core needs no libm. */
+double dw_events_round(double v, double scale)
 {
     double x = v * scale;
 
@@ -229,8 +228,8 @@ size_t dw_events_deal_alert(struct dw_hub *hub, const struct dw_target *target,
         double saved = deal->original_price - deal->price;
 
         add(obj, "savings_percent",
-            dw_events_new_number(round_to(saved / deal->original_price * 100, 10)));
-        add(obj, "discount", dw_events_new_number(round_to(saved, 100)));
+            dw_events_new_number(dw_events_round(saved / deal->original_price * 100, 10)));
+        add(obj, "discount", dw_events_new_number(dw_events_round(saved, 100)));
     }
     return send_owned(hub, target, DW_MSG_DEAL_ALERT, 0, obj);
 }
@@ -273,9 +272,9 @@ size_t dw_events_price_alert(struct dw_hub *hub, const char *user_id, const char
     add_string(obj, "title", title);
     add(obj, "current_price", dw_events_new_number(current_price));
     add(obj, "threshold", dw_events_new_number(threshold));
-    add(obj, "drop_amount", dw_events_new_number(round_to(drop, 100)));
+    add(obj, "drop_amount", dw_events_new_number(dw_events_round(drop, 100)));
     add(obj, "drop_percent",
-        dw_events_new_number(threshold > 0 ? round_to(drop / threshold * 100, 10) : 0));
+        dw_events_new_number(threshold > 0 ? dw_events_round(drop / threshold * 100, 10) : 0));
     arr = json_object_new_array();
     if (!arr)
         dw_panic("out of memory");

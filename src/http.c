@@ -29,7 +29,8 @@
  */
 #define DW_LOG_MODULE "http"
 #include "server_int.h"
-#include "dealwire/api.h"
+#include "dealwire/answer.h"
+#include "dealwire/publish.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
 #include "dealwire/planner.h"
@@ -186,17 +187,15 @@ static int respond_json(struct dw_pss *pss, struct lws *wsi, unsigned status,
                         struct json_object *obj)
 {
     size_t len;
-    const char *s = json_object_to_json_string_length(obj, JSON_C_TO_STRING_PLAIN, &len);
-    char *text = dw_xstrndup(s, len);
+    char *text = dw_answer_json(obj, &len);
 
-    json_object_put(obj);
     return respond(pss, wsi, status, text, len);
 }
 
 static int respond_error(struct dw_pss *pss, struct lws *wsi, unsigned status, const char *message)
 {
     size_t len;
-    char *text = dw_api_error_body(message, NULL, &len);
+    char *text = dw_answer_error(message, NULL, &len);
 
     return respond(pss, wsi, status, text, len);
 }
@@ -305,7 +304,7 @@ static void publish_job(void *arg)
     int status;
 
     dw_hub_batch_begin(hub);
-    status = dw_api_publish(hub, req->body, req->body_len, &text, &len);
+    status = dw_publish_request(hub, req->body, req->body_len, &text, &len);
     free_body(req);
     hand_back(req, status, text, len);
     dw_hub_batch_end(hub);
@@ -357,7 +356,7 @@ int dw__http_write_refusal(struct lws *wsi, int status, const char *why)
                          : status == DW_HTTP_TOO_MANY_REQUESTS      ? "Too Many Requests"
                                                                     : "Service Unavailable";
     size_t len;
-    char *body = dw_api_error_body(why, NULL, &len);
+    char *body = dw_answer_error(why, NULL, &len);
     int n = snprintf(p, sizeof(buf) - LWS_PRE,
                      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n%s"
                      "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",

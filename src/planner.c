@@ -16,7 +16,7 @@
  */
 #define DW_LOG_MODULE "planner"
 #include "dealwire/planner.h"
-#include "dealwire/api.h"
+#include "dealwire/answer.h"
 #include "dealwire/db.h"
 #include "dealwire/events.h"
 #include "dealwire/log.h"
@@ -34,16 +34,6 @@
 #include <json-c/json.h>
 
 #define PARSE_DEPTH 16
-
-/* v (>= 0) rounded to 1/scale, by hand so that dw_core needs no libm (as in events.c). */
-static double round_to(double v, double scale)
-{
-    double x = v * scale;
-
-    if (!(x < 9.0e18))
-        return v;
-    return (double)(int64_t)(x + 0.5) / scale;
-}
 
 /* ------------------------------------------------------------------------------------------
  * Validation (pure)
@@ -253,7 +243,7 @@ double dw_planner_fit(const struct dw_plan_request *req, double cost,
         hotel_fit = hotel->rating >= req->min_rating ? 1 : 0.5 * hotel->rating / req->min_rating;
     else
         hotel_fit = hotel->rating / 5;
-    return round_to(0.4 * cost_fit + 0.3 * stops_fit + 0.3 * hotel_fit, 100);
+    return dw_events_round(0.4 * cost_fit + 0.3 * stops_fit + 0.3 * hotel_fit, 100);
 }
 
 static bool better(const struct dw_plan_option *a, const struct dw_plan_option *b)
@@ -426,7 +416,7 @@ static int search(struct dw_store *st, const struct dw_plan_request *req, struct
 
 static struct json_object *money(double v)
 {
-    return dw_events_new_number(round_to(v, 100));
+    return dw_events_new_number(dw_events_round(v, 100));
 }
 
 static struct json_object *flight_json(const struct dw_plan_flight *f, const char *from,
@@ -502,24 +492,16 @@ static char *explain(const struct dw_plan_request *req, const struct search *s,
     return text;
 }
 
-static char *render(struct json_object *obj, size_t *len)
-{
-    const char *s = json_object_to_json_string_length(obj, JSON_C_TO_STRING_PLAIN, len);
-
-    return dw_xstrndup(s, *len);
-}
-
 static int answer(int status, struct json_object *obj, char **resp, size_t *resp_len)
 {
-    *resp = render(obj, resp_len);
-    json_object_put(obj);
+    *resp = dw_answer_json(obj, resp_len);
     return status;
 }
 
 static int answer_error(int status, const char *message, const char *field, char **resp,
                         size_t *resp_len)
 {
-    *resp = dw_api_error_body(message, field, resp_len);
+    *resp = dw_answer_error(message, field, resp_len);
     return status;
 }
 

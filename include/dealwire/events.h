@@ -107,6 +107,10 @@ bool dw_events_level_is_valid(const char *level);
 size_t dw_events_notification(struct dw_hub *hub, const struct dw_target *target,
                               const char *message, const char *level);
 
+/* thread: any. v (>= 0) rounded to 1/scale (scale 100: cents, 10: a tenth of a percent);
+ * values too large for an int64 are integral already and come back unchanged. */
+double dw_events_round(double v, double scale);
+
 /* thread: any. A new JSON number for v that renders in the shortest form that reads back as v,
  * without exponent for usual magnitudes and without a trailing ".0": 299 as 299, 299.5 as
  * 299.5, 0.1 as 0.1. Returns a new reference (caller owns it), or NULL (JSON null) when v is

@@ -1,5 +1,5 @@
 /*
- * fuzz_publish — libFuzzer target: one POST /api/publish body through dw_api_publish
+ * fuzz_publish — libFuzzer target: one POST /api/publish body through dw_publish_request
  * (src/api.c) against a real hub.
  *
  * The hub is made once, in LLVMFuzzerInitialize, with three connections: alice (two, one of
@@ -22,7 +22,7 @@
  * tests/fuzz/README.md.
  */
 #include "../../src/hub_int.h"
-#include "dealwire/api.h"
+#include "dealwire/publish.h"
 #include "dealwire/log.h"
 #include "dealwire/msg.h"
 #include "dealwire/thread.h"
@@ -113,7 +113,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int status, rc;
 
     wakes = 0;
-    status = dw_api_publish(hub, (const char *)data, size, &resp, &resp_len);
+    status = dw_publish_request(hub, (const char *)data, size, &resp, &resp_len);
     delivered = drain();
 
     assert(status == 200 || status == 400);

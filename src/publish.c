@@ -1,11 +1,12 @@
 /*
- * api — DESIGN: the publish API runs on a worker, never on the I/O thread. It parses the body
+ * publish — DESIGN: the publish API runs on a worker, never on the I/O thread. It parses the body
  * with json-c (bounded depth), validates every item first so that a batch is all or nothing,
  * then renders each message once and fans it out through the hub inside one hub batch, so a
  * whole request costs one wake-up of the I/O thread.
  */
-#define DW_LOG_MODULE "api"
-#include "dealwire/api.h"
+#define DW_LOG_MODULE "publish"
+#include "dealwire/publish.h"
+#include "dealwire/answer.h"
 #include "dealwire/events.h"
 #include "dealwire/hub.h"
 #include "dealwire/log.h"
@@ -32,20 +33,6 @@ struct item {
 };
 
 static _Atomic uint64_t next_id = 1;
-
-char *dw_api_error_body(const char *message, const char *field, size_t *len)
-{
-    struct json_object *obj = json_object_new_object();
-    char *out;
-
-    json_object_object_add(obj, "error", json_object_new_string(message));
-    if (field)
-        json_object_object_add(obj, "field", json_object_new_string(field));
-    out = dw_xstrdup(json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN));
-    json_object_put(obj);
-    *len = strlen(out);
-    return out;
-}
 
 /* Validation error: message and field, where field is prefixed with "[i]." in a batch. */
 struct verr {
@@ -149,26 +136,18 @@ static char *json_error_body(const struct dw_json_error *e, size_t *len)
 {
     switch (e->kind) {
     case DW_JSON_ERR_NUMBER:
-        return dw_api_error_body(e->message, e->field, len);
+        return dw_answer_error(e->message, e->field, len);
     case DW_JSON_ERR_CONTROL_CHAR:
-        return dw_api_error_body("body is not valid JSON: unescaped control character in a string",
-                                 e->field, len);
+        return dw_answer_error("body is not valid JSON: unescaped control character in a string",
+                               e->field, len);
     case DW_JSON_ERR_SYNTAX:
         break;
     }
-    return dw_api_error_body("body is not valid JSON", NULL, len);
+    return dw_answer_error("body is not valid JSON", NULL, len);
 }
 
-static char *render(struct json_object *obj, size_t *len)
-{
-    char *out = dw_xstrdup(json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN));
-
-    *len = strlen(out);
-    json_object_put(obj);
-    return out;
-}
-
-int dw_api_publish(struct dw_hub *hub, const char *body, size_t len, char **resp, size_t *resp_len)
+int dw_publish_request(struct dw_hub *hub, const char *body, size_t len, char **resp,
+                       size_t *resp_len)
 {
     struct json_object *root, *answer;
     struct item *items = NULL;
@@ -185,14 +164,14 @@ int dw_api_publish(struct dw_hub *hub, const char *body, size_t len, char **resp
     }
     if (!json_object_is_type(root, json_type_object) &&
         !json_object_is_type(root, json_type_array)) {
-        *resp = dw_api_error_body("body must be a JSON object or an array of them", NULL, resp_len);
+        *resp = dw_answer_error("body must be a JSON object or an array of them", NULL, resp_len);
         json_object_put(root);
         return 400;
     }
     batch = json_object_is_type(root, json_type_array);
     n = batch ? json_object_array_length(root) : 1;
-    if (batch && (n == 0 || n > DW_API_MAX_BATCH)) {
-        *resp = dw_api_error_body("a batch holds 1 to 10000 publish requests", "", resp_len);
+    if (batch && (n == 0 || n > DW_PUBLISH_MAX_BATCH)) {
+        *resp = dw_answer_error("a batch holds 1 to 10000 publish requests", "", resp_len);
         goto out;
     }
     items = dw_xcalloc(n, sizeof(*items));
@@ -200,13 +179,13 @@ int dw_api_publish(struct dw_hub *hub, const char *body, size_t len, char **resp
         struct json_object *obj = batch ? json_object_array_get_idx(root, i) : root;
 
         if (!parse_item(obj, batch ? (int)i : -1, &items[i], &err)) {
-            *resp = dw_api_error_body(err.message, err.field, resp_len);
+            *resp = dw_answer_error(err.message, err.field, resp_len);
             goto out;
         }
     }
     if (dw_hub_sealed(hub)) {
         /* Nothing would be delivered; a send that races with the seal counts no recipients. */
-        *resp = dw_api_error_body("the server is shutting down", NULL, resp_len);
+        *resp = dw_answer_error("the server is shutting down", NULL, resp_len);
         status = 503;
         goto out;
     }
@@ -234,7 +213,7 @@ int dw_api_publish(struct dw_hub *hub, const char *body, size_t len, char **resp
         json_object_object_add(answer, "results", results);
     }
     dw_hub_batch_end(hub);
-    *resp = render(answer, resp_len);
+    *resp = dw_answer_json(answer, resp_len);
     status = 200;
 out:
     free(items);

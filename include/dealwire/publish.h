@@ -1,5 +1,5 @@
 /*
- * api — the body of POST /api/publish: parsing, validation and delivery.
+ * publish — the body of POST /api/publish: parsing, validation and delivery.
  *
  * Body: one object, or a JSON array of them (a batch):
  *   {"target": {"user_id": U} | {"channel": C} | "all",
@@ -10,23 +10,20 @@
  * keep their spelling: a body with an integer json-c cannot hold exactly (outside 64 bits, or
  * -0) or with a raw control character in a string is refused with 400 naming the field.
  */
-#ifndef DEALWIRE_API_H
-#define DEALWIRE_API_H
+#ifndef DEALWIRE_PUBLISH_H
+#define DEALWIRE_PUBLISH_H
 
 #include <stddef.h>
 
 struct dw_hub;
 
 /* Largest batch accepted in one request. */
-#define DW_API_MAX_BATCH 10000
+#define DW_PUBLISH_MAX_BATCH 10000
 
 /* thread: worker (any RCU-registered thread). Publishes what body (len bytes, borrowed)
  * asks for through hub. Returns the HTTP status (200, 400, or 503 once the hub is sealed) and sets
  * *resp to a new NUL-terminated JSON answer (the caller frees it) of *resp_len bytes. */
-int dw_api_publish(struct dw_hub *hub, const char *body, size_t len, char **resp, size_t *resp_len);
-
-/* thread: any. A new JSON error answer {"error": message[, "field": field]} (field may be
- * NULL); the caller frees it. */
-char *dw_api_error_body(const char *message, const char *field, size_t *len);
+int dw_publish_request(struct dw_hub *hub, const char *body, size_t len, char **resp,
+                       size_t *resp_len);
 
 #endif

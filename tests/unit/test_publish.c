@@ -1,12 +1,12 @@
 /*
  * test_api — POST /api/publish bodies (src/api.c) against a real hub with no connections: the
- * status and the JSON answer of dw_api_publish for bodies that json-c would parse but that
+ * status and the JSON answer of dw_publish_request for bodies that json-c would parse but that
  * cannot be delivered as written (integers outside 64 bits, raw control characters), with the
  * field they name, and that nothing was published then (the hub's per-type counters). The
  * delivered bytes themselves are checked in test_proto (dw_msg_new_json) and on the wire in
  * tests/integration/test_json_strict.py.
  */
-#include "dealwire/api.h"
+#include "dealwire/publish.h"
 #include "dealwire/hub.h"
 #include "dealwire/msg.h"
 #include "dealwire/rcu.h"
@@ -79,7 +79,7 @@ static struct json_object *publish(struct dw_hub *hub, const char *body, int sta
     struct json_object *answer;
     size_t len = 0;
     char *resp = NULL;
-    int got = dw_api_publish(hub, body, strlen(body), &resp, &len);
+    int got = dw_publish_request(hub, body, strlen(body), &resp, &len);
 
     assert_non_null(resp);
     assert_int_equal(strlen(resp), len);
