@@ -31,6 +31,8 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,6 +46,24 @@
 #define CLOSE_TOKEN_EXPIRED 4001
 /* Seconds a slow consumer has to take its close frame before lws hangs up. */
 #define SLOW_CLOSE_GRACE_S 5
+
+/* dw_log for one connection: each line starts "connection <id> (user <user id>): ". */
+static void conn_log(enum dw_log_level level, const struct dw_conn *conn, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void conn_log(enum dw_log_level level, const struct dw_conn *conn, const char *fmt, ...)
+{
+    char text[256];
+    va_list ap;
+
+    if ((int)level > atomic_load_explicit(&dw__log_level, memory_order_relaxed))
+        return;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    dw__log_write(level, DW_LOG_MODULE, "connection %llu (user %s): %s",
+                  (unsigned long long)conn->id, conn->user->id, text);
+}
 
 /* Reads the user_id query argument into buf (DW_USER_ID_MAX + 1 bytes). Returns 0, -ENOENT
  * when absent, -EINVAL when it is not a valid user id (a %00 inside it included), -EEXIST
@@ -338,7 +358,7 @@ int dw__conn_established(struct dw_server *srv, struct lws *wsi, struct dw_pss *
     json_object_object_add(obj, "timestamp", json_object_new_string(ts));
     reply(conn, dw_msg_new_json(DW_MSG_CONNECTION_ESTABLISHED, 0, obj));
     json_object_put(obj);
-    dw_log(DW_LOG_DEBUG, "connection %s opened for user %s", idbuf, uid);
+    conn_log(DW_LOG_DEBUG, conn, "opened");
     return 0;
 }
 
@@ -481,8 +501,7 @@ static bool charge(struct dw_server *srv, struct dw_conn *conn, int64_t now)
     if (++io->flood > (unsigned)srv->cfg->rate_burst) {
         /* Still sending after a burst's worth of refusals: not a client in good faith. */
         srv->refusals.rate_closes++;
-        dw_log(DW_LOG_INFO, "connection %llu (user %s): message flood, closing",
-               (unsigned long long)conn->id, conn->user->id);
+        conn_log(DW_LOG_INFO, conn, "message flood, closing");
         begin_close(conn, LWS_CLOSE_STATUS_POLICY_VIOLATION, "rate limit exceeded", true);
         return false;
     }
@@ -535,8 +554,7 @@ int dw__conn_receive(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
         free(io->rx);
         io->rx = NULL;
         io->rx_len = 0;
-        dw_log(DW_LOG_DEBUG, "connection %llu: message over %zu bytes",
-               (unsigned long long)conn->id, max);
+        conn_log(DW_LOG_DEBUG, conn, "message over %zu bytes", max);
         begin_close(conn, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message too large", true);
         return 0;
     }
@@ -611,9 +629,8 @@ static void collect(struct dw_server *srv, struct dw_conn *conn)
         return;
     conn->io.last_strike = now;
     if (++conn->io.strikes == STRIKES_MAX && conn->io.wsi && !conn->io.closing) {
-        dw_log(DW_LOG_INFO, "connection %llu (user %s): slow consumer, %llu dropped; closing",
-               (unsigned long long)conn->id, conn->user->id,
-               (unsigned long long)conn->io.messages_dropped);
+        conn_log(DW_LOG_INFO, conn, "slow consumer, %llu dropped; closing",
+                 (unsigned long long)conn->io.messages_dropped);
         /* Close with 1008 on the next WRITEABLE, if the client reads again within the grace
          * period; otherwise lws hangs up when it ends. */
         begin_close(conn, LWS_CLOSE_STATUS_POLICY_VIOLATION, "slow consumer", false);
@@ -776,9 +793,8 @@ void dw__conn_closed(struct dw_server *srv, struct dw_pss *pss)
     lost = dw_outbox_queued(&conn->outbox);
     conn->io.messages_failed += lost;
     dw__hub_io_counters(srv->hub)->total_failed += lost;
-    dw_log(DW_LOG_DEBUG, "connection %llu closed (user %s, %llu sent, %lu undelivered)",
-           (unsigned long long)conn->id, conn->user->id, (unsigned long long)conn->io.messages_sent,
-           lost);
+    conn_log(DW_LOG_DEBUG, conn, "closed, %llu sent, %lu undelivered",
+             (unsigned long long)conn->io.messages_sent, lost);
     dw__hub_remove(srv->hub, conn);
 }
 
@@ -797,15 +813,13 @@ void dw__conn_sweep(struct dw_server *srv, int64_t now)
             continue;
         if (io->token_end && now_s >= io->token_end && !io->closing) {
             srv->refusals.token_expired++;
-            dw_log(DW_LOG_INFO, "connection %llu (user %s): token expired, closing",
-                   (unsigned long long)conn->id, conn->user->id);
+            conn_log(DW_LOG_INFO, conn, "token expired, closing");
             begin_close(conn, CLOSE_TOKEN_EXPIRED, "token expired", true);
             continue;
         }
         if (idle >= stale_after) {
-            dw_log(DW_LOG_INFO, "connection %llu (user %s): no response for %llds, hanging up",
-                   (unsigned long long)conn->id, conn->user->id,
-                   (long long)(idle / DW_NSEC_PER_SEC));
+            conn_log(DW_LOG_INFO, conn, "no response for %llds, hanging up",
+                     (long long)(idle / DW_NSEC_PER_SEC));
             hang_up(conn);
         } else if (idle >= ping_after && io->ping_sent_at <= io->last_activity) {
             io->ping_sent_at = now;

@@ -1,8 +1,9 @@
 /*
  * publish — DESIGN: the publish API runs on a worker, never on the I/O thread. It parses the body
  * with json-c (bounded depth), validates every item first so that a batch is all or nothing,
- * then renders each message once and fans it out through the hub inside one hub batch, so a
- * whole request costs one wake-up of the I/O thread.
+ * then renders each message once and fans it out through the hub. The caller opens the hub
+ * batch around it (http.c's publish_job, with the answer in it), so a whole request and its
+ * answer cost one wake-up of the I/O thread.
  */
 #define DW_LOG_MODULE "publish"
 #include "dealwire/publish.h"
@@ -190,7 +191,6 @@ int dw_publish_request(struct dw_hub *hub, const char *body, size_t len, char **
         goto out;
     }
 
-    dw_hub_batch_begin(hub);
     if (!batch) {
         total = send_item(hub, &items[0], id);
         answer = json_object_new_object();
@@ -212,7 +212,6 @@ int dw_publish_request(struct dw_hub *hub, const char *body, size_t len, char **
         json_object_object_add(answer, "recipients", json_object_new_int64((int64_t)total));
         json_object_object_add(answer, "results", results);
     }
-    dw_hub_batch_end(hub);
     *resp = dw_answer_json(answer, resp_len);
     status = 200;
 out:
