@@ -80,13 +80,13 @@ int main(int argc, char **argv)
 {
     struct dw_config cfg;
     struct signal_waiter waiter;
-    struct dw_server *srv;
-    struct dw_db *db;
+    struct dw_server *srv = NULL;
+    struct dw_db *db = NULL;
     struct dw_monitors *mons = NULL;
-    struct dw_auth *auth;
+    struct dw_auth *auth = NULL;
     char err[512];
     pthread_t signal_thread;
-    int rc;
+    int rc, exit_code = 2; /* until the configuration is known to be usable */
 
     rc = dw_config_load(&cfg, argc, argv, environ, stdout, stderr);
     if (rc == DW_CONFIG_EXIT_OK)
@@ -97,20 +97,14 @@ int main(int argc, char **argv)
     raise_open_file_limit();
     if (cfg.tls_cert && dw_tls_check_files(cfg.tls_cert, cfg.tls_key, err, sizeof(err)) < 0) {
         fprintf(stderr, "dealwire: --tls-cert/--tls-key: %s\n", err);
-        dw_config_destroy(&cfg);
-        return 2;
+        goto out;
     }
     auth = dw_auth_new(&cfg, stderr);
-    if (!auth) {
-        dw_config_destroy(&cfg);
-        return 2; /* a JWT key that does not load; dw_auth_new() said why */
-    }
+    if (!auth)
+        goto out; /* a JWT key that does not load; dw_auth_new() said why */
     db = dw_db_new(&cfg);
-    if (cfg.db && !db) {
-        dw_auth_free(auth);
-        dw_config_destroy(&cfg);
-        return 2; /* --db does not parse; dw_db_new() said why */
-    }
+    if (cfg.db && !db)
+        goto out; /* --db does not parse; dw_db_new() said why */
 
     /* Blocked before any thread starts, so every thread inherits the mask and only
      * signal_main receives them. */
@@ -124,24 +118,15 @@ int main(int argc, char **argv)
 
     dw_thread_set_role(DW_THREAD_IO);
     dw_rcu_register();
+    exit_code = 1; /* from here on, failures are at run time */
     dw_log(DW_LOG_INFO, "dealwire %s starting", DW_VERSION);
     srv = dw_server_new(&cfg, auth);
-    if (!srv) {
-        dw_db_free(db);
-        dw_auth_free(auth);
-        dw_rcu_unregister();
-        dw_config_destroy(&cfg);
-        return 1;
-    }
+    if (!srv)
+        goto out_rcu;
     waiter.srv = srv;
     if (pthread_create(&signal_thread, NULL, signal_main, &waiter) != 0) {
         dw_log(DW_LOG_ERROR, "cannot start the signal thread");
-        dw_server_free(srv);
-        dw_db_free(db);
-        dw_auth_free(auth);
-        dw_rcu_unregister();
-        dw_config_destroy(&cfg);
-        return 1;
+        goto out_server;
     }
 
     /* The keeper may call on_db_fatal(srv) until dw_db_stop(); the workers' stores report to
@@ -157,18 +142,28 @@ int main(int argc, char **argv)
     }
     if (rc == 0)
         rc = dw_server_run(srv);
-    if (dw_db_failed(db))
-        rc = 1;
+    if (rc == 0 && !dw_db_failed(db))
+        exit_code = 0;
 
     pthread_kill(signal_thread, SIGUSR1);
     pthread_join(signal_thread, NULL);
     dw_monitors_stop(mons); /* its rounds use the workers, the hub and db */
     dw_db_stop(db);
+    /* The one way out, for a clean stop and every failure: each label undoes what was done
+     * before the failures that jump to it, in the reverse order. */
+out_server:
     dw_server_free(srv);
+out_rcu:
+    dw_db_free(db);
+    db = NULL;
+    dw_auth_free(auth);
+    auth = NULL;
+    dw_rcu_unregister();
+    if (srv)
+        dw_log(DW_LOG_INFO, "stopped");
+out:
     dw_db_free(db);
     dw_auth_free(auth);
-    dw_rcu_unregister();
-    dw_log(DW_LOG_INFO, "stopped");
     dw_config_destroy(&cfg);
-    return rc == 0 ? 0 : 1;
+    return exit_code;
 }
