@@ -227,13 +227,14 @@ static const struct dw_web_file *find_page(const char *path)
 
 /* GET /readyz: 200 when the daemon can do all its work (serving, and the database reachable
  * with its schema up to date when one is configured), else 503 saying what is missing. */
-static int respond_ready(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss)
+static int get_readyz(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss, const char *path)
 {
     struct json_object *obj = json_object_new_object();
     unsigned status = HTTP_STATUS_OK;
     const char *db = "disabled";
     struct dw_store_status st;
 
+    (void)path;
     if (srv->db_health) {
         dw_store_health_read(srv->db_health, &st);
         db = st.state == DW_STORE_UP     ? (st.schema_ready ? "up" : "migrating")
@@ -253,31 +254,41 @@ static int respond_ready(struct dw_server *srv, struct lws *wsi, struct dw_pss *
     return respond_json(pss, wsi, status, obj);
 }
 
-static int handle_get(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss, const char *path)
-{
-    struct json_object *obj;
+/* The GET endpoints: each answers at once, on the I/O thread (route table below). */
+typedef int get_fn(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss, const char *path);
 
-    if (strcmp(path, "/healthz") == 0) {
-        obj = json_object_new_object();
-        json_object_object_add(obj, "status", json_object_new_string("ok"));
-        json_object_object_add(obj, "connections",
-                               json_object_new_int64((int64_t)dw_hub_connection_count(srv->hub)));
-        return respond_json(pss, wsi, HTTP_STATUS_OK, obj);
-    }
-    if (strcmp(path, "/readyz") == 0)
-        return respond_ready(srv, wsi, pss);
-    if (strcmp(path, API_PREFIX "stats") == 0)
-        return respond_json(pss, wsi, HTTP_STATUS_OK, dw__stats_service(srv));
-    if (strcmp(path, API_PREFIX "connections") == 0)
-        return respond_json(pss, wsi, HTTP_STATUS_OK,
-                            dw__stats_connections(srv, url_limit(wsi, 100, 1000)));
-    if (strncmp(path, USERS_PREFIX, strlen(USERS_PREFIX)) == 0) {
-        obj = dw__stats_user(srv, path + strlen(USERS_PREFIX));
-        if (!obj)
-            return respond_error(pss, wsi, HTTP_STATUS_NOT_FOUND, "unknown user");
-        return respond_json(pss, wsi, HTTP_STATUS_OK, obj);
-    }
-    return respond_error(pss, wsi, HTTP_STATUS_NOT_FOUND, "no such endpoint");
+static int get_healthz(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss, const char *path)
+{
+    struct json_object *obj = json_object_new_object();
+
+    (void)path;
+    json_object_object_add(obj, "status", json_object_new_string("ok"));
+    json_object_object_add(obj, "connections",
+                           json_object_new_int64((int64_t)dw_hub_connection_count(srv->hub)));
+    return respond_json(pss, wsi, HTTP_STATUS_OK, obj);
+}
+
+static int get_stats(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss, const char *path)
+{
+    (void)path;
+    return respond_json(pss, wsi, HTTP_STATUS_OK, dw__stats_service(srv));
+}
+
+static int get_connections(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
+                           const char *path)
+{
+    (void)path;
+    return respond_json(pss, wsi, HTTP_STATUS_OK,
+                        dw__stats_connections(srv, url_limit(wsi, 100, 1000)));
+}
+
+static int get_user(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss, const char *path)
+{
+    struct json_object *obj = dw__stats_user(srv, path + strlen(USERS_PREFIX));
+
+    if (!obj)
+        return respond_error(pss, wsi, HTTP_STATUS_NOT_FOUND, "unknown user");
+    return respond_json(pss, wsi, HTTP_STATUS_OK, obj);
 }
 
 /* thread: worker. Stores the answer (taking ownership of text) and hands the request back to
@@ -323,12 +334,32 @@ static void plan_job(void *arg)
     hand_back(req, status, text, len);
 }
 
-static bool is_known_path(const char *path)
+/* Every endpoint of the API, once: what GET does (on the I/O thread) or what a worker does
+ * with a POST's body. The dashboard's files are web.h's table. */
+static const struct route {
+    const char *path;
+    bool prefix; /* the path is a prefix; the rest names something (a user) */
+    get_fn *get;
+    dw_job_fn *post;
+} routes[] = {
+    {"/healthz", false, get_healthz, NULL},
+    {"/readyz", false, get_readyz, NULL},
+    {API_PREFIX "stats", false, get_stats, NULL},
+    {API_PREFIX "connections", false, get_connections, NULL},
+    {USERS_PREFIX, true, get_user, NULL},
+    {"/api/publish", false, NULL, publish_job},
+    {PLAN_PATH, false, NULL, plan_job},
+};
+
+static const struct route *find_route(const char *path)
 {
-    return strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 ||
-           strcmp(path, "/api/publish") == 0 || strcmp(path, PLAN_PATH) == 0 ||
-           strcmp(path, API_PREFIX "stats") == 0 || strcmp(path, API_PREFIX "connections") == 0 ||
-           strncmp(path, USERS_PREFIX, strlen(USERS_PREFIX)) == 0 || find_page(path) != NULL;
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        const struct route *r = &routes[i];
+
+        if (r->prefix ? strncmp(path, r->path, strlen(r->path)) == 0 : strcmp(path, r->path) == 0)
+            return r;
+    }
+    return NULL;
 }
 
 /* Does the request carry the operator token (when --api-token is set)? */
@@ -440,6 +471,7 @@ static int check_framing(struct lws *wsi, struct dw_pss *pss, unsigned long long
 int dw__http_request(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss, const char *path)
 {
     const struct dw_web_file *page;
+    const struct route *route;
     unsigned long long n;
     int r;
 
@@ -464,14 +496,16 @@ int dw__http_request(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
     page = find_page(path);
     if (page && (method_is(wsi, WSI_TOKEN_GET_URI) || method_is(wsi, WSI_TOKEN_HEAD_URI)))
         return respond_page(pss, wsi, page);
+    route = find_route(path);
     if (method_is(wsi, WSI_TOKEN_GET_URI)) {
-        if (strcmp(path, "/api/publish") == 0 || strcmp(path, PLAN_PATH) == 0)
+        if (route && route->get)
+            return route->get(srv, wsi, pss, path);
+        if (route)
             return respond_error(pss, wsi, HTTP_STATUS_METHOD_NOT_ALLOWED, "use POST");
-        return handle_get(srv, wsi, pss, path);
+        return respond_error(pss, wsi, HTTP_STATUS_NOT_FOUND, "no such endpoint");
     }
-    if (!method_is(wsi, WSI_TOKEN_POST_URI) ||
-        (strcmp(path, "/api/publish") != 0 && strcmp(path, PLAN_PATH) != 0)) {
-        if (is_known_path(path))
+    if (!method_is(wsi, WSI_TOKEN_POST_URI) || !route || !route->post) {
+        if (route || page)
             return respond_error(pss, wsi, HTTP_STATUS_METHOD_NOT_ALLOWED, "method not allowed");
         return respond_error(pss, wsi, HTTP_STATUS_NOT_FOUND, "no such endpoint");
     }
@@ -497,7 +531,7 @@ int dw__http_request(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
         return respond_error(pss, wsi, HTTP_STATUS_SERVICE_UNAVAILABLE,
                              "too many request bodies in flight: try again shortly");
     }
-    pss->req->job = strcmp(path, PLAN_PATH) == 0 ? plan_job : publish_job;
+    pss->req->job = route->post;
     pss->req->body_max = (size_t)n;
     pss->req->body = dw_xmalloc((size_t)n + 1);
     pss->req->state = REQ_READING;
