@@ -298,6 +298,7 @@ static struct dw_conn *open_conn(struct dw_server *srv, struct lws *wsi, struct 
     conn->io.refilled_at = conn->io.last_activity;
     pss->conn = conn;
     dw__hub_add(srv->hub, conn, user_id);
+    srv->io.opened++;
     return conn;
 }
 
@@ -614,13 +615,13 @@ static void begin_close(struct dw_conn *conn, enum lws_close_status code, const 
 /* Drops oldest messages past the bound and applies the 3-strike rule. */
 static void collect(struct dw_server *srv, struct dw_conn *conn)
 {
-    unsigned long dropped = dw_outbox_collect(&conn->outbox, dw__hub_queue_size(srv->hub));
+    unsigned long dropped = dw_outbox_collect(&conn->outbox, (unsigned long)srv->cfg->queue_size);
     int64_t now;
 
     if (!dropped)
         return;
     conn->io.messages_dropped += dropped;
-    dw__hub_io_counters(srv->hub)->total_dropped += dropped;
+    srv->io.dropped += dropped;
     /* A strike is an overflow at least STRIKE_SPACING after the previous one with no write in
      * between (a write resets the count): overflows come once per drain, and a busy daemon
      * drains far more often than a healthy client's socket needs to be written. */
@@ -681,12 +682,12 @@ static int write_queued(struct dw_server *srv, struct dw_conn *conn, struct lws 
 
     if (sent < 0) {
         io->messages_failed++;
-        dw__hub_io_counters(srv->hub)->total_failed++;
+        srv->io.failed++;
         return -1;
     }
     if (sent > 0) {
         io->messages_sent += (uint64_t)sent;
-        dw__hub_io_counters(srv->hub)->total_sent += (uint64_t)sent;
+        srv->io.sent += (uint64_t)sent;
         io->strikes = 0;
         if (io->closing)
             io->flush_left -= (unsigned long)sent;
@@ -760,7 +761,7 @@ int dw__conn_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
         unsigned long n = dw_outbox_collect(&conn->outbox, 0);
 
         io->messages_dropped += n;
-        dw__hub_io_counters(srv->hub)->total_dropped += n;
+        srv->io.dropped += n;
         return close_with(io, io->close_code, io->close_reason);
     }
 
@@ -792,10 +793,11 @@ void dw__conn_closed(struct dw_server *srv, struct dw_pss *pss)
     /* What is still queued will not be delivered on this connection. */
     lost = dw_outbox_queued(&conn->outbox);
     conn->io.messages_failed += lost;
-    dw__hub_io_counters(srv->hub)->total_failed += lost;
+    srv->io.failed += lost;
     conn_log(DW_LOG_DEBUG, conn, "closed, %llu sent, %lu undelivered",
              (unsigned long long)conn->io.messages_sent, lost);
     dw__hub_remove(srv->hub, conn);
+    srv->io.closed++;
 }
 
 void dw__conn_sweep(struct dw_server *srv, int64_t now)

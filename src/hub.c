@@ -31,13 +31,11 @@ struct dw_hub {
     struct dw_readyq ready;
     dw_hub_wake_fn *wake;
     void *wake_arg;
-    unsigned long queue_size;
     uint64_t next_id; /* io only */
     _Atomic size_t nconns, nusers, nchannels;
     _Atomic uint64_t published[DW_MSG__COUNT];
     _Atomic uint64_t broadcasts;
-    _Atomic bool sealed;       /* shutting down: sends reach no one (dw__hub_seal) */
-    struct dw_hub_counters io; /* io only */
+    _Atomic bool sealed; /* shutting down: sends reach no one (dw__hub_seal) */
 };
 
 static _Thread_local int batch_depth;
@@ -101,7 +99,7 @@ static struct cds_lfht *new_table(void)
     return ht;
 }
 
-struct dw_hub *dw_hub_new(unsigned long queue_size, dw_hub_wake_fn *wake, void *wake_arg)
+struct dw_hub *dw_hub_new(dw_hub_wake_fn *wake, void *wake_arg)
 {
     struct dw_hub *hub = dw_xcalloc(1, sizeof(*hub));
 
@@ -112,7 +110,6 @@ struct dw_hub *dw_hub_new(unsigned long queue_size, dw_hub_wake_fn *wake, void *
     dw_readyq_init(&hub->ready);
     hub->wake = wake;
     hub->wake_arg = wake_arg;
-    hub->queue_size = queue_size;
     hub->next_id = 1;
     return hub;
 }
@@ -314,10 +311,9 @@ void dw_hub_count_published(struct dw_hub *hub, int type, int broadcast)
         atomic_fetch_add_explicit(&hub->broadcasts, 1, memory_order_relaxed);
 }
 
-void dw_hub_get_counters(struct dw_hub *hub, struct dw_hub_counters *out)
+void dw_hub_get_published(struct dw_hub *hub, struct dw_hub_published *out)
 {
-    *out = hub->io;
-    out->total_broadcast = atomic_load_explicit(&hub->broadcasts, memory_order_relaxed);
+    out->broadcasts = atomic_load_explicit(&hub->broadcasts, memory_order_relaxed);
     for (int i = 0; i < DW_MSG__COUNT; i++)
         out->by_type[i] = atomic_load_explicit(&hub->published[i], memory_order_relaxed);
 }
@@ -430,7 +426,6 @@ void dw__hub_add(struct dw_hub *hub, struct dw_conn *conn, const char *user_id)
     cds_lfht_add(hub->conns, hash_id(conn->id), &conn->id_node);
     dw_rcu_read_unlock();
     atomic_fetch_add_explicit(&hub->nconns, 1, memory_order_relaxed);
-    hub->io.connections_opened++;
 }
 
 static void free_user_rcu(struct rcu_head *head)
@@ -498,7 +493,6 @@ void dw__hub_remove(struct dw_hub *hub, struct dw_conn *conn)
         }
     }
     dw_rcu_read_unlock();
-    hub->io.connections_closed++;
     dw_call_rcu(&conn->rcu, unref_conn_rcu);
 }
 
@@ -589,14 +583,4 @@ void dw__hub_for_each_user(struct dw_hub *hub, bool (*fn)(struct dw_user *user, 
 void dw__hub_take_ready(struct dw_hub *hub, struct dw_readyq_batch *batch)
 {
     dw_readyq_take_all(&hub->ready, batch);
-}
-
-unsigned long dw__hub_queue_size(struct dw_hub *hub)
-{
-    return hub->queue_size;
-}
-
-struct dw_hub_counters *dw__hub_io_counters(struct dw_hub *hub)
-{
-    return &hub->io;
 }

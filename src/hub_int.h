@@ -216,10 +216,4 @@ void dw__hub_for_each_user(struct dw_hub *hub, bool (*fn)(struct dw_user *user, 
 /* thread: io. Detaches the ready queue into batch. */
 void dw__hub_take_ready(struct dw_hub *hub, struct dw_readyq_batch *batch);
 
-/* thread: io. The outbox bound. */
-unsigned long dw__hub_queue_size(struct dw_hub *hub);
-
-/* thread: io. The counters the I/O thread keeps (sent, failed, dropped, opened, closed). */
-struct dw_hub_counters *dw__hub_io_counters(struct dw_hub *hub);
-
 #endif

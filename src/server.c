@@ -339,7 +339,7 @@ struct dw_server *dw_server_new(const struct dw_config *cfg, const struct dw_aut
     dw_readyq_init(&srv->done);
     srv->ready_tail = &srv->ready_reqs;
     srv->wbuf = dw_xmalloc(LWS_PRE + DW_WRITE_BATCH);
-    srv->hub = dw_hub_new((unsigned long)cfg->queue_size, wake, srv);
+    srv->hub = dw_hub_new(wake, srv);
 
     srv->protocols[0] = (struct lws_protocols){
         .name = "dealwire",

@@ -53,6 +53,16 @@ struct dw_sock {
     struct dw_sock *prev, *next;
 };
 
+/* What the I/O thread did with connections and frames (stats "message_stats" and
+ * "connections_opened"/"_closed"); the producers' counts are the hub's. */
+struct dw_io_counters {
+    uint64_t sent;    /* frames written to sockets */
+    uint64_t failed;  /* sends that failed (socket errors, closes with queued data) */
+    uint64_t dropped; /* messages dropped by full outboxes */
+    uint64_t opened;  /* WebSocket connections established */
+    uint64_t closed;  /* and closed */
+};
+
 /* Counts of what the limits and checks refused (stats "refused"). */
 struct dw_refusals {
     uint64_t auth;            /* upgrades without a valid token */
@@ -104,6 +114,7 @@ struct dw_server {
     _Atomic size_t body_bytes;   /* any thread: request bodies held (http.c) */
     size_t socket_cap;           /* past it, new sockets are closed at accept */
     struct dw_refusals refusals; /* what the limits refused, for the stats */
+    struct dw_io_counters io;    /* what this thread did, for the stats */
     uint64_t stats_walk;         /* numbers the stats walks over channels (stats.c) */
     /* The claims verified by the last upgrade, for its ESTABLISHED (lws calls it right after
      * CONFIRM_UPGRADE for the same wsi, so one slot is enough; a mismatch re-verifies). */

@@ -128,23 +128,23 @@ struct json_object *dw__stats_service(struct dw_server *srv)
     struct json_object *obj = json_object_new_object();
     struct json_object *ms = json_object_new_object();
     struct json_object *uptime = json_object_new_object();
-    struct dw_hub_counters c;
+    struct dw_hub_published pub;
     struct uptime_walk up;
     int64_t now = dw_now_realtime_ns();
 
-    dw_hub_get_counters(srv->hub, &c);
+    dw_hub_get_published(srv->hub, &pub);
     json_object_object_add(obj, "active_connections", u64(dw_hub_connection_count(srv->hub)));
     json_object_object_add(obj, "total_users", u64(dw_hub_user_count(srv->hub)));
     json_object_object_add(obj, "total_rooms", u64(dw_hub_channel_count(srv->hub)));
 
-    json_object_object_add(ms, "total_sent", u64(c.total_sent));
-    json_object_object_add(ms, "total_failed", u64(c.total_failed));
-    json_object_object_add(ms, "total_dropped", u64(c.total_dropped));
-    json_object_object_add(ms, "total_broadcast", u64(c.total_broadcast));
-    json_object_object_add(ms, "deal_alerts", u64(c.by_type[DW_MSG_DEAL_ALERT]));
-    json_object_object_add(ms, "price_alerts", u64(c.by_type[DW_MSG_PRICE_ALERT]));
-    json_object_object_add(ms, "trip_updates", u64(c.by_type[DW_MSG_TRIP_UPDATE]));
-    json_object_object_add(ms, "notifications", u64(c.by_type[DW_MSG_NOTIFICATION]));
+    json_object_object_add(ms, "total_sent", u64(srv->io.sent));
+    json_object_object_add(ms, "total_failed", u64(srv->io.failed));
+    json_object_object_add(ms, "total_dropped", u64(srv->io.dropped));
+    json_object_object_add(ms, "total_broadcast", u64(pub.broadcasts));
+    json_object_object_add(ms, "deal_alerts", u64(pub.by_type[DW_MSG_DEAL_ALERT]));
+    json_object_object_add(ms, "price_alerts", u64(pub.by_type[DW_MSG_PRICE_ALERT]));
+    json_object_object_add(ms, "trip_updates", u64(pub.by_type[DW_MSG_TRIP_UPDATE]));
+    json_object_object_add(ms, "notifications", u64(pub.by_type[DW_MSG_NOTIFICATION]));
     json_object_object_add(obj, "message_stats", ms);
 
     /* One entry per user, the first UPTIME_USERS_MAX users the map yields: the walk is over
@@ -156,8 +156,8 @@ struct json_object *dw__stats_service(struct dw_server *srv)
     dw__hub_for_each_user(srv->hub, add_uptime, &up);
     json_object_object_add(obj, "uptime_by_user", uptime);
     json_object_object_add(obj, "uptime_by_user_truncated", json_object_new_boolean(up.truncated));
-    json_object_object_add(obj, "connections_opened", u64(c.connections_opened));
-    json_object_object_add(obj, "connections_closed", u64(c.connections_closed));
+    json_object_object_add(obj, "connections_opened", u64(srv->io.opened));
+    json_object_object_add(obj, "connections_closed", u64(srv->io.closed));
     json_object_object_add(obj, "queue_size", json_object_new_int(srv->cfg->queue_size));
     json_object_object_add(
         obj, "uptime_seconds",

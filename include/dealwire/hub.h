@@ -26,20 +26,16 @@ struct dw_msg;
 /* Called (from any thread) when the ready queue goes from empty to non-empty. */
 typedef void dw_hub_wake_fn(void *arg);
 
-/* Service-wide counters, as reported by /api/websocket/stats. */
-struct dw_hub_counters {
-    uint64_t total_sent;      /* frames written to sockets */
-    uint64_t total_failed;    /* sends that failed (socket errors, closes with queued data) */
-    uint64_t total_dropped;   /* messages dropped by full outboxes */
-    uint64_t total_broadcast; /* messages sent to everyone */
-    uint64_t by_type[16];     /* messages published, by enum dw_msg_type */
-    uint64_t connections_opened;
-    uint64_t connections_closed;
+/* What the producers published, as reported by /api/websocket/stats (what the I/O thread
+ * did with it, the server counts: server_int.h). */
+struct dw_hub_published {
+    uint64_t broadcasts;  /* messages sent to everyone */
+    uint64_t by_type[16]; /* messages published, by enum dw_msg_type */
 };
 
-/* thread: main. Makes an empty hub. queue_size is each outbox's bound. wake(arg) is how a
- * producer wakes the I/O thread. Returns a new hub owned by the caller. */
-struct dw_hub *dw_hub_new(unsigned long queue_size, dw_hub_wake_fn *wake, void *wake_arg);
+/* thread: main. Makes an empty hub. wake(arg) is how a producer wakes the I/O thread.
+ * Returns a new hub owned by the caller. */
+struct dw_hub *dw_hub_new(dw_hub_wake_fn *wake, void *wake_arg);
 
 /* thread: main, after every other thread that used the hub has stopped and every connection
  * was removed. Frees the hub. */
@@ -67,8 +63,8 @@ void dw_hub_batch_wake(struct dw_hub *hub);
 /* thread: any. Counts one published message of type (for the stats). */
 void dw_hub_count_published(struct dw_hub *hub, int type, int broadcast);
 
-/* thread: io. Copies the service-wide counters into out. */
-void dw_hub_get_counters(struct dw_hub *hub, struct dw_hub_counters *out);
+/* thread: any. Copies the publish counters into out. */
+void dw_hub_get_published(struct dw_hub *hub, struct dw_hub_published *out);
 
 /* thread: any. True once the server began to shut down: every send reaches no one. */
 bool dw_hub_sealed(struct dw_hub *hub);

@@ -155,7 +155,7 @@ static void test_rounds_only_with_clients_and_a_schema(void **state)
     cfg.hot_deal_interval = cfg.trending_interval = cfg.watch_interval = 1;
     db = dw_db_new(&cfg);
     assert_non_null(db);
-    hub = dw_hub_new(100, count_wake, NULL);
+    hub = dw_hub_new(count_wake, NULL);
     pool = dw_workers_start(2);
     assert_non_null(pool);
     assert_null(dw_monitors_start(NULL, db, hub, pool));

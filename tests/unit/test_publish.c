@@ -34,7 +34,7 @@ static void no_wake(void *arg)
 
 static int setup(void **state)
 {
-    struct dw_hub *hub = dw_hub_new(100, no_wake, NULL);
+    struct dw_hub *hub = dw_hub_new(no_wake, NULL);
 
     if (!hub)
         return -1;
@@ -52,7 +52,7 @@ static int teardown(void **state)
 static int group_setup(void **state)
 {
     (void)state;
-    dw_thread_set_role(DW_THREAD_IO); /* dw_hub_get_counters; publishing is any thread */
+    dw_thread_set_role(DW_THREAD_IO); /* publishing is any thread; the fixture is the I/O one */
     dw_rcu_register();
     return 0;
 }
@@ -67,9 +67,9 @@ static int group_teardown(void **state)
 
 static uint64_t published(struct dw_hub *hub)
 {
-    struct dw_hub_counters c;
+    struct dw_hub_published c;
 
-    dw_hub_get_counters(hub, &c);
+    dw_hub_get_published(hub, &c);
     return c.by_type[DW_MSG_DEAL_ALERT];
 }
 
