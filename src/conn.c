@@ -2,8 +2,8 @@
  * conn — DESIGN: one WebSocket connection on the I/O thread: admission, the welcome, client
  * commands, the heartbeat, and the write path.
  *
- * Write path (DESIGN.md, "Write path"): messages are framed once by their producer, so the
- * frames queued for a connection are copied back to back into the I/O thread's one write
+ * Write path (docs/architecture.md, "The write path"): messages are framed once by their producer,
+ * so the frames queued for a connection are copied back to back into the I/O thread's one write
  * buffer and sent with a single RAW lws_write: one syscall for many frames. A frame larger
  * than the buffer goes alone, straight from the message. The first write happens when the
  * ready queue is drained, not on WRITEABLE: asking for WRITEABLE first costs one more pass of

@@ -15,8 +15,8 @@
  * active watches and an empty result.
  *
  * An alert is recorded whether or not its user is connected at the time: price_alert is a
- * critical message, which the durable inbox (DESIGN.md, "Durable delivery") keeps for users
- * who are away. Until that inbox exists, an alert for an absent user is not sent again.
+ * critical message, which the durable inbox (docs/protocol.md and the durable-delivery issue) keeps
+ * for users who are away. Until that inbox exists, an alert for an absent user is not sent again.
  *
  * Reasons, as in the seed: "Price dropped by $30" (threshold minus price), "Price is at your
  * threshold of $150" when exactly at it, "Only 5 rooms left" (seats for flights, rooms for

@@ -27,14 +27,15 @@ struct dw_workers;
 struct dw_http_req;
 struct dw_db;
 
-/* Bytes gathered into one RAW write; also the protocol's tx_packet_size (DESIGN.md, "Write
- * path": left at 0, lws would cut each send at rx_buffer_size). */
+/* Bytes gathered into one RAW write; also the protocol's tx_packet_size (docs/architecture.md,
+ * "The write path": left at 0, lws would cut each send at rx_buffer_size). */
 #define DW_WRITE_BATCH (64 * 1024)
 
 /* lws's receive buffer per connection (lws allocates it at the upgrade, plus LWS_PRE + 4):
- * clients send short commands (DESIGN.md), which arrive in chunks of this size and are
- * reassembled up to --max-message-size; control frames (at most 125 bytes) fit whole.
- * 256 instead of 512 saves 256 bytes of every connection: 2.41 -> 2.06 KiB at 10,000 idle. */
+ * clients send short commands (docs/architecture.md, "The write path"), which arrive in chunks of
+ * this size and are reassembled up to --max-message-size; control frames (at most 125 bytes) fit
+ * whole. 256 instead of 512 saves 256 bytes of every connection: 2.41 -> 2.06 KiB at 10,000 idle.
+ */
 #define DW_RX_BUFFER 256
 
 /* How often the heartbeat sweep runs: an eighth of the heartbeat interval, within these

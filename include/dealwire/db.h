@@ -1,7 +1,7 @@
 /*
- * db — the daemon's database at run time (DESIGN.md, "Data"): the connection string from
- * --db, the readiness that /readyz reports, one store per worker thread, and the keeper
- * thread.
+ * db — the daemon's database at run time (docs/operations.md, "Database"): the connection
+ * string from --db, the readiness that /readyz reports, one store per worker thread, and the
+ * keeper thread.
  *
  * The keeper brings the schema up to date at start-up (the embedded migrations, retried with
  * the store's backoff while the database is unreachable, so that the hub serves meanwhile),

@@ -8,7 +8,7 @@
  * no lock and never touch lws: they push onto connection outboxes and the ready queue, and
  * wake the I/O thread once per batch.
  *
- * The flow of one delivery (DESIGN.md, "The delivery path"):
+ * The flow of one delivery (docs/architecture.md, "The path of a published message"):
  *   m = dw_msg_new_json(...)            refcount 1, the producer's
  *   dw_hub_send_user(hub, "alice", m)   one ref per recipient, one wake
  *   dw_msg_unref(m)                     the producer's own ref

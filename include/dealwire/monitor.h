@@ -1,5 +1,5 @@
 /*
- * monitor — the deal monitors of DESIGN.md ("Data"): rounds on the worker pool, each on its
+ * monitor — the deal monitors (docs/operations.md): rounds on the worker pool, each on its
  * own period (--hot-deal-interval, --trending-interval, --watch-interval), that read the
  * database and push events through the hub.
  *

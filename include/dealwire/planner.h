@@ -1,5 +1,5 @@
 /*
- * planner — the trip planner behind POST /api/ai/trip/plan (DESIGN.md, "Trip planner").
+ * planner — the trip planner behind POST /api/ai/trip/plan (documented in docs/protocol.md).
  *
  * A request names a user, a route (city codes), dates, a budget and a party size. The planner
  * validates it, searches the flights of the route on the dates and the destination's hotels

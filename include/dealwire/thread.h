@@ -6,8 +6,8 @@
  * for debug and sanitizer builds (when NDEBUG is not defined) and costs nothing in release.
  *
  * DW_TSAN_RELEASE / DW_TSAN_ACQUIRE tell ThreadSanitizer about orderings that liburcu provides
- * with its own asm barriers, which TSan cannot see (see STYLE.md, section 11). They are no-ops
- * outside TSan builds.
+ * with its own asm barriers, which TSan cannot see (CONTRIBUTING.md, "Before you send a change").
+ * They are no-ops outside TSan builds.
  */
 #ifndef DEALWIRE_THREAD_H
 #define DEALWIRE_THREAD_H

@@ -1,5 +1,5 @@
 /*
- * timer — periodic jobs on the worker pool (DESIGN.md: "monitors on timers").
+ * timer — periodic jobs on the worker pool (docs/architecture.md, "The path of a monitor's alert").
  *
  * One timer thread sleeps until the earliest deadline of its timers, then submits each due
  * timer's function to the worker pool as a job. A timer whose previous run is still queued or
