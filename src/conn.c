@@ -29,6 +29,7 @@
 #include "dealwire/thread.h"
 #include "dealwire/time.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -46,6 +47,33 @@
 #define CLOSE_TOKEN_EXPIRED 4001
 /* Seconds a slow consumer has to take its close frame before lws hangs up. */
 #define SLOW_CLOSE_GRACE_S 5
+
+/* ==========================================================================================
+ * The object: references (conn_int.h has its lifetime)
+ */
+
+void dw__conn_ref(struct dw_conn *conn)
+{
+    atomic_fetch_add_explicit(&conn->refs, 1, memory_order_relaxed);
+}
+
+void dw__conn_unref(struct dw_conn *conn)
+{
+    unsigned old = atomic_fetch_sub_explicit(&conn->refs, 1, memory_order_acq_rel);
+
+    if (old == 0)
+        dw_panic("connection refcount underflow");
+    if (old > 1)
+        return;
+    dw_outbox_destroy(&conn->outbox);
+    free(conn->io.rx);
+    free(conn->io.grants);
+    free(conn);
+}
+
+/* ==========================================================================================
+ * Admission, the welcome and client commands
+ */
 
 /* dw_log for one connection: each line starts "connection <id> (user <user id>): ". */
 static void conn_log(enum dw_log_level level, const struct dw_conn *conn, const char *fmt, ...)
@@ -290,6 +318,7 @@ static struct dw_conn *open_conn(struct dw_server *srv, struct lws *wsi, struct 
     struct dw_conn *conn = dw__hub_conn_new(srv->hub);
 
     conn->io.wsi = wsi;
+    conn->io.state = DW_CONN_OPEN;
     conn->io.connected_at = now;
     conn->io.last_activity_rt = now;
     conn->io.last_heartbeat_rt = now;
@@ -459,7 +488,7 @@ static void handle_text(struct dw_server *srv, struct dw_conn *conn, const char 
     reply(conn, m);
 }
 
-static void begin_close(struct dw_conn *conn, enum lws_close_status code, const char *reason,
+static bool begin_close(struct dw_conn *conn, enum lws_close_status code, const char *reason,
                         bool flush);
 
 /* Hangs up a connection from outside its callbacks (a failed write, a stale client): lws
@@ -468,7 +497,10 @@ static void begin_close(struct dw_conn *conn, enum lws_close_status code, const 
  * such a wsi frees it at once, under the WRITEABLE that called it. */
 static void hang_up(struct dw_conn *conn)
 {
-    conn->io.let_go = true;
+    bool allowed = dw_conn_step(&conn->io.state, DW_CONN_EV_LET_GO);
+
+    assert(allowed); /* callers skip LET_GO and GONE */
+    (void)allowed;
     dw__hang_up(conn->io.wsi);
 }
 
@@ -480,10 +512,14 @@ static void hang_up(struct dw_conn *conn)
  * once; it leaves the wsi alive (WRITEABLE comes only to an established connection, whose
  * close waits for its close frame). Only once: a second kill, from a WRITEABLE that lws
  * still delivers while it waits for the client's close, would free the wsi under lws
- * (let_go). Returns what WRITEABLE returns. */
+ * (LET_GO). Returns what WRITEABLE returns. */
 static int close_with(struct dw_conn_io *io, enum lws_close_status code, const char *why)
 {
-    io->let_go = true; /* lws may call WRITEABLE again before it sends the frame */
+    /* LET_GO: lws may call WRITEABLE again before it sends the frame. */
+    bool allowed = dw_conn_step(&io->state, DW_CONN_EV_LET_GO);
+
+    assert(allowed); /* from FLUSHING or DROPPING only */
+    (void)allowed;
     lws_close_reason(io->wsi, code, (unsigned char *)why, strlen(why));
     lws_set_timeout(io->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_SYNC);
     return 0;
@@ -539,8 +575,8 @@ int dw__conn_receive(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
     io = &conn->io;
     io->last_activity = dw_now_mono_ns();
     io->last_activity_rt = dw_now_realtime_ns();
-    if (io->closing)
-        return 0; /* closing (begin_close): nothing more is taken from this client */
+    if (!dw_conn_takes_input(io->state))
+        return 0; /* closing: nothing more is taken from this client */
 
     if (lws_is_first_fragment(wsi)) {
         io->rx_len = 0;
@@ -588,7 +624,7 @@ void dw__conn_pong(struct dw_server *srv, struct dw_pss *pss)
     /* A pong that answers no ping of ours (RFC 6455 allows them, as heartbeats) is charged
      * like a message, so that a flood of them is a flood of messages. lws tells nothing of
      * the pings a client sends (docs/security.md says why those are safe). */
-    if (!conn->io.pong_due && !conn->io.closing)
+    if (!conn->io.pong_due && dw_conn_takes_input(conn->io.state))
         charge(srv, conn, dw_now_mono_ns());
     conn->io.pong_due = false;
     conn->io.last_activity = dw_now_mono_ns();
@@ -601,15 +637,16 @@ void dw__conn_pong(struct dw_server *srv, struct dw_pss *pss)
  * slow consumer, whose queue is the problem). Never from RECEIVE by returning -1: lws would
  * send the close frame at once and the replies already queued after it, which RFC 6455
  * forbids. What the client sends after this is ignored. */
-static void begin_close(struct dw_conn *conn, enum lws_close_status code, const char *reason,
+static bool begin_close(struct dw_conn *conn, enum lws_close_status code, const char *reason,
                         bool flush)
 {
-    conn->io.closing = true;
-    conn->io.close_flush = flush;
+    if (!dw_conn_step(&conn->io.state, flush ? DW_CONN_EV_FLUSH_CLOSE : DW_CONN_EV_DROP_CLOSE))
+        return false; /* closing already, or gone */
     conn->io.flush_left = dw_outbox_queued(&conn->outbox);
     conn->io.close_code = (unsigned short)code;
     conn->io.close_reason = reason;
     lws_callback_on_writable(conn->io.wsi);
+    return true;
 }
 
 /* Drops oldest messages past the bound and applies the 3-strike rule. */
@@ -629,12 +666,12 @@ static void collect(struct dw_server *srv, struct dw_conn *conn)
     if (conn->io.strikes > 0 && now - conn->io.last_strike < STRIKE_SPACING_NS)
         return;
     conn->io.last_strike = now;
-    if (++conn->io.strikes == STRIKES_MAX && conn->io.wsi && !conn->io.closing) {
+    /* Close with 1008 on the next WRITEABLE, if the client reads again within the grace
+     * period; otherwise lws hangs up when it ends. */
+    if (++conn->io.strikes == STRIKES_MAX &&
+        begin_close(conn, LWS_CLOSE_STATUS_POLICY_VIOLATION, "slow consumer", false)) {
         conn_log(DW_LOG_INFO, conn, "slow consumer, %llu dropped; closing",
                  (unsigned long long)conn->io.messages_dropped);
-        /* Close with 1008 on the next WRITEABLE, if the client reads again within the grace
-         * period; otherwise lws hangs up when it ends. */
-        begin_close(conn, LWS_CLOSE_STATUS_POLICY_VIOLATION, "slow consumer", false);
         lws_set_timeout(conn->io.wsi, PENDING_TIMEOUT_USER_OK, SLOW_CLOSE_GRACE_S);
     }
 }
@@ -689,7 +726,7 @@ static int write_queued(struct dw_server *srv, struct dw_conn *conn, struct lws 
         io->messages_sent += (uint64_t)sent;
         srv->io.sent += (uint64_t)sent;
         io->strikes = 0;
-        if (io->closing)
+        if (io->state == DW_CONN_FLUSHING)
             io->flush_left -= (unsigned long)sent;
     }
     return 0;
@@ -701,7 +738,7 @@ static bool may_write_now(const struct dw_conn *conn)
 {
     const struct dw_conn_io *io = &conn->io;
 
-    return !io->closing && !io->want_ping && !io->peer_closed && !lws_partial_buffered(io->wsi);
+    return io->state == DW_CONN_OPEN && !io->want_ping && !lws_partial_buffered(io->wsi);
 }
 
 void dw__conn_drain_ready(struct dw_server *srv)
@@ -716,7 +753,8 @@ void dw__conn_drain_ready(struct dw_server *srv)
 
         /* A connection let go stays scheduled, so producers stop waking us for it; what is
          * queued counts as undelivered when lws closes it. */
-        if (wsi && !atomic_load_explicit(&conn->closed, memory_order_relaxed) && !conn->io.let_go) {
+        if (wsi && !atomic_load_explicit(&conn->closed, memory_order_relaxed) &&
+            conn->io.state != DW_CONN_LET_GO) {
             /* Off the ready queue now: the next push may put it back. */
             dw_outbox_unschedule(&conn->outbox);
             collect(srv, conn);
@@ -740,7 +778,7 @@ int dw__conn_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
     if (!conn)
         return 0;
     io = &conn->io;
-    if (io->let_go)
+    if (io->state == DW_CONN_LET_GO)
         return 0;
     if (io->want_ping) {
         /* A payload (our send time) because lws does not report empty pongs. */
@@ -756,7 +794,7 @@ int dw__conn_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
         return 0;
     }
 
-    if (io->closing && !io->close_flush) {
+    if (io->state == DW_CONN_DROPPING) {
         /* Closing for cause: what is queued is dropped, the close frame goes now. */
         unsigned long n = dw_outbox_collect(&conn->outbox, 0);
 
@@ -766,9 +804,10 @@ int dw__conn_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
     }
 
     collect(srv, conn);
-    if (write_queued(srv, conn, wsi, io->closing ? io->flush_left : ULONG_MAX) < 0)
+    if (write_queued(srv, conn, wsi, io->state == DW_CONN_FLUSHING ? io->flush_left : ULONG_MAX) <
+        0)
         return -1;
-    if (io->closing && io->flush_left == 0)
+    if (io->state == DW_CONN_FLUSHING && io->flush_left == 0)
         return close_with(io, io->close_code, io->close_reason);
     if (!dw_outbox_is_empty(&conn->outbox))
         lws_callback_on_writable(wsi);
@@ -777,19 +816,24 @@ int dw__conn_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
 
 void dw__conn_peer_close(struct dw_pss *pss)
 {
+    /* Refused (and nothing changes) when we are closing already: lws answers the client. */
     if (pss->conn)
-        pss->conn->io.peer_closed = true;
+        dw_conn_step(&pss->conn->io.state, DW_CONN_EV_PEER_CLOSE);
 }
 
 void dw__conn_closed(struct dw_server *srv, struct dw_pss *pss)
 {
     struct dw_conn *conn = pss->conn;
     unsigned long lost;
+    bool allowed;
 
     if (!conn)
         return;
     pss->conn = NULL;
     conn->io.wsi = NULL;
+    allowed = dw_conn_step(&conn->io.state, DW_CONN_EV_CLOSED);
+    assert(allowed); /* lws closes a connection once */
+    (void)allowed;
     /* What is still queued will not be delivered on this connection. */
     lost = dw_outbox_queued(&conn->outbox);
     conn->io.messages_failed += lost;
@@ -811,12 +855,12 @@ void dw__conn_sweep(struct dw_server *srv, int64_t now)
         struct dw_conn_io *io = &conn->io;
         int64_t idle = now - io->last_activity;
 
-        if (!io->wsi || io->let_go)
+        if (io->state == DW_CONN_LET_GO || io->state == DW_CONN_GONE)
             continue;
-        if (io->token_end && now_s >= io->token_end && !io->closing) {
+        if (io->token_end && now_s >= io->token_end &&
+            begin_close(conn, CLOSE_TOKEN_EXPIRED, "token expired", true)) {
             srv->refusals.token_expired++;
             conn_log(DW_LOG_INFO, conn, "token expired, closing");
-            begin_close(conn, CLOSE_TOKEN_EXPIRED, "token expired", true);
             continue;
         }
         if (idle >= stale_after) {
@@ -836,7 +880,6 @@ void dw__conn_close_all(struct dw_server *srv)
     struct dw_conn *conn;
 
     dw_rlist_for_each_entry(conn, dw__hub_all(srv->hub), struct dw_conn, all_link) {
-        if (conn->io.wsi && !conn->io.closing)
-            begin_close(conn, LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down", true);
+        begin_close(conn, LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down", true);
     }
 }

@@ -350,25 +350,6 @@ struct dw_conn *dw__hub_conn_new(struct dw_hub *hub)
     return c;
 }
 
-void dw__conn_ref(struct dw_conn *conn)
-{
-    atomic_fetch_add_explicit(&conn->refs, 1, memory_order_relaxed);
-}
-
-void dw__conn_unref(struct dw_conn *conn)
-{
-    unsigned old = atomic_fetch_sub_explicit(&conn->refs, 1, memory_order_acq_rel);
-
-    if (old == 0)
-        dw_panic("connection refcount underflow");
-    if (old > 1)
-        return;
-    dw_outbox_destroy(&conn->outbox);
-    free(conn->io.rx);
-    free(conn->io.grants);
-    free(conn);
-}
-
 /* rcu: reader. The node of key in ht, or NULL. */
 static struct cds_lfht_node *lookup(struct cds_lfht *ht, unsigned long hash,
                                     cds_lfht_match_fct match, const void *key)
