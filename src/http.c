@@ -299,7 +299,7 @@ static void hand_back(struct dw_http_req *req, int status, char *text, size_t le
 
     set_answer(req, (unsigned)status, text, len);
     if (dw_readyq_push(&srv->done, &req->done_node))
-        dw_hub_batch_wake(srv->hub);
+        dw_wake(&srv->wake);
 }
 
 /* thread: worker. POST /api/publish. The fan-out and the answer share one wake of the I/O
@@ -314,11 +314,11 @@ static void publish_job(void *arg)
     char *text;
     int status;
 
-    dw_hub_batch_begin(hub);
+    dw_wake_batch_begin();
     status = dw_publish_request(hub, req->body, req->body_len, &text, &len);
     free_body(req);
     hand_back(req, status, text, len);
-    dw_hub_batch_end(hub);
+    dw_wake_batch_end();
 }
 
 /* thread: worker. POST /api/ai/trip/plan: may wait on the database (this worker only). */

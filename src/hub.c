@@ -9,8 +9,9 @@
  *
  * Fan-out is one loop over a list: per recipient, one queue node taken from a block of up to
  * 256 (no allocation, the message references taken a block at a time), one wait-free enqueue
- * and, when the connection was idle, one ready-queue push. The wake-up (lws_cancel_service via the
- * wake callback) happens once per call, or once per batch between batch_begin and batch_end.
+ * and, when the connection was idle, one ready-queue push. The wake-up (lws_cancel_service,
+ * through the I/O thread's struct dw_wake) happens once per call, or once per batch of the
+ * sending thread (wake.h).
  */
 #define DW_LOG_MODULE "hub"
 #include "hub_int.h"
@@ -18,6 +19,7 @@
 #include "dealwire/mem.h"
 #include "dealwire/msg.h"
 #include "dealwire/thread.h"
+#include "dealwire/wake.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -29,17 +31,13 @@ struct dw_hub {
     struct cds_lfht *channels; /* name -> dw_channel */
     struct dw_rlist all;       /* every dw_conn, for broadcasts */
     struct dw_readyq ready;
-    dw_hub_wake_fn *wake;
-    void *wake_arg;
-    uint64_t next_id; /* io only */
+    const struct dw_wake *wake; /* the I/O thread's, borrowed */
+    uint64_t next_id;           /* io only */
     _Atomic size_t nconns, nusers, nchannels;
     _Atomic uint64_t published[DW_MSG__COUNT];
     _Atomic uint64_t broadcasts;
     _Atomic bool sealed; /* shutting down: sends reach no one (dw__hub_seal) */
 };
-
-static _Thread_local int batch_depth;
-static _Thread_local bool batch_wake_pending;
 
 /* FNV-1a, then a final mix so that close strings spread over the buckets. */
 static unsigned long hash_str(const char *s)
@@ -99,7 +97,7 @@ static struct cds_lfht *new_table(void)
     return ht;
 }
 
-struct dw_hub *dw_hub_new(dw_hub_wake_fn *wake, void *wake_arg)
+struct dw_hub *dw_hub_new(const struct dw_wake *wake)
 {
     struct dw_hub *hub = dw_xcalloc(1, sizeof(*hub));
 
@@ -109,7 +107,6 @@ struct dw_hub *dw_hub_new(dw_hub_wake_fn *wake, void *wake_arg)
     dw_rlist_init(&hub->all);
     dw_readyq_init(&hub->ready);
     hub->wake = wake;
-    hub->wake_arg = wake_arg;
     hub->next_id = 1;
     return hub;
 }
@@ -197,17 +194,13 @@ static inline void fanout_to(struct fanout *f, struct dw_conn *c)
     }
 }
 
-/* Closes the last block and wakes the I/O thread (or defers the wake to the end of the
- * batch). Returns the number of recipients. */
+/* Closes the last block and wakes the I/O thread (at the end of the sender's batch when it
+ * is in one: wake.h). Returns the number of recipients. */
 static size_t fanout_finish(struct fanout *f)
 {
     fanout_close_block(f);
-    if (f->wake) {
-        if (batch_depth > 0)
-            batch_wake_pending = true;
-        else
-            f->hub->wake(f->hub->wake_arg);
-    }
+    if (f->wake)
+        dw_wake(f->hub->wake);
     return f->count;
 }
 
@@ -278,29 +271,6 @@ size_t dw_hub_send_all(struct dw_hub *hub, struct dw_msg *msg)
     }
     dw_rcu_read_unlock();
     return fanout_finish(&f);
-}
-
-void dw_hub_batch_begin(struct dw_hub *hub)
-{
-    (void)hub;
-    batch_depth++;
-}
-
-void dw_hub_batch_wake(struct dw_hub *hub)
-{
-    if (batch_depth > 0)
-        batch_wake_pending = true;
-    else
-        hub->wake(hub->wake_arg);
-}
-
-void dw_hub_batch_end(struct dw_hub *hub)
-{
-    assert(batch_depth > 0);
-    if (--batch_depth == 0 && batch_wake_pending) {
-        batch_wake_pending = false;
-        hub->wake(hub->wake_arg);
-    }
 }
 
 void dw_hub_count_published(struct dw_hub *hub, int type, int broadcast)

@@ -24,6 +24,7 @@
 #include "dealwire/hub.h"
 #include "dealwire/monitor.h"
 #include "dealwire/store.h"
+#include "dealwire/wake.h"
 #include "monitor_int.h"
 
 #include <errno.h>
@@ -111,7 +112,7 @@ static int announce(struct dw_monitor_round *r, const char *sql, const char *con
         return -EPROTO;
     }
     n = PQntuples(res);
-    dw_hub_batch_begin(r->hub);
+    dw_wake_batch_begin();
     for (int i = 0; i < n; i++) {
         struct dw_deal deal;
 
@@ -123,7 +124,7 @@ static int announce(struct dw_monitor_round *r, const char *sql, const char *con
         json_object_put(deal.metadata);
         ++*ndeals;
     }
-    dw_hub_batch_end(r->hub);
+    dw_wake_batch_end();
     PQclear(res);
     return rc;
 }

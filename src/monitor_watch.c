@@ -30,6 +30,7 @@
 #include "dealwire/hub.h"
 #include "dealwire/monitor.h"
 #include "dealwire/store.h"
+#include "dealwire/wake.h"
 #include "monitor_int.h"
 
 #include <errno.h>
@@ -195,7 +196,7 @@ int dw__monitor_watches(struct dw_monitor_round *r)
             break;
         }
         n = PQntuples(res);
-        dw_hub_batch_begin(r->hub);
+        dw_wake_batch_begin();
         for (int i = 0; i < n; i++) {
             long sent = send_alert(r, res, i);
 
@@ -206,7 +207,7 @@ int dw__monitor_watches(struct dw_monitor_round *r)
             alerts++;
             reached += (unsigned long)sent;
         }
-        dw_hub_batch_end(r->hub);
+        dw_wake_batch_end();
         PQclear(res);
     } while (n == DW_MONITOR_WATCH_BATCH && !atomic_load(r->stopping));
 

@@ -339,7 +339,8 @@ struct dw_server *dw_server_new(const struct dw_config *cfg, const struct dw_aut
     dw_readyq_init(&srv->done);
     srv->ready_tail = &srv->ready_reqs;
     srv->wbuf = dw_xmalloc(LWS_PRE + DW_WRITE_BATCH);
-    srv->hub = dw_hub_new(wake, srv);
+    srv->wake = (struct dw_wake){.fn = wake, .arg = srv};
+    srv->hub = dw_hub_new(&srv->wake);
 
     srv->protocols[0] = (struct lws_protocols){
         .name = "dealwire",

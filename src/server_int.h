@@ -18,6 +18,7 @@
 #include "dealwire/config.h"
 #include "dealwire/ipcount.h"
 #include "dealwire/readyq.h"
+#include "dealwire/wake.h"
 #include "hub_int.h"
 
 #include <openssl/ssl.h>
@@ -94,6 +95,8 @@ struct dw_server {
     int64_t drain_deadline;     /* monotonic ns */
     int64_t started_at;         /* realtime ns */
     struct dw_readyq done;      /* finished HTTP jobs (dw_http_req.done_node); any → io */
+    struct dw_wake wake;        /* how any thread wakes this one (wake.h): the hub's and the
+                                 * done queue's */
     uv_loop_t *uv_loop;         /* --event-loop uv: our loop, which lws joins */
     void *foreign_loops[1];
     const struct dw_store_health *db_health; /* NULL without --db */

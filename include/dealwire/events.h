@@ -14,8 +14,8 @@
  * An invalid call sends nothing and counts nothing. Callers that need to tell the two apart
  * check their input first (e.g. with dw_events_level_is_valid()).
  *
- * Each call wakes the I/O thread at most once; wrap several in dw_hub_batch_begin() /
- * dw_hub_batch_end() to wake it once for the batch.
+ * Each call wakes the I/O thread at most once; wrap several in dw_wake_batch_begin() /
+ * dw_wake_batch_end() (wake.h) to wake it once for the batch.
  *
  * Target, as a compound literal:
  *   dw_events_notification(hub, &(struct dw_target){DW_TARGET_USER, "alice"},

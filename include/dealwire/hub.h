@@ -22,9 +22,7 @@
 
 struct dw_hub;
 struct dw_msg;
-
-/* Called (from any thread) when the ready queue goes from empty to non-empty. */
-typedef void dw_hub_wake_fn(void *arg);
+struct dw_wake;
 
 /* What the producers published, as reported by /api/websocket/stats (what the I/O thread
  * did with it, the server counts: server_int.h). */
@@ -33,9 +31,10 @@ struct dw_hub_published {
     uint64_t by_type[16]; /* messages published, by enum dw_msg_type */
 };
 
-/* thread: main. Makes an empty hub. wake(arg) is how a producer wakes the I/O thread.
- * Returns a new hub owned by the caller. */
-struct dw_hub *dw_hub_new(dw_hub_wake_fn *wake, void *wake_arg);
+/* thread: main. Makes an empty hub. wake is how a send wakes the I/O thread when it made the
+ * ready queue non-empty (inside the sender's wake batch, once per batch: wake.h); borrowed
+ * for the hub's lifetime. Returns a new hub owned by the caller. */
+struct dw_hub *dw_hub_new(const struct dw_wake *wake);
 
 /* thread: main, after every other thread that used the hub has stopped and every connection
  * was removed. Frees the hub. */
@@ -50,15 +49,6 @@ size_t dw_hub_send_channel(struct dw_hub *hub, const char *channel, struct dw_ms
 
 /* thread: any; rcu: registered. Queues msg for every connection. Returns the count. */
 size_t dw_hub_send_all(struct dw_hub *hub, struct dw_msg *msg);
-
-/* thread: any. Between begin and end, the send functions of this thread defer their wake-up
- * to dw_hub_batch_end(), so a batch of publishes costs one wake. Nests. */
-void dw_hub_batch_begin(struct dw_hub *hub);
-void dw_hub_batch_end(struct dw_hub *hub);
-
-/* thread: any. Wakes the I/O thread: at dw_hub_batch_end() inside a batch (one wake for the
- * batch's sends and whatever else the caller queued for the I/O thread), now outside one. */
-void dw_hub_batch_wake(struct dw_hub *hub);
 
 /* thread: any. Counts one published message of type (for the stats). */
 void dw_hub_count_published(struct dw_hub *hub, int type, int broadcast);

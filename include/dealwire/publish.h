@@ -21,7 +21,7 @@ struct dw_hub;
 #define DW_PUBLISH_MAX_BATCH 10000
 
 /* thread: worker (any RCU-registered thread). Publishes what body (len bytes, borrowed)
- * asks for through hub; inside the caller's dw_hub_batch_begin/end, its sends share one
+ * asks for through hub; inside the caller's dw_wake_batch_begin/end, its sends share one
  * wake-up of the I/O thread with what the caller queues next (the HTTP answer). Returns the HTTP
  * status (200, 400, or 503 once the hub is sealed) and sets *resp to a new NUL-terminated JSON
  * answer (the caller frees it) of *resp_len bytes. */

@@ -13,6 +13,7 @@
 #include "dealwire/events.h"
 #include "dealwire/msg.h"
 #include "dealwire/thread.h"
+#include "dealwire/wake.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -37,6 +38,7 @@
 
 struct fixture {
     struct dw_hub *hub;
+    struct dw_wake wake;    /* count_wake, the fixture */
     _Atomic unsigned wakes; /* producers' threads call the wake function too */
     unsigned nconns;
     struct dw_conn *conns[MAX_CONNS]; /* NULL once removed */
@@ -57,7 +59,8 @@ static int setup(void **state)
 
     if (!fx)
         return -1;
-    fx->hub = dw_hub_new(count_wake, fx);
+    fx->wake = (struct dw_wake){count_wake, fx};
+    fx->hub = dw_hub_new(&fx->wake);
     if (!fx->hub)
         return -1;
     *state = fx;

@@ -12,6 +12,7 @@
 #include "../../src/hub_int.h"
 #include "dealwire/msg.h"
 #include "dealwire/thread.h"
+#include "dealwire/wake.h"
 
 #include <errno.h>
 #include <setjmp.h>
@@ -32,6 +33,7 @@
 
 struct fixture {
     struct dw_hub *hub;
+    struct dw_wake wake; /* count_wake, the fixture */
     unsigned wakes;
     unsigned nconns;
     struct dw_conn *conns[MAX_CONNS]; /* NULL once removed */
@@ -52,7 +54,8 @@ static int setup(void **state)
 
     if (!fx)
         return -1;
-    fx->hub = dw_hub_new(count_wake, fx);
+    fx->wake = (struct dw_wake){count_wake, fx};
+    fx->hub = dw_hub_new(&fx->wake);
     if (!fx->hub)
         return -1;
     *state = fx;
@@ -494,33 +497,33 @@ static void test_batch_wakes_once(void **state)
 
     assert_int_equal(dw__hub_subscribe(fx->hub, fx->conns[b], "deals", 8), 0);
 
-    dw_hub_batch_begin(fx->hub);
+    dw_wake_batch_begin();
     assert_int_equal(dw_hub_send_user(fx->hub, "alice", m), 1);
     assert_int_equal(dw_hub_send_channel(fx->hub, "deals", m), 1);
     assert_int_equal(dw_hub_send_all(fx->hub, m), 2);
     assert_int_equal(fx->wakes, 0);
-    dw_hub_batch_end(fx->hub);
+    dw_wake_batch_end();
     assert_int_equal(fx->wakes, 1);
     drain(fx);
     assert_int_equal(fx->received[a], 2);
     assert_int_equal(fx->received[b], 2);
 
     /* Nested: only the outermost end wakes. */
-    dw_hub_batch_begin(fx->hub);
-    dw_hub_batch_begin(fx->hub);
+    dw_wake_batch_begin();
+    dw_wake_batch_begin();
     assert_int_equal(dw_hub_send_all(fx->hub, m), 2);
-    dw_hub_batch_end(fx->hub);
+    dw_wake_batch_end();
     assert_int_equal(fx->wakes, 1);
     assert_int_equal(dw_hub_send_user(fx->hub, "bob", m), 1);
     assert_int_equal(fx->wakes, 1);
-    dw_hub_batch_end(fx->hub);
+    dw_wake_batch_end();
     assert_int_equal(fx->wakes, 2);
     drain(fx);
 
     /* A batch that scheduled nothing does not wake. */
-    dw_hub_batch_begin(fx->hub);
+    dw_wake_batch_begin();
     assert_int_equal(dw_hub_send_user(fx->hub, "nobody", m), 0);
-    dw_hub_batch_end(fx->hub);
+    dw_wake_batch_end();
     assert_int_equal(fx->wakes, 2);
 
     /* After the batch, calls wake on their own again. */

@@ -20,6 +20,7 @@
 #include "dealwire/rcu.h"
 #include "dealwire/thread.h"
 #include "dealwire/worker.h"
+#include "dealwire/wake.h"
 
 #include <math.h>
 #include <netinet/in.h>
@@ -114,6 +115,9 @@ static void test_reasons(void **state)
 
 static _Atomic unsigned wakes;
 
+static void count_wake(void *arg);
+static const struct dw_wake counted_wake = {count_wake, NULL};
+
 static void count_wake(void *arg)
 {
     (void)arg;
@@ -155,7 +159,7 @@ static void test_rounds_only_with_clients_and_a_schema(void **state)
     cfg.hot_deal_interval = cfg.trending_interval = cfg.watch_interval = 1;
     db = dw_db_new(&cfg);
     assert_non_null(db);
-    hub = dw_hub_new(count_wake, NULL);
+    hub = dw_hub_new(&counted_wake);
     pool = dw_workers_start(2);
     assert_non_null(pool);
     assert_null(dw_monitors_start(NULL, db, hub, pool));

@@ -11,6 +11,7 @@
 #include "dealwire/msg.h"
 #include "dealwire/rcu.h"
 #include "dealwire/thread.h"
+#include "dealwire/wake.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -32,9 +33,11 @@ static void no_wake(void *arg)
     (void)arg;
 }
 
+static const struct dw_wake quiet = {no_wake, NULL};
+
 static int setup(void **state)
 {
-    struct dw_hub *hub = dw_hub_new(no_wake, NULL);
+    struct dw_hub *hub = dw_hub_new(&quiet);
 
     if (!hub)
         return -1;

@@ -24,6 +24,7 @@
 #include "../../src/hub_int.h"
 #include "dealwire/msg.h"
 #include "dealwire/thread.h"
+#include "dealwire/wake.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -154,7 +155,7 @@ static void *producer_main(void *arg)
         struct dw_msg *m = dw_msg_new_text(DW_MSG_DEAL_ALERT, 0, text, (size_t)len);
 
         if (p->id == 2 && s % BATCH == 0)
-            dw_hub_batch_begin(p->hub);
+            dw_wake_batch_begin();
         switch (t.kind) {
         case T_USER:
             snprintf(name, sizeof(name), "u%02u", t.arg);
@@ -177,7 +178,7 @@ static void *producer_main(void *arg)
             break;
         }
         if (p->id == 2 && (s % BATCH == BATCH - 1 || s == PER_PRODUCER - 1))
-            dw_hub_batch_end(p->hub);
+            dw_wake_batch_end();
         dw_msg_unref(m); /* the producer's own reference, after fan-out */
         /* Pacing, not synchronization: lets the I/O thread run between publishes, so drains,
          * churn and fan-out interleave many times. */
@@ -394,6 +395,7 @@ static void test_fanout_with_churn(void **state)
 {
     struct io *io = calloc(1, sizeof(*io));
     struct wake w = {.wakes = 0};
+    struct dw_wake waker;
     unsigned round = 0;
     bool need_wake = false;
     struct producer prod[NPRODUCERS];
@@ -408,7 +410,8 @@ static void test_fanout_with_churn(void **state)
     pthread_mutex_init(&w.lock, NULL);
     pthread_cond_init(&w.cond, NULL);
     pthread_cond_init(&w.released, NULL);
-    io->hub = dw_hub_new(on_wake, &w);
+    waker = (struct dw_wake){on_wake, &w};
+    io->hub = dw_hub_new(&waker);
     io->rng = 0x9e3779b97f4a7c15ULL;
 
     /* The stable connections: ids 1..NSTABLE, in order, before any producer starts. */
