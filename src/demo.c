@@ -20,6 +20,7 @@
 #include "dealwire/store.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,14 +166,18 @@ static int insert(struct dw_store *st, struct load *ld, const char *table, const
                   int nparams, const char *const *params, long *count)
 {
     PGresult *res;
+    long long n;
     int r;
 
     ld->step = table;
     r = dw_store_exec(st, &res, sql, nparams, params);
     if (r < 0)
         return r;
-    *count = atol(PQcmdTuples(res));
+    r = dw_store_parse_int(PQcmdTuples(res), 0, LONG_MAX, &n);
     PQclear(res);
+    if (r < 0)
+        return -EPROTO;
+    *count = (long)n;
     return 0;
 }
 
@@ -304,7 +309,7 @@ static long run_step(struct dw_store *st, struct dw_demo_moves *mv, const char *
                      const struct column *cols, int ncols)
 {
     PGresult *res;
-    long n;
+    long long n;
     int r;
 
     mv->step = name;
@@ -313,9 +318,9 @@ static long run_step(struct dw_store *st, struct dw_demo_moves *mv, const char *
         return r;
     for (int i = 0; i < ncols && PQntuples(res) > 0 && i < PQnfields(res); i++)
         snprintf(cols[i].buf, cols[i].size, "%s", PQgetvalue(res, 0, i));
-    n = atol(PQcmdTuples(res));
+    r = dw_store_parse_int(PQcmdTuples(res), 0, LONG_MAX, &n);
     PQclear(res);
-    return n;
+    return r < 0 ? -EPROTO : (long)n;
 }
 
 #define NCOLS(cols) ((int)(sizeof(cols) / sizeof((cols)[0])))

@@ -18,6 +18,7 @@
 #include "dealwire/store.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,9 +159,16 @@ static int read_recorded(struct dw_store *st, void *arg)
         return r;
 
     for (int row = 0; row < PQntuples(res); row++) {
-        int version = atoi(PQgetvalue(res, row, 0));
         const char *name = PQgetvalue(res, row, 1);
         bool known = false;
+        long long v;
+        int version;
+
+        if (dw_store_parse_int(PQgetvalue(res, row, 0), 0, INT_MAX, &v) < 0) {
+            PQclear(res);
+            return -EPROTO; /* an int4 column: cannot happen */
+        }
+        version = (int)v;
 
         run->version = version > run->version ? version : run->version;
         for (size_t i = 0; i < run->n; i++) {

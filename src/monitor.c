@@ -71,21 +71,6 @@ struct dw_monitors {
  * Helpers
  * ------------------------------------------------------------------------------------------ */
 
-int dw__monitor_parse_number(const char *s, double *out)
-{
-    char *end;
-    double v;
-
-    if (!s || !*s)
-        return -EINVAL;
-    errno = 0;
-    v = strtod(s, &end);
-    if (end == s || *end != '\0' || errno == ERANGE || !isfinite(v))
-        return -EINVAL;
-    *out = v;
-    return 0;
-}
-
 struct exec {
     PGresult *res;
     const char *sql;

@@ -76,9 +76,9 @@ static int deal_from_row(struct dw_monitor_round *r, const PGresult *res, int ro
     deal->deal_id = PQgetvalue(res, row, COL_ID);
     deal->title = PQgetvalue(res, row, COL_TITLE);
     deal->category = PQgetvalue(res, row, COL_CATEGORY);
-    if (dw__monitor_parse_number(price, &deal->price) < 0 ||
+    if (dw_store_parse_double(price, &deal->price) < 0 ||
         (!PQgetisnull(res, row, COL_ORIGINAL_PRICE) &&
-         dw__monitor_parse_number(original, &deal->original_price) < 0)) {
+         dw_store_parse_double(original, &deal->original_price) < 0)) {
         snprintf(r->why, sizeof(r->why), "deal %.64s: price \"%.32s\" or original price \"%.32s\"",
                  deal->deal_id, price, original);
         return -EPROTO;

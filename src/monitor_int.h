@@ -43,8 +43,4 @@ int dw__monitor_demo_activity(struct dw_monitor_round *r); /* monitor_deals.c */
 int dw__monitor_exec(struct dw_monitor_round *r, PGresult **res, const char *sql, int nparams,
                      const char *const *params);
 
-/* thread: any. Parses s, a number as PostgreSQL prints it (numeric, integer), with strtod:
- * the whole string, finite. Returns 0 and *out, or -EINVAL (out untouched). */
-int dw__monitor_parse_number(const char *s, double *out);
-
 #endif

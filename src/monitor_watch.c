@@ -145,11 +145,10 @@ static long send_alert(struct dw_monitor_round *r, const PGresult *res, int row)
     size_t n = 0;
     double price, threshold, inventory = 0;
 
-    if (dw__monitor_parse_number(PQgetvalue(res, row, COL_PRICE), &price) < 0 ||
+    if (dw_store_parse_double(PQgetvalue(res, row, COL_PRICE), &price) < 0 ||
         (!PQgetisnull(res, row, COL_THRESHOLD) &&
-         dw__monitor_parse_number(PQgetvalue(res, row, COL_THRESHOLD), &threshold) < 0) ||
-        (stock_hit &&
-         dw__monitor_parse_number(PQgetvalue(res, row, COL_INVENTORY), &inventory) < 0)) {
+         dw_store_parse_double(PQgetvalue(res, row, COL_THRESHOLD), &threshold) < 0) ||
+        (stock_hit && dw_store_parse_double(PQgetvalue(res, row, COL_INVENTORY), &inventory) < 0)) {
         snprintf(r->why, sizeof(r->why), "watch of %.64s on deal %.64s: a number does not parse",
                  user, deal);
         return -EPROTO;

@@ -25,6 +25,7 @@
 #include "dealwire/store.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -346,6 +347,7 @@ static int find_flights(struct dw_store *st, const struct dw_plan_request *req, 
 {
     char seats[16], limit[16];
     const char *params[5] = {from, to, day, seats, limit};
+    long long stops;
     int r, count;
 
     snprintf(seats, sizeof(seats), "%d", req->travelers);
@@ -364,8 +366,10 @@ static int find_flights(struct dw_store *st, const struct dw_plan_request *req, 
         f->airline = PQgetvalue(*res, i, 1);
         f->depart_at = PQgetvalue(*res, i, 2);
         f->arrive_at = PQgetvalue(*res, i, 3);
-        f->price = strtod(PQgetvalue(*res, i, 4), NULL);
-        f->stops = atoi(PQgetvalue(*res, i, 5));
+        if (dw_store_parse_double(PQgetvalue(*res, i, 4), &f->price) < 0 ||
+            dw_store_parse_int(PQgetvalue(*res, i, 5), 0, INT_MAX, &stops) < 0)
+            return -EIO;
+        f->stops = (int)stops;
     }
     *n = (size_t)count;
     return 0;
@@ -390,8 +394,10 @@ static int find_hotels(struct dw_store *st, const struct dw_plan_request *req, s
     for (int i = 0; i < count; i++) {
         s->hotels[i].id = PQgetvalue(s->hotel_res, i, 0);
         s->hotels[i].name = PQgetvalue(s->hotel_res, i, 1);
-        s->hotels[i].price_per_night = strtod(PQgetvalue(s->hotel_res, i, 2), NULL);
-        s->hotels[i].rating = strtod(PQgetvalue(s->hotel_res, i, 3), NULL);
+        if (dw_store_parse_double(PQgetvalue(s->hotel_res, i, 2), &s->hotels[i].price_per_night) <
+                0 ||
+            dw_store_parse_double(PQgetvalue(s->hotel_res, i, 3), &s->hotels[i].rating) < 0)
+            return -EIO;
     }
     s->nhotels = (size_t)count;
     return 0;

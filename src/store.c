@@ -21,6 +21,8 @@
 #include "dealwire/thread.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -263,8 +265,11 @@ static void set_result_error(struct dw_store *st, const PGresult *r)
     const char *detail = PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL);
     const char *pos = PQresultErrorField(r, PG_DIAG_STATEMENT_POSITION);
     char raw[sizeof(st->err)];
+    long long where;
 
-    st->err_pos = pos ? atoi(pos) : 0;
+    if (!pos || dw_store_parse_int(pos, 0, INT_MAX, &where) < 0)
+        where = 0;
+    st->err_pos = (int)where;
     if (!primary) {
         /* Not from the server (libpq's own, e.g. the connection broke). */
         flatten(st->err, sizeof(st->err), PQresultErrorMessage(r));
@@ -461,5 +466,39 @@ int dw_store_check_conninfo(const char *conninfo, char *why, size_t size)
         return -EINVAL;
     }
     PQconninfoFree(opts);
+    return 0;
+}
+
+/* ==========================================================================================
+ * Values of results
+ */
+
+int dw_store_parse_int(const char *s, long long min, long long max, long long *out)
+{
+    char *end;
+    long long v;
+
+    if (!s || !*s || *s == ' ' || *s == '+')
+        return -EINVAL;
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (*end != '\0' || errno == ERANGE || v < min || v > max)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+int dw_store_parse_double(const char *s, double *out)
+{
+    char *end;
+    double v;
+
+    if (!s || !*s)
+        return -EINVAL;
+    errno = 0;
+    v = strtod(s, &end);
+    if (end == s || *end != '\0' || errno == ERANGE || !isfinite(v))
+        return -EINVAL;
+    *out = v;
     return 0;
 }

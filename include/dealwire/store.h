@@ -133,6 +133,15 @@ int dw_store_tx(struct dw_store *st, dw_store_tx_fn *fn, void *arg);
 /* thread: the store's owner. Is the connection open (as far as the last call knows)? */
 bool dw_store_is_connected(const struct dw_store *st);
 
+/* thread: any. Parses s, an integer as PostgreSQL prints it (int2, int4, int8, a command's
+ * row count): all of s, within [min, max]. Returns 0 and *out, or -EINVAL (*out untouched):
+ * a result is never read with atoi, which turns garbage into 0 and overflow into anything. */
+int dw_store_parse_int(const char *s, long long min, long long max, long long *out);
+
+/* thread: any. Parses s, a number as PostgreSQL prints it (numeric, float8, an integer): all
+ * of s, finite. Returns 0 and *out, or -EINVAL (*out untouched). */
+int dw_store_parse_double(const char *s, double *out);
+
 /* thread: the store's owner. Nanoseconds until the backoff allows the next connection
  * attempt; 0 when connected or when a call may try now. */
 int64_t dw_store_retry_in_ns(const struct dw_store *st);

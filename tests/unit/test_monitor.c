@@ -36,32 +36,6 @@
  * Pure helpers
  * ------------------------------------------------------------------------------------------ */
 
-static void test_parse_number(void **state)
-{
-    double v = -1;
-
-    (void)state;
-    assert_int_equal(dw__monitor_parse_number("299.00", &v), 0);
-    assert_true(v == 299.0);
-    assert_int_equal(dw__monitor_parse_number("0", &v), 0);
-    assert_true(v == 0.0);
-    assert_int_equal(dw__monitor_parse_number("1234567890.12", &v), 0);
-    assert_true(v == 1234567890.12);
-    assert_int_equal(dw__monitor_parse_number("-5", &v), 0); /* the caller checks the sign */
-    assert_true(v == -5.0);
-
-    v = 42;
-    assert_int_equal(dw__monitor_parse_number("", &v), -EINVAL);
-    assert_int_equal(dw__monitor_parse_number(NULL, &v), -EINVAL);
-    assert_int_equal(dw__monitor_parse_number("12abc", &v), -EINVAL);
-    assert_int_equal(dw__monitor_parse_number("abc", &v), -EINVAL);
-    assert_int_equal(dw__monitor_parse_number("1.5 ", &v), -EINVAL);
-    assert_int_equal(dw__monitor_parse_number("NaN", &v), -EINVAL);
-    assert_int_equal(dw__monitor_parse_number("inf", &v), -EINVAL);
-    assert_int_equal(dw__monitor_parse_number("1e999", &v), -EINVAL);
-    assert_true(v == 42); /* untouched on failure */
-}
-
 static void test_money(void **state)
 {
     char buf[32];
@@ -200,7 +174,6 @@ static void test_rounds_only_with_clients_and_a_schema(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_number),
         cmocka_unit_test(test_money),
         cmocka_unit_test(test_reasons),
         cmocka_unit_test(test_rounds_only_with_clients_and_a_schema),

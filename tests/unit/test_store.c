@@ -236,9 +236,65 @@ static void test_refused_connection_backs_off(void **state)
     close(fd);
 }
 
+static void test_parse_double(void **state)
+{
+    double v = -1;
+
+    (void)state;
+    assert_int_equal(dw_store_parse_double("299.00", &v), 0);
+    assert_true(v == 299.0);
+    assert_int_equal(dw_store_parse_double("0", &v), 0);
+    assert_true(v == 0.0);
+    assert_int_equal(dw_store_parse_double("1234567890.12", &v), 0);
+    assert_true(v == 1234567890.12);
+    assert_int_equal(dw_store_parse_double("-5", &v), 0); /* the caller checks the sign */
+    assert_true(v == -5.0);
+
+    v = 42;
+    assert_int_equal(dw_store_parse_double("", &v), -EINVAL);
+    assert_int_equal(dw_store_parse_double(NULL, &v), -EINVAL);
+    assert_int_equal(dw_store_parse_double("12abc", &v), -EINVAL);
+    assert_int_equal(dw_store_parse_double("abc", &v), -EINVAL);
+    assert_int_equal(dw_store_parse_double("1.5 ", &v), -EINVAL);
+    assert_int_equal(dw_store_parse_double("NaN", &v), -EINVAL);
+    assert_int_equal(dw_store_parse_double("inf", &v), -EINVAL);
+    assert_int_equal(dw_store_parse_double("1e999", &v), -EINVAL);
+    assert_true(v == 42); /* untouched on failure */
+}
+
+static void test_parse_int(void **state)
+{
+    long long v = -1;
+
+    (void)state;
+    assert_int_equal(dw_store_parse_int("0", 0, 10, &v), 0);
+    assert_true(v == 0);
+    assert_int_equal(dw_store_parse_int("10", 0, 10, &v), 0);
+    assert_true(v == 10);
+    assert_int_equal(dw_store_parse_int("-3", -5, 5, &v), 0);
+    assert_true(v == -3);
+    assert_int_equal(dw_store_parse_int("9223372036854775807", 0, LLONG_MAX, &v), 0);
+    assert_true(v == LLONG_MAX);
+
+    v = 42;
+    assert_int_equal(dw_store_parse_int("11", 0, 10, &v), -EINVAL); /* over max */
+    assert_int_equal(dw_store_parse_int("-1", 0, 10, &v), -EINVAL); /* under min */
+    assert_int_equal(dw_store_parse_int("9223372036854775808", 0, LLONG_MAX, &v), -EINVAL);
+    assert_int_equal(dw_store_parse_int("", 0, 10, &v), -EINVAL);
+    assert_int_equal(dw_store_parse_int(NULL, 0, 10, &v), -EINVAL);
+    assert_int_equal(dw_store_parse_int("3x", 0, 10, &v), -EINVAL); /* atoi would say 3 */
+    assert_int_equal(dw_store_parse_int("x", 0, 10, &v), -EINVAL);  /* atoi would say 0 */
+    assert_int_equal(dw_store_parse_int(" 3", 0, 10, &v), -EINVAL);
+    assert_int_equal(dw_store_parse_int("+3", 0, 10, &v), -EINVAL);
+    assert_int_equal(dw_store_parse_int("1.5", 0, 10, &v), -EINVAL);
+    assert_true(v == 42); /* untouched on failure */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_int),
+        cmocka_unit_test(test_parse_double),
         cmocka_unit_test(test_backoff_doubles_to_the_cap),
         cmocka_unit_test(test_transient_sqlstates),
         cmocka_unit_test(test_flatten),
