@@ -27,9 +27,12 @@ from conftest import (
     wait_until,
 )
 
-# The longest a control client's pong may wait while a hostile client works (docs/security.md:
-# nothing a client asks for holds the I/O thread longer than a few milliseconds).
-PONG_BOUND = 0.05
+# The longest a control client's pong may wait while a hostile client works. The defects this
+# file keeps stalled every client for 0.6 to 33 s; what a request costs now is a few
+# milliseconds (docs/security.md, measured with a release build). A test is not a benchmark:
+# on a shared two-core machine a debug build serving 300 sockets at once, or the scheduler
+# alone, can hold one pong for tens of milliseconds, so the bound sits between the two.
+PONG_BOUND = 0.25
 
 
 def scaled_bound():
