@@ -33,57 +33,6 @@ static void sha256(const void *data, size_t len, unsigned char out[32])
         abort(); /* only on allocation failure inside OpenSSL */
 }
 
-/* The next entry of a comma-separated list at *p, spaces trimmed: [*start, *end). Advances
- * *p past it; returns false once the list is used up. */
-static bool next_entry(const char **p, const char **start, const char **end)
-{
-    size_t n;
-
-    if (!*p)
-        return false;
-    n = strcspn(*p, ",");
-    *start = *p;
-    *end = *p + n;
-    while (*start < *end && **start == ' ')
-        (*start)++;
-    while (*end > *start && (*end)[-1] == ' ')
-        (*end)--;
-    *p = (*p)[n] ? *p + n + 1 : NULL;
-    return true;
-}
-
-bool dw_auth_origins_valid(const char *list)
-{
-    const char *p = list, *s, *e, *host;
-
-    while (next_entry(&p, &s, &e)) {
-        if (strncmp(s, "https://", 8) == 0)
-            host = s + 8;
-        else if (strncmp(s, "http://", 7) == 0)
-            host = s + 7;
-        else
-            return false;
-        if (host >= e)
-            return false;
-        for (const char *c = host; c < e; c++) {
-            if (!isalnum((unsigned char)*c) && !strchr("-.:[]", *c))
-                return false;
-        }
-    }
-    return true;
-}
-
-/* Splits the --allowed-origins list (checked by dw_auth_origins_valid) into its entries. */
-static void parse_origins(struct dw_auth *a, const char *list)
-{
-    const char *p = list, *s, *e;
-
-    while (next_entry(&p, &s, &e)) {
-        a->origins = dw_xrealloc(a->origins, (a->norigins + 1) * sizeof(*a->origins));
-        a->origins[a->norigins++] = dw_xstrndup(s, (size_t)(e - s));
-    }
-}
-
 struct dw_auth *dw_auth_new(const struct dw_config *cfg, FILE *err)
 {
     struct dw_auth *a = dw_xcalloc(1, sizeof(*a));
@@ -108,8 +57,10 @@ struct dw_auth *dw_auth_new(const struct dw_config *cfg, FILE *err)
         a->api_token_set = true;
         sha256(cfg->api_token, strlen(cfg->api_token), a->api_digest);
     }
-    if (cfg->allowed_origins)
-        parse_origins(a, cfg->allowed_origins);
+    for (size_t i = 0; cfg->origins && cfg->origins[i]; i++) {
+        a->origins = dw_xrealloc(a->origins, (a->norigins + 1) * sizeof(*a->origins));
+        a->origins[a->norigins++] = dw_xstrdup(cfg->origins[i]);
+    }
     return a;
 
 fail:

@@ -1,8 +1,10 @@
 /*
- * config — DESIGN: one table, settings[], names every setting once: its flag, environment
- * variable, type, default, bounds and help. Everything else is a loop over that table: the
- * command-line parser, the DEALWIRE_* loader, the config-file loader, --help and the Markdown
- * table in docs/configuration.md (a unit test checks that the doc still matches).
+ * config — DESIGN: one table, settings[], names every setting once, one constructor call each:
+ * its flag (from which its DEALWIRE_* variable follows), type, default, bounds and help.
+ * Everything else is a loop over that table: the command-line parser, the DEALWIRE_* loader,
+ * the config-file loader, --help and the Markdown table in docs/configuration.md (a unit test
+ * checks that the doc still matches). Values the table cannot check alone (lengths, pairs, the
+ * origin list) are checked after the load, and the origin list is split here once.
  *
  * dw_config_load() runs on the main thread before any other thread starts. It writes the
  * sources into one struct in increasing precedence (defaults, file, environment, command
@@ -10,7 +12,6 @@
  * can name its source. After a successful load nobody writes the struct again.
  */
 #define DW_LOG_MODULE "config"
-#include "dealwire/auth.h"
 #include "dealwire/config.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
@@ -34,13 +35,14 @@
 enum kind {
     KIND_INT,    /* an int field, parsed with strtoll and checked against min..max */
     KIND_STRING, /* a char * field owned by the config, never empty */
-    KIND_ENUM,   /* an int-sized enum field, one of words[] */
+    KIND_ENUM,   /* an int-sized enum field, one of words[]: the value is the word's index */
     KIND_BOOL,   /* a bool field; "--flag" alone on the command line means true */
 };
 
+/* A setting's environment variable is not stored: it is DEALWIRE_ and the flag in upper case
+ * with '_' for '-' (env_is, put_env), so the two can never disagree. */
 struct setting {
     const char *flag; /* without the leading "--"; also the config-file key */
-    const char *env;  /* DEALWIRE_<FLAG in upper case, '-' as '_'> */
     enum kind kind;
     size_t offset;    /* of the field in struct dw_config */
     const char *meta; /* the value's placeholder in --help; enums show their words instead */
@@ -55,9 +57,8 @@ struct setting {
     const char *def_env;
     const char *def_doc;
 
-    long long min, max;             /* KIND_INT bounds, inclusive */
-    const char *const *words;       /* KIND_ENUM: accepted words, NULL-terminated */
-    int (*parse)(const char *word); /* KIND_ENUM: the field's value, or -EINVAL */
+    long long min, max;       /* KIND_INT bounds, inclusive */
+    const char *const *words; /* KIND_ENUM: accepted words in value order, NULL-terminated */
     const char *help;
     bool secret; /* never echoed: errors say "(hidden)" instead of the value */
 };
@@ -67,299 +68,114 @@ struct setting {
 _Static_assert(sizeof(enum dw_event_loop) == sizeof(int), "enum fields are stored as int");
 
 static const char *const event_loop_words[] = {"poll", "uv", NULL};
+_Static_assert(DW_EVENT_LOOP_POLL == 0 && DW_EVENT_LOOP_UV == 1, "event_loop_words' order");
 /* What a KIND_BOOL accepts: each true word is followed by its false word. */
 static const char *const bool_words[] = {"true", "false", "yes", "no", "on", "off", "1", "0", NULL};
 static const char *const log_level_words[] = {"error", "warn", "info", "debug", NULL};
+_Static_assert(DW_LOG_ERROR == 0 && DW_LOG_WARN == 1 && DW_LOG_INFO == 2 && DW_LOG_DEBUG == 3,
+               "log_level_words' order");
 
 static long long workers_default(void);
 static long long max_connections_default(void);
-static int parse_event_loop(const char *word);
 
 #define FIELD(name) offsetof(struct dw_config, name)
 
+/* One constructor per shape of setting; each names the flag once. */
+/* clang-format off */
+#define INT(flag_, field, meta_, def, lo, hi, help_)                                               \
+    {.flag = flag_, .kind = KIND_INT, .offset = FIELD(field), .meta = meta_, .def_int = def,       \
+     .min = lo, .max = hi, .help = help_}
+/* An int whose default depends on the machine: fn() at load time, doc in --help. */
+#define INT_COMPUTED(flag_, field, meta_, fn, doc, lo, hi, help_)                                  \
+    {.flag = flag_, .kind = KIND_INT, .offset = FIELD(field), .meta = meta_, .def_fn = fn,         \
+     .def_doc = doc, .min = lo, .max = hi, .help = help_}
+#define BOOL(flag_, field, def, help_)                                                             \
+    {.flag = flag_, .kind = KIND_BOOL, .offset = FIELD(field), .def_int = def, .help = help_}
+/* A string with a default value, or with none (def NULL, "none" in --help). */
+#define STRING(flag_, field, meta_, def, help_)                                                    \
+    {.flag = flag_, .kind = KIND_STRING, .offset = FIELD(field), .meta = meta_, .def_str = def,    \
+     .def_doc = (def) ? NULL : "none", .help = help_}
+/* A string no error message or log line ever shows. */
+#define SECRET(flag_, field, meta_, help_)                                                         \
+    {.flag = flag_, .kind = KIND_STRING, .offset = FIELD(field), .meta = meta_,                   \
+     .def_doc = "none", .secret = true, .help = help_}
+/* A string whose default is another program's environment variable, if set. */
+#define STRING_FROM_ENV(flag_, field, meta_, env, help_)                                           \
+    {.flag = flag_, .kind = KIND_STRING, .offset = FIELD(field), .meta = meta_, .def_env = env,    \
+     .def_doc = env " if set", .help = help_}
+#define ENUM(flag_, field, def, words_, help_)                                                     \
+    {.flag = flag_, .kind = KIND_ENUM, .offset = FIELD(field), .def_str = def, .words = words_,    \
+     .help = help_}
+/* clang-format on */
+
+#define KIB 1024
+#define MIB (1024 * 1024)
+
 static const struct setting settings[] = {
-    {.flag = "host",
-     .env = "DEALWIRE_HOST",
-     .kind = KIND_STRING,
-     .offset = FIELD(host),
-     .meta = "ADDR",
-     .def_str = "0.0.0.0",
-     .help = "address to listen on"},
-    {.flag = "port",
-     .env = "DEALWIRE_PORT",
-     .kind = KIND_INT,
-     .offset = FIELD(port),
-     .meta = "N",
-     .def_int = 8000,
-     .min = 1,
-     .max = 65535,
-     .help = "TCP port; HTTP, ws and wss share it"},
-    {.flag = "workers",
-     .env = "DEALWIRE_WORKERS",
-     .kind = KIND_INT,
-     .offset = FIELD(workers),
-     .meta = "N",
-     .def_fn = workers_default,
-     .def_doc = "online cores - 1 (at least 1)",
-     .min = 1,
-     .max = 256,
-     .help = "worker threads"},
-    {.flag = "heartbeat-interval",
-     .env = "DEALWIRE_HEARTBEAT_INTERVAL",
-     .kind = KIND_INT,
-     .offset = FIELD(heartbeat_interval),
-     .meta = "SECONDS",
-     .def_int = 30,
-     .min = 1,
-     .max = 3600,
-     .help = "seconds between protocol pings"},
-    {.flag = "stale-timeout",
-     .env = "DEALWIRE_STALE_TIMEOUT",
-     .kind = KIND_INT,
-     .offset = FIELD(stale_timeout),
-     .meta = "SECONDS",
-     .def_int = 60,
-     .min = 2,
-     .max = 7200,
-     .help = "seconds idle before hang-up; > --heartbeat-interval"},
-    {.flag = "queue-size",
-     .env = "DEALWIRE_QUEUE_SIZE",
-     .kind = KIND_INT,
-     .offset = FIELD(queue_size),
-     .meta = "N",
-     .def_int = 100,
-     .min = 1,
-     .max = 100000,
-     .help = "messages each connection's outbox holds"},
-    {.flag = "max-message-size",
-     .env = "DEALWIRE_MAX_MESSAGE_SIZE",
-     .kind = KIND_INT,
-     .offset = FIELD(max_message_size),
-     .meta = "BYTES",
-     .def_int = 4096,
-     .min = 64,
-     .max = 16 * 1024 * 1024,
-     .help = "largest client frame accepted, in bytes"},
-    {.flag = "max-subscriptions",
-     .env = "DEALWIRE_MAX_SUBSCRIPTIONS",
-     .kind = KIND_INT,
-     .offset = FIELD(max_subscriptions),
-     .meta = "N",
-     .def_int = 64,
-     .min = 1,
-     .max = 10000,
-     .help = "channels one connection may subscribe to"},
-    {.flag = "max-publish-size",
-     .env = "DEALWIRE_MAX_PUBLISH_SIZE",
-     .kind = KIND_INT,
-     .offset = FIELD(max_publish_size),
-     .meta = "BYTES",
-     .def_int = 1024 * 1024,
-     .min = 1024,
-     .max = 64 * 1024 * 1024,
-     .help = "largest publish API request body, in bytes"},
-    {.flag = "max-body-memory",
-     .env = "DEALWIRE_MAX_BODY_MEMORY",
-     .kind = KIND_INT,
-     .offset = FIELD(max_body_memory),
-     .meta = "BYTES",
-     .def_int = 64 * 1024 * 1024,
-     .min = 1024,
-     .max = 1024 * 1024 * 1024,
-     .help = "request bodies held at once by the whole daemon, in bytes; past it, 503"},
-    {.flag = "shutdown-timeout",
-     .env = "DEALWIRE_SHUTDOWN_TIMEOUT",
-     .kind = KIND_INT,
-     .offset = FIELD(shutdown_timeout),
-     .meta = "MS",
-     .def_int = 3000,
-     .min = 0,
-     .max = 60000,
-     .help = "milliseconds allowed at exit to flush outboxes"},
-    {.flag = "db",
-     .env = "DEALWIRE_DB",
-     .kind = KIND_STRING,
-     .offset = FIELD(db),
-     .meta = "URL",
-     .def_env = "DATABASE_URL",
-     .def_doc = "DATABASE_URL if set",
-     .help = "PostgreSQL URL or key=value string; without it, no monitors"},
-    {.flag = "load-demo-data",
-     .env = "DEALWIRE_LOAD_DEMO_DATA",
-     .kind = KIND_BOOL,
-     .offset = FIELD(load_demo_data),
-     .def_int = 0,
-     .help = "load demo deals, flights and hotels at start-up, once"},
-    {.flag = "demo-activity",
-     .env = "DEALWIRE_DEMO_ACTIVITY",
-     .kind = KIND_INT,
-     .offset = FIELD(demo_activity),
-     .meta = "SECONDS",
-     .def_int = 0,
-     .min = 0,
-     .max = 3600,
-     .help = "seconds between simulated market moves on the demo data (a new hot deal, a price "
-             "under a demo watch), 0 for none; needs --load-demo-data, never on a production "
-             "database"},
-    {.flag = "hot-deal-interval",
-     .env = "DEALWIRE_HOT_DEAL_INTERVAL",
-     .kind = KIND_INT,
-     .offset = FIELD(hot_deal_interval),
-     .meta = "SECONDS",
-     .def_int = 60,
-     .min = 1,
-     .max = 86400,
-     .help = "seconds between hot-deal checks"},
-    {.flag = "trending-interval",
-     .env = "DEALWIRE_TRENDING_INTERVAL",
-     .kind = KIND_INT,
-     .offset = FIELD(trending_interval),
-     .meta = "SECONDS",
-     .def_int = 300,
-     .min = 1,
-     .max = 86400,
-     .help = "seconds between trending-deal broadcasts"},
-    {.flag = "watch-interval",
-     .env = "DEALWIRE_WATCH_INTERVAL",
-     .kind = KIND_INT,
-     .offset = FIELD(watch_interval),
-     .meta = "SECONDS",
-     .def_int = 30,
-     .min = 1,
-     .max = 86400,
-     .help = "seconds between price-watch checks"},
-    {.flag = "tls-cert",
-     .env = "DEALWIRE_TLS_CERT",
-     .kind = KIND_STRING,
-     .offset = FIELD(tls_cert),
-     .meta = "FILE",
-     .def_doc = "none",
-     .help = "PEM certificate (with its chain): serve wss and https only; needs --tls-key"},
-    {.flag = "tls-key",
-     .env = "DEALWIRE_TLS_KEY",
-     .kind = KIND_STRING,
-     .offset = FIELD(tls_key),
-     .meta = "FILE",
-     .def_doc = "none",
-     .help = "PEM private key of --tls-cert; SIGHUP reloads both"},
-    {.flag = "jwt-secret",
-     .env = "DEALWIRE_JWT_SECRET",
-     .kind = KIND_STRING,
-     .offset = FIELD(jwt_secret),
-     .meta = "SECRET",
-     .def_doc = "none",
-     .secret = true,
-     .help = "HS256 key (at least 32 bytes): every WebSocket must present a JWT"},
-    {.flag = "jwt-public-key",
-     .env = "DEALWIRE_JWT_PUBLIC_KEY",
-     .kind = KIND_STRING,
-     .offset = FIELD(jwt_public_key),
-     .meta = "FILE",
-     .def_doc = "none",
-     .help = "PEM public key (RSA: RS256, P-256: ES256): every WebSocket must present a JWT"},
-    {.flag = "jwt-leeway",
-     .env = "DEALWIRE_JWT_LEEWAY",
-     .kind = KIND_INT,
-     .offset = FIELD(jwt_leeway),
-     .meta = "SECONDS",
-     .def_int = 30,
-     .min = 0,
-     .max = 600,
-     .help = "clock skew allowed on a token's exp and nbf"},
-    {.flag = "api-token",
-     .env = "DEALWIRE_API_TOKEN",
-     .kind = KIND_STRING,
-     .offset = FIELD(api_token),
-     .meta = "TOKEN",
-     .def_doc = "none",
-     .secret = true,
-     .help = "operator token (at least 16 bytes) the publish and planner APIs require"},
-    {.flag = "allowed-origins",
-     .env = "DEALWIRE_ALLOWED_ORIGINS",
-     .kind = KIND_STRING,
-     .offset = FIELD(allowed_origins),
-     .meta = "LIST",
-     .def_doc = "none (any)",
-     .help = "comma-separated origins (scheme://host[:port]) a browser may connect from"},
-    {.flag = "max-connections",
-     .env = "DEALWIRE_MAX_CONNECTIONS",
-     .kind = KIND_INT,
-     .offset = FIELD(max_connections),
-     .meta = "N",
-     .def_fn = max_connections_default,
-     .def_doc = "open-file limit - 256",
-     .min = 1,
-     .max = 10000000,
-     .help = "WebSocket connections held at once; past it, upgrades get 503"},
-    {.flag = "max-connections-per-ip",
-     .env = "DEALWIRE_MAX_CONNECTIONS_PER_IP",
-     .kind = KIND_INT,
-     .offset = FIELD(max_connections_per_ip),
-     .meta = "N",
-     .def_int = 1000,
-     .min = 1,
-     .max = 10000000,
-     .help = "sockets (WebSocket and HTTP) one client address may hold"},
-    {.flag = "max-connections-per-user",
-     .env = "DEALWIRE_MAX_CONNECTIONS_PER_USER",
-     .kind = KIND_INT,
-     .offset = FIELD(max_connections_per_user),
-     .meta = "N",
-     .def_int = 32,
-     .min = 1,
-     .max = 10000000,
-     .help = "WebSocket connections one user may hold; past it, upgrades get 429"},
-    {.flag = "handshake-timeout",
-     .env = "DEALWIRE_HANDSHAKE_TIMEOUT",
-     .kind = KIND_INT,
-     .offset = FIELD(handshake_timeout),
-     .meta = "SECONDS",
-     .def_int = 10,
-     .min = 1,
-     .max = 300,
-     .help = "seconds for each step of a socket that is not a WebSocket: TLS and the request "
-             "headers, the body, taking the answer, the next keep-alive request"},
-    {.flag = "rate-limit",
-     .env = "DEALWIRE_RATE_LIMIT",
-     .kind = KIND_INT,
-     .offset = FIELD(rate_limit),
-     .meta = "N",
-     .def_int = 20,
-     .min = 1,
-     .max = 1000000,
-     .help = "messages per second a client may send, on average"},
-    {.flag = "rate-burst",
-     .env = "DEALWIRE_RATE_BURST",
-     .kind = KIND_INT,
-     .offset = FIELD(rate_burst),
-     .meta = "N",
-     .def_int = 40,
-     .min = 1,
-     .max = 1000000,
-     .help = "messages a client may send at once above --rate-limit"},
-    {.flag = "event-loop",
-     .env = "DEALWIRE_EVENT_LOOP",
-     .kind = KIND_ENUM,
-     .offset = FIELD(event_loop),
-     .def_str = "uv",
-     .words = event_loop_words,
-     .parse = parse_event_loop,
-     .help = "event loop under libwebsockets: uv (libuv, epoll) or poll (lws's own, poll(2))"},
-    {.flag = "log-level",
-     .env = "DEALWIRE_LOG_LEVEL",
-     .kind = KIND_ENUM,
-     .offset = FIELD(log_level),
-     .def_str = "info",
-     .words = log_level_words,
-     .parse = dw_log_level_parse,
-     .help = "most verbose level logged"},
-    {.flag = "config",
-     .env = "DEALWIRE_CONFIG",
-     .kind = KIND_STRING,
-     .offset = FIELD(config_file),
-     .meta = "FILE",
-     .def_doc = "none",
-     .help = "read settings from this key = value file first"},
+    STRING("host", host, "ADDR", "0.0.0.0", "address to listen on"),
+    INT("port", port, "N", 8000, 1, 65535, "TCP port; HTTP, ws and wss share it"),
+    INT_COMPUTED("workers", workers, "N", workers_default, "online cores - 1 (at least 1)", 1, 256,
+                 "worker threads"),
+    INT("heartbeat-interval", heartbeat_interval, "SECONDS", 30, 1, 3600,
+        "seconds between protocol pings"),
+    INT("stale-timeout", stale_timeout, "SECONDS", 60, 2, 7200,
+        "seconds idle before hang-up; > --heartbeat-interval"),
+    INT("queue-size", queue_size, "N", 100, 1, 100000, "messages each connection's outbox holds"),
+    INT("max-message-size", max_message_size, "BYTES", 4 * KIB, 64, 16 * MIB,
+        "largest client frame accepted, in bytes"),
+    INT("max-subscriptions", max_subscriptions, "N", 64, 1, 10000,
+        "channels one connection may subscribe to"),
+    INT("max-publish-size", max_publish_size, "BYTES", 1 * MIB, 1 * KIB, 64 * MIB,
+        "largest publish API request body, in bytes"),
+    INT("max-body-memory", max_body_memory, "BYTES", 64 * MIB, 1 * KIB, 1024 * MIB,
+        "request bodies held at once by the whole daemon, in bytes; past it, 503"),
+    INT("shutdown-timeout", shutdown_timeout, "MS", 3000, 0, 60000,
+        "milliseconds allowed at exit to flush outboxes"),
+    STRING_FROM_ENV("db", db, "URL", "DATABASE_URL",
+                    "PostgreSQL URL or key=value string; without it, no monitors"),
+    BOOL("load-demo-data", load_demo_data, 0,
+         "load demo deals, flights and hotels at start-up, once"),
+    INT("demo-activity", demo_activity, "SECONDS", 0, 0, 3600,
+        "seconds between simulated market moves on the demo data (a new hot deal, a price under a "
+        "demo watch), 0 for none; needs --load-demo-data, never on a production database"),
+    INT("hot-deal-interval", hot_deal_interval, "SECONDS", 60, 1, 86400,
+        "seconds between hot-deal checks"),
+    INT("trending-interval", trending_interval, "SECONDS", 300, 1, 86400,
+        "seconds between trending-deal broadcasts"),
+    INT("watch-interval", watch_interval, "SECONDS", 30, 1, 86400,
+        "seconds between price-watch checks"),
+    STRING("tls-cert", tls_cert, "FILE", NULL,
+           "PEM certificate (with its chain): serve wss and https only; needs --tls-key"),
+    STRING("tls-key", tls_key, "FILE", NULL, "PEM private key of --tls-cert; SIGHUP reloads both"),
+    SECRET("jwt-secret", jwt_secret, "SECRET",
+           "HS256 key (at least 32 bytes): every WebSocket must present a JWT"),
+    STRING("jwt-public-key", jwt_public_key, "FILE", NULL,
+           "PEM public key (RSA: RS256, P-256: ES256): every WebSocket must present a JWT"),
+    INT("jwt-leeway", jwt_leeway, "SECONDS", 30, 0, 600,
+        "clock skew allowed on a token's exp and nbf"),
+    SECRET("api-token", api_token, "TOKEN",
+           "operator token (at least 16 bytes) the publish and planner APIs require"),
+    STRING("allowed-origins", allowed_origins, "LIST", NULL,
+           "comma-separated origins (scheme://host[:port]) a browser may connect from; "
+           "without it, any origin"),
+    INT_COMPUTED("max-connections", max_connections, "N", max_connections_default,
+                 "open-file limit - 256", 1, 10000000,
+                 "WebSocket connections held at once; past it, upgrades get 503"),
+    INT("max-connections-per-ip", max_connections_per_ip, "N", 1000, 1, 10000000,
+        "sockets (WebSocket and HTTP) one client address may hold"),
+    INT("max-connections-per-user", max_connections_per_user, "N", 32, 1, 10000000,
+        "WebSocket connections one user may hold; past it, upgrades get 429"),
+    INT("handshake-timeout", handshake_timeout, "SECONDS", 10, 1, 300,
+        "seconds for each step of a socket that is not a WebSocket: TLS and the request headers, "
+        "the body, taking the answer, the next keep-alive request"),
+    INT("rate-limit", rate_limit, "N", 20, 1, 1000000,
+        "messages per second a client may send, on average"),
+    INT("rate-burst", rate_burst, "N", 40, 1, 1000000,
+        "messages a client may send at once above --rate-limit"),
+    ENUM("event-loop", event_loop, "uv", event_loop_words,
+         "event loop under libwebsockets: uv (libuv, epoll) or poll (lws's own, poll(2))"),
+    ENUM("log-level", log_level, "info", log_level_words, "most verbose level logged"),
+    STRING("config", config_file, "FILE", NULL, "read settings from this key = value file first"),
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
@@ -389,15 +205,6 @@ static long long max_connections_default(void)
     return rl.rlim_max > 256 + 1 ? (long long)rl.rlim_max - 256 : 1;
 }
 
-static int parse_event_loop(const char *word)
-{
-    if (strcmp(word, "poll") == 0)
-        return DW_EVENT_LOOP_POLL;
-    if (strcmp(word, "uv") == 0)
-        return DW_EVENT_LOOP_UV;
-    return -EINVAL;
-}
-
 static const struct setting *find_flag(const char *name, size_t len)
 {
     for (size_t i = 0; i < N_SETTINGS; i++) {
@@ -407,10 +214,35 @@ static const struct setting *find_flag(const char *name, size_t len)
     return NULL;
 }
 
+/* Is name[0..len) the environment variable of s: DEALWIRE_ and the flag in upper case, '_' for
+ * '-'? */
+static bool env_is(const struct setting *s, const char *name, size_t len)
+{
+    static const char prefix[] = "DEALWIRE_";
+    const size_t plen = sizeof(prefix) - 1;
+
+    if (len != plen + strlen(s->flag) || memcmp(name, prefix, plen) != 0)
+        return false;
+    for (size_t i = 0; i < len - plen; i++) {
+        char c = s->flag[i] == '-' ? '_' : (char)toupper((unsigned char)s->flag[i]);
+
+        if (name[plen + i] != c)
+            return false;
+    }
+    return true;
+}
+
+static void put_env(FILE *f, const struct setting *s)
+{
+    fputs("DEALWIRE_", f);
+    for (const char *c = s->flag; *c; c++)
+        fputc(*c == '-' ? '_' : toupper((unsigned char)*c), f);
+}
+
 static const struct setting *find_env(const char *name, size_t len)
 {
     for (size_t i = 0; i < N_SETTINGS; i++) {
-        if (strlen(settings[i].env) == len && memcmp(settings[i].env, name, len) == 0)
+        if (env_is(&settings[i], name, len))
             return &settings[i];
     }
     return NULL;
@@ -441,8 +273,9 @@ enum rank { FROM_DEFAULT, FROM_FILE, FROM_ENV, FROM_ARGV };
 
 struct origin {
     enum rank rank;
-    const char *name; /* the env variable or the file path; borrowed for the load */
-    long line;        /* FROM_FILE only */
+    const char *name;          /* a def_env variable or the file path; borrowed for the load */
+    const struct setting *env; /* FROM_ENV: whose environment variable */
+    long line;                 /* FROM_FILE only */
 };
 
 /* Writes s with quotes, control characters and backslashes escaped, so that an error stays
@@ -477,7 +310,7 @@ static void put_origin(FILE *f, const struct origin *o)
         fprintf(f, ":%ld", o->line);
         break;
     case FROM_ENV:
-        fputs(o->name, f);
+        put_env(f, o->env);
         break;
     case FROM_ARGV:
         fputs("the command line", f);
@@ -512,9 +345,9 @@ static void put_expected(FILE *f, const struct setting *s)
     put_accepted(f, s);
 }
 
-/* dealwire: invalid value "V" for --FLAG (from SOURCE): expected ... */
-static void report_value(FILE *err, const struct setting *s, const char *value,
-                         const struct origin *o)
+/* "dealwire: invalid value "V" for --FLAG (from SOURCE): ", the reason left to the caller. */
+static void put_invalid(FILE *err, const struct setting *s, const char *value,
+                        const struct origin *o)
 {
     fputs("dealwire: invalid value ", err);
     if (s->secret)
@@ -524,6 +357,12 @@ static void report_value(FILE *err, const struct setting *s, const char *value,
     fprintf(err, " for --%s (from ", s->flag);
     put_origin(err, o);
     fputs("): ", err);
+}
+
+static void report_value(FILE *err, const struct setting *s, const char *value,
+                         const struct origin *o)
+{
+    put_invalid(err, s, value, o);
     put_expected(err, s);
     fputc('\n', err);
 }
@@ -573,12 +412,12 @@ static void store_bool(struct dw_config *cfg, const struct setting *s, bool v)
     *(bool *)((char *)cfg + s->offset) = v;
 }
 
-/* Returns 1 or 0 for one of bool_words, or -EINVAL. */
-static int parse_bool(const char *text)
+/* The index of text in words (NULL-terminated), or -EINVAL. */
+static int word_index(const char *const *words, const char *text)
 {
-    for (size_t i = 0; bool_words[i]; i++) {
-        if (strcmp(text, bool_words[i]) == 0)
-            return i % 2 == 0;
+    for (int i = 0; words[i]; i++) {
+        if (strcmp(text, words[i]) == 0)
+            return i;
     }
     return -EINVAL;
 }
@@ -606,7 +445,7 @@ static int set_value(struct loader *ld, const struct setting *s, const char *tex
         store_int(ld->cfg, s, v);
         break;
     case KIND_ENUM:
-        word = s->parse(text);
+        word = word_index(s->words, text);
         if (word < 0)
             goto bad;
         store_int(ld->cfg, s, word);
@@ -617,10 +456,10 @@ static int set_value(struct loader *ld, const struct setting *s, const char *tex
         store_string(ld->cfg, s, text);
         break;
     case KIND_BOOL:
-        word = parse_bool(text);
+        word = word_index(bool_words, text);
         if (word < 0)
             goto bad;
-        store_bool(ld->cfg, s, word == 1);
+        store_bool(ld->cfg, s, word % 2 == 0);
         break;
     }
     ld->origins[s - settings] = *o;
@@ -750,7 +589,7 @@ static int apply_env(struct loader *ld, char **envp)
 
         if (!s)
             continue;
-        o.name = s->env;
+        o.env = s;
         if (set_value(ld, s, value, &o) < 0)
             return -EINVAL;
     }
@@ -888,7 +727,7 @@ static int load_config_file(struct loader *ld, const char *argv_path, char **env
 
         if (env_setting(envp[i], &value) == config_key()) {
             path = value;
-            o = (struct origin){.rank = FROM_ENV, .name = config_key()->env};
+            o = (struct origin){.rank = FROM_ENV, .env = config_key()};
         }
     }
     if (!path)
@@ -898,21 +737,73 @@ static int load_config_file(struct loader *ld, const char *argv_path, char **env
     return apply_file(ld, path, &o);
 }
 
+/* The next entry of a comma-separated list at *p, spaces trimmed: [*start, *end). Advances
+ * *p past it; returns false once the list is used up. */
+static bool next_entry(const char **p, const char **start, const char **end)
+{
+    size_t n;
+
+    if (!*p)
+        return false;
+    n = strcspn(*p, ",");
+    *start = *p;
+    *end = *p + n;
+    while (*start < *end && **start == ' ')
+        (*start)++;
+    while (*end > *start && (*end)[-1] == ' ')
+        (*end)--;
+    *p = (*p)[n] ? *p + n + 1 : NULL;
+    return true;
+}
+
+/* Is [s, e) an origin as browsers send it: http:// or https:// and a host[:port], no path, no
+ * trailing slash? */
+static bool origin_valid(const char *s, const char *e)
+{
+    const char *host;
+
+    if (strncmp(s, "https://", 8) == 0)
+        host = s + 8;
+    else if (strncmp(s, "http://", 7) == 0)
+        host = s + 7;
+    else
+        return false;
+    if (host >= e)
+        return false;
+    for (const char *c = host; c < e; c++) {
+        if (!isalnum((unsigned char)*c) && !strchr("-.:[]", *c))
+            return false;
+    }
+    return true;
+}
+
+/* Splits --allowed-origins into cfg->origins, or returns -EINVAL (cfg->origins then holds
+ * what was split so far, freed with the config). */
+static int split_origins(struct dw_config *cfg)
+{
+    const char *p = cfg->allowed_origins, *s, *e;
+    size_t n = 0;
+
+    cfg->origins = dw_xcalloc(1, sizeof(*cfg->origins));
+    while (next_entry(&p, &s, &e)) {
+        if (!origin_valid(s, e))
+            return -EINVAL;
+        cfg->origins = dw_xrealloc(cfg->origins, (n + 2) * sizeof(*cfg->origins));
+        cfg->origins[n++] = dw_xstrndup(s, (size_t)(e - s));
+        cfg->origins[n] = NULL;
+    }
+    return 0;
+}
+
 /* "dealwire: invalid value V for --FLAG (from SOURCE): why" for a value the table accepts but a
  * check below does not. */
 static int report_check(struct loader *ld, size_t field, const char *why)
 {
     const struct setting *s = find_field(field);
-    const char *value = *(char *const *)((const char *)ld->cfg + field);
 
-    fputs("dealwire: invalid value ", ld->err);
-    if (s->secret)
-        fputs("(hidden)", ld->err);
-    else
-        put_quoted(ld->err, value);
-    fprintf(ld->err, " for --%s (from ", s->flag);
-    put_origin(ld->err, &ld->origins[s - settings]);
-    fprintf(ld->err, "): %s\n", why);
+    put_invalid(ld->err, s, *(char *const *)((const char *)ld->cfg + field),
+                &ld->origins[s - settings]);
+    fprintf(ld->err, "%s\n", why);
     return -EINVAL;
 }
 
@@ -930,7 +821,7 @@ static int report_relation(struct loader *ld, size_t a, const char *relation, si
 /* Checks of single values the table cannot express. */
 static int check_values(struct loader *ld)
 {
-    const struct dw_config *cfg = ld->cfg;
+    struct dw_config *cfg = ld->cfg;
 
     if (cfg->jwt_secret && strlen(cfg->jwt_secret) < 32)
         return report_check(ld, FIELD(jwt_secret),
@@ -938,7 +829,7 @@ static int check_values(struct loader *ld)
                             "the HMAC-SHA-256 output)");
     if (cfg->api_token && strlen(cfg->api_token) < 16)
         return report_check(ld, FIELD(api_token), "expected at least 16 bytes");
-    if (cfg->allowed_origins && !dw_auth_origins_valid(cfg->allowed_origins))
+    if (cfg->allowed_origins && split_origins(cfg) < 0)
         return report_check(ld, FIELD(allowed_origins),
                             "expected a comma-separated list of scheme://host[:port] "
                             "(http or https, no path, no trailing slash)");
@@ -1059,7 +950,9 @@ static void write_help(FILE *out)
         put_meaning(out, s, false);
         fprintf(out, "\n  %*s  default ", width, "");
         put_default(out, s, false);
-        fprintf(out, ", env %s\n", s->env);
+        fputs(", env ", out);
+        put_env(out, s);
+        fputc('\n', out);
     }
     fprintf(out, "  %-*s  print this help and exit\n", width, "--help");
     fprintf(out, "  %-*s  print the version and exit\n", width, "--version");
@@ -1073,7 +966,9 @@ void dw_config_write_markdown(FILE *out)
     for (size_t i = 0; i < N_SETTINGS; i++) {
         const struct setting *s = &settings[i];
 
-        fprintf(out, "| `--%s` | `%s` | ", s->flag, s->env);
+        fprintf(out, "| `--%s` | `", s->flag);
+        put_env(out, s);
+        fputs("` | ", out);
         put_default(out, s, true);
         fputs(" | ", out);
         put_meaning(out, s, true);
@@ -1137,4 +1032,8 @@ void dw_config_destroy(struct dw_config *cfg)
         if (settings[i].kind == KIND_STRING)
             store_string(cfg, &settings[i], NULL);
     }
+    for (size_t i = 0; cfg->origins && cfg->origins[i]; i++)
+        free(cfg->origins[i]);
+    free(cfg->origins);
+    cfg->origins = NULL;
 }

@@ -60,10 +60,6 @@ int64_t dw_auth_leeway(const struct dw_auth *a);
 /* thread: any. Whether a WebSocket upgrade with this Origin header (NULL: none) may go on. */
 bool dw_auth_origin_allowed(const struct dw_auth *a, const char *origin);
 
-/* thread: any. Is list (the --allowed-origins value) a comma-separated list of origins as
- * browsers send them: http:// or https:// and a host[:port], no path, no trailing slash? */
-bool dw_auth_origins_valid(const char *list);
-
 /* thread: any. Whether origins are checked at all. */
 bool dw_auth_origins_enforced(const struct dw_auth *a);
 

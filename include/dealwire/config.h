@@ -2,7 +2,8 @@
  * config — every setting of the daemon, from flags, DEALWIRE_* environment variables and an
  * optional `key = value` file (flags win over env, env over file).
  *
- * One table in config.c lists each setting: flag, env name, type, default, bounds and help.
+ * One table in config.c lists each setting: flag, type, default, bounds and help; the env name
+ * is DEALWIRE_ and the flag in upper case, '_' for '-'.
  * The parser, --help and docs/configuration.md all come from it. The loaded config is
  * immutable after dw_config_load() and is passed by pointer.
  */
@@ -52,6 +53,9 @@ struct dw_config {
     enum dw_event_loop event_loop; /* --event-loop poll|uv */
     int log_level;                 /* --log-level error|warn|info|debug (enum dw_log_level) */
     char *config_file;             /* --config FILE, NULL when none */
+
+    /* Derived at load time. */
+    char **origins; /* --allowed-origins split and checked, NULL-terminated; NULL: any origin */
 };
 
 /* Results of dw_config_load() other than 0. */
@@ -67,7 +71,7 @@ struct dw_config {
  * printing nothing, if cfg, out or err is NULL, argc < 0, or argv is NULL with argc > 0. */
 int dw_config_load(struct dw_config *cfg, int argc, char **argv, char **envp, FILE *out, FILE *err);
 
-/* thread: any. Frees the strings cfg owns; cfg itself is the caller's storage. */
+/* thread: any. Frees the strings and lists cfg owns; cfg itself is the caller's storage. */
 void dw_config_destroy(struct dw_config *cfg);
 
 /* thread: any. Writes the settings table as Markdown (flag, env, default, meaning) to out; the

@@ -327,6 +327,32 @@ static void test_strings_and_enums(void **state)
     }
 }
 
+/* --allowed-origins is split once, at load, into cfg.origins: entries trimmed, in order, exactly
+ * as browsers send them; no list means NULL (any origin). */
+static void test_origin_list(void **state)
+{
+    char *argv[] = {"dealwire", "--allowed-origins",
+                    " https://deals.example ,http://127.0.0.1:8080,https://[::1]:8443", NULL};
+    char *no_args[] = {"dealwire", NULL};
+    struct run r;
+
+    (void)state;
+    load(&r, argv, NULL);
+    assert_int_equal(r.rc, 0);
+    assert_non_null(r.cfg.origins);
+    assert_string_equal(r.cfg.origins[0], "https://deals.example");
+    assert_string_equal(r.cfg.origins[1], "http://127.0.0.1:8080");
+    assert_string_equal(r.cfg.origins[2], "https://[::1]:8443");
+    assert_null(r.cfg.origins[3]);
+    release(&r);
+    assert_null(r.cfg.origins);
+
+    load(&r, no_args, NULL);
+    assert_int_equal(r.rc, 0);
+    assert_null(r.cfg.origins);
+    release(&r);
+}
+
 /* defaults < file < environment < command line, setting by setting. */
 static void test_precedence(void **state)
 {
@@ -1021,6 +1047,7 @@ int main(void)
         cmocka_unit_test(test_empty_argv_and_envp),
         cmocka_unit_test(test_each_source_sets_each_int),
         cmocka_unit_test(test_strings_and_enums),
+        cmocka_unit_test(test_origin_list),
         cmocka_unit_test(test_precedence),
         cmocka_unit_test(test_last_one_wins),
         cmocka_unit_test(test_config_file_from_env),
