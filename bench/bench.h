@@ -29,7 +29,7 @@
 /* Largest server frame accepted: the daemon's messages are a few KiB at most. */
 #define DWB_MAX_FRAME (1u << 20)
 /* Bytes read from one socket per readiness event: keeps the loop fair between sockets. */
-#define DWB_READ_CHUNK (64u * 1024)
+#define DWB_READ_CHUNK ((size_t)64 * 1024)
 /* Files the bench needs besides its sockets: stdio, epoll, /proc readings, slack. */
 #define DWB_FD_RESERVE 16
 /* Processes whose RSS --server-pid may sum (nginx's workers). */

@@ -169,6 +169,27 @@ static void lost(struct dwb_run *run, struct dwb_pub *pub, const char *why, int 
         run->aborted = true;
 }
 
+/* The status code of an answer that starts "HTTP/1.<minor> <code>", into *status. Returns 0, or
+ * -1 when resp does not start so. */
+static int parse_status(const char *resp, unsigned *status)
+{
+    static const char proto[] = "HTTP/1.";
+    const char *minor = resp + sizeof(proto) - 1;
+    char *end, *code_end;
+    unsigned long code;
+
+    if (strncmp(resp, proto, sizeof(proto) - 1) != 0)
+        return -1;
+    (void)strtoul(minor, &end, 10); /* skipped: any minor version */
+    if (end == minor)
+        return -1;
+    code = strtoul(end, &code_end, 10);
+    if (code_end == end)
+        return -1;
+    *status = (unsigned)code;
+    return 0;
+}
+
 /* Parses a complete answer at the start of pub->resp. Returns its length, 0 when more bytes
  * are needed, -1 when it is malformed. */
 static long parse_answer(struct dwb_run *run, struct dwb_pub *pub)
@@ -184,7 +205,7 @@ static long parse_answer(struct dwb_run *run, struct dwb_pub *pub)
     if (!end)
         return pub->resp_len > 16384 ? -1 : 0;
     hlen = (size_t)(end - pub->resp) + 4;
-    if (sscanf(pub->resp, "HTTP/1.%*u %u", &status) != 1)
+    if (parse_status(pub->resp, &status) < 0)
         return -1;
     *end = '\0';
     v = (char *)dwb_http_find_header(pub->resp, "Content-Length", &vlen);

@@ -245,12 +245,13 @@ static int parse_server(const char *v, enum dwb_server *out)
 static int parse_pids(const char *v, struct dwb_opts *o)
 {
     char buf[256], *save = NULL, *tok;
+    size_t len = strlen(v);
     unsigned long long u;
     int err;
 
-    if (strlen(v) >= sizeof(buf))
+    if (len >= sizeof(buf))
         return bad("--server-pid", v, "too long");
-    strcpy(buf, v);
+    memcpy(buf, v, len + 1);
     o->npids = 0;
     for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         if (o->npids == DWB_MAX_PIDS)
@@ -327,7 +328,7 @@ static int parse_opts(int argc, char **argv, struct dwb_opts *o)
             o->batch = (unsigned)u;
             break;
         case OPT_MSG_SIZE:
-            err = parse_uint("--msg-size", optarg, 64, 512 * 1024, &u);
+            err = parse_uint("--msg-size", optarg, 64, 512ULL * 1024, &u);
             o->msg_size = (unsigned)u;
             break;
         case OPT_WINDOW:

@@ -10,6 +10,7 @@
 #include "bench.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define NS 1e9
@@ -25,8 +26,17 @@ long dwb_read_rss_kb(pid_t pid)
     if (!f)
         return -1;
     while (fgets(line, sizeof(line), f)) {
-        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+        static const char key[] = "VmRSS:";
+        char *end;
+        long v;
+
+        if (strncmp(line, key, sizeof(key) - 1) != 0)
+            continue;
+        v = strtol(line + sizeof(key) - 1, &end, 10); /* "VmRSS:    1234 kB" */
+        if (end != line + sizeof(key) - 1) {
+            kb = v;
             break;
+        }
     }
     fclose(f);
     return kb;

@@ -72,7 +72,10 @@ static void base64(const unsigned char *in, size_t n, char *out)
 
         *out++ = tab[v >> 18];
         *out++ = tab[(v >> 12) & 63];
-        *out++ = i + 1 < n ? tab[(v >> 6) & 63] : '=';
+        if (i + 1 < n)
+            *out++ = tab[(v >> 6) & 63];
+        else
+            *out++ = '=';
         *out++ = '=';
     }
     *out = '\0';
@@ -358,8 +361,8 @@ static void on_text_frame(struct dwb_run *run, struct dwb_conn *c, const char *p
 }
 
 /* Handles the whole frames at the start of buf. Returns the bytes used, or -1 when c failed. */
-static long parse_frames(struct dwb_run *run, struct dwb_conn *c, unsigned char *buf, size_t n,
-                         int64_t now)
+static long parse_frames(struct dwb_run *run, struct dwb_conn *c, const unsigned char *buf,
+                         size_t n, int64_t now)
 {
     size_t off = 0;
 

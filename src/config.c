@@ -83,33 +83,34 @@ static long long max_connections_default(void);
 /* One constructor per shape of setting; each names the flag once. */
 /* clang-format off */
 #define INT(flag_, field, meta_, def, lo, hi, help_)                                               \
-    {.flag = flag_, .kind = KIND_INT, .offset = FIELD(field), .meta = meta_, .def_int = def,       \
-     .min = lo, .max = hi, .help = help_}
+    {.flag = (flag_), .kind = KIND_INT, .offset = FIELD(field), .meta = (meta_),                   \
+     .def_int = (def), .min = (lo), .max = (hi), .help = (help_)}
 /* An int whose default depends on the machine: fn() at load time, doc in --help. */
 #define INT_COMPUTED(flag_, field, meta_, fn, doc, lo, hi, help_)                                  \
-    {.flag = flag_, .kind = KIND_INT, .offset = FIELD(field), .meta = meta_, .def_fn = fn,         \
-     .def_doc = doc, .min = lo, .max = hi, .help = help_}
+    {.flag = (flag_), .kind = KIND_INT, .offset = FIELD(field), .meta = (meta_), .def_fn = (fn),   \
+     .def_doc = (doc), .min = (lo), .max = (hi), .help = (help_)}
 #define BOOL(flag_, field, def, help_)                                                             \
-    {.flag = flag_, .kind = KIND_BOOL, .offset = FIELD(field), .def_int = def, .help = help_}
+    {.flag = (flag_), .kind = KIND_BOOL, .offset = FIELD(field), .def_int = (def),                 \
+     .help = (help_)}
 /* A string with a default value, or with none (def NULL, "none" in --help). */
 #define STRING(flag_, field, meta_, def, help_)                                                    \
-    {.flag = flag_, .kind = KIND_STRING, .offset = FIELD(field), .meta = meta_, .def_str = def,    \
-     .def_doc = (def) ? NULL : "none", .help = help_}
+    {.flag = (flag_), .kind = KIND_STRING, .offset = FIELD(field), .meta = (meta_),                \
+     .def_str = (def), .def_doc = (def) ? NULL : "none", .help = (help_)}
 /* A string no error message or log line ever shows. */
 #define SECRET(flag_, field, meta_, help_)                                                         \
-    {.flag = flag_, .kind = KIND_STRING, .offset = FIELD(field), .meta = meta_,                   \
-     .def_doc = "none", .secret = true, .help = help_}
+    {.flag = (flag_), .kind = KIND_STRING, .offset = FIELD(field), .meta = (meta_),                \
+     .def_doc = "none", .secret = true, .help = (help_)}
 /* A string whose default is another program's environment variable, if set. */
 #define STRING_FROM_ENV(flag_, field, meta_, env, help_)                                           \
-    {.flag = flag_, .kind = KIND_STRING, .offset = FIELD(field), .meta = meta_, .def_env = env,    \
-     .def_doc = env " if set", .help = help_}
+    {.flag = (flag_), .kind = KIND_STRING, .offset = FIELD(field), .meta = (meta_),                \
+     .def_env = (env), .def_doc = env " if set", .help = (help_)}
 #define ENUM(flag_, field, def, words_, help_)                                                     \
-    {.flag = flag_, .kind = KIND_ENUM, .offset = FIELD(field), .def_str = def, .words = words_,    \
-     .help = help_}
+    {.flag = (flag_), .kind = KIND_ENUM, .offset = FIELD(field), .def_str = (def),                 \
+     .words = (words_), .help = (help_)}
 /* clang-format on */
 
-#define KIB 1024
-#define MIB (1024 * 1024)
+#define KIB 1024LL
+#define MIB (1024 * KIB)
 
 static const struct setting settings[] = {
     STRING("host", host, "ADDR", "0.0.0.0", "address to listen on"),
@@ -224,7 +225,7 @@ static bool env_is(const struct setting *s, const char *name, size_t len)
     if (len != plen + strlen(s->flag) || memcmp(name, prefix, plen) != 0)
         return false;
     for (size_t i = 0; i < len - plen; i++) {
-        char c = s->flag[i] == '-' ? '_' : (char)toupper((unsigned char)s->flag[i]);
+        char c = (char)(s->flag[i] == '-' ? '_' : toupper((unsigned char)s->flag[i]));
 
         if (name[plen + i] != c)
             return false;
@@ -572,6 +573,7 @@ static const struct setting *env_setting(const char *entry, const char **value)
     const char *eq = strchr(entry, '=');
     const struct setting *s;
 
+    *value = NULL;
     if (!eq || strncmp(entry, "DEALWIRE_", 9) != 0)
         return NULL;
     s = find_env(entry, (size_t)(eq - entry));

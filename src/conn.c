@@ -757,12 +757,15 @@ void dw__conn_drain_ready(struct dw_server *srv)
             conn->io.state != DW_CONN_LET_GO) {
             /* Off the ready queue now: the next push may put it back. */
             dw_outbox_unschedule(&conn->outbox);
+            bool must_wait;
+
             collect(srv, conn);
-            if (!may_write_now(conn))
-                lws_callback_on_writable(wsi);
-            else if (write_queued(srv, conn, wsi, ULONG_MAX) < 0)
+            /* Write now if nothing else is due first (may_write_now); what is left, or
+             * all of it, waits for WRITEABLE. */
+            must_wait = !may_write_now(conn);
+            if (!must_wait && write_queued(srv, conn, wsi, ULONG_MAX) < 0)
                 hang_up(conn); /* the write failed */
-            else if (!dw_outbox_is_empty(&conn->outbox))
+            else if (must_wait || !dw_outbox_is_empty(&conn->outbox))
                 lws_callback_on_writable(wsi);
         }
         /* The ready queue's reference, taken by the producer that scheduled conn. */

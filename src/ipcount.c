@@ -76,7 +76,7 @@ int dw_ip_from_sockaddr(const struct sockaddr *sa, socklen_t len, struct dw_ip *
 
 int dw_ip_from_peer(int fd, struct dw_ip *ip)
 {
-    struct sockaddr_storage ss;
+    struct sockaddr_storage ss = {0}; /* AF_UNSPEC unless getpeername() writes it */
     socklen_t len = sizeof(ss);
 
     if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0)

@@ -27,8 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-
-extern char **environ;
+#include <unistd.h> /* environ, with _GNU_SOURCE */
 
 struct signal_waiter {
     sigset_t set;

@@ -155,7 +155,7 @@ static int read_recorded(struct dw_store *st, void *arg)
     if (r == 0)
         r = dw_store_exec(st, &res, "SELECT version, name FROM schema_migrations ORDER BY version",
                           0, NULL);
-    if (r < 0)
+    if (r != 0) /* 0 or a negative errno: res is set only on 0 */
         return r;
 
     for (int row = 0; row < PQntuples(res); row++) {
@@ -210,7 +210,7 @@ static int apply_one(struct dw_store *st, void *arg)
     if (r == 0)
         r = dw_store_exec(st, &res, "SELECT 1 FROM schema_migrations WHERE version = $1::integer",
                           1, params);
-    if (r < 0)
+    if (r != 0)
         return r;
     present = PQntuples(res) > 0;
     PQclear(res);

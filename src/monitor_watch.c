@@ -140,21 +140,22 @@ static long send_alert(struct dw_monitor_round *r, const PGresult *res, int row)
     const char *category = PQgetvalue(res, row, COL_CATEGORY);
     bool price_hit = PQgetvalue(res, row, COL_PRICE_HIT)[0] == 't';
     bool stock_hit = PQgetvalue(res, row, COL_STOCK_HIT)[0] == 't';
+    bool no_threshold = PQgetisnull(res, row, COL_THRESHOLD); /* an inventory-only watch */
     char reason[2][96];
     const char *reasons[2];
     size_t n = 0;
     double price, threshold, inventory = 0;
 
     if (dw_store_parse_double(PQgetvalue(res, row, COL_PRICE), &price) < 0 ||
-        (!PQgetisnull(res, row, COL_THRESHOLD) &&
+        (!no_threshold &&
          dw_store_parse_double(PQgetvalue(res, row, COL_THRESHOLD), &threshold) < 0) ||
         (stock_hit && dw_store_parse_double(PQgetvalue(res, row, COL_INVENTORY), &inventory) < 0)) {
         snprintf(r->why, sizeof(r->why), "watch of %.64s on deal %.64s: a number does not parse",
                  user, deal);
         return -EPROTO;
     }
-    if (PQgetisnull(res, row, COL_THRESHOLD))
-        threshold = price; /* an inventory-only watch */
+    if (no_threshold)
+        threshold = price;
 
     if (price_hit) {
         price_reason(reason[n], sizeof(reason[n]), price, threshold);

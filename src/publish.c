@@ -51,6 +51,14 @@ static bool fail(struct verr *e, int index, const char *field, const char *messa
     return false;
 }
 
+/* Whether target is an object with key as its one key; *value is then key's value (NULL for a
+ * JSON null). */
+static bool only_key(struct json_object *target, const char *key, struct json_object **value)
+{
+    return json_object_is_type(target, json_type_object) &&
+           json_object_object_length(target) == 1 && json_object_object_get_ex(target, key, value);
+}
+
 static bool parse_item(struct json_object *obj, int index, struct item *it, struct verr *e)
 {
     struct json_object *target, *message, *type, *critical, *v;
@@ -61,23 +69,17 @@ static bool parse_item(struct json_object *obj, int index, struct item *it, stru
 
     if (!json_object_object_get_ex(obj, "target", &target))
         return fail(e, index, "target", "\"target\" is required");
-    if (json_object_is_type(target, json_type_string)) {
-        if (strcmp(json_object_get_string(target), "all") != 0)
-            return fail(e, index, "target",
-                        "\"target\" must be \"all\", {\"user_id\": ...} or {\"channel\": ...}");
+    if (json_object_is_type(target, json_type_string) &&
+        strcmp(json_object_get_string(target), "all") == 0) {
         it->target.kind = DW_TARGET_ALL;
         it->target.name = NULL;
-    } else if (!json_object_is_type(target, json_type_object) ||
-               json_object_object_length(target) != 1) {
-        return fail(e, index, "target",
-                    "\"target\" must be \"all\", {\"user_id\": ...} or {\"channel\": ...}");
-    } else if (json_object_object_get_ex(target, "user_id", &v)) {
+    } else if (only_key(target, "user_id", &v)) {
         it->target.name = dw_proto_json_string(v);
         if (!it->target.name || !dw_proto_user_id_is_valid(it->target.name))
             return fail(e, index, "target.user_id",
                         "user_id must be 1-128 characters of A-Z a-z 0-9 _ . : @ -");
         it->target.kind = DW_TARGET_USER;
-    } else if (json_object_object_get_ex(target, "channel", &v)) {
+    } else if (only_key(target, "channel", &v)) {
         it->target.name = dw_proto_json_string(v);
         if (!it->target.name || !dw_proto_channel_is_valid(it->target.name))
             return fail(e, index, "target.channel",

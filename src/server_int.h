@@ -30,7 +30,7 @@ struct dw_db;
 
 /* Bytes gathered into one RAW write; also the protocol's tx_packet_size (docs/architecture.md,
  * "The write path": left at 0, lws would cut each send at rx_buffer_size). */
-#define DW_WRITE_BATCH (64 * 1024)
+#define DW_WRITE_BATCH ((size_t)64 * 1024)
 
 /* lws's receive buffer per connection (lws allocates it at the upgrade, plus LWS_PRE + 4):
  * clients send short commands (docs/architecture.md, "The write path"), which arrive in chunks of
@@ -41,8 +41,8 @@ struct dw_db;
 
 /* How often the heartbeat sweep runs: an eighth of the heartbeat interval, within these
  * bounds (it walks every connection, so not more often than needed). */
-#define DW_SWEEP_MIN_US (100 * 1000)
-#define DW_SWEEP_MAX_US (1000 * 1000)
+#define DW_SWEEP_MIN_US ((lws_usec_t)100 * 1000)
+#define DW_SWEEP_MAX_US ((lws_usec_t)1000 * 1000)
 
 /* Every socket the server accepted, from SERVER_NEW_CLIENT_INSTANTIATED to WSI_DESTROY (lws
  * opaque user data of its wsi; server.c). While it has a deadline it is on srv->deadlines,

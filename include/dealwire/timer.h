@@ -44,11 +44,11 @@ struct dw_timers *dw_timers_start(struct dw_workers *pool);
  * (copied, for log lines) says what it runs. arg is borrowed until dw_timers_stop() returns.
  * Returns 0, -EINVAL for a bad argument, -ENOSPC when DW_TIMERS_MAX timers exist, or -ESHUTDOWN
  * once stopping. */
-int dw_timers_add(struct dw_timers *timers, const char *name, int64_t period_ns, dw_timer_fn *fn,
+int dw_timers_add(struct dw_timers *ts, const char *name, int64_t period_ns, dw_timer_fn *fn,
                   void *arg);
 
 /* thread: main, never from a timer's function (it waits for them). Stops the timer thread,
  * waits for the runs already submitted to finish, and frees the set. NULL is a no-op. */
-void dw_timers_stop(struct dw_timers *timers);
+void dw_timers_stop(struct dw_timers *ts);
 
 #endif

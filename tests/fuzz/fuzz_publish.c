@@ -61,6 +61,7 @@ static struct dw_conn *add_conn(const char *user_id)
     return c;
 }
 
+/* The signature is libFuzzer's. NOLINTNEXTLINE(readability-non-const-parameter) */
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     struct dw_conn *alice, *bob;
