@@ -36,7 +36,10 @@ void dw_server_stop(struct dw_server *srv);
 void dw_server_reload_tls(struct dw_server *srv);
 
 /* thread: io, after dw_server_run() returned. Destroys the lws context, stops the workers and
- * frees everything. */
+ * frees everything. dw_server_run() can return while the thread that asked it to stop is still
+ * inside dw_server_stop() or dw_server_reload_tls() (they wake lws after setting their flag):
+ * the caller joins or otherwise waits for every such thread first (main.c joins its signal
+ * thread). */
 void dw_server_free(struct dw_server *srv);
 
 /* thread: io, before dw_server_run(). Makes /readyz report the database's readiness from
