@@ -1,27 +1,32 @@
 #!/usr/bin/env bash
-# The test command (README; .ci/run calls it): installs missing packages, checks formatting,
-# then for each of the presets debug, asan (ASan+UBSan) and tsan configures, builds and runs
-# every ctest test (labels unit, stress, integration). Then runs the libFuzzer targets for a
-# bounded time (scripts/fuzz.sh, the fuzz preset; each target counts as one test). Finally
-# builds the release preset (build only, so `scripts/run.sh` cannot break unnoticed). Stops at
-# the first failure.
+# The test command (README; .ci/run calls it): installs missing packages, checks formatting
+# (clang-format) and runs clang-tidy (scripts/tidy.sh), then for each of the presets debug,
+# asan (ASan+UBSan) and tsan configures, builds and runs every ctest test (labels unit,
+# stress, integration, smoke). Then runs them all once more in
+# the coverage preset and checks the line coverage of src/ against its minimum
+# (scripts/coverage.sh; its tests count in the totals like a preset's). Then runs the libFuzzer
+# targets for a bounded time (scripts/fuzz.sh, the fuzz preset; each target counts as one
+# test). Finally builds the release preset (build only, so `scripts/run.sh` cannot break
+# unnoticed). Stops at the first failure.
 #
 #   DW_TEST_PRESETS="debug"  run only these test presets (and skip the release build); the
-#                            fuzz stage runs only if the list names "fuzz"
+#                            coverage and fuzz stages run only if the list names "coverage"
+#                            and "fuzz" (default: "debug asan tsan coverage fuzz")
+#   DW_COVERAGE_MIN=92       minimum line coverage of src/ (see scripts/coverage.sh)
 #   DW_FUZZ_SECONDS=60       fuzzing time per fuzz target (see scripts/fuzz.sh)
 #   DW_SKIP_DEPS=1           do not check packages (see scripts/deps.sh)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# "fuzz" is not a ctest preset: it selects the fuzz stage.
+# "coverage" and "fuzz" select the stages of those names, which run after the presets.
 presets=()
-run_fuzz=0
-for p in ${DW_TEST_PRESETS:-debug asan tsan fuzz}; do
-    if [ "$p" = fuzz ]; then
-        run_fuzz=1
-    else
-        presets+=("$p")
-    fi
+run_coverage=0 run_fuzz=0
+for p in ${DW_TEST_PRESETS:-debug asan tsan coverage fuzz}; do
+    case $p in
+        coverage) run_coverage=1 ;;
+        fuzz) run_fuzz=1 ;;
+        *) presets+=("$p") ;;
+    esac
 done
 build_release=1
 [ -n "${DW_TEST_PRESETS:-}" ] && build_release=0
@@ -49,6 +54,24 @@ summary() {
 }
 trap summary EXIT
 
+# Adds the tests of a ctest log to the totals, and sets counts to "N passed, N failed, N
+# skipped".
+count_ctest() {
+    local log=$1 line total=0 failed=0 skipped passed
+    # "100% tests passed, 0 tests failed out of 12"; skipped tests count as passed there.
+    line=$(grep -E '^[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -n1 || true)
+    if [[ "$line" =~ ([0-9]+)\ tests?\ failed\ out\ of\ ([0-9]+) ]]; then
+        failed=${BASH_REMATCH[1]}
+        total=${BASH_REMATCH[2]}
+    fi
+    skipped=$(grep -cE '^[[:space:]]+[0-9]+ - .* \(Skipped\)$' "$log" || true)
+    passed=$((total - failed - skipped))
+    total_pass=$((total_pass + passed))
+    total_fail=$((total_fail + failed))
+    total_skip=$((total_skip + skipped))
+    counts="${passed} passed, ${failed} failed, ${skipped} skipped"
+}
+
 banner() {
     echo
     echo "################################################################"
@@ -56,8 +79,9 @@ banner() {
     echo "################################################################"
 }
 
-order+=(deps format)
+order+=(deps format tidy)
 for p in "${presets[@]}"; do order+=("$p"); done
+[ "$run_coverage" = 1 ] && order+=(coverage)
 [ "$run_fuzz" = 1 ] && order+=(fuzz)
 [ "$build_release" = 1 ] && order+=(release-build)
 
@@ -81,6 +105,13 @@ fi
 result[format]="ok (${nfmt} files)"
 echo "format: ${nfmt} files clean"
 
+banner "tidy: scripts/tidy.sh (clang-tidy 14, the checks in .clang-tidy)"
+result[tidy]="FAILED"
+mkdir -p build
+bash scripts/tidy.sh 2>&1 | tee build/tidy.log
+tidy_line=$(tail -n1 build/tidy.log)
+result[tidy]="ok (${tidy_line#tidy: })"
+
 for p in "${presets[@]}"; do
     banner "preset ${p}: configure, build, ctest"
     t0=$SECONDS
@@ -92,25 +123,35 @@ for p in "${presets[@]}"; do
     log="build/${p}/ctest.log"
     rc=0
     ctest --preset "$p" 2>&1 | tee "$log" || rc=$?
-    # "100% tests passed, 0 tests failed out of 12"; skipped tests count as passed there.
-    line=$(grep -E '^[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -n1 || true)
-    total=0 failed=0
-    if [[ "$line" =~ ([0-9]+)\ tests?\ failed\ out\ of\ ([0-9]+) ]]; then
-        failed=${BASH_REMATCH[1]}
-        total=${BASH_REMATCH[2]}
-    fi
-    skipped=$(grep -cE '^[[:space:]]+[0-9]+ - .* \(Skipped\)$' "$log" || true)
-    passed=$((total - failed - skipped))
-    total_pass=$((total_pass + passed))
-    total_fail=$((total_fail + failed))
-    total_skip=$((total_skip + skipped))
-    counts="${passed} passed, ${failed} failed, ${skipped} skipped"
+    count_ctest "$log"
     if [ "$rc" -ne 0 ]; then
         result[$p]="FAILED (ctest: ${counts}, $((SECONDS - t0)) s)"
         exit "$rc"
     fi
     result[$p]="ok (${counts}, $((SECONDS - t0)) s)"
 done
+
+if [ "$run_coverage" = 1 ]; then
+    banner "coverage: scripts/coverage.sh (every test again, line coverage of src/)"
+    t0=$SECONDS
+    result[coverage]="FAILED"
+    ctest_log=build/coverage/ctest.log
+    log=build/coverage/coverage.log
+    mkdir -p build/coverage
+    rm -f "$ctest_log"
+    rc=0
+    bash scripts/coverage.sh 2>&1 | tee "$log" || rc=$?
+    counts="no tests run" # configure or build failed
+    [ -f "$ctest_log" ] && count_ctest "$ctest_log"
+    # Last line of coverage.sh: "coverage: src/ lines 94.8% (min 92%)"
+    line=$(grep -E '^coverage: src/ lines ' "$log" | tail -n1 || true)
+    figure=${line#coverage: }
+    if [ "$rc" -ne 0 ]; then
+        result[coverage]="FAILED (${counts}; ${figure:-no figure}, $((SECONDS - t0)) s)"
+        exit "$rc"
+    fi
+    result[coverage]="ok (${counts}; ${figure}, $((SECONDS - t0)) s)"
+fi
 
 if [ "$run_fuzz" = 1 ]; then
     fuzz_seconds=${DW_FUZZ_SECONDS:-60}
