@@ -79,6 +79,7 @@ struct dw_http_req {
     size_t resp_len;
     const struct dw_web_file *page; /* a dashboard file: its type and headers, not JSON's */
     bool head_only;                 /* an answer to HEAD: the headers, no body */
+    const char *allow;              /* a 405's Allow header (RFC 9110 15.5.6), or NULL */
     struct dw_http_req *next_ready; /* io only: in srv->ready_reqs */
 };
 
@@ -200,17 +201,46 @@ static int respond_error(struct dw_pss *pss, struct lws *wsi, unsigned status, c
     return respond(pss, wsi, status, text, len);
 }
 
+/* 405 with the Allow header naming the methods the path takes. */
+static int respond_not_allowed(struct dw_pss *pss, struct lws *wsi, const char *allow,
+                               const char *message)
+{
+    req_of(pss, wsi)->allow = allow;
+    return respond_error(pss, wsi, HTTP_STATUS_METHOD_NOT_ALLOWED, message);
+}
+
+/* ?limit=N: 1 to 9 decimal digits, at most max; dflt when it is absent or anything else
+ * ("-1", " 1", "abc", 0). Every argument is looked at, so a long one before it cannot hide it
+ * (lws_get_urlarg_by_name stops at the first argument its buffer cannot hold). */
 static unsigned url_limit(struct lws *wsi, unsigned dflt, unsigned max)
 {
-    char buf[32];
-    const char *v = lws_get_urlarg_by_name(wsi, "limit=", buf, (int)sizeof(buf));
-    char *end;
-    unsigned long n;
+    static const char name[] = "limit=";
+    const size_t name_len = sizeof(name) - 1;
+    char arg[32];
+    unsigned long n = 0;
+    size_t digits;
 
-    if (!v || !*v)
+    for (int i = 0;; i++) {
+        int len = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
+
+        if (len <= 0) {
+            /* past the last argument, or an empty one ("?a=1&&limit=2") */
+            if (lws_hdr_copy_fragment(wsi, arg, (int)sizeof(arg), WSI_TOKEN_HTTP_URI_ARGS, i) < 0)
+                return dflt;
+            continue;
+        }
+        if ((size_t)len >= sizeof(arg))
+            continue; /* longer than any limit= argument can be */
+        if (lws_hdr_copy_fragment(wsi, arg, (int)sizeof(arg), WSI_TOKEN_HTTP_URI_ARGS, i) < 0)
+            return dflt;
+        if (strncmp(arg, name, name_len) == 0)
+            break;
+    }
+    digits = strspn(arg + name_len, "0123456789");
+    if (digits == 0 || digits > 9 || arg[name_len + digits] != '\0')
         return dflt;
-    n = strtoul(v, &end, 10);
-    if (*end || n == 0)
+    n = strtoul(arg + name_len, NULL, 10);
+    if (n == 0)
         return dflt;
     return n > max ? max : (unsigned)n;
 }
@@ -392,8 +422,10 @@ int dw__http_write_refusal(struct lws *wsi, int status, const char *why)
                      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n%s"
                      "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
                      status, reason,
-                     status == HTTP_STATUS_UNAUTHORIZED ? "WWW-Authenticate: Bearer\r\n" : "", len,
-                     body);
+                     status == HTTP_STATUS_UNAUTHORIZED         ? "WWW-Authenticate: Bearer\r\n"
+                     : status == HTTP_STATUS_METHOD_NOT_ALLOWED ? "Allow: GET, HEAD, POST\r\n"
+                                                                : "",
+                     len, body);
 
     free(body);
     if (n < 0 || (size_t)n >= sizeof(buf) - LWS_PRE)
@@ -501,12 +533,15 @@ int dw__http_request(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
         if (route && route->get)
             return route->get(srv, wsi, pss, path);
         if (route)
-            return respond_error(pss, wsi, HTTP_STATUS_METHOD_NOT_ALLOWED, "use POST");
+            return respond_not_allowed(pss, wsi, "POST", "use POST");
         return respond_error(pss, wsi, HTTP_STATUS_NOT_FOUND, "no such endpoint");
     }
     if (!method_is(wsi, WSI_TOKEN_POST_URI) || !route || !route->post) {
-        if (route || page)
-            return respond_error(pss, wsi, HTTP_STATUS_METHOD_NOT_ALLOWED, "method not allowed");
+        if (page)
+            return respond_not_allowed(pss, wsi, "GET, HEAD", "method not allowed");
+        if (route)
+            return respond_not_allowed(pss, wsi, route->post ? "POST" : "GET",
+                                       "method not allowed");
         return respond_error(pss, wsi, HTTP_STATUS_NOT_FOUND, "no such endpoint");
     }
 
@@ -694,7 +729,8 @@ static int add_headers(struct lws *wsi, const struct dw_http_req *req, unsigned 
     }
     return add_header(wsi, "cache-control:", "no-store", p, end) ||
            (req->status == HTTP_STATUS_UNAUTHORIZED &&
-            add_header(wsi, "www-authenticate:", "Bearer", p, end));
+            add_header(wsi, "www-authenticate:", "Bearer", p, end)) ||
+           (req->allow && add_header(wsi, "allow:", req->allow, p, end));
 }
 
 int dw__http_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss)

@@ -743,20 +743,33 @@ static void test_unknown_paths_are_404_json(void **state)
     }
 }
 
-/* A known path with a method it does not take: 405, and the connection stays in step (the
- * body of a refused POST is not read as the next request). */
+/* A known path with a method it does not take: 405 with Allow naming the ones it takes (RFC
+ * 9110 15.5.6), and the connection stays in step (the body of a refused POST is not read as the
+ * next request). */
 static void test_wrong_method_is_405(void **state)
 {
+    static const struct {
+        const char *request, *message, *allow;
+    } cases[] = {
+        {"GET /api/publish", "use POST", "POST"},
+        {"DELETE /api/publish", "method not allowed", "POST"},
+        {"PUT /api/websocket/stats", "method not allowed", "GET"},
+        {"DELETE /", "method not allowed", "GET, HEAD"},
+    };
     struct server *s = *state;
     struct conn *c;
     struct reply r;
+    char v[64], req[128];
 
-    exchange(s, "GET /api/publish HTTP/1.1\r\nHost: test\r\n\r\n", &r);
-    expect_error(&r, 405, "use POST");
-    reply_free(&r);
-    exchange(s, "DELETE /api/publish HTTP/1.1\r\nHost: test\r\n\r\n", &r);
-    expect_error(&r, 405, "method not allowed");
-    reply_free(&r);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(req, sizeof(req), "%s HTTP/1.1\r\nHost: test\r\n\r\n", cases[i].request);
+        exchange(s, req, &r);
+        expect_error(&r, 405, cases[i].message);
+        if (!header(&r, "allow", v, sizeof(v)) || strcmp(v, cases[i].allow) != 0)
+            fail_msg("%s: Allow %s, want %s", cases[i].request,
+                     header(&r, "allow", v, sizeof(v)) ? v : "(none)", cases[i].allow);
+        reply_free(&r);
+    }
 
     c = conn_open(s);
     conn_send_str(c, "POST /healthz HTTP/1.1\r\nHost: test\r\nContent-Length: 36\r\n\r\n"
@@ -777,6 +790,8 @@ static void test_wrong_method_is_405(void **state)
                      "GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n");
     read_reply(c, &r, true);
     assert_int_equal(r.status, 405);
+    assert_non_null(header(&r, "allow", v, sizeof(v)));
+    assert_string_equal(v, "GET");
     reply_free(&r);
     read_reply(c, &r, false);
     assert_int_equal(r.status, 200);
@@ -827,6 +842,8 @@ static void test_connect_is_405_json(void **state)
     expect_error(&r, 405, "CONNECT is not supported");
     assert_non_null(header(&r, "connection", v, sizeof(v)));
     assert_string_equal(v, "close");
+    assert_non_null(header(&r, "allow", v, sizeof(v)));
+    assert_string_equal(v, "GET, HEAD, POST");
     reply_free(&r);
     expect_closed(c);
     conn_close(c);
@@ -1234,9 +1251,20 @@ static void test_connections_limit(void **state)
         int listed;
         bool truncated;
     } cases[] = {
-        {"?limit=1", 1, true},       {"?limit=2", 2, true},  {"?limit=3", 3, false},
-        {"?limit=999999", 3, false}, {"?limit=0", 3, false}, {"?limit=abc", 3, false},
-        {"?limit=2x", 3, false},     {"?limit=", 3, false},  {"?x=1&limit=2", 2, true},
+        {"?limit=1", 1, true},
+        {"?limit=2", 2, true},
+        {"?limit=3", 3, false},
+        {"?limit=999999", 3, false},
+        {"?limit=0", 3, false},
+        {"?limit=abc", 3, false},
+        {"?limit=2x", 3, false},
+        {"?limit=", 3, false},
+        {"?x=1&limit=2", 2, true},
+        {"?limit=-1", 3, false},
+        {"?limit=%201", 3, false},
+        /* an argument longer than lws_get_urlarg_by_name's buffer before it */
+        {"?pad=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx&limit=1", 1, true},
+        {"?limit=0000000001", 3, false}, /* more than 9 digits */
     };
     struct server *s = *state;
     struct conn *c[3];
