@@ -12,7 +12,7 @@
  *    └──────────────(hang-up: failed write, stale)──▶ LET_GO ──(lws's CLOSED)──▶ GONE
  *                                       (and from any state but GONE: CLOSED ──▶ GONE)
  *
- * What each state allows, in conn.c: input is taken in OPEN and PEER_CLOSED only; the drain
+ * What each state allows, in conn.c: input is taken in OPEN only; the drain
  * writes only in OPEN; WRITEABLE writes in OPEN, PEER_CLOSED and FLUSHING, and sends the close
  * frame from FLUSHING (once flushed) and DROPPING; in LET_GO nothing more comes from us (lws
  * finishes the connection: a close frame already asked for, or a kill on its next pass), and
@@ -67,10 +67,12 @@ static inline bool dw_conn_step(enum dw_conn_state *state, enum dw_conn_event ev
     return true;
 }
 
-/* Does a connection in state take the client's messages (and charge them)? */
+/* Does a connection in state take the client's messages (and charge them)? Only OPEN: after
+ * its close frame a client sends nothing more (RFC 6455 5.5.1), and what it sends anyway could
+ * not be answered. */
 static inline bool dw_conn_takes_input(enum dw_conn_state state)
 {
-    return state == DW_CONN_OPEN || state == DW_CONN_PEER_CLOSED;
+    return state == DW_CONN_OPEN;
 }
 
 #endif
