@@ -29,6 +29,8 @@
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
 
+#include "test_util.h"
+
 /* 2027-01-15T08:00:00Z; tokens expire ten minutes later unless a test says otherwise. */
 #define NOW INT64_C(1800000000)
 #define EXP (NOW + 600)
@@ -162,7 +164,7 @@ static void append_b64url(struct tok *t, const void *in, size_t len)
         n--;
     assert_true(t->len + (size_t)n < TOKEN_CAP);
     for (int i = 0; i < n; i++)
-        t->s[t->len++] = enc[i] == '+' ? '-' : enc[i] == '/' ? '_' : (char)enc[i];
+        t->s[t->len++] = (char)(enc[i] == '+' ? '-' : enc[i] == '/' ? '_' : enc[i]);
     t->s[t->len] = '\0';
 }
 

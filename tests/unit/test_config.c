@@ -7,6 +7,7 @@
 #include "dealwire/config.h"
 #include "dealwire/log.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +18,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "test_util.h"
 
 #ifndef DW_VERSION
 #define DW_VERSION "0.1.0"
@@ -104,7 +107,7 @@ static char *subst(const char *s, const char *path)
         p = stpcpy(p, path);
         s = at + 5;
     }
-    strcpy(p, s);
+    memcpy(p, s, strlen(s) + 1);
     return res;
 }
 
@@ -987,7 +990,7 @@ static void test_env_names_follow_flags(void **state)
         assert_int_equal(sscanf(row, "\n| `--%63[^`]` | `%63[^`]` |", flag, env), 2);
         n = (size_t)snprintf(want, sizeof(want), "DEALWIRE_");
         for (const char *p = flag; *p; p++)
-            want[n++] = *p == '-' ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 'a' + 'A' : *p);
+            want[n++] = (char)(*p == '-' ? '_' : toupper((unsigned char)*p));
         want[n] = '\0';
         assert_string_equal(env, want);
     }

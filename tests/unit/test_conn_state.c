@@ -13,6 +13,8 @@
 
 #include <cmocka.h>
 
+#include "test_util.h"
+
 static const char *const state_names[DW_CONN__STATES] = {
     "OPEN", "PEER_CLOSED", "FLUSHING", "DROPPING", "LET_GO", "GONE",
 };

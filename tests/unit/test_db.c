@@ -29,6 +29,8 @@
 
 #include <cmocka.h>
 
+#include "test_util.h"
+
 #define NTHREADS 4
 
 /* A loopback port that refuses connections: bound, never listening. */

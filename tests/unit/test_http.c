@@ -44,6 +44,8 @@
 #include <cmocka.h>
 #include <json-c/json.h>
 
+#include "test_util.h"
+
 #define API_TOKEN "operator-token-0123456789abcdef"
 
 /* How long any one wait may take: a read, a close, the server's start. Generous for TSan. */
@@ -170,7 +172,7 @@ static struct server *server_start(const char *const *extra)
         assert_int_equal(pthread_create(&s->thread, NULL, io_main, s), 0);
 
         clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += WAIT_MS / 1000 * 4;
+        until.tv_sec += (time_t)(WAIT_MS / 1000) * 4;
         pthread_mutex_lock(&s->lock);
         while (s->state == 0) {
             if (pthread_cond_timedwait(&s->cond, &s->lock, &until) == ETIMEDOUT)
@@ -387,7 +389,8 @@ static void read_reply(struct conn *c, struct reply *r, bool head_request)
     head_len = (size_t)(end - c->buf) + 4;
     r->head = strndup(c->buf, head_len - 2);
     assert_non_null(r->head);
-    if (sscanf(r->head, "HTTP/1.1 %3d ", &r->status) != 1)
+    r->status = http_status_code(r->head);
+    if (r->status < 0)
         fail_msg("not an HTTP/1.1 status line: %s", r->head);
     conn_consume(c, head_len);
     if (!head_request && header(r, "content-length", value, sizeof(value)))

@@ -24,6 +24,8 @@
 
 #include <cmocka.h>
 
+#include "test_util.h"
+
 /* ------------------------------------------------------------------------------------------
  * Fixture: a hub whose wake callback counts, and a table of the connections made.
  * ------------------------------------------------------------------------------------------ */

@@ -13,6 +13,8 @@
 
 #include <cmocka.h>
 
+#include "test_util.h"
+
 static struct dw_ip ip4(uint32_t host_order)
 {
     struct sockaddr_in in = {.sin_family = AF_INET};

@@ -16,6 +16,8 @@
 
 #include <cmocka.h>
 
+#include "test_util.h"
+
 static void test_parse_good_names(void **state)
 {
     static const struct {
@@ -73,7 +75,8 @@ static void test_parse_bad_names(void **state)
     char small[4];
     char longname[DW_MIGRATION_NAME_MAX + 16] = "1_";
     memset(longname + 2, 'a', DW_MIGRATION_NAME_MAX);
-    strcpy(longname + 2 + DW_MIGRATION_NAME_MAX, ".sql");
+    snprintf(longname + 2 + DW_MIGRATION_NAME_MAX, sizeof(longname) - 2 - DW_MIGRATION_NAME_MAX,
+             ".sql");
     assert_int_equal(dw_migrate_parse_file_name("1_abcd.sql", &version, small, sizeof(small)),
                      -EINVAL);
     assert_int_equal(dw_migrate_parse_file_name("1_abc.sql", &version, small, sizeof(small)), 0);

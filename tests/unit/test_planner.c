@@ -10,6 +10,8 @@
 
 #include <cmocka.h>
 
+#include "test_util.h"
+
 #include "dealwire/planner.h"
 
 #define GOOD                                                                                       \

@@ -519,7 +519,7 @@ static void test_field_path_cut(void **state)
     assert_int_equal(strspn(err.field, "k"), n - 3);
 
     /* 200 x U+00E9 (2 bytes each): an even number of bytes survives the cut. */
-    for (int i = 0; i < 200; i++)
+    for (size_t i = 0; i < 200; i++)
         memcpy(key + 2 * i, "\xc3\xa9", 2);
     key[400] = '\0';
     snprintf(text, sizeof(text), "[{\"%s\":\"\x01\"}]", key);
@@ -561,6 +561,8 @@ static void test_parse_json_ex_errors(void **state)
 
     /* The deepest nesting allowed parses: depth levels, the number at the bottom being one. */
     memset(deep, '[', DW_JSON_DEPTH_MAX - 1);
+    /* deep is passed with its length, never as a string: nothing in it is NUL-terminated.
+     * NOLINTNEXTLINE(bugprone-not-null-terminated-result) */
     memcpy(deep + DW_JSON_DEPTH_MAX - 1, "18446744073709551615", 20);
     memset(deep + DW_JSON_DEPTH_MAX - 1 + 20, ']', DW_JSON_DEPTH_MAX - 1);
     assert_int_equal(dw_proto_parse_json_ex(deep, 2 * (DW_JSON_DEPTH_MAX - 1) + 20,
@@ -579,7 +581,8 @@ static void test_parse_json_ex_errors(void **state)
     memset(deep, '[', DW_JSON_DEPTH_MAX);
     memset(deep + DW_JSON_DEPTH_MAX, ']', DW_JSON_DEPTH_MAX);
     assert_int_equal(
-        dw_proto_parse_json_ex(deep, 2 * DW_JSON_DEPTH_MAX, DW_JSON_DEPTH_MAX, &obj, NULL), 0);
+        dw_proto_parse_json_ex(deep, (size_t)2 * DW_JSON_DEPTH_MAX, DW_JSON_DEPTH_MAX, &obj, NULL),
+        0);
     json_object_put(obj);
 }
 

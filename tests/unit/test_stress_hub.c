@@ -40,6 +40,8 @@
 
 #include <cmocka.h>
 
+#include "test_util.h"
+
 /* The outbox bound of the I/O thread here: large enough that nothing is ever dropped. */
 #define LARGE_BOUND  (1UL << 30)
 #define NSTABLE      200
@@ -246,13 +248,17 @@ static uint64_t next_rand(struct io *io)
 /* Checks message m popped from stable connection i. */
 static void check_stable(struct io *io, unsigned i, struct dw_msg *m)
 {
+    const char *text = dw_msg_payload(m);
+    unsigned long pv, sv;
     unsigned p, s, want;
 
-    if (sscanf(dw_msg_payload(m), "{\"p\":%u,\"s\":%u}", &p, &s) != 2 || p >= NPRODUCERS ||
-        s >= PER_PRODUCER) {
+    if (!scan_ulong(&text, "{\"p\":", &pv) || !scan_ulong(&text, ",\"s\":", &sv) ||
+        strcmp(text, "}") != 0 || pv >= NPRODUCERS || sv >= PER_PRODUCER) {
         record_error(io, "conn %u: bad payload %s", i, dw_msg_payload(m));
         return;
     }
+    p = (unsigned)pv;
+    s = (unsigned)sv;
     for (want = io->cursor[i][p]; want < PER_PRODUCER && !stable_gets(i, p, want); want++)
         ;
     if (s != want) {
@@ -329,7 +335,7 @@ static void churn_step(struct io *io)
         }
         if (io->ndead == io->dead_cap) {
             io->dead_cap = io->dead_cap ? 2 * io->dead_cap : 64;
-            io->dead = realloc(io->dead, io->dead_cap * sizeof(*io->dead));
+            io->dead = realloc(io->dead, io->dead_cap * sizeof(struct dw_conn *));
             if (!io->dead)
                 abort();
         }

@@ -42,6 +42,8 @@
 
 #include <cmocka.h>
 
+#include "test_util.h"
+
 #define NPRODUCERS   4
 #define PER_PRODUCER 100000
 #define PER_ROUND    250 /* messages per producer per round */
@@ -159,13 +161,14 @@ static void collect_and_pop(struct shared *sh)
     if (dw_outbox_collect(&sh->ob, TOTAL) != 0)
         record_error(sh, "collect dropped messages under a bound of %lu", TOTAL);
     while ((m = dw_outbox_pop(&sh->ob)) != NULL) {
-        unsigned p;
-        unsigned long s;
+        const char *text = dw_msg_payload(m);
+        unsigned long p, s;
 
-        if (sscanf(dw_msg_payload(m), "{\"p\":%u,\"s\":%lu}", &p, &s) != 2 || p >= NPRODUCERS) {
+        if (!scan_ulong(&text, "{\"p\":", &p) || !scan_ulong(&text, ",\"s\":", &s) ||
+            strcmp(text, "}") != 0 || p >= NPRODUCERS) {
             record_error(sh, "bad payload %s", dw_msg_payload(m));
         } else if (s != sh->next_seq[p]) {
-            record_error(sh, "producer %u: got seq %lu, expected %lu", p, s, sh->next_seq[p]);
+            record_error(sh, "producer %lu: got seq %lu, expected %lu", p, s, sh->next_seq[p]);
             sh->next_seq[p] = s + 1;
         } else {
             sh->next_seq[p]++;

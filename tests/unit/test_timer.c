@@ -18,6 +18,8 @@
 
 #include <cmocka.h>
 
+#include "test_util.h"
+
 #define MS 1000000LL
 
 /* What a timer's function records, under its own lock. */
@@ -187,7 +189,7 @@ static void test_stop_is_prompt(void **state)
 
     (void)state;
     probe_init(&p, 0);
-    assert_int_equal(dw_timers_add(ts, "hourly", 3600 * 1000 * MS, probe_run, &p), 0);
+    assert_int_equal(dw_timers_add(ts, "hourly", 3600 * (1000 * MS), probe_run, &p), 0);
     usleep(20000); /* let the thread go to sleep on the hour-long deadline */
     t0 = dw_now_mono_ns();
     dw_timers_stop(ts);

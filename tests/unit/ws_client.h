@@ -37,6 +37,8 @@
 
 #include <json-c/json.h>
 
+#include "test_util.h"
+
 /* How long a test waits for something that must happen, and for something that must not. */
 #define TC_WAIT_MS  10000
 #define TC_QUIET_MS 200
@@ -513,7 +515,8 @@ static inline void http_read_response(int fd, struct tbuf *b, struct http_resp *
     memcpy(r->head, b->p, head_len);
     r->head[head_len] = '\0';
     tbuf_consume(b, head_len + 4);
-    if (sscanf(r->head, "HTTP/1.1 %d", &r->status) != 1)
+    r->status = http_status_code(r->head);
+    if (r->status < 0)
         fail_msg("not an HTTP/1.1 status line: %s", r->head);
     r->body_len = 0;
     if (http_header(r, "content-length", clen, sizeof(clen)))
@@ -783,6 +786,8 @@ static inline void ws_send_close(struct ws *c, int code, const char *reason)
     assert_true(n + 2 <= sizeof(p));
     p[0] = (unsigned char)(code >> 8);
     p[1] = (unsigned char)code;
+    /* p is a close frame's payload (the code, then the reason's bytes), not a string.
+     * NOLINTNEXTLINE(bugprone-not-null-terminated-result) */
     memcpy(p + 2, reason, n);
     ws_send_frame(c, true, WS_OP_CLOSE, p, n + 2);
 }
