@@ -13,10 +13,18 @@
  * after lws kept part of the previous one (lws_partial_buffered), pings and closes. lws
  * drains a kept part before the next WRITEABLE.
  *
- * Slow consumers: the outbox is trimmed to --queue-size each time it is collected (oldest
- * non-critical first). Three overflows at least a second apart without a successful write
- * between them (the seed's 3-strike rule: the client has taken nothing for two seconds while
- * its outbox was full) close the connection.
+ * Slow consumers: the bound (--queue-size messages, --queue-bytes bytes) counts what the
+ * socket could not take. A turn writes as much as the socket takes (up to WRITE_BURST_MAX
+ * writes). Only a drain that finds the socket still full from an earlier turn (lws holds part
+ * of a write: lws_partial_buffered) trims what is queued to the bound, oldest non-critical
+ * first; WRITEABLE, which means the socket took bytes, never trims. So a burst to a client
+ * that keeps up goes out whole, and a client that takes nothing holds at most the bound plus
+ * what arrived in one turn.
+ * Three overflows at least a second apart without a successful write between them (the
+ * seed's 3-strike rule: the client has taken nothing for two seconds while its outbox was
+ * full) close the connection. A critical message is never dropped: when critical messages
+ * alone pass the bound, the connection closes (1008 "slow consumer") after what it can still
+ * take, and its client resumes from the inbox.
  */
 #define DW_LOG_MODULE "conn"
 #include "server_int.h"
@@ -47,6 +55,11 @@
 #define CLOSE_TOKEN_EXPIRED 4001
 /* Seconds a slow consumer has to take its close frame before lws hangs up. */
 #define SLOW_CLOSE_GRACE_S 5
+
+/* RAW writes of up to DW_WRITE_BATCH one connection gets in one turn while its socket takes
+ * them: 1 MiB, so a burst to a client that keeps up goes out at once, and one connection cannot
+ * hold the I/O thread for long. */
+#define WRITE_BURST_MAX 16
 
 /* ==========================================================================================
  * The object: references (conn_int.h has its lifetime)
@@ -491,13 +504,25 @@ static void handle_text(struct dw_server *srv, struct dw_conn *conn, const char 
 static bool begin_close(struct dw_conn *conn, enum lws_close_status code, const char *reason,
                         bool flush);
 
+/* Moves conn's close state (conn_state.h). Once it has left OPEN, producers neither queue to
+ * it nor count it as a recipient (hub.c reads conn->closed): a publish answer never counts a
+ * connection that is closing. */
+static bool conn_step(struct dw_conn *conn, enum dw_conn_event ev)
+{
+    if (!dw_conn_step(&conn->io.state, ev))
+        return false;
+    if (conn->io.state != DW_CONN_OPEN)
+        atomic_store_explicit(&conn->closed, 1, memory_order_relaxed);
+    return true;
+}
+
 /* Hangs up a connection from outside its callbacks (a failed write, a stale client): lws
  * kills it on its next pass. Until then nothing more is written to it, and above all no
  * close_with: a failed write leaves lws's socket marked unusable, and a synchronous kill of
  * such a wsi frees it at once, under the WRITEABLE that called it. */
 static void hang_up(struct dw_conn *conn)
 {
-    bool allowed = dw_conn_step(&conn->io.state, DW_CONN_EV_LET_GO);
+    bool allowed = conn_step(conn, DW_CONN_EV_LET_GO);
 
     assert(allowed); /* callers skip LET_GO and GONE */
     (void)allowed;
@@ -640,7 +665,7 @@ void dw__conn_pong(struct dw_server *srv, struct dw_pss *pss)
 static bool begin_close(struct dw_conn *conn, enum lws_close_status code, const char *reason,
                         bool flush)
 {
-    if (!dw_conn_step(&conn->io.state, flush ? DW_CONN_EV_FLUSH_CLOSE : DW_CONN_EV_DROP_CLOSE))
+    if (!conn_step(conn, flush ? DW_CONN_EV_FLUSH_CLOSE : DW_CONN_EV_DROP_CLOSE))
         return false; /* closing already, or gone */
     conn->io.flush_left = dw_outbox_queued(&conn->outbox);
     conn->io.close_code = (unsigned short)code;
@@ -649,16 +674,29 @@ static bool begin_close(struct dw_conn *conn, enum lws_close_status code, const 
     return true;
 }
 
-/* Drops oldest messages past the bound and applies the 3-strike rule. */
-static void collect(struct dw_server *srv, struct dw_conn *conn)
+/* After a turn whose writes the socket refused in part: trims what is left to the bound, oldest
+ * non-critical first, and applies the 3-strike rule; closes a connection whose critical
+ * messages alone pass the bound. */
+static void enforce_bound(struct dw_server *srv, struct dw_conn *conn)
 {
-    unsigned long dropped = dw_outbox_collect(&conn->outbox, (unsigned long)srv->cfg->queue_size);
+    const struct dw_config *cfg = srv->cfg;
+    struct dw_outbox_trim t =
+        dw_outbox_trim(&conn->outbox, (unsigned long)cfg->queue_size, (size_t)cfg->queue_bytes);
     int64_t now;
 
-    if (!dropped)
+    if (t.over && begin_close(conn, LWS_CLOSE_STATUS_POLICY_VIOLATION, "slow consumer", true)) {
+        /* Critical messages are never dropped: the client takes what it can before the close
+         * frame, or lws hangs up after the grace period; the rest is counted as failed at the
+         * close, and is in the inbox when there is one. */
+        srv->io.slow_closes++;
+        conn_log(DW_LOG_INFO, conn, "slow consumer, %lu messages (%zu bytes) queued; closing",
+                 dw_outbox_queued(&conn->outbox), dw_outbox_bytes(&conn->outbox));
+        lws_set_timeout(conn->io.wsi, PENDING_TIMEOUT_USER_OK, SLOW_CLOSE_GRACE_S);
+    }
+    if (!t.dropped)
         return;
-    conn->io.messages_dropped += dropped;
-    srv->io.dropped += dropped;
+    conn->io.messages_dropped += t.dropped;
+    srv->io.dropped += t.dropped;
     /* A strike is an overflow at least STRIKE_SPACING after the previous one with no write in
      * between (a write resets the count): overflows come once per drain, and a busy daemon
      * drains far more often than a healthy client's socket needs to be written. */
@@ -670,6 +708,7 @@ static void collect(struct dw_server *srv, struct dw_conn *conn)
      * period; otherwise lws hangs up when it ends. */
     if (++conn->io.strikes == STRIKES_MAX &&
         begin_close(conn, LWS_CLOSE_STATUS_POLICY_VIOLATION, "slow consumer", false)) {
+        srv->io.slow_closes++;
         conn_log(DW_LOG_INFO, conn, "slow consumer, %llu dropped; closing",
                  (unsigned long long)conn->io.messages_dropped);
         lws_set_timeout(conn->io.wsi, PENDING_TIMEOUT_USER_OK, SLOW_CLOSE_GRACE_S);
@@ -709,25 +748,33 @@ static int write_frames(struct dw_server *srv, struct dw_conn *conn, struct lws 
     return count;
 }
 
-/* Writes the frames queued for conn: as many as fit in one RAW write, at most limit, counted
- * in the connection's and the service's stats. Returns -1 when the connection failed. */
-static int write_queued(struct dw_server *srv, struct dw_conn *conn, struct lws *wsi,
-                        unsigned long limit)
+/* Writes the frames pending for conn while its socket takes them, at most WRITE_BURST_MAX RAW
+ * writes (and when FLUSHING, no more than flush_left frames), counted in the connection's and
+ * the service's stats. Returns 1 when the socket refused part of a write (lws keeps the rest:
+ * what is still queued is what the socket could not take), 0 otherwise, -1 when the
+ * connection failed. */
+static int write_queued(struct dw_server *srv, struct dw_conn *conn, struct lws *wsi)
 {
     struct dw_conn_io *io = &conn->io;
-    int sent = write_frames(srv, conn, wsi, limit);
 
-    if (sent < 0) {
-        io->messages_failed++;
-        srv->io.failed++;
-        return -1;
-    }
-    if (sent > 0) {
+    for (int i = 0; i < WRITE_BURST_MAX; i++) {
+        int sent = write_frames(srv, conn, wsi,
+                                io->state == DW_CONN_FLUSHING ? io->flush_left : ULONG_MAX);
+
+        if (sent < 0) {
+            io->messages_failed++;
+            srv->io.failed++;
+            return -1;
+        }
+        if (sent == 0)
+            return 0;
         io->messages_sent += (uint64_t)sent;
         srv->io.sent += (uint64_t)sent;
         io->strikes = 0;
         if (io->state == DW_CONN_FLUSHING)
             io->flush_left -= (unsigned long)sent;
+        if (lws_partial_buffered(wsi))
+            return 1;
     }
     return 0;
 }
@@ -751,22 +798,25 @@ void dw__conn_drain_ready(struct dw_server *srv)
         struct dw_conn *conn = caa_container_of(node, struct dw_conn, ready_node);
         struct lws *wsi = conn->io.wsi;
 
-        /* A connection let go stays scheduled, so producers stop waking us for it; what is
-         * queued counts as undelivered when lws closes it. */
-        if (wsi && !atomic_load_explicit(&conn->closed, memory_order_relaxed) &&
-            conn->io.state != DW_CONN_LET_GO) {
+        /* Only an open connection: one that is closing stays scheduled, so nothing wakes us
+         * for it again, and WRITEABLE flushes or drops what it holds; what is left counts as
+         * undelivered when lws closes it. */
+        if (wsi && conn->io.state == DW_CONN_OPEN) {
             /* Off the ready queue now: the next push may put it back. */
             dw_outbox_unschedule(&conn->outbox);
-            bool must_wait;
-
-            collect(srv, conn);
-            /* Write now if nothing else is due first (may_write_now); what is left, or
-             * all of it, waits for WRITEABLE. */
-            must_wait = !may_write_now(conn);
-            if (!must_wait && write_queued(srv, conn, wsi, ULONG_MAX) < 0)
-                hang_up(conn); /* the write failed */
-            else if (must_wait || !dw_outbox_is_empty(&conn->outbox))
+            dw_outbox_splice(&conn->outbox);
+            if (lws_partial_buffered(wsi)) {
+                /* The socket has not taken the last write since the previous turn: what is
+                 * queued is what it could not take. WRITEABLE comes once lws has sent what it
+                 * holds. */
+                enforce_bound(srv, conn);
                 lws_callback_on_writable(wsi);
+            } else if (may_write_now(conn) && write_queued(srv, conn, wsi) < 0) {
+                hang_up(conn); /* the write failed */
+            } else if (!dw_outbox_is_empty(&conn->outbox)) {
+                /* what did not fit, or all of it when a ping goes first */
+                lws_callback_on_writable(wsi);
+            }
         }
         /* The ready queue's reference, taken by the producer that scheduled conn. */
         dw__conn_unref(conn);
@@ -806,9 +856,10 @@ int dw__conn_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
         return close_with(io, io->close_code, io->close_reason);
     }
 
-    collect(srv, conn);
-    if (write_queued(srv, conn, wsi, io->state == DW_CONN_FLUSHING ? io->flush_left : ULONG_MAX) <
-        0)
+    /* The socket took what lws held: progress, so nothing is trimmed here (a burst to a
+     * client that keeps up goes out whole); the next drain that finds it full again trims. */
+    dw_outbox_splice(&conn->outbox);
+    if (write_queued(srv, conn, wsi) < 0)
         return -1;
     if (io->state == DW_CONN_FLUSHING && io->flush_left == 0)
         return close_with(io, io->close_code, io->close_reason);
@@ -821,7 +872,7 @@ void dw__conn_peer_close(struct dw_pss *pss)
 {
     /* Refused (and nothing changes) when we are closing already: lws answers the client. */
     if (pss->conn)
-        dw_conn_step(&pss->conn->io.state, DW_CONN_EV_PEER_CLOSE);
+        conn_step(pss->conn, DW_CONN_EV_PEER_CLOSE);
 }
 
 void dw__conn_closed(struct dw_server *srv, struct dw_pss *pss)

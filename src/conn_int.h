@@ -70,7 +70,7 @@ struct dw_conn {
     struct dw_outbox outbox;
     struct cds_wfcq_node ready_node;
     _Atomic unsigned refs;
-    _Atomic int closed;
+    _Atomic int closed; /* set by the I/O thread once it leaves OPEN: no more pushes count */
     uint64_t id;
     struct dw_user *user;
     struct cds_lfht_node id_node; /* in hub->conns */

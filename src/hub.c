@@ -168,7 +168,8 @@ static void fanout_close_block(struct fanout *f)
     f->blk = NULL;
 }
 
-/* rcu: reader. Queues the message on c unless c is closed. */
+/* rcu: reader. Queues the message on c unless c is closing or closed (conn.c sets closed as
+ * soon as the connection leaves OPEN). */
 static inline void fanout_to(struct fanout *f, struct dw_conn *c)
 {
     struct dw_outbox_node *node;

@@ -15,6 +15,7 @@
 #include "dealwire/msg.h"
 #include "dealwire/thread.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 
 void dw_outbox_init(struct dw_outbox *ob)
@@ -22,6 +23,7 @@ void dw_outbox_init(struct dw_outbox *ob)
     __cds_wfcq_init(&ob->_head, &ob->_tail);
     __cds_wfcq_init(&ob->_phead, &ob->_ptail);
     atomic_init(&ob->_queued, 0);
+    atomic_init(&ob->_bytes, 0);
     atomic_init(&ob->_scheduled, 0);
 }
 
@@ -97,6 +99,7 @@ void dw_outbox_destroy(struct dw_outbox *ob)
     while ((n = take_pending(ob)) != NULL)
         discard(n);
     atomic_store_explicit(&ob->_queued, 0, memory_order_relaxed);
+    atomic_store_explicit(&ob->_bytes, 0, memory_order_relaxed);
 }
 
 bool dw_outbox_push_node(struct dw_outbox *ob, struct dw_outbox_node *n)
@@ -104,6 +107,7 @@ bool dw_outbox_push_node(struct dw_outbox *ob, struct dw_outbox_node *n)
     cds_wfcq_node_init(&n->_q);
     /* Counted before it is visible, so the consumer never decrements below zero. */
     atomic_fetch_add_explicit(&ob->_queued, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&ob->_bytes, dw_msg_frame_len(n->msg), memory_order_relaxed);
     DW_TSAN_RELEASE(&n->_q);
     cds_wfcq_enqueue(&ob->_head, &ob->_tail, &n->_q);
     /* seq_cst after the enqueue: either the consumer's next collect sees this node, or its
@@ -130,35 +134,53 @@ void dw_outbox_unschedule(struct dw_outbox *ob)
     atomic_thread_fence(memory_order_seq_cst);
 }
 
-unsigned long dw_outbox_collect(struct dw_outbox *ob, unsigned long cap)
+void dw_outbox_splice(struct dw_outbox *ob)
 {
+    __cds_wfcq_splice_blocking(&ob->_phead, &ob->_ptail, &ob->_head, &ob->_tail);
+}
+
+struct dw_outbox_trim dw_outbox_trim(struct dw_outbox *ob, unsigned long max_msgs, size_t max_bytes)
+{
+    struct dw_outbox_trim r = {0};
     struct __cds_wfcq_head keep_head;
     struct cds_wfcq_tail keep_tail;
-    unsigned long queued, excess, dropped = 0;
+    unsigned long queued = atomic_load_explicit(&ob->_queued, memory_order_relaxed);
+    size_t bytes = atomic_load_explicit(&ob->_bytes, memory_order_relaxed);
+    size_t dropped_bytes = 0;
     struct dw_outbox_node *n;
 
-    __cds_wfcq_splice_blocking(&ob->_phead, &ob->_ptail, &ob->_head, &ob->_tail);
+    if (queued <= max_msgs && bytes <= max_bytes)
+        return r;
 
-    queued = atomic_load_explicit(&ob->_queued, memory_order_relaxed);
-    if (queued <= cap)
-        return 0;
-
-    /* Over the bound: rebuild the pending queue without its oldest non-critical messages. */
-    excess = queued - cap;
+    /* Over a bound: rebuild the pending queue without its oldest non-critical messages. The
+     * counts include what was pushed since the splice; those messages are not looked at, and
+     * only make the bound tighter until the next trim. */
     __cds_wfcq_init(&keep_head, &keep_tail);
     while ((n = take_pending(ob)) != NULL) {
-        if (excess > 0 && !dw_msg_is_critical(n->msg)) {
+        size_t len = dw_msg_frame_len(n->msg);
+
+        if ((queued > max_msgs || bytes > max_bytes) && !dw_msg_is_critical(n->msg)) {
             discard(n);
-            excess--;
-            dropped++;
+            queued--;
+            bytes -= len;
+            r.dropped++;
+            dropped_bytes += len;
             continue;
         }
         cds_wfcq_node_init(&n->_q);
         cds_wfcq_enqueue(&keep_head, &keep_tail, &n->_q);
     }
     __cds_wfcq_splice_blocking(&ob->_phead, &ob->_ptail, &keep_head, &keep_tail);
-    atomic_fetch_sub_explicit(&ob->_queued, dropped, memory_order_relaxed);
-    return dropped;
+    atomic_fetch_sub_explicit(&ob->_queued, r.dropped, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&ob->_bytes, dropped_bytes, memory_order_relaxed);
+    r.over = queued > max_msgs || bytes > max_bytes;
+    return r;
+}
+
+unsigned long dw_outbox_collect(struct dw_outbox *ob, unsigned long cap)
+{
+    dw_outbox_splice(ob);
+    return dw_outbox_trim(ob, cap, SIZE_MAX).dropped;
 }
 
 struct dw_msg *dw_outbox_peek(struct dw_outbox *ob)
@@ -179,6 +201,7 @@ struct dw_msg *dw_outbox_pop(struct dw_outbox *ob)
     if (!n)
         return NULL;
     msg = n->msg;
+    atomic_fetch_sub_explicit(&ob->_bytes, dw_msg_frame_len(msg), memory_order_relaxed);
     if (n->_block) {
         /* The caller gets a reference of its own; the block keeps its one. */
         dw_msg_ref(msg);
@@ -194,6 +217,7 @@ void dw_outbox_drop(struct dw_outbox *ob)
 {
     struct dw_outbox_node *n = take_pending(ob);
 
+    atomic_fetch_sub_explicit(&ob->_bytes, dw_msg_frame_len(n->msg), memory_order_relaxed);
     discard(n);
     atomic_fetch_sub_explicit(&ob->_queued, 1, memory_order_relaxed);
 }

@@ -58,11 +58,12 @@ struct dw_sock {
 /* What the I/O thread did with connections and frames (stats "message_stats" and
  * "connections_opened"/"_closed"); the producers' counts are the hub's. */
 struct dw_io_counters {
-    uint64_t sent;    /* frames written to sockets */
-    uint64_t failed;  /* sends that failed (socket errors, closes with queued data) */
-    uint64_t dropped; /* messages dropped by full outboxes */
-    uint64_t opened;  /* WebSocket connections established */
-    uint64_t closed;  /* and closed */
+    uint64_t sent;        /* frames written to sockets */
+    uint64_t failed;      /* sends that failed (socket errors, closes with queued data) */
+    uint64_t dropped;     /* messages dropped by full outboxes */
+    uint64_t slow_closes; /* connections closed as slow consumers */
+    uint64_t opened;      /* WebSocket connections established */
+    uint64_t closed;      /* and closed */
 };
 
 /* Counts of what the limits and checks refused (stats "refused"). */

@@ -70,6 +70,7 @@ static struct json_object *security_doc(struct dw_server *srv)
     add_int(limits, "max_publish_size", cfg->max_publish_size);
     add_int(limits, "max_body_memory", cfg->max_body_memory);
     add_int(limits, "queue_size", cfg->queue_size);
+    add_int(limits, "queue_bytes", cfg->queue_bytes);
     add_int(limits, "jwt_leeway", cfg->jwt_leeway);
     json_object_object_add(doc, "limits", limits);
 
@@ -140,6 +141,7 @@ struct json_object *dw__stats_service(struct dw_server *srv)
     json_object_object_add(ms, "total_sent", u64(srv->io.sent));
     json_object_object_add(ms, "total_failed", u64(srv->io.failed));
     json_object_object_add(ms, "total_dropped", u64(srv->io.dropped));
+    json_object_object_add(ms, "slow_consumer_closes", u64(srv->io.slow_closes));
     json_object_object_add(ms, "total_broadcast", u64(pub.broadcasts));
     json_object_object_add(ms, "deal_alerts", u64(pub.by_type[DW_MSG_DEAL_ALERT]));
     json_object_object_add(ms, "price_alerts", u64(pub.by_type[DW_MSG_PRICE_ALERT]));
@@ -185,6 +187,7 @@ static struct json_object *conn_doc(struct dw_conn *conn, unsigned *budget)
     json_object_object_add(obj, "messages_failed", u64(conn->io.messages_failed));
     json_object_object_add(obj, "messages_dropped", u64(conn->io.messages_dropped));
     json_object_object_add(obj, "queue_size", u64(dw_outbox_queued(&conn->outbox)));
+    json_object_object_add(obj, "queue_bytes", u64(dw_outbox_bytes(&conn->outbox)));
     for (struct dw_membership *m = conn->io.subs; m && listed<CONN_SUBS_LISTED_MAX && * budget> 0;
          m = m->next) {
         json_object_array_add(subs, json_object_new_string(m->chan->name));
@@ -227,7 +230,7 @@ struct json_object *dw__stats_user(struct dw_server *srv, const char *user_id)
     struct dw_user *u;
     struct dw_conn *conn;
     int64_t connected_at = INT64_MAX, last_activity = 0, last_heartbeat = 0;
-    uint64_t sent = 0, failed = 0, dropped = 0, queued = 0;
+    uint64_t sent = 0, failed = 0, dropped = 0, queued = 0, queued_bytes = 0;
     uint64_t walk = ++srv->stats_walk;
     unsigned n = 0, distinct = 0;
 
@@ -253,6 +256,7 @@ struct json_object *dw__stats_user(struct dw_server *srv, const char *user_id)
         failed += conn->io.messages_failed;
         dropped += conn->io.messages_dropped;
         queued += dw_outbox_queued(&conn->outbox);
+        queued_bytes += dw_outbox_bytes(&conn->outbox);
         snprintf(id, sizeof(id), "%llu", (unsigned long long)conn->id);
         json_object_array_add(conns, json_object_new_string(id));
         for (struct dw_membership *m = conn->io.subs; m; m = m->next) {
@@ -276,6 +280,7 @@ struct json_object *dw__stats_user(struct dw_server *srv, const char *user_id)
     json_object_object_add(obj, "messages_failed", u64(failed));
     json_object_object_add(obj, "messages_dropped", u64(dropped));
     json_object_object_add(obj, "queue_size", u64(queued));
+    json_object_object_add(obj, "queue_bytes", u64(queued_bytes));
     json_object_object_add(obj, "subscriptions", subs);
     json_object_object_add(obj, "subscription_count", json_object_new_int((int)distinct));
     json_object_object_add(obj, "subscriptions_truncated",

@@ -26,6 +26,7 @@ struct dw_config {
     int heartbeat_interval;     /* --heartbeat-interval, seconds, default 30, 1..3600 */
     int stale_timeout;          /* --stale-timeout, seconds, default 60, 2..7200, > heartbeat */
     int queue_size;             /* --queue-size, per-connection outbox bound, default 100 */
+    int queue_bytes;            /* --queue-bytes, the same in bytes, default 1 MiB */
     int max_message_size;       /* --max-message-size, bytes, default 4096, 64..16 MiB */
     int max_subscriptions;      /* --max-subscriptions, per connection, default 64, 1..10000 */
     int max_publish_size;       /* --max-publish-size, HTTP body bytes, default 1 MiB */

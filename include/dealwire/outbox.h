@@ -4,13 +4,15 @@
  * Synchronization:
  *   dw_outbox_push          any thread, concurrently with everything below (wait-free)
  *   dw_outbox_collect,
+ *   dw_outbox_splice/trim,
  *   dw_outbox_peek/pop      the consumer only (the I/O thread), never concurrently
- *   dw_outbox_queued        any thread (an atomic snapshot)
+ *   dw_outbox_queued/bytes  any thread (an atomic snapshot)
  *   dw_outbox_init/destroy  one thread, when nobody else can reach the outbox
  *
  * Producers push onto the shared queue. The consumer splices it into its private pending
- * queue (dw_outbox_collect), where it enforces the bound by dropping the oldest non-critical
- * messages, then pops messages to write them. A "scheduled" flag, set by the push that finds
+ * queue (dw_outbox_splice), pops messages to write them, and enforces the bound, in messages
+ * and in bytes, on what it could not write (dw_outbox_trim) by dropping the oldest
+ * non-critical messages. A "scheduled" flag, set by the push that finds
  * it clear, tells the producer whether it must put the connection on the ready queue. Only
  * the consumer's ready-queue drain clears it (dw_outbox_unschedule), after taking the
  * connection off that queue and *before* collecting, so a push that the collect misses
@@ -52,6 +54,7 @@ struct dw_outbox {
     struct __cds_wfcq_head _head;
     struct cds_wfcq_tail _tail;
     _Atomic unsigned long _queued; /* messages in both queues */
+    _Atomic size_t _bytes;         /* their frames' bytes */
     _Atomic int _scheduled;        /* 1 while the owner is on (or going onto) a ready queue */
     /* consumer only */
     struct __cds_wfcq_head _phead;
@@ -89,9 +92,24 @@ bool dw_outbox_push_node(struct dw_outbox *ob, struct dw_outbox_node *node);
  * next push schedules the owner again. Call dw_outbox_collect() after it. */
 void dw_outbox_unschedule(struct dw_outbox *ob);
 
-/* thread: consumer. Moves everything pushed so far to the pending queue, then drops the
- * oldest non-critical pending messages while more than cap are queued. Returns the number
- * dropped. Leaves the scheduled flag alone. */
+/* thread: consumer. Moves everything pushed so far to the pending queue. Leaves the scheduled
+ * flag alone. */
+void dw_outbox_splice(struct dw_outbox *ob);
+
+/* What dw_outbox_trim did. */
+struct dw_outbox_trim {
+    unsigned long dropped; /* non-critical messages dropped */
+    bool over;             /* still over a bound: the critical messages alone pass it */
+};
+
+/* thread: consumer. Drops the oldest non-critical pending messages while more than max_msgs
+ * messages or more than max_bytes bytes are queued (pending and pushed: call it after
+ * dw_outbox_splice). Critical messages are never dropped. */
+struct dw_outbox_trim dw_outbox_trim(struct dw_outbox *ob, unsigned long max_msgs,
+                                     size_t max_bytes);
+
+/* thread: consumer. dw_outbox_splice, then dw_outbox_trim to cap messages (no byte bound).
+ * Returns the number dropped. */
 unsigned long dw_outbox_collect(struct dw_outbox *ob, unsigned long cap);
 
 /* thread: consumer. The oldest pending message, borrowed (valid until popped or dropped), or
@@ -111,6 +129,12 @@ struct dw_msg *dw_outbox_pop(struct dw_outbox *ob);
 static inline unsigned long dw_outbox_queued(struct dw_outbox *ob)
 {
     return atomic_load_explicit(&ob->_queued, memory_order_relaxed);
+}
+
+/* thread: any. Bytes of the frames queued (pushed and not yet popped or dropped). */
+static inline size_t dw_outbox_bytes(struct dw_outbox *ob)
+{
+    return atomic_load_explicit(&ob->_bytes, memory_order_relaxed);
 }
 
 /* thread: consumer. Is anything pending or pushed? */

@@ -214,7 +214,8 @@ def is_number(v):
 
 USER_STATS_KEYS = (
     "user_id", "connections", "connected_at", "last_activity", "last_heartbeat",
-    "messages_sent", "messages_failed", "messages_dropped", "queue_size", "subscriptions",
+    "messages_sent", "messages_failed", "messages_dropped", "queue_size", "queue_bytes",
+    "subscriptions",
 )
 
 
@@ -225,7 +226,7 @@ def assert_user_stats(stats, user_id):
         assert key in stats, f"user stats lack {key!r}: {stats!r}"
     assert stats["user_id"] == user_id
     for key in ("connections", "messages_sent", "messages_failed", "messages_dropped",
-                "queue_size"):
+                "queue_size", "queue_bytes"):
         assert is_int(stats[key]) and stats[key] >= 0, f"{key}={stats[key]!r}"
     for key in ("connected_at", "last_activity", "last_heartbeat"):
         assert_iso(stats[key], key)

@@ -11,8 +11,9 @@ from conftest import (
     http_post, http_request, is_int, is_number, publish, recv_json, request, run, t, wait_until,
 )
 
-MESSAGE_STATS_KEYS = ("total_sent", "total_failed", "total_dropped", "total_broadcast",
-                      "deal_alerts", "price_alerts", "trip_updates", "notifications")
+MESSAGE_STATS_KEYS = ("total_sent", "total_failed", "total_dropped", "slow_consumer_closes",
+                      "total_broadcast", "deal_alerts", "price_alerts", "trip_updates",
+                      "notifications")
 
 
 def assert_json_response(r):

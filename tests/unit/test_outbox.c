@@ -17,10 +17,13 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
+
+#include "test_util.h"
 
 /* ------------------------------------------------------------------------------------------
  * Helpers
@@ -305,6 +308,73 @@ static void test_collect_drops_oldest(void **state)
     unref_msgs(msgs, NMSG);
 }
 
+/* dw_outbox_trim: the byte bound, the two bounds together, bytes given back by pop and drop,
+ * and "over" when critical messages alone pass a bound. */
+static void test_trim_bytes_and_over(void **state)
+{
+    struct dw_msg *msgs[NMSG];
+    struct dw_outbox ob;
+    struct dw_outbox_trim r;
+    size_t len;
+
+    (void)state;
+    /* N0 N1 C2 N3 N4 N5 N6 N7, every frame the same size ("i" is one digit). */
+    make_msgs(msgs, NMSG, 0x04);
+    len = dw_msg_frame_len(msgs[0]);
+    dw_outbox_init(&ob);
+    for (unsigned i = 0; i < NMSG; i++)
+        dw_outbox_push(&ob, msgs[i]);
+    dw_outbox_splice(&ob);
+    assert_int_equal(dw_outbox_bytes(&ob), NMSG * len);
+
+    /* Within both bounds: nothing. */
+    r = dw_outbox_trim(&ob, NMSG, NMSG * len);
+    assert_int_equal(r.dropped, 0);
+    assert_false(r.over);
+
+    /* The byte bound alone: room for 6 frames, so the two oldest non-critical go. */
+    r = dw_outbox_trim(&ob, 1000, 6 * len + len / 2);
+    assert_int_equal(r.dropped, 2);
+    assert_false(r.over);
+    assert_int_equal(dw_outbox_queued(&ob), 6);
+    assert_int_equal(dw_outbox_bytes(&ob), 6 * len);
+    assert_int_equal(refs_of(msgs[0]), 1);
+    assert_int_equal(refs_of(msgs[1]), 1);
+
+    /* Both bounds: the tighter one decides (5 messages; 4 frames of bytes). C2 stays. */
+    r = dw_outbox_trim(&ob, 5, 4 * len);
+    assert_int_equal(r.dropped, 2); /* N3 N4 */
+    assert_false(r.over);
+    assert_int_equal(dw_outbox_bytes(&ob), 4 * len);
+
+    /* pop and drop give their bytes back. */
+    pop_expect(&ob, msgs[2]);
+    assert_int_equal(dw_outbox_bytes(&ob), 3 * len);
+    dw_outbox_drop(&ob); /* N5 */
+    assert_int_equal(dw_outbox_bytes(&ob), 2 * len);
+    pop_expect(&ob, msgs[6]);
+    pop_expect(&ob, msgs[7]);
+    assert_int_equal(dw_outbox_bytes(&ob), 0);
+    assert_int_equal(dw_outbox_queued(&ob), 0);
+
+    /* Critical messages alone past a bound: nothing can be dropped, and "over" says so. */
+    dw_outbox_push(&ob, msgs[2]);
+    dw_outbox_push(&ob, msgs[2]);
+    dw_outbox_push(&ob, msgs[0]);
+    dw_outbox_splice(&ob);
+    r = dw_outbox_trim(&ob, 1, SIZE_MAX);
+    assert_int_equal(r.dropped, 1); /* N0 */
+    assert_true(r.over);
+    assert_int_equal(dw_outbox_queued(&ob), 2);
+    r = dw_outbox_trim(&ob, 100, len);
+    assert_int_equal(r.dropped, 0);
+    assert_true(r.over);
+
+    dw_outbox_destroy(&ob);
+    assert_int_equal(dw_outbox_bytes(&ob), 0);
+    unref_msgs(msgs, NMSG);
+}
+
 static void test_collect_keeps_critical(void **state)
 {
     struct dw_msg *msgs[NMSG];
@@ -551,6 +621,7 @@ int main(void)
         cmocka_unit_test(test_only_unschedule_clears_flag),
         cmocka_unit_test(test_collect_drops_oldest),
         cmocka_unit_test(test_collect_keeps_critical),
+        cmocka_unit_test(test_trim_bytes_and_over),
         cmocka_unit_test(test_destroy_drops_references),
         cmocka_unit_test(test_destroy_is_last_holder),
         cmocka_unit_test(test_block_nodes),

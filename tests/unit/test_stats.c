@@ -165,16 +165,16 @@ static void assert_service_keys(struct json_object *doc)
                    "uptime_by_user", "uptime_by_user_truncated", "connections_opened",
                    "connections_closed", "queue_size", "uptime_seconds", "security", NULL);
     tj_assert_keys(tj_get(doc, "message_stats"), "total_sent", "total_failed", "total_dropped",
-                   "total_broadcast", "deal_alerts", "price_alerts", "trip_updates",
-                   "notifications", NULL);
+                   "slow_consumer_closes", "total_broadcast", "deal_alerts", "price_alerts",
+                   "trip_updates", "notifications", NULL);
 }
 
 static void assert_user_keys(struct json_object *user)
 {
     tj_assert_keys(user, "user_id", "connections", "connection_ids", "connected_at",
                    "last_activity", "last_heartbeat", "messages_sent", "messages_failed",
-                   "messages_dropped", "queue_size", "subscriptions", "subscription_count",
-                   "subscriptions_truncated", NULL);
+                   "messages_dropped", "queue_size", "queue_bytes", "subscriptions",
+                   "subscription_count", "subscriptions_truncated", NULL);
     assert_iso_time(tj_str(user, "connected_at"));
     assert_iso_time(tj_str(user, "last_activity"));
     assert_iso_time(tj_str(user, "last_heartbeat"));
@@ -184,8 +184,8 @@ static void assert_conn_keys(struct json_object *entry)
 {
     tj_assert_keys(entry, "connection_id", "user_id", "connected_at", "last_activity",
                    "last_heartbeat", "messages_sent", "messages_failed", "messages_dropped",
-                   "queue_size", "subscriptions", "subscription_count", "subscriptions_truncated",
-                   NULL);
+                   "queue_size", "queue_bytes", "subscriptions", "subscription_count",
+                   "subscriptions_truncated", NULL);
     assert_iso_time(tj_str(entry, "connected_at"));
     assert_iso_time(tj_str(entry, "last_activity"));
     assert_iso_time(tj_str(entry, "last_heartbeat"));
@@ -252,7 +252,7 @@ static void test_service_document_empty(void **state)
     tj_assert_keys(limits, "max_connections", "max_connections_per_ip", "max_connections_per_user",
                    "handshake_timeout", "rate_limit", "rate_burst", "max_subscriptions",
                    "max_message_size", "max_publish_size", "max_body_memory", "queue_size",
-                   "jwt_leeway", NULL);
+                   "queue_bytes", "jwt_leeway", NULL);
     assert_int_equal(tj_int(limits, "max_connections"), 50);
     assert_int_equal(tj_int(limits, "max_connections_per_ip"), 60);
     assert_int_equal(tj_int(limits, "max_connections_per_user"), 3);
@@ -264,6 +264,7 @@ static void test_service_document_empty(void **state)
     assert_int_equal(tj_int(limits, "max_publish_size"), 2048);
     assert_int_equal(tj_int(limits, "max_body_memory"), 4096);
     assert_int_equal(tj_int(limits, "queue_size"), 77);
+    assert_int_equal(tj_int(limits, "queue_bytes"), 1048576);
     assert_int_equal(tj_int(limits, "jwt_leeway"), 12);
     ref = tj_get(sec, "refused");
     assert_int_equal(json_object_object_length(ref), sizeof(refusals) / sizeof(refusals[0]));
