@@ -121,6 +121,12 @@ static size_t invalid(const char *func, const char *what)
     return 0;
 }
 
+static struct json_object *invalid_obj(const char *func, const char *what)
+{
+    invalid(func, what);
+    return NULL;
+}
+
 static bool target_is_valid(const struct dw_target *t)
 {
     if (!t)
@@ -241,27 +247,26 @@ size_t dw_events_hot_deal(struct dw_hub *hub, const struct dw_deal *deal)
     return dw_events_deal_alert(hub, &all, deal, DW_DEAL_ALERT_HOT_DEAL);
 }
 
-size_t dw_events_price_alert(struct dw_hub *hub, const char *user_id, const char *deal_id,
-                             const char *title, double current_price, double threshold,
-                             const char *const *reasons, size_t nreasons)
+struct json_object *dw_events_price_alert_new(const char *user_id, const char *deal_id,
+                                              const char *title, double current_price,
+                                              double threshold, const char *const *reasons,
+                                              size_t nreasons)
 {
     const struct dw_target target = {DW_TARGET_USER, user_id};
     struct json_object *obj, *arr;
     double drop;
 
-    if (!hub)
-        return invalid(__func__, "hub");
     if (!target_is_valid(&target))
-        return invalid(__func__, "user_id");
+        return invalid_obj(__func__, "user_id");
     if (!nonempty(deal_id) || !title)
-        return invalid(__func__, "deal_id or title");
+        return invalid_obj(__func__, "deal_id or title");
     if (!is_price(current_price) || !is_price(threshold))
-        return invalid(__func__, "price");
+        return invalid_obj(__func__, "price");
     if (nreasons > 0 && !reasons)
-        return invalid(__func__, "reasons");
+        return invalid_obj(__func__, "reasons");
     for (size_t i = 0; i < nreasons; i++) {
         if (!reasons[i])
-            return invalid(__func__, "reasons (NULL entry)");
+            return invalid_obj(__func__, "reasons (NULL entry)");
     }
 
     /* An alert for low inventory can come with the price still above the threshold. */
@@ -283,7 +288,50 @@ size_t dw_events_price_alert(struct dw_hub *hub, const char *user_id, const char
             dw_panic("out of memory");
     }
     add(obj, "reasons", arr);
+    return obj;
+}
+
+size_t dw_events_price_alert(struct dw_hub *hub, const char *user_id, const char *deal_id,
+                             const char *title, double current_price, double threshold,
+                             const char *const *reasons, size_t nreasons)
+{
+    const struct dw_target target = {DW_TARGET_USER, user_id};
+    struct json_object *obj;
+
+    if (!hub)
+        return invalid(__func__, "hub");
+    obj = dw_events_price_alert_new(user_id, deal_id, title, current_price, threshold, reasons,
+                                    nreasons);
+    if (!obj)
+        return 0;
     return send_owned(hub, &target, DW_MSG_PRICE_ALERT, DW_MSG_F_CRITICAL, obj);
+}
+
+struct json_object *dw_events_trip_update_new(const char *user_id, const char *status,
+                                              const char *message, int progress,
+                                              struct json_object *extra)
+{
+    const struct dw_target target = {DW_TARGET_USER, user_id};
+    struct json_object *obj;
+
+    if (!target_is_valid(&target))
+        return invalid_obj(__func__, "user_id");
+    if (!nonempty(status) || !message)
+        return invalid_obj(__func__, "status or message");
+    if (progress < 0 || progress > 100)
+        return invalid_obj(__func__, "progress");
+    if (extra && !json_object_is_type(extra, json_type_object))
+        return invalid_obj(__func__, "extra (not an object)");
+
+    obj = new_event(DW_MSG_TRIP_UPDATE);
+    add_string(obj, "status", status);
+    add_string(obj, "message", message);
+    add(obj, "progress", json_object_new_int(progress));
+    if (extra)
+        add_borrowed(obj, "extra_data", extra);
+    else
+        add(obj, "extra_data", json_object_new_object());
+    return obj;
 }
 
 size_t dw_events_trip_update(struct dw_hub *hub, const char *user_id, const char *status,
@@ -294,23 +342,9 @@ size_t dw_events_trip_update(struct dw_hub *hub, const char *user_id, const char
 
     if (!hub)
         return invalid(__func__, "hub");
-    if (!target_is_valid(&target))
-        return invalid(__func__, "user_id");
-    if (!nonempty(status) || !message)
-        return invalid(__func__, "status or message");
-    if (progress < 0 || progress > 100)
-        return invalid(__func__, "progress");
-    if (extra && !json_object_is_type(extra, json_type_object))
-        return invalid(__func__, "extra (not an object)");
-
-    obj = new_event(DW_MSG_TRIP_UPDATE);
-    add_string(obj, "status", status);
-    add_string(obj, "message", message);
-    add(obj, "progress", json_object_new_int(progress));
-    if (extra)
-        add_borrowed(obj, "extra_data", extra);
-    else
-        add(obj, "extra_data", json_object_new_object());
+    obj = dw_events_trip_update_new(user_id, status, message, progress, extra);
+    if (!obj)
+        return 0;
     return send_owned(hub, &target, DW_MSG_TRIP_UPDATE, DW_MSG_F_CRITICAL, obj);
 }
 

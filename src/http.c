@@ -332,22 +332,30 @@ static void hand_back(struct dw_http_req *req, int status, char *text, size_t le
         dw_wake(&srv->wake);
 }
 
+/* thread: the inbox's. The answer of a publish whose critical messages were written first. */
+static void publish_done(void *arg, int status, char *text, size_t len)
+{
+    hand_back(arg, status, text, len);
+}
+
 /* thread: worker. POST /api/publish. The fan-out and the answer share one wake of the I/O
  * thread (a batch around both): it then writes the messages and the answer in one pass
- * instead of being woken twice. */
+ * instead of being woken twice. With durable messages the inbox's thread answers, after
+ * writing them (publish.h). */
 static void publish_job(void *arg)
 {
     struct dw_http_req *req = arg;
-    /* Read before hand_back: from then on the I/O thread may answer and free req. */
-    struct dw_hub *hub = req->srv->hub;
+    const struct dw_publish_env env = {
+        .hub = req->srv->hub, .inbox = req->srv->inbox, .done = publish_done, .arg = req};
     size_t len;
     char *text;
     int status;
 
     dw_wake_batch_begin();
-    status = dw_publish_request(hub, req->body, req->body_len, &text, &len);
+    status = dw_publish_request(&env, req->body, req->body_len, &text, &len);
     free_body(req);
-    hand_back(req, status, text, len);
+    if (status != DW_PUBLISH_PENDING)
+        hand_back(req, status, text, len);
     dw_wake_batch_end();
 }
 
@@ -357,8 +365,8 @@ static void plan_job(void *arg)
     struct dw_http_req *req = arg;
     size_t len;
     char *text;
-    int status =
-        dw_planner_plan(req->srv->hub, req->srv->db, req->body, req->body_len, &text, &len);
+    int status = dw_planner_plan(req->srv->hub, req->srv->db, req->srv->inbox, req->body,
+                                 req->body_len, &text, &len);
 
     free_body(req);
     hand_back(req, status, text, len);

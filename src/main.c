@@ -130,11 +130,13 @@ int main(int argc, char **argv)
 
     /* The keeper may call on_db_fatal(srv) until dw_db_stop(); the workers' stores report to
      * db until dw_server_free() has joined them. */
+    rc = 0;
     if (db) {
         dw_server_set_db_health(srv, dw_db_health(db));
-        dw_server_set_db(srv, db);
+        rc = dw_server_set_db(srv, db);
     }
-    rc = db ? dw_db_start(db, on_db_fatal, srv) : 0;
+    if (rc == 0 && db)
+        rc = dw_db_start(db, on_db_fatal, srv);
     if (rc == 0 && db) {
         mons = dw_monitors_start(&cfg, db, dw_server_hub(srv), dw_server_workers(srv));
         rc = mons ? 0 : -1;

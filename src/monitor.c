@@ -76,6 +76,8 @@ struct exec {
     const char *sql;
     int nparams;
     const char *const *params;
+    dw__monitor_then_fn *then;
+    void *arg;
 };
 
 static int exec_in_tx(struct dw_store *st, void *arg)
@@ -85,13 +87,22 @@ static int exec_in_tx(struct dw_store *st, void *arg)
 
     if (r < 0)
         return r;
-    return dw_store_exec(st, &e->res, e->sql, e->nparams, e->params);
+    r = dw_store_exec(st, &e->res, e->sql, e->nparams, e->params);
+    if (r < 0 || !e->then)
+        return r;
+    return e->then(st, e->res, e->arg);
 }
 
 int dw__monitor_exec(struct dw_monitor_round *r, PGresult **res, const char *sql, int nparams,
                      const char *const *params)
 {
-    struct exec e = {.sql = sql, .nparams = nparams, .params = params};
+    return dw__monitor_exec_then(r, res, sql, nparams, params, NULL, NULL);
+}
+
+int dw__monitor_exec_then(struct dw_monitor_round *r, PGresult **res, const char *sql, int nparams,
+                          const char *const *params, dw__monitor_then_fn *then, void *arg)
+{
+    struct exec e = {.sql = sql, .nparams = nparams, .params = params, .then = then, .arg = arg};
     int rc = dw_store_tx(r->st, exec_in_tx, &e);
 
     *res = NULL;

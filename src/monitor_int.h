@@ -43,4 +43,13 @@ int dw__monitor_demo_activity(struct dw_monitor_round *r); /* monitor_deals.c */
 int dw__monitor_exec(struct dw_monitor_round *r, PGresult **res, const char *sql, int nparams,
                      const char *const *params);
 
+/* What runs in the statement's transaction, after it, with its result (borrowed): 0 to
+ * commit, or a negative errno to roll back. */
+typedef int dw__monitor_then_fn(struct dw_store *st, PGresult *res, void *arg);
+
+/* thread: worker. dw__monitor_exec(), and then(st, res, arg) before the COMMIT: the price
+ * watches write their alerts to the inbox in the transaction that records them. */
+int dw__monitor_exec_then(struct dw_monitor_round *r, PGresult **res, const char *sql, int nparams,
+                          const char *const *params, dw__monitor_then_fn *then, void *arg);
+
 #endif

@@ -15,8 +15,10 @@
  * active watches and an empty result.
  *
  * An alert is recorded whether or not its user is connected at the time: price_alert is a
- * critical message, which the durable inbox (docs/protocol.md and the durable-delivery issue) keeps
- * for users who are away. Until that inbox exists, an alert for an absent user is not sent again.
+ * critical message, written to the durable inbox (inbox.h) with the user's next seq in the
+ * same transaction that records it in price_watch_alerts, and sent only once that committed.
+ * A round that cannot write its alerts rolls back and records nothing: the next round finds
+ * the same watches again.
  *
  * Reasons, as in the seed: "Price dropped by $30" (threshold minus price), "Price is at your
  * threshold of $150" when exactly at it, "Only 5 rooms left" (seats for flights, rooms for
@@ -28,6 +30,8 @@
 #define DW_LOG_MODULE "monitor"
 #include "dealwire/events.h"
 #include "dealwire/hub.h"
+#include "dealwire/inbox.h"
+#include "dealwire/mem.h"
 #include "dealwire/monitor.h"
 #include "dealwire/store.h"
 #include "dealwire/wake.h"
@@ -38,6 +42,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <json-c/json.h>
 
 /* $1 how many alerts at most, $2 node. */
 static const char watches_sql[] =
@@ -131,9 +137,10 @@ static void stock_reason(char *buf, size_t size, long inventory, const char *cat
  * The round
  * ------------------------------------------------------------------------------------------ */
 
-/* Sends the price_alert of one row. Returns the connections reached, or -EPROTO with r->why
- * set when a number does not parse. */
-static long send_alert(struct dw_monitor_round *r, const PGresult *res, int row)
+/* Builds the price_alert of one row: a new object, or NULL with r->why set when a number does
+ * not parse, or NULL when the row's values are not an alert a client could get (an invalid
+ * user id reaches nobody). */
+static struct json_object *alert_of(struct dw_monitor_round *r, const PGresult *res, int row)
 {
     const char *user = PQgetvalue(res, row, COL_USER_ID);
     const char *deal = PQgetvalue(res, row, COL_DEAL_ID);
@@ -152,7 +159,7 @@ static long send_alert(struct dw_monitor_round *r, const PGresult *res, int row)
         (stock_hit && dw_store_parse_double(PQgetvalue(res, row, COL_INVENTORY), &inventory) < 0)) {
         snprintf(r->why, sizeof(r->why), "watch of %.64s on deal %.64s: a number does not parse",
                  user, deal);
-        return -EPROTO;
+        return NULL;
     }
     if (no_threshold)
         threshold = price;
@@ -167,9 +174,53 @@ static long send_alert(struct dw_monitor_round *r, const PGresult *res, int row)
         reasons[n] = reason[n];
         n++;
     }
-    /* An invalid user id (not one a client can connect as) reaches nobody: 0. */
-    return (long)dw_events_price_alert(r->hub, user, deal, PQgetvalue(res, row, COL_TITLE), price,
-                                       threshold, reasons, n);
+    return dw_events_price_alert_new(user, deal, PQgetvalue(res, row, COL_TITLE), price, threshold,
+                                     reasons, n);
+}
+
+/* One statement's alerts, numbered and written to the inbox in its transaction. */
+struct alerts {
+    struct dw_monitor_round *r;
+    struct dw_inbox_entry *entries;
+    size_t n;
+    bool bad_row; /* a row whose numbers did not parse (r->why says which) */
+};
+
+static void alerts_release(struct alerts *a)
+{
+    for (size_t i = 0; i < a->n; i++)
+        dw_inbox_entry_release(&a->entries[i]);
+    free(a->entries);
+    a->entries = NULL;
+    a->n = 0;
+}
+
+/* In the transaction that recorded them in price_watch_alerts: every alert goes to the inbox,
+ * or the round rolls back and tries again next time. */
+static int write_alerts(struct dw_store *st, PGresult *res, void *arg)
+{
+    struct alerts *a = arg;
+    int rows;
+
+    if (PQnfields(res) != NCOLS) {
+        snprintf(a->r->why, sizeof(a->r->why), "expected %d columns, got %d", NCOLS,
+                 PQnfields(res));
+        return -EPROTO;
+    }
+    rows = PQntuples(res);
+    a->entries = dw_xcalloc(rows ? (size_t)rows : 1, sizeof(*a->entries));
+    for (int i = 0; i < rows; i++) {
+        struct json_object *obj = alert_of(a->r, res, i);
+
+        if (!obj) {
+            a->bad_row = a->bad_row || a->r->why[0] != '\0';
+            continue;
+        }
+        dw_inbox_entry_init(&a->entries[a->n++], PQgetvalue(res, i, COL_USER_ID),
+                            DW_MSG_PRICE_ALERT, obj);
+        json_object_put(obj);
+    }
+    return dw_inbox_write(st, a->entries, a->n);
 }
 
 int dw__monitor_watches(struct dw_monitor_round *r)
@@ -182,33 +233,26 @@ int dw__monitor_watches(struct dw_monitor_round *r)
 
     snprintf(limit, sizeof(limit), "%d", DW_MONITOR_WATCH_BATCH);
     do {
-        int r2 = dw__monitor_exec(r, &res, watches_sql, 2, params);
+        struct alerts a = {.r = r};
+        int r2 = dw__monitor_exec_then(r, &res, watches_sql, 2, params, write_alerts, &a);
 
         if (r2 < 0) {
+            alerts_release(&a); /* rolled back: nothing recorded, nothing sent */
             rc = r2;
             break;
         }
         batches++;
-        if (PQnfields(res) != NCOLS) {
-            snprintf(r->why, sizeof(r->why), "expected %d columns, got %d", NCOLS, PQnfields(res));
-            PQclear(res);
-            rc = -EPROTO;
-            break;
-        }
         n = PQntuples(res);
-        dw_wake_batch_begin();
-        for (int i = 0; i < n; i++) {
-            long sent = send_alert(r, res, i);
-
-            if (sent < 0) {
-                rc = (int)sent;
-                continue;
-            }
-            alerts++;
-            reached += (unsigned long)sent;
-        }
-        dw_wake_batch_end();
         PQclear(res);
+        if (a.bad_row)
+            rc = -EPROTO;
+        /* Committed: recorded and in the inbox. Now sent, in one wake of the I/O thread. */
+        dw_wake_batch_begin();
+        for (size_t i = 0; i < a.n; i++)
+            reached += dw_inbox_deliver(r->hub, &a.entries[i]);
+        dw_wake_batch_end();
+        alerts += a.n;
+        alerts_release(&a);
     } while (n == DW_MONITOR_WATCH_BATCH && !atomic_load(r->stopping));
 
     snprintf(r->summary, sizeof(r->summary), "%lu price alerts, %lu deliveries, %lu statements",

@@ -19,6 +19,7 @@
 #include "dealwire/answer.h"
 #include "dealwire/db.h"
 #include "dealwire/events.h"
+#include "dealwire/inbox.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
 #include "dealwire/proto.h"
@@ -517,6 +518,7 @@ static int answer_error(int status, const char *message, const char *field, char
 
 struct plan {
     struct dw_hub *hub;
+    struct dw_inbox *inbox; /* NULL: trip updates go straight to the hub */
     struct dw_store *st;
     const struct dw_plan_request *req;
     const char *body; /* the request as received */
@@ -526,7 +528,18 @@ struct plan {
 static void progress(const struct plan *p, const char *status, const char *message, int pct,
                      struct json_object *extra)
 {
-    dw_events_trip_update(p->hub, p->req->user_id, status, message, pct, extra);
+    struct json_object *obj;
+
+    if (!p->inbox) {
+        dw_events_trip_update(p->hub, p->req->user_id, status, message, pct, extra);
+        json_object_put(extra);
+        return;
+    }
+    /* Critical: numbered and stored by the inbox's thread, then sent, in the order given. */
+    obj = dw_events_trip_update_new(p->req->user_id, status, message, pct, extra);
+    if (obj && dw_inbox_send(p->inbox, p->req->user_id, DW_MSG_TRIP_UPDATE, obj) < 0)
+        dw_log(DW_LOG_DEBUG, "trip update not sent: the inbox is stopping");
+    json_object_put(obj);
     json_object_put(extra);
 }
 
@@ -634,14 +647,14 @@ static int plan_found(const struct plan *p, const struct search *s,
     return answer(200, obj, resp, resp_len);
 }
 
-int dw_planner_plan(struct dw_hub *hub, struct dw_db *db, const char *body, size_t len, char **resp,
-                    size_t *resp_len)
+int dw_planner_plan(struct dw_hub *hub, struct dw_db *db, struct dw_inbox *inbox, const char *body,
+                    size_t len, char **resp, size_t *resp_len)
 {
     struct dw_plan_request req;
     struct dw_plan_error err;
     struct dw_plan_option best[DW_PLANNER_MAX_OPTIONS];
     struct search s = {0};
-    struct plan p = {hub, NULL, &req, body, len};
+    struct plan p = {hub, inbox, NULL, &req, body, len};
     char reason[192];
     double cheapest;
     size_t n;

@@ -10,6 +10,7 @@
 #include "dealwire/answer.h"
 #include "dealwire/events.h"
 #include "dealwire/hub.h"
+#include "dealwire/inbox.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
 #include "dealwire/msg.h"
@@ -31,6 +32,18 @@ struct item {
     struct json_object *message;
     int type;
     bool critical;
+    struct dw_inbox_entry *entry; /* a durable one's place in the inbox write, else NULL */
+};
+
+/* A validated request: what the answer is built from, now or after the inbox write. */
+struct request {
+    struct dw_publish_env env;
+    struct json_object *root; /* owns every item's message and target name */
+    struct item *items;
+    size_t n;
+    bool batch;
+    struct dw_inbox_entry *entries; /* the durable items', in order */
+    size_t nentries;
 };
 
 static _Atomic uint64_t next_id = 1;
@@ -125,12 +138,110 @@ static bool parse_item(struct json_object *obj, int index, struct item *it, stru
     return true;
 }
 
-/* Sends one validated item. Returns the number of connections reached; writes its id. */
+/* Sends one validated item (a durable one as the inbox numbered it). Returns the number of
+ * connections reached; writes its id. */
 static size_t send_item(struct dw_hub *hub, struct item *it, char id[24])
 {
     snprintf(id, 24, "%" PRIu64, atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed));
+    if (it->entry)
+        return dw_inbox_deliver(hub, it->entry);
     return dw_events_send(hub, &it->target, (enum dw_msg_type)it->type,
                           it->critical ? DW_MSG_F_CRITICAL : 0, it->message);
+}
+
+/* One item's part of the answer. */
+static struct json_object *item_answer(size_t recipients, const char *id, const struct item *it)
+{
+    struct json_object *r = json_object_new_object();
+
+    json_object_object_add(r, "recipients", json_object_new_int64((int64_t)recipients));
+    json_object_object_add(r, "id", json_object_new_string(id));
+    if (it->entry)
+        json_object_object_add(r, "seq", json_object_new_int64(it->entry->seq));
+    return r;
+}
+
+/* Sends every item in order and renders the answer. */
+static char *send_all(struct request *rq, size_t *resp_len)
+{
+    struct json_object *answer;
+    size_t total = 0;
+    char id[24];
+
+    if (!rq->batch) {
+        total = send_item(rq->env.hub, &rq->items[0], id);
+        answer = item_answer(total, id, &rq->items[0]);
+    } else {
+        struct json_object *results = json_object_new_array_ext((int)rq->n);
+
+        for (size_t i = 0; i < rq->n; i++) {
+            size_t k = send_item(rq->env.hub, &rq->items[i], id);
+
+            total += k;
+            json_object_array_add(results, item_answer(k, id, &rq->items[i]));
+        }
+        answer = json_object_new_object();
+        json_object_object_add(answer, "recipients", json_object_new_int64((int64_t)total));
+        json_object_object_add(answer, "results", results);
+    }
+    return dw_answer_json(answer, resp_len);
+}
+
+static void request_free(struct request *rq)
+{
+    for (size_t i = 0; i < rq->nentries; i++)
+        dw_inbox_entry_release(&rq->entries[i]);
+    free(rq->entries);
+    free(rq->items);
+    json_object_put(rq->root);
+    free(rq);
+}
+
+/* The inbox wrote the durable items (rc 0), or could not: nothing is sent then. */
+static void durable_done(void *arg, int rc)
+{
+    struct request *rq = arg;
+    size_t len;
+    char *resp;
+    int status = 200;
+
+    if (rc < 0) {
+        resp = dw_answer_error("critical messages cannot be stored now: the database is "
+                               "unavailable; nothing was sent",
+                               NULL, &len);
+        status = 503;
+    } else {
+        resp = send_all(rq, &len);
+    }
+    rq->env.done(rq->env.arg, status, resp, len);
+    request_free(rq);
+}
+
+/* Hands the durable items of rq (critical, to a user, with an inbox) to the inbox: true when
+ * it took them (the answer comes through env.done). */
+static bool submit_durable(struct request *rq)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; rq->env.inbox && i < rq->n; i++) {
+        const struct item *it = &rq->items[i];
+
+        if (it->critical && it->target.kind == DW_TARGET_USER)
+            n++;
+    }
+    if (n == 0)
+        return false;
+    rq->entries = dw_xcalloc(n, sizeof(*rq->entries));
+    rq->nentries = n;
+    for (size_t i = 0, k = 0; i < rq->n; i++) {
+        struct item *it = &rq->items[i];
+
+        if (!it->critical || it->target.kind != DW_TARGET_USER)
+            continue;
+        it->entry = &rq->entries[k++];
+        dw_inbox_entry_init(it->entry, it->target.name, (enum dw_msg_type)it->type, it->message);
+    }
+    return dw_inbox_submit(rq->env.inbox, rq->entries, rq->nentries, durable_done, rq) == 0;
 }
 
 /* The answer to a body that dw_proto_parse_json_ex refused. Only what json-c would have taken
@@ -149,16 +260,13 @@ static char *json_error_body(const struct dw_json_error *e, size_t *len)
     return dw_answer_error("body is not valid JSON", NULL, len);
 }
 
-int dw_publish_request(struct dw_hub *hub, const char *body, size_t len, char **resp,
+int dw_publish_request(const struct dw_publish_env *env, const char *body, size_t len, char **resp,
                        size_t *resp_len)
 {
-    struct json_object *root, *answer;
-    struct item *items = NULL;
+    struct json_object *root;
+    struct request *rq;
     struct verr err = {0};
     struct dw_json_error jerr;
-    size_t n, total = 0;
-    bool batch;
-    char id[24];
     int status = 400;
 
     if (dw_proto_parse_json_ex(body, len, PARSE_DEPTH, &root, &jerr) < 0) {
@@ -171,53 +279,41 @@ int dw_publish_request(struct dw_hub *hub, const char *body, size_t len, char **
         json_object_put(root);
         return 400;
     }
-    batch = json_object_is_type(root, json_type_array);
-    n = batch ? json_object_array_length(root) : 1;
-    if (batch && (n == 0 || n > DW_PUBLISH_MAX_BATCH)) {
+    rq = dw_xcalloc(1, sizeof(*rq));
+    rq->env = *env;
+    rq->root = root;
+    rq->batch = json_object_is_type(root, json_type_array);
+    rq->n = rq->batch ? json_object_array_length(root) : 1;
+    if (rq->batch && (rq->n == 0 || rq->n > DW_PUBLISH_MAX_BATCH)) {
         *resp = dw_answer_error("a batch holds 1 to 10000 publish requests", "", resp_len);
         goto out;
     }
-    items = dw_xcalloc(n, sizeof(*items));
-    for (size_t i = 0; i < n; i++) {
-        struct json_object *obj = batch ? json_object_array_get_idx(root, i) : root;
+    rq->items = dw_xcalloc(rq->n, sizeof(*rq->items));
+    for (size_t i = 0; i < rq->n; i++) {
+        struct json_object *obj = rq->batch ? json_object_array_get_idx(root, i) : root;
 
-        if (!parse_item(obj, batch ? (int)i : -1, &items[i], &err)) {
+        if (!parse_item(obj, rq->batch ? (int)i : -1, &rq->items[i], &err)) {
             *resp = dw_answer_error(err.message, err.field, resp_len);
             goto out;
         }
     }
-    if (dw_hub_sealed(hub)) {
+    if (dw_hub_sealed(env->hub)) {
         /* Nothing would be delivered; a send that races with the seal counts no recipients. */
         *resp = dw_answer_error("the server is shutting down", NULL, resp_len);
         status = 503;
         goto out;
     }
-
-    if (!batch) {
-        total = send_item(hub, &items[0], id);
-        answer = json_object_new_object();
-        json_object_object_add(answer, "recipients", json_object_new_int64((int64_t)total));
-        json_object_object_add(answer, "id", json_object_new_string(id));
-    } else {
-        struct json_object *results = json_object_new_array_ext((int)n);
-
-        for (size_t i = 0; i < n; i++) {
-            struct json_object *r = json_object_new_object();
-            size_t k = send_item(hub, &items[i], id);
-
-            total += k;
-            json_object_object_add(r, "recipients", json_object_new_int64((int64_t)k));
-            json_object_object_add(r, "id", json_object_new_string(id));
-            json_object_array_add(results, r);
-        }
-        answer = json_object_new_object();
-        json_object_object_add(answer, "recipients", json_object_new_int64((int64_t)total));
-        json_object_object_add(answer, "results", results);
+    if (submit_durable(rq))
+        return DW_PUBLISH_PENDING; /* rq belongs to the inbox's callback now */
+    if (rq->entries) {
+        /* The inbox is stopping: the daemon is shutting down. */
+        *resp = dw_answer_error("the server is shutting down", NULL, resp_len);
+        status = 503;
+        goto out;
     }
-    *resp = dw_answer_json(answer, resp_len);
+    *resp = send_all(rq, resp_len);
     status = 200;
 out:
-    free(items);
-    json_object_put(root);
+    request_free(rq);
     return status;
 }

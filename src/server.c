@@ -17,6 +17,7 @@
  */
 #define DW_LOG_MODULE "server"
 #include "server_int.h"
+#include "dealwire/inbox.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
 #include "dealwire/server.h"
@@ -540,6 +541,9 @@ void dw_server_free(struct dw_server *srv)
      * which needs a live context. Jobs still queued run to the end; their answers are dropped
      * below with the done queue. */
     dw_workers_stop(srv->workers);
+    /* Then the inbox, which the jobs submitted to: it writes and delivers what is queued
+     * (the hub is sealed by now: delivered to no one, but stored for the clients' resume). */
+    dw_inbox_stop(srv->inbox);
     if (srv->uv_loop)
         uv_close((uv_handle_t *)&srv->after_pass, NULL);
     if (srv->ctx) {
@@ -573,9 +577,16 @@ void dw_server_set_db_health(struct dw_server *srv, const struct dw_store_health
     srv->db_health = health;
 }
 
-void dw_server_set_db(struct dw_server *srv, struct dw_db *db)
+int dw_server_set_db(struct dw_server *srv, struct dw_db *db)
 {
     srv->db = db;
+    srv->inbox = dw_inbox_start(db, srv->hub);
+    return srv->inbox ? 0 : -EAGAIN;
+}
+
+struct dw_inbox *dw_server_inbox(struct dw_server *srv)
+{
+    return srv->inbox;
 }
 
 struct dw_hub *dw_server_hub(struct dw_server *srv)

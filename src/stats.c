@@ -11,6 +11,7 @@
  */
 #define DW_LOG_MODULE "stats"
 #include "server_int.h"
+#include "dealwire/inbox.h"
 #include "dealwire/msg.h"
 #include "dealwire/time.h"
 
@@ -124,6 +125,20 @@ static bool add_uptime(struct dw_user *u, void *arg)
     return true;
 }
 
+/* The durable inbox's counters (inbox.h); "enabled": false without a database. */
+static struct json_object *inbox_doc(struct dw_server *srv)
+{
+    struct json_object *obj = json_object_new_object();
+    struct dw_inbox_counts c;
+
+    dw_inbox_counts(srv->inbox, &c);
+    json_object_object_add(obj, "enabled", json_object_new_boolean(srv->inbox != NULL));
+    json_object_object_add(obj, "written", u64(c.written));
+    json_object_object_add(obj, "failed", u64(c.failed));
+    json_object_object_add(obj, "writes", u64(c.writes));
+    return obj;
+}
+
 struct json_object *dw__stats_service(struct dw_server *srv)
 {
     struct json_object *obj = json_object_new_object();
@@ -165,6 +180,7 @@ struct json_object *dw__stats_service(struct dw_server *srv)
         obj, "uptime_seconds",
         json_object_new_double((double)(now - srv->started_at) / DW_NSEC_PER_SEC));
     json_object_object_add(obj, "security", security_doc(srv));
+    json_object_object_add(obj, "inbox", inbox_doc(srv));
     return obj;
 }
 

@@ -91,12 +91,25 @@ size_t dw_events_price_alert(struct dw_hub *hub, const char *user_id, const char
                              const char *title, double current_price, double threshold,
                              const char *const *reasons, size_t nreasons);
 
+/* thread: any. The object dw_events_price_alert() would send, for a caller that sends it
+ * another way (the durable inbox): a new object the caller puts, or NULL when invalid. */
+struct json_object *dw_events_price_alert_new(const char *user_id, const char *deal_id,
+                                              const char *title, double current_price,
+                                              double threshold, const char *const *reasons,
+                                              size_t nreasons);
+
 /* thread: any; rcu: registered. Sends a critical trip_update to every connection of user_id:
  * type, status (non-empty, e.g. "searching"), message, progress (0..100), extra_data (extra,
  * a JSON object borrowed for the duration of the call, or {} when NULL). Returns the number
  * of connections reached, 0 when invalid. */
 size_t dw_events_trip_update(struct dw_hub *hub, const char *user_id, const char *status,
                              const char *message, int progress, struct json_object *extra);
+
+/* thread: any. The object dw_events_trip_update() would send: a new object the caller puts,
+ * or NULL when invalid. */
+struct json_object *dw_events_trip_update_new(const char *user_id, const char *status,
+                                              const char *message, int progress,
+                                              struct json_object *extra);
 
 /* thread: any. Is level one of "info", "success", "warning", "error"? */
 bool dw_events_level_is_valid(const char *level);

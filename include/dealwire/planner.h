@@ -30,6 +30,7 @@
 #include <stddef.h>
 
 struct dw_hub;
+struct dw_inbox;
 struct dw_db;
 
 /* How many options an answer carries at most. */
@@ -123,11 +124,12 @@ size_t dw_planner_rank(const struct dw_plan_request *req, const struct dw_plan_f
 
 /* thread: worker (it uses the calling worker's store of db, and may block on it); rcu:
  * registered. Plans the trip that body (len bytes, borrowed) asks for, sending trip_update
- * events through hub as it goes. db may be NULL (no database: 503). Returns the HTTP status
+ * events through hub as it goes (through inbox first, which numbers and stores them, when it
+ * is not NULL). db may be NULL (no database: 503). Returns the HTTP status
  * and, in *resp (*resp_len bytes, NUL-terminated), a new JSON answer the caller frees: 200
  * with the plan or with "status": "failed", 400 {"error", "field"}, 503 when there is no
  * database or it is unavailable, 500 when it refused a statement. */
-int dw_planner_plan(struct dw_hub *hub, struct dw_db *db, const char *body, size_t len, char **resp,
-                    size_t *resp_len);
+int dw_planner_plan(struct dw_hub *hub, struct dw_db *db, struct dw_inbox *inbox, const char *body,
+                    size_t len, char **resp, size_t *resp_len);
 
 #endif

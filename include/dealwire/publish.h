@@ -16,16 +16,39 @@
 #include <stddef.h>
 
 struct dw_hub;
+struct dw_inbox;
 
 /* Largest batch accepted in one request. */
 #define DW_PUBLISH_MAX_BATCH 10000
 
+/* dw_publish_request's result when the answer comes later, through env->done. */
+#define DW_PUBLISH_PENDING 0
+
+/* Called once with the answer of a request that was DW_PUBLISH_PENDING, on the inbox's
+ * thread: the HTTP status and a new NUL-terminated JSON text of len bytes (the callee owns
+ * it). */
+typedef void dw_publish_done_fn(void *arg, int status, char *resp, size_t len);
+
+/* Where a publish goes. */
+struct dw_publish_env {
+    struct dw_hub *hub;
+    struct dw_inbox *inbox; /* the durable inbox (--db), or NULL */
+    dw_publish_done_fn *done;
+    void *arg;
+};
+
 /* thread: worker (any RCU-registered thread). Publishes what body (len bytes, borrowed)
- * asks for through hub; inside the caller's dw_wake_batch_begin/end, its sends share one
- * wake-up of the I/O thread with what the caller queues next (the HTTP answer). Returns the HTTP
- * status (200, 400, or 503 once the hub is sealed) and sets *resp to a new NUL-terminated JSON
- * answer (the caller frees it) of *resp_len bytes. */
-int dw_publish_request(struct dw_hub *hub, const char *body, size_t len, char **resp,
+ * asks for through env->hub; inside the caller's dw_wake_batch_begin/end, its sends share one
+ * wake-up of the I/O thread with what the caller queues next (the HTTP answer). Returns the
+ * HTTP status (200, 400, or 503 once the hub is sealed) and sets *resp to a new
+ * NUL-terminated JSON answer (the caller frees it) of *resp_len bytes.
+ *
+ * With env->inbox, the critical items to a user are durable: the request goes to the inbox,
+ * and once they are written (each with its user's seq, which its result carries) every item
+ * is sent in order and env->done gets the answer; if they cannot be written, nothing is sent
+ * and the answer is 503. dw_publish_request then returns DW_PUBLISH_PENDING and sets nothing.
+ * Without an inbox, or without such items, it never does. */
+int dw_publish_request(const struct dw_publish_env *env, const char *body, size_t len, char **resp,
                        size_t *resp_len);
 
 #endif

@@ -48,9 +48,16 @@ struct dw_store_health;
 void dw_server_set_db_health(struct dw_server *srv, const struct dw_store_health *health);
 
 /* thread: io, before dw_server_run(). Gives the HTTP jobs that need the database (the trip
- * planner) db (borrowed; it must outlive the server's workers). Without it they answer 503. */
+ * planner) db (borrowed; it must outlive the server), and starts the durable inbox on it
+ * (inbox.h), which dw_server_free() stops. Without it they answer 503 and critical messages
+ * are not stored. Returns 0, or -EAGAIN (logged) when the inbox's thread cannot start. */
 struct dw_db;
-void dw_server_set_db(struct dw_server *srv, struct dw_db *db);
+int dw_server_set_db(struct dw_server *srv, struct dw_db *db);
+
+/* thread: any. The durable inbox (NULL without a database). Borrowed for the server's
+ * lifetime. */
+struct dw_inbox;
+struct dw_inbox *dw_server_inbox(struct dw_server *srv);
 
 /* thread: any. The hub, for producers. Borrowed for the server's lifetime. */
 struct dw_hub *dw_server_hub(struct dw_server *srv);

@@ -1,6 +1,6 @@
 /*
  * fuzz_publish — libFuzzer target: one POST /api/publish body through dw_publish_request
- * (src/api.c) against a real hub.
+ * (src/publish.c) against a real hub.
  *
  * The hub is made once, in LLVMFuzzerInitialize, with three connections: alice (two, one of
  * them subscribed to hot_deals and flights:nyc-par) and bob@example.com (one, subscribed to
@@ -111,6 +111,7 @@ static size_t drain(void)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    const struct dw_publish_env env = {.hub = hub}; /* no inbox: answered at once */
     struct json_object *answer, *v;
     char *resp = NULL;
     size_t resp_len = 0, delivered;
@@ -118,7 +119,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     wakes = 0;
     dw_wake_batch_begin(); /* as http.c's publish_job: the request's sends, one wake-up */
-    status = dw_publish_request(hub, (const char *)data, size, &resp, &resp_len);
+    status = dw_publish_request(&env, (const char *)data, size, &resp, &resp_len);
     dw_wake_batch_end();
     delivered = drain();
 

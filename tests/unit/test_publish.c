@@ -84,7 +84,8 @@ static struct json_object *publish(struct dw_hub *hub, const char *body, int sta
     struct json_object *answer;
     size_t len = 0;
     char *resp = NULL;
-    int got = dw_publish_request(hub, body, strlen(body), &resp, &len);
+    const struct dw_publish_env env = {.hub = hub};
+    int got = dw_publish_request(&env, body, strlen(body), &resp, &len);
 
     assert_non_null(resp);
     assert_int_equal(strlen(resp), len);
