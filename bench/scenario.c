@@ -305,7 +305,7 @@ static int format_item(struct dwb_run *run, char *out, size_t room, unsigned p, 
     head = nchan(run) ? 0 : snprintf(out, room, "{\"target\":%s,\"message\":", target);
     msg = snprintf(out + head, room - (size_t)head,
                    "{\"type\":\"%s\",\"deal_id\":\"bench-%u-%u\",\"title\":\"Bench deal %u\","
-                   "\"price\":%u.%02u,\"producer\":%u,\"seq\":%u,",
+                   "\"price\":%u.%02u,\"producer\":%u,\"pseq\":%u,",
                    type, p, seq, seq, 100 + seq % 900, seq % 100, p, seq);
     if (run->opt.scenario == DWB_TARGETED)
         msg += snprintf(out + head + msg, room - (size_t)(head + msg), "\"to\":%u,", key);
@@ -540,7 +540,7 @@ static const char *find_key(const char *p, const char *end, const char *key, siz
     return NULL;
 }
 
-/* Parses the unsigned integer after key (e.g. "seq":) in [*p, end); advances *p past it.
+/* Parses the unsigned integer after key (e.g. "pseq":) in [*p, end); advances *p past it.
  * The bench's keys come in the order it wrote them, so the key is usually right at *p (after
  * a comma): that costs one comparison, the search is the fallback. */
 static bool take_uint(const char **p, const char *end, const char *key, size_t klen, uint64_t *out)
@@ -638,7 +638,7 @@ void dwb_on_text(struct dwb_run *run, struct dwb_conn *c, const char *p, size_t 
     }
     run->n.recv_msgs++;
     run->last_delivery = now;
-    ok = take_uint(&q, end, "\"producer\":", 11, &prod) && take_uint(&q, end, "\"seq\":", 6, &seq);
+    ok = take_uint(&q, end, "\"producer\":", 11, &prod) && take_uint(&q, end, "\"pseq\":", 7, &seq);
     if (ok && run->opt.scenario == DWB_TARGETED)
         ok = take_uint(&q, end, "\"to\":", 5, &key);
     else if (ok && run->opt.scenario == DWB_CHANNELS)

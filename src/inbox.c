@@ -76,6 +76,8 @@ void dw_inbox_entry_init(struct dw_inbox_entry *e, const char *user_id, enum dw_
     memset(e, 0, sizeof(*e));
     snprintf(e->user_id, sizeof(e->user_id), "%s", user_id);
     e->type = type;
+    /* "seq" is the inbox's: a member of that name from the publisher gives way to it. */
+    json_object_object_del(obj, "seq");
     if (!json_object_object_get_ex(obj, "timestamp", NULL)) {
         char ts[DW_TIME_ISO_LEN];
 

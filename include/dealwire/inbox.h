@@ -45,8 +45,9 @@ struct dw_inbox_entry {
     struct dw_msg *msg; /* set by a successful write: critical, seq first (owned) */
 };
 
-/* thread: any. Fills e for a critical message of type to user_id (valid, see proto.h): adds a
- * "timestamp" member to obj when it has none, then renders obj (borrowed). */
+/* thread: any. Fills e for a critical message of type to user_id (valid, see proto.h): removes
+ * a "seq" member from obj (the inbox's seq replaces it), adds a "timestamp" member when it has
+ * none, then renders obj (borrowed). */
 void dw_inbox_entry_init(struct dw_inbox_entry *e, const char *user_id, enum dw_msg_type type,
                          struct json_object *obj);
 

@@ -66,9 +66,10 @@ def test_critical_messages_are_numbered_stored_then_sent(dealwire, pg_db):
         first = await apublish(d.port, price_alert("alice", 1))
         assert first["recipients"] == 1 and first["seq"] == 1, first
         raw1 = await asyncio.wait_for(ws.recv(), t(5))
+        fifth = alert("alice", 5, critical=True)
+        fifth["message"]["seq"] = 999  # the server's seq replaces a publisher's own
         batch = await apublish(d.port, [alert("alice", 2, critical=True), alert("alice", 3),
-                                        alert("bob", 4, critical=True),
-                                        alert("alice", 5, critical=True)])
+                                        alert("bob", 4, critical=True), fifth])
         assert [r.get("seq") for r in batch["results"]] == [2, None, 1, 3], batch
         raws = [raw1] + [await asyncio.wait_for(ws.recv(), t(5)) for _ in range(3)]
         msgs = [json.loads(r) for r in raws]
@@ -76,6 +77,7 @@ def test_critical_messages_are_numbered_stored_then_sent(dealwire, pg_db):
         assert [m.get("n") for m in msgs] == [1, 2, 3, 5]
         assert [m.get("seq") for m in msgs] == [1, 2, None, 3]
         assert raws[0].startswith('{"seq":1,"type":"price_alert"'), raws[0]
+        assert raws[3].startswith('{"seq":3,') and raws[3].count('"seq"') == 1, raws[3]
         # What is stored is exactly what was sent.
         rows = stored(server, db, "alice")
         assert [(s, ty) for s, ty, _ in rows] == [(1, "price_alert"), (2, "notification"),
