@@ -345,17 +345,24 @@ static void publish_done(void *arg, int status, char *text, size_t len)
 static void publish_job(void *arg)
 {
     struct dw_http_req *req = arg;
+    struct dw_server *srv = req->srv;
     const struct dw_publish_env env = {
-        .hub = req->srv->hub, .inbox = req->srv->inbox, .done = publish_done, .arg = req};
+        .hub = srv->hub, .inbox = srv->inbox, .done = publish_done, .arg = req};
+    /* The body is the job's from here: once the request is PENDING the inbox's thread may hand
+     * req back, and the I/O thread free it, before dw_publish_request returns. */
+    char *body = req->body;
+    size_t body_len = req->body_len, body_max = req->body_max;
     size_t len;
     char *text;
     int status;
 
+    req->body = NULL;
     dw_wake_batch_begin();
-    status = dw_publish_request(&env, req->body, req->body_len, &text, &len);
-    free_body(req);
+    status = dw_publish_request(&env, body, body_len, &text, &len);
+    free(body);
+    atomic_fetch_sub_explicit(&srv->body_bytes, body_max, memory_order_relaxed);
     if (status != DW_PUBLISH_PENDING)
-        hand_back(req, status, text, len);
+        hand_back(req, status, text, len); /* req is not touched after this */
     dw_wake_batch_end();
 }
 
