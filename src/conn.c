@@ -690,7 +690,7 @@ static void enforce_bound(struct dw_server *srv, struct dw_conn *conn)
          * close, and is in the inbox when there is one. */
         srv->io.slow_closes++;
         conn_log(DW_LOG_INFO, conn, "slow consumer, %lu messages (%zu bytes) queued; closing",
-                 dw_outbox_queued(&conn->outbox), dw_outbox_bytes(&conn->outbox));
+                 dw_outbox_queued(&conn->outbox), dw_outbox_pending_bytes(&conn->outbox));
         lws_set_timeout(conn->io.wsi, PENDING_TIMEOUT_USER_OK, SLOW_CLOSE_GRACE_S);
     }
     if (!t.dropped)

@@ -23,7 +23,6 @@ void dw_outbox_init(struct dw_outbox *ob)
     __cds_wfcq_init(&ob->_head, &ob->_tail);
     __cds_wfcq_init(&ob->_phead, &ob->_ptail);
     atomic_init(&ob->_queued, 0);
-    atomic_init(&ob->_bytes, 0);
     atomic_init(&ob->_scheduled, 0);
 }
 
@@ -99,7 +98,6 @@ void dw_outbox_destroy(struct dw_outbox *ob)
     while ((n = take_pending(ob)) != NULL)
         discard(n);
     atomic_store_explicit(&ob->_queued, 0, memory_order_relaxed);
-    atomic_store_explicit(&ob->_bytes, 0, memory_order_relaxed);
 }
 
 bool dw_outbox_push_node(struct dw_outbox *ob, struct dw_outbox_node *n)
@@ -107,7 +105,6 @@ bool dw_outbox_push_node(struct dw_outbox *ob, struct dw_outbox_node *n)
     cds_wfcq_node_init(&n->_q);
     /* Counted before it is visible, so the consumer never decrements below zero. */
     atomic_fetch_add_explicit(&ob->_queued, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&ob->_bytes, dw_msg_frame_len(n->msg), memory_order_relaxed);
     DW_TSAN_RELEASE(&n->_q);
     cds_wfcq_enqueue(&ob->_head, &ob->_tail, &n->_q);
     /* seq_cst after the enqueue: either the consumer's next collect sees this node, or its
@@ -134,6 +131,19 @@ void dw_outbox_unschedule(struct dw_outbox *ob)
     atomic_thread_fence(memory_order_seq_cst);
 }
 
+size_t dw_outbox_pending_bytes(struct dw_outbox *ob)
+{
+    struct cds_wfcq_node *qn;
+    size_t bytes = 0;
+
+    __cds_wfcq_for_each_blocking(&ob->_phead, &ob->_ptail, qn)
+    {
+        DW_TSAN_ACQUIRE(qn);
+        bytes += dw_msg_frame_len(caa_container_of(qn, struct dw_outbox_node, _q)->msg);
+    }
+    return bytes;
+}
+
 void dw_outbox_splice(struct dw_outbox *ob)
 {
     __cds_wfcq_splice_blocking(&ob->_phead, &ob->_ptail, &ob->_head, &ob->_tail);
@@ -145,8 +155,7 @@ struct dw_outbox_trim dw_outbox_trim(struct dw_outbox *ob, unsigned long max_msg
     struct __cds_wfcq_head keep_head;
     struct cds_wfcq_tail keep_tail;
     unsigned long queued = atomic_load_explicit(&ob->_queued, memory_order_relaxed);
-    size_t bytes = atomic_load_explicit(&ob->_bytes, memory_order_relaxed);
-    size_t dropped_bytes = 0;
+    size_t bytes = dw_outbox_pending_bytes(ob);
     struct dw_outbox_node *n;
 
     if (queued <= max_msgs && bytes <= max_bytes)
@@ -164,7 +173,6 @@ struct dw_outbox_trim dw_outbox_trim(struct dw_outbox *ob, unsigned long max_msg
             queued--;
             bytes -= len;
             r.dropped++;
-            dropped_bytes += len;
             continue;
         }
         cds_wfcq_node_init(&n->_q);
@@ -172,7 +180,6 @@ struct dw_outbox_trim dw_outbox_trim(struct dw_outbox *ob, unsigned long max_msg
     }
     __cds_wfcq_splice_blocking(&ob->_phead, &ob->_ptail, &keep_head, &keep_tail);
     atomic_fetch_sub_explicit(&ob->_queued, r.dropped, memory_order_relaxed);
-    atomic_fetch_sub_explicit(&ob->_bytes, dropped_bytes, memory_order_relaxed);
     r.over = queued > max_msgs || bytes > max_bytes;
     return r;
 }
@@ -201,7 +208,6 @@ struct dw_msg *dw_outbox_pop(struct dw_outbox *ob)
     if (!n)
         return NULL;
     msg = n->msg;
-    atomic_fetch_sub_explicit(&ob->_bytes, dw_msg_frame_len(msg), memory_order_relaxed);
     if (n->_block) {
         /* The caller gets a reference of its own; the block keeps its one. */
         dw_msg_ref(msg);
@@ -217,7 +223,6 @@ void dw_outbox_drop(struct dw_outbox *ob)
 {
     struct dw_outbox_node *n = take_pending(ob);
 
-    atomic_fetch_sub_explicit(&ob->_bytes, dw_msg_frame_len(n->msg), memory_order_relaxed);
     discard(n);
     atomic_fetch_sub_explicit(&ob->_queued, 1, memory_order_relaxed);
 }

@@ -184,6 +184,15 @@ struct json_object *dw__stats_service(struct dw_server *srv)
     return obj;
 }
 
+/* The bytes queued for conn: what was pushed so far is moved to the pending queue first (the
+ * I/O thread is the outbox's consumer; the next drain or WRITEABLE writes it as usual), then
+ * counted. At most --queue-size messages and one batch, so the walk is bounded. */
+static size_t pending_bytes(struct dw_conn *conn)
+{
+    dw_outbox_splice(&conn->outbox);
+    return dw_outbox_pending_bytes(&conn->outbox);
+}
+
 /* One connection's entry; its channel names come out of *budget (names the document may
  * still list). */
 static struct json_object *conn_doc(struct dw_conn *conn, unsigned *budget)
@@ -203,7 +212,7 @@ static struct json_object *conn_doc(struct dw_conn *conn, unsigned *budget)
     json_object_object_add(obj, "messages_failed", u64(conn->io.messages_failed));
     json_object_object_add(obj, "messages_dropped", u64(conn->io.messages_dropped));
     json_object_object_add(obj, "queue_size", u64(dw_outbox_queued(&conn->outbox)));
-    json_object_object_add(obj, "queue_bytes", u64(dw_outbox_bytes(&conn->outbox)));
+    json_object_object_add(obj, "queue_bytes", u64(pending_bytes(conn)));
     for (struct dw_membership *m = conn->io.subs; m && listed<CONN_SUBS_LISTED_MAX && * budget> 0;
          m = m->next) {
         json_object_array_add(subs, json_object_new_string(m->chan->name));
@@ -272,7 +281,7 @@ struct json_object *dw__stats_user(struct dw_server *srv, const char *user_id)
         failed += conn->io.messages_failed;
         dropped += conn->io.messages_dropped;
         queued += dw_outbox_queued(&conn->outbox);
-        queued_bytes += dw_outbox_bytes(&conn->outbox);
+        queued_bytes += pending_bytes(conn);
         snprintf(id, sizeof(id), "%llu", (unsigned long long)conn->id);
         json_object_array_add(conns, json_object_new_string(id));
         for (struct dw_membership *m = conn->io.subs; m; m = m->next) {

@@ -6,7 +6,8 @@
  *   dw_outbox_collect,
  *   dw_outbox_splice/trim,
  *   dw_outbox_peek/pop      the consumer only (the I/O thread), never concurrently
- *   dw_outbox_queued/bytes  any thread (an atomic snapshot)
+ *   dw_outbox_pending_bytes the consumer only
+ *   dw_outbox_queued        any thread (an atomic snapshot)
  *   dw_outbox_init/destroy  one thread, when nobody else can reach the outbox
  *
  * Producers push onto the shared queue. The consumer splices it into its private pending
@@ -54,7 +55,6 @@ struct dw_outbox {
     struct __cds_wfcq_head _head;
     struct cds_wfcq_tail _tail;
     _Atomic unsigned long _queued; /* messages in both queues */
-    _Atomic size_t _bytes;         /* their frames' bytes */
     _Atomic int _scheduled;        /* 1 while the owner is on (or going onto) a ready queue */
     /* consumer only */
     struct __cds_wfcq_head _phead;
@@ -103,8 +103,10 @@ struct dw_outbox_trim {
 };
 
 /* thread: consumer. Drops the oldest non-critical pending messages while more than max_msgs
- * messages or more than max_bytes bytes are queued (pending and pushed: call it after
- * dw_outbox_splice). Critical messages are never dropped. */
+ * messages are queued (pending and pushed: call it after dw_outbox_splice) or more than
+ * max_bytes bytes are pending. Critical messages are never dropped. Bytes are counted by a
+ * walk of the pending queue, not per push: trimming is the rare path (a full socket), and
+ * the hot path keeps one counter per push. */
 struct dw_outbox_trim dw_outbox_trim(struct dw_outbox *ob, unsigned long max_msgs,
                                      size_t max_bytes);
 
@@ -131,11 +133,9 @@ static inline unsigned long dw_outbox_queued(struct dw_outbox *ob)
     return atomic_load_explicit(&ob->_queued, memory_order_relaxed);
 }
 
-/* thread: any. Bytes of the frames queued (pushed and not yet popped or dropped). */
-static inline size_t dw_outbox_bytes(struct dw_outbox *ob)
-{
-    return atomic_load_explicit(&ob->_bytes, memory_order_relaxed);
-}
+/* thread: consumer. Bytes of the pending frames (a walk of the pending queue: call it after
+ * dw_outbox_splice to count everything pushed so far). */
+size_t dw_outbox_pending_bytes(struct dw_outbox *ob);
 
 /* thread: consumer. Is anything pending or pushed? */
 bool dw_outbox_is_empty(struct dw_outbox *ob);

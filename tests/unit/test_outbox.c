@@ -325,7 +325,7 @@ static void test_trim_bytes_and_over(void **state)
     for (unsigned i = 0; i < NMSG; i++)
         dw_outbox_push(&ob, msgs[i]);
     dw_outbox_splice(&ob);
-    assert_int_equal(dw_outbox_bytes(&ob), NMSG * len);
+    assert_int_equal(dw_outbox_pending_bytes(&ob), NMSG * len);
 
     /* Within both bounds: nothing. */
     r = dw_outbox_trim(&ob, NMSG, NMSG * len);
@@ -337,7 +337,7 @@ static void test_trim_bytes_and_over(void **state)
     assert_int_equal(r.dropped, 2);
     assert_false(r.over);
     assert_int_equal(dw_outbox_queued(&ob), 6);
-    assert_int_equal(dw_outbox_bytes(&ob), 6 * len);
+    assert_int_equal(dw_outbox_pending_bytes(&ob), 6 * len);
     assert_int_equal(refs_of(msgs[0]), 1);
     assert_int_equal(refs_of(msgs[1]), 1);
 
@@ -345,16 +345,16 @@ static void test_trim_bytes_and_over(void **state)
     r = dw_outbox_trim(&ob, 5, 4 * len);
     assert_int_equal(r.dropped, 2); /* N3 N4 */
     assert_false(r.over);
-    assert_int_equal(dw_outbox_bytes(&ob), 4 * len);
+    assert_int_equal(dw_outbox_pending_bytes(&ob), 4 * len);
 
     /* pop and drop give their bytes back. */
     pop_expect(&ob, msgs[2]);
-    assert_int_equal(dw_outbox_bytes(&ob), 3 * len);
+    assert_int_equal(dw_outbox_pending_bytes(&ob), 3 * len);
     dw_outbox_drop(&ob); /* N5 */
-    assert_int_equal(dw_outbox_bytes(&ob), 2 * len);
+    assert_int_equal(dw_outbox_pending_bytes(&ob), 2 * len);
     pop_expect(&ob, msgs[6]);
     pop_expect(&ob, msgs[7]);
-    assert_int_equal(dw_outbox_bytes(&ob), 0);
+    assert_int_equal(dw_outbox_pending_bytes(&ob), 0);
     assert_int_equal(dw_outbox_queued(&ob), 0);
 
     /* Critical messages alone past a bound: nothing can be dropped, and "over" says so. */
@@ -371,7 +371,7 @@ static void test_trim_bytes_and_over(void **state)
     assert_true(r.over);
 
     dw_outbox_destroy(&ob);
-    assert_int_equal(dw_outbox_bytes(&ob), 0);
+    assert_int_equal(dw_outbox_pending_bytes(&ob), 0);
     unref_msgs(msgs, NMSG);
 }
 
