@@ -29,6 +29,7 @@
 #define DW_LOG_MODULE "conn"
 #include "server_int.h"
 #include "dealwire/auth.h"
+#include "dealwire/inbox.h"
 #include "dealwire/ipcount.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
@@ -490,6 +491,12 @@ static void handle_text(struct dw_server *srv, struct dw_conn *conn, const char 
     case DW_CMD_GET_STATS:
         m = stats_reply(srv, conn);
         break;
+    case DW_CMD_ACK:
+        /* No answer: the inbox records it with the next group (without a database there is
+         * nothing to acknowledge). */
+        if (srv->inbox)
+            dw_inbox_ack(srv->inbox, conn->user->id, cmd.seq);
+        break;
     case DW_CMD_OTHER:
         m = dw_proto_ack(cmd.obj);
         break;
@@ -498,7 +505,8 @@ static void handle_text(struct dw_server *srv, struct dw_conn *conn, const char 
         break;
     }
     dw_cmd_release(&cmd);
-    reply(conn, m);
+    if (m)
+        reply(conn, m);
 }
 
 static bool begin_close(struct dw_conn *conn, enum lws_close_status code, const char *reason,

@@ -64,6 +64,13 @@ static const char write_sql[] =
     "  SELECT u, seq, t, ('{\"seq\":' || seq || ',' || substr(p, 2))::json FROM numbered)"
     " SELECT seq FROM numbered ORDER BY ord";
 
+/* $1 user ids, $2 seqs, joined with SEP, one per user. */
+static const char ack_sql[] =
+    "UPDATE alert_inbox a SET acked_at = now()"
+    " FROM unnest(string_to_array($1, E'\\x1e'), string_to_array($2, E'\\x1e')::bigint[])"
+    "  AS x(u, s)"
+    " WHERE a.user_id = x.u AND a.seq <= x.s AND a.acked_at IS NULL";
+
 /* ------------------------------------------------------------------------------------------
  * Entries and the statement
  * ------------------------------------------------------------------------------------------ */
@@ -216,6 +223,12 @@ struct job {
     void *arg;
 };
 
+struct ack {
+    struct ack *next;
+    int64_t seq;
+    char user_id[DW_USER_ID_MAX + 1];
+};
+
 struct dw_inbox {
     struct dw_db *db;
     struct dw_hub *hub;
@@ -223,8 +236,9 @@ struct dw_inbox {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     struct job *head, *tail; /* under lock */
+    struct ack *acks;        /* under lock, newest first */
     bool stopping;           /* under lock */
-    _Atomic uint64_t written, failed, writes;
+    _Atomic uint64_t written, failed, writes, acks_done, acks_failed;
     int64_t last_warned; /* thread only: monotonic ns of the last failure logged */
 };
 
@@ -299,6 +313,48 @@ static void write_jobs(struct dw_inbox *ib, struct dw_store *st, struct job *job
     }
 }
 
+/* Records the acks taken from the queue, in one statement: per user, the highest seq. */
+static void write_acks(struct dw_inbox *ib, struct dw_store *st, struct ack *acks)
+{
+    char *cols[2] = {NULL, NULL};
+    size_t len[2] = {0, 0}, cap[2] = {0, 0};
+    const char *params[2];
+    uint64_t n = 0;
+
+    while (acks) {
+        struct ack *a = acks, *prev = a, *o;
+        char seq[24];
+
+        /* The highest seq of a's user: the other entries of that user fold into a. */
+        for (o = a->next; o; o = prev->next) {
+            if (strcmp(o->user_id, a->user_id) == 0) {
+                if (o->seq > a->seq)
+                    a->seq = o->seq;
+                prev->next = o->next;
+                free(o);
+            } else {
+                prev = o;
+            }
+        }
+        acks = a->next;
+        snprintf(seq, sizeof(seq), "%" PRId64, a->seq);
+        join(&cols[0], &len[0], &cap[0], a->user_id, strlen(a->user_id), !acks);
+        join(&cols[1], &len[1], &cap[1], seq, strlen(seq), !acks);
+        free(a);
+        n++;
+    }
+    params[0] = cols[0];
+    params[1] = cols[1];
+    if (dw_store_run(st, ack_sql, 2, params) == 0) {
+        atomic_fetch_add_explicit(&ib->acks_done, n, memory_order_relaxed);
+    } else {
+        atomic_fetch_add_explicit(&ib->acks_failed, n, memory_order_relaxed);
+        dw_log(DW_LOG_DEBUG, "cannot record %" PRIu64 " acks: %s", n, dw_store_error(st));
+    }
+    free(cols[0]);
+    free(cols[1]);
+}
+
 static void *inbox_main(void *arg)
 {
     struct dw_inbox *ib = arg;
@@ -309,17 +365,22 @@ static void *inbox_main(void *arg)
     st = dw_db_store(ib->db);
     for (;;) {
         struct job *jobs;
+        struct ack *acks;
         bool stop;
 
         pthread_mutex_lock(&ib->lock);
-        while (!ib->head && !ib->stopping)
+        while (!ib->head && !ib->acks && !ib->stopping)
             pthread_cond_wait(&ib->cond, &ib->lock);
         jobs = ib->head;
         ib->head = ib->tail = NULL;
+        acks = ib->acks;
+        ib->acks = NULL;
         stop = ib->stopping;
         pthread_mutex_unlock(&ib->lock);
         write_jobs(ib, st, jobs);
-        if (stop && !jobs)
+        if (acks)
+            write_acks(ib, st, acks);
+        if (stop && !jobs && !acks)
             break;
     }
     dw_rcu_unregister();
@@ -410,6 +471,28 @@ int dw_inbox_send(struct dw_inbox *ib, const char *user_id, enum dw_msg_type typ
     return r;
 }
 
+int dw_inbox_ack(struct dw_inbox *ib, const char *user_id, int64_t seq)
+{
+    struct ack *a;
+
+    if (!user_id || !dw_proto_user_id_is_valid(user_id) || seq < 1)
+        return -EINVAL;
+    a = dw_xmalloc(sizeof(*a));
+    a->seq = seq;
+    snprintf(a->user_id, sizeof(a->user_id), "%s", user_id);
+    pthread_mutex_lock(&ib->lock);
+    if (ib->stopping) {
+        pthread_mutex_unlock(&ib->lock);
+        free(a);
+        return -ESHUTDOWN;
+    }
+    a->next = ib->acks;
+    ib->acks = a;
+    pthread_cond_signal(&ib->cond);
+    pthread_mutex_unlock(&ib->lock);
+    return 0;
+}
+
 void dw_inbox_counts(const struct dw_inbox *ib, struct dw_inbox_counts *out)
 {
     memset(out, 0, sizeof(*out));
@@ -418,6 +501,8 @@ void dw_inbox_counts(const struct dw_inbox *ib, struct dw_inbox_counts *out)
     out->written = atomic_load_explicit(&ib->written, memory_order_relaxed);
     out->failed = atomic_load_explicit(&ib->failed, memory_order_relaxed);
     out->writes = atomic_load_explicit(&ib->writes, memory_order_relaxed);
+    out->acks = atomic_load_explicit(&ib->acks_done, memory_order_relaxed);
+    out->acks_failed = atomic_load_explicit(&ib->acks_failed, memory_order_relaxed);
 }
 
 void dw_inbox_stop(struct dw_inbox *ib)

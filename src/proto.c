@@ -16,6 +16,7 @@
 #include "dealwire/msg.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -84,6 +85,23 @@ static enum dw_cmd_kind parse_channel_cmd(struct dw_cmd *cmd, enum dw_cmd_kind k
                        "channel names are 1-64 characters of A-Z a-z 0-9 _ . : -");
     cmd->kind = kind;
     return kind;
+}
+
+/* {"type":"ack","seq":N}: N a whole number from 1 to 2^63 - 1. */
+static enum dw_cmd_kind parse_ack(struct dw_cmd *cmd)
+{
+    struct json_object *v;
+    int64_t seq;
+
+    if (!json_object_object_get_ex(cmd->obj, "seq", &v) || !json_object_is_type(v, json_type_int))
+        return invalid(cmd, "invalid_message", "\"seq\" must be a positive integer");
+    seq = json_object_get_int64(v);
+    /* json-c keeps integers up to 2^64 - 1; get_int64 clamps those above 2^63 - 1. */
+    if (seq < 1 || (seq == INT64_MAX && json_object_get_uint64(v) > (uint64_t)INT64_MAX))
+        return invalid(cmd, "invalid_message", "\"seq\" must be a positive integer");
+    cmd->seq = seq;
+    cmd->kind = DW_CMD_ACK;
+    return cmd->kind;
 }
 
 /* Is s a JSON number (RFC 8259)? json-c's strict mode also takes NaN, Infinity, "1." and
@@ -520,6 +538,8 @@ enum dw_cmd_kind dw_proto_parse(const char *text, size_t len, struct dw_cmd *cmd
         return parse_channel_cmd(cmd, DW_CMD_UNSUBSCRIBE);
     else if (strcmp(name, "get_stats") == 0)
         cmd->kind = DW_CMD_GET_STATS;
+    else if (strcmp(name, "ack") == 0)
+        return parse_ack(cmd);
     else
         cmd->kind = DW_CMD_OTHER;
     return cmd->kind;

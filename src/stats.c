@@ -136,6 +136,8 @@ static struct json_object *inbox_doc(struct dw_server *srv)
     json_object_object_add(obj, "written", u64(c.written));
     json_object_object_add(obj, "failed", u64(c.failed));
     json_object_object_add(obj, "writes", u64(c.writes));
+    json_object_object_add(obj, "acks", u64(c.acks));
+    json_object_object_add(obj, "acks_failed", u64(c.acks_failed));
     return obj;
 }
 

@@ -90,11 +90,20 @@ int dw_inbox_submit(struct dw_inbox *ib, struct dw_inbox_entry *entries, size_t 
 int dw_inbox_send(struct dw_inbox *ib, const char *user_id, enum dw_msg_type type,
                   struct json_object *obj);
 
+/* thread: any. Records that user_id's client handled its messages through seq: the inbox's
+ * thread marks them acknowledged (alert_inbox.acked_at) with the next group, one statement for
+ * every ack waiting (a user's highest seq wins). Nothing to wait for; an ack that cannot be
+ * written is counted and dropped (clients ack again with their next message). Returns 0, or
+ * -ESHUTDOWN / -EINVAL (invalid user id or seq < 1). */
+int dw_inbox_ack(struct dw_inbox *ib, const char *user_id, int64_t seq);
+
 /* Counters since the start, for the stats. */
 struct dw_inbox_counts {
-    uint64_t written; /* entries written */
-    uint64_t failed;  /* entries whose write failed */
-    uint64_t writes;  /* statements that wrote them */
+    uint64_t written;     /* entries written */
+    uint64_t failed;      /* entries whose write failed */
+    uint64_t writes;      /* statements that wrote them */
+    uint64_t acks;        /* acks recorded (after grouping: one per user and statement) */
+    uint64_t acks_failed; /* acks that could not be recorded */
 };
 
 /* thread: any. A snapshot of the counters (NULL ib: all zero). */

@@ -203,3 +203,41 @@ def test_price_watch_alerts_are_stored_in_the_round_that_records_them(dealwire, 
         await ws.close()
 
     run(main(), timeout=t(60))
+
+
+def test_acks_mark_the_users_messages_through_seq(dealwire, pg_db):
+    # {"type":"ack","seq":N} marks the user's messages through N (only the user's), grouped
+    # by the inbox's thread; it gets no answer; an invalid one gets an error and marks nothing.
+    server, db, url = pg_db
+    d = start(dealwire, url)
+
+    async def main():
+        ws, _ = await connect_user(d.port, "gina", max_queue=None)
+        other, _ = await connect_user(d.port, "hal", max_queue=None)
+        await apublish(d.port, [alert("gina", n, critical=True) for n in range(5)]
+                       + [alert("hal", 9, critical=True)])
+        got = [json.loads(await asyncio.wait_for(ws.recv(), t(5)))["seq"] for _ in range(5)]
+        assert got == [1, 2, 3, 4, 5]
+        await ws.send(json.dumps({"type": "ack", "seq": 2}))
+        await ws.send(json.dumps({"type": "ack", "seq": 3}))
+        await ws.send(json.dumps({"type": "ack", "seq": 0}))
+        err = await recv_json(ws, 5)
+        assert err["type"] == "error" and err["code"] == "invalid_message", err
+        # The acks have no answer: a ping behind them comes back first.
+        await ws.send(json.dumps({"type": "ping"}))
+        assert (await recv_json(ws, 5))["type"] == "pong"
+        for _ in range(int(t(10) * 20)):
+            acked = server.psql("SELECT seq FROM alert_inbox WHERE user_id = 'gina'"
+                                " AND acked_at IS NOT NULL ORDER BY seq", db)
+            if len(acked) == 3:
+                break
+            await asyncio.sleep(0.05)  # the ack is written by another thread: poll the table
+        assert [int(r[0]) for r in acked] == [1, 2, 3]
+        assert server.value("SELECT count(*) FROM alert_inbox WHERE user_id = 'hal'"
+                            " AND acked_at IS NOT NULL", db) == "0"
+        status, stats = await aget(d.port, "/api/websocket/stats")
+        assert stats["inbox"]["acks"] >= 1 and stats["inbox"]["acks_failed"] == 0, stats["inbox"]
+        await ws.close()
+        await other.close()
+
+    run(main())

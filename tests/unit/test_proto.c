@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -144,6 +145,37 @@ static void test_parse_get_stats_and_other(void **state)
     dw_cmd_release(&cmd);
     assert_int_equal(parse_str("{\"type\":\"subscribe_all\",\"channel\":5}", &cmd), DW_CMD_OTHER);
     dw_cmd_release(&cmd);
+}
+
+/* {"type":"ack","seq":N}: N a whole number from 1 to 2^63 - 1, anything else refused. */
+static void test_parse_ack(void **state)
+{
+    static const char *const bad[] = {
+        "{\"type\":\"ack\"}",
+        "{\"type\":\"ack\",\"seq\":0}",
+        "{\"type\":\"ack\",\"seq\":-3}",
+        "{\"type\":\"ack\",\"seq\":1.5}",
+        "{\"type\":\"ack\",\"seq\":\"7\"}",
+        "{\"type\":\"ack\",\"seq\":null}",
+        "{\"type\":\"ack\",\"seq\":9223372036854775808}",
+        "{\"type\":\"ack\",\"seq\":18446744073709551615}",
+    };
+    struct dw_cmd cmd;
+
+    (void)state;
+    assert_int_equal(parse_str("{\"type\":\"ack\",\"seq\":7}", &cmd), DW_CMD_ACK);
+    assert_int_equal(cmd.seq, 7);
+    dw_cmd_release(&cmd);
+    assert_int_equal(parse_str("{\"type\":\"ack\",\"seq\":9223372036854775807}", &cmd), DW_CMD_ACK);
+    assert_int_equal(cmd.seq, INT64_MAX);
+    dw_cmd_release(&cmd);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (parse_str(bad[i], &cmd) != DW_CMD_INVALID)
+            fail_msg("%s: accepted", bad[i]);
+        assert_string_equal(cmd.error_code, "invalid_message");
+        assert_non_null(strstr(cmd.error_message, "seq"));
+        dw_cmd_release(&cmd);
+    }
 }
 
 static void test_parse_uses_len_only(void **state)
@@ -841,6 +873,7 @@ int main(void)
         cmocka_unit_test(test_parse_subscribe_unsubscribe),
         cmocka_unit_test(test_parse_get_stats_and_other),
         cmocka_unit_test(test_parse_uses_len_only),
+        cmocka_unit_test(test_parse_ack),
         cmocka_unit_test(test_invalid_json),
         cmocka_unit_test(test_valid_json_edges),
         cmocka_unit_test(test_integers_at_the_limits_kept),

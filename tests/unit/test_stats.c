@@ -164,7 +164,8 @@ static void assert_service_keys(struct json_object *doc)
     tj_assert_keys(doc, "active_connections", "total_users", "total_rooms", "message_stats",
                    "uptime_by_user", "uptime_by_user_truncated", "connections_opened",
                    "connections_closed", "queue_size", "uptime_seconds", "security", "inbox", NULL);
-    tj_assert_keys(tj_get(doc, "inbox"), "enabled", "written", "failed", "writes", NULL);
+    tj_assert_keys(tj_get(doc, "inbox"), "enabled", "written", "failed", "writes", "acks",
+                   "acks_failed", NULL);
     assert_false(tj_bool(tj_get(doc, "inbox"), "enabled"));
     tj_assert_keys(tj_get(doc, "message_stats"), "total_sent", "total_failed", "total_dropped",
                    "slow_consumer_closes", "total_broadcast", "deal_alerts", "price_alerts",
