@@ -780,14 +780,6 @@ static void test_heartbeat_ping_then_stale_hang_up(void **state)
     tserver_stop(ts);
 }
 
-static int group_setup(void **state)
-{
-    (void)state;
-    dw_thread_set_role(DW_THREAD_MAIN);
-    signal(SIGPIPE, SIG_IGN);
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -826,5 +818,5 @@ int main(void)
                                         tserver_teardown),
     };
 
-    return cmocka_run_group_tests(tests, group_setup, NULL);
+    return cmocka_run_group_tests(tests, tserver_group_setup, NULL);
 }

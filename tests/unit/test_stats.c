@@ -946,14 +946,6 @@ static void test_user_lists_1000_channels(void **state)
     tserver_stop(ts);
 }
 
-static int group_setup(void **state)
-{
-    (void)state;
-    dw_thread_set_role(DW_THREAD_MAIN);
-    signal(SIGPIPE, SIG_IGN);
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -979,5 +971,5 @@ int main(void)
                                         tserver_teardown),
     };
 
-    return cmocka_run_group_tests(tests, group_setup, NULL);
+    return cmocka_run_group_tests(tests, tserver_group_setup, NULL);
 }

@@ -24,6 +24,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -335,6 +336,16 @@ static inline void tserver_stop(struct tserver *ts)
 {
     tserver_stop_begin(ts);
     tserver_join(ts);
+}
+
+/* cmocka group setup: the test thread is the main thread, and a write to a socket the server
+ * closed returns EPIPE instead of killing the test. */
+static inline int tserver_group_setup(void **state)
+{
+    (void)state;
+    dw_thread_set_role(DW_THREAD_MAIN);
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
 }
 
 /* cmocka fixtures: a struct tserver in *state, which each test starts with its own flags,
