@@ -51,7 +51,7 @@ static void check_names(const uint8_t *data, size_t size)
     assert(dw_proto_user_id_is_valid(name) == matches(name, NAME_CHARS "@", DW_USER_ID_MAX));
 }
 
-/* What src/conn.c answers cmd with, as far as proto builds it; NULL for get_stats. */
+/* What src/conn.c answers cmd with, as far as proto builds it; NULL for get_stats and ack. */
 static struct dw_msg *reply(const struct dw_cmd *cmd)
 {
     switch (cmd->kind) {
@@ -65,6 +65,9 @@ static struct dw_msg *reply(const struct dw_cmd *cmd)
         assert(cmd->channel && matches(cmd->channel, NAME_CHARS, DW_CHANNEL_MAX));
         return dw_proto_subscription_notice(cmd->channel, cmd->kind == DW_CMD_SUBSCRIBE);
     case DW_CMD_GET_STATS:
+        return NULL;
+    case DW_CMD_ACK:
+        assert(cmd->seq >= 1); /* answered with nothing */
         return NULL;
     case DW_CMD_OTHER:
         return dw_proto_ack(cmd->obj);
