@@ -85,14 +85,7 @@ void dw_inbox_entry_init(struct dw_inbox_entry *e, const char *user_id, enum dw_
     e->type = type;
     /* "seq" is the inbox's: a member of that name from the publisher gives way to it. */
     json_object_object_del(obj, "seq");
-    if (!json_object_object_get_ex(obj, "timestamp", NULL)) {
-        char ts[DW_TIME_ISO_LEN];
-
-        dw_time_format_iso(ts, dw_now_realtime_ns());
-        json_object_object_add(obj, "timestamp", json_object_new_string(ts));
-    }
-    text = json_object_to_json_string_length(
-        obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &e->len);
+    text = dw_msg_render(obj, &e->len);
     e->text = dw_xstrndup(text, e->len);
 }
 
@@ -124,7 +117,7 @@ static struct dw_msg *seq_message(const struct dw_inbox_entry *e, int64_t seq)
 /* Appends s and SEP (unless last) to *buf. */
 static void join(char **buf, size_t *len, size_t *cap, const char *s, size_t n, bool last)
 {
-    if (*len + n + 2 > *cap) {
+    if (!*buf || *len + n + 2 > *cap) {
         *cap = (*len + n + 2) * 2;
         *buf = dw_xrealloc(*buf, *cap);
     }
@@ -135,8 +128,9 @@ static void join(char **buf, size_t *len, size_t *cap, const char *s, size_t n, 
     (*buf)[*len] = '\0';
 }
 
-/* One statement for n entries (at most DW_INBOX_WRITE_MAX). */
-static int write_chunk(struct dw_store *st, struct dw_inbox_entry *entries, size_t n)
+/* One statement for the n entries that ents points to (at most DW_INBOX_WRITE_MAX): they need
+ * not be side by side (the inbox's thread writes the entries of several jobs together). */
+static int write_chunk(struct dw_store *st, struct dw_inbox_entry *const *ents, size_t n)
 {
     char *cols[3] = {NULL, NULL, NULL};
     size_t len[3] = {0, 0, 0}, cap[3] = {0, 0, 0};
@@ -146,7 +140,7 @@ static int write_chunk(struct dw_store *st, struct dw_inbox_entry *entries, size
     int r;
 
     for (size_t i = 0; i < n; i++) {
-        const struct dw_inbox_entry *e = &entries[i];
+        const struct dw_inbox_entry *e = ents[i];
         const char *type = dw_msg_type_name(e->type);
         bool last = i + 1 == n;
 
@@ -177,8 +171,8 @@ static int write_chunk(struct dw_store *st, struct dw_inbox_entry *entries, size
         seqs[i] = (int64_t)v;
     }
     for (size_t i = 0; i < n; i++) {
-        entries[i].seq = seqs[i];
-        entries[i].msg = seq_message(&entries[i], seqs[i]);
+        ents[i]->seq = seqs[i];
+        ents[i]->msg = seq_message(ents[i], seqs[i]);
     }
 out:
     PQclear(res);
@@ -190,14 +184,18 @@ out:
 
 int dw_inbox_write(struct dw_store *st, struct dw_inbox_entry *entries, size_t n)
 {
-    for (size_t i = 0; i < n; i += DW_INBOX_WRITE_MAX) {
-        size_t k = n - i < DW_INBOX_WRITE_MAX ? n - i : DW_INBOX_WRITE_MAX;
-        int r = write_chunk(st, entries + i, k);
+    struct dw_inbox_entry **ents = dw_xmalloc((n ? n : 1) * sizeof(struct dw_inbox_entry *));
+    int r = 0;
 
-        if (r < 0)
-            return r;
+    for (size_t i = 0; i < n; i++)
+        ents[i] = &entries[i];
+    for (size_t i = 0; i < n && r == 0; i += DW_INBOX_WRITE_MAX) {
+        size_t k = n - i < DW_INBOX_WRITE_MAX ? n - i : DW_INBOX_WRITE_MAX;
+
+        r = write_chunk(st, ents + i, k);
     }
-    return 0;
+    free(ents);
+    return r;
 }
 
 size_t dw_inbox_deliver(struct dw_hub *hub, const struct dw_inbox_entry *e)
@@ -247,27 +245,16 @@ struct dw_inbox {
 static void write_group(struct dw_inbox *ib, struct dw_store *st, struct job *first,
                         struct job *end, size_t total)
 {
-    struct dw_inbox_entry *all = dw_xmalloc(total * sizeof(*all));
+    struct dw_inbox_entry **ents = dw_xmalloc(total * sizeof(struct dw_inbox_entry *));
     size_t k = 0;
     int r;
 
-    /* The statement wants the entries side by side: copy them, then copy the results back. */
     for (struct job *j = first; j != end; j = j->next) {
-        memcpy(all + k, j->entries, j->n * sizeof(*all));
-        k += j->n;
+        for (size_t i = 0; i < j->n; i++)
+            ents[k++] = &j->entries[i];
     }
-    r = dw_inbox_write(st, all, total);
-    k = 0;
-    for (struct job *j = first; j != end; j = j->next) {
-        if (r == 0) {
-            for (size_t i = 0; i < j->n; i++) {
-                j->entries[i].seq = all[k + i].seq;
-                j->entries[i].msg = all[k + i].msg;
-            }
-        }
-        k += j->n;
-    }
-    free(all);
+    r = write_chunk(st, ents, total); /* total <= DW_INBOX_WRITE_MAX (write_jobs) */
+    free(ents);
     if (r == 0) {
         atomic_fetch_add_explicit(&ib->written, total, memory_order_relaxed);
         atomic_fetch_add_explicit(&ib->writes, 1, memory_order_relaxed);

@@ -84,19 +84,23 @@ struct dw_msg *dw_msg_new_text(enum dw_msg_type type, unsigned flags, const char
     return m;
 }
 
-struct dw_msg *dw_msg_new_json(enum dw_msg_type type, unsigned flags, struct json_object *obj)
+const char *dw_msg_render(struct json_object *obj, size_t *len)
 {
-    const char *text;
-    size_t len;
-
     if (!json_object_object_get_ex(obj, "timestamp", NULL)) {
         char ts[DW_TIME_ISO_LEN];
 
         dw_time_format_iso(ts, dw_now_realtime_ns());
         json_object_object_add(obj, "timestamp", json_object_new_string(ts));
     }
-    text = json_object_to_json_string_length(
-        obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+    return json_object_to_json_string_length(
+        obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, len);
+}
+
+struct dw_msg *dw_msg_new_json(enum dw_msg_type type, unsigned flags, struct json_object *obj)
+{
+    size_t len;
+    const char *text = dw_msg_render(obj, &len);
+
     return dw_msg_new_text(type, flags, text, len);
 }
 

@@ -50,9 +50,13 @@ struct dw_msg {
  * one reference, owned by the caller. */
 struct dw_msg *dw_msg_new_text(enum dw_msg_type type, unsigned flags, const char *json, size_t len);
 
-/* thread: any. Renders obj (borrowed for the duration of the call) once and makes a message
- * of it. Adds a "timestamp" member to obj first when it has none. Returns a new message with
- * one reference, owned by the caller. */
+/* thread: any. Renders obj as every message is rendered: adds a "timestamp" member first when
+ * it has none, then plain JSON, no escaped slashes. Returns the text (*len bytes), owned by obj
+ * and valid until obj changes or is freed. */
+const char *dw_msg_render(struct json_object *obj, size_t *len);
+
+/* thread: any. Renders obj (borrowed for the duration of the call) once (dw_msg_render) and
+ * makes a message of it. Returns a new message with one reference, owned by the caller. */
 struct dw_msg *dw_msg_new_json(enum dw_msg_type type, unsigned flags, struct json_object *obj);
 
 /* thread: any. Takes n more references on m. */
