@@ -93,15 +93,21 @@ static struct dw_http_req *req_new(struct dw_server *srv, struct lws *wsi)
     return req;
 }
 
-/* thread: any. Frees req's body, if it still has one, and gives its bytes back to the
+/* thread: any. Frees a body of srv's that reserved max bytes, and gives them back to the
  * budget (--max-body-memory). */
+static void release_body(struct dw_server *srv, char *body, size_t max)
+{
+    free(body);
+    atomic_fetch_sub_explicit(&srv->body_bytes, max, memory_order_relaxed);
+}
+
+/* thread: any. Frees req's body, if it still has one (release_body). */
 static void free_body(struct dw_http_req *req)
 {
     if (!req->body)
         return;
-    free(req->body);
+    release_body(req->srv, req->body, req->body_max);
     req->body = NULL;
-    atomic_fetch_sub_explicit(&req->srv->body_bytes, req->body_max, memory_order_relaxed);
 }
 
 static void req_unref(struct dw_http_req *req)
@@ -359,8 +365,7 @@ static void publish_job(void *arg)
     req->body = NULL;
     dw_wake_batch_begin();
     status = dw_publish_request(&env, body, body_len, &text, &len);
-    free(body);
-    atomic_fetch_sub_explicit(&srv->body_bytes, body_max, memory_order_relaxed);
+    release_body(srv, body, body_max);
     if (status != DW_PUBLISH_PENDING)
         hand_back(req, status, text, len); /* req is not touched after this */
     dw_wake_batch_end();
