@@ -151,6 +151,50 @@ static int read_user_id(struct lws *wsi, char *buf)
     return found ? 0 : -ENOENT;
 }
 
+/* Reads the optional last_seq query argument (the highest seq the client handled) into *out.
+ * Returns 0, -ENOENT when absent, -EINVAL when it is not a whole number from 0 to 2^63 - 1
+ * written in decimal digits, or when it is given twice. */
+static int read_last_seq(struct lws *wsi, int64_t *out)
+{
+    static const char name[] = "last_seq=";
+    bool found = false;
+
+    for (int i = 0;; i++) {
+        int len = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
+        char small[2], *arg;
+        int n;
+
+        if (len <= 0) {
+            if (lws_hdr_copy_fragment(wsi, small, (int)sizeof(small), WSI_TOKEN_HTTP_URI_ARGS, i) <
+                0)
+                break;
+            continue;
+        }
+        arg = dw_xmalloc((size_t)len + 1);
+        n = lws_hdr_copy_fragment(wsi, arg, len + 1, WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (n > 0 && strncmp(arg, name, sizeof(name) - 1) == 0) {
+            const char *v = arg + sizeof(name) - 1;
+            size_t digits = strspn(v, "0123456789");
+            char *end;
+            long long value;
+
+            errno = 0;
+            value = digits ? strtoll(v, &end, 10) : -1;
+            if (found || digits == 0 || v[digits] != '\0' || (size_t)n != strlen(arg) ||
+                errno == ERANGE || value < 0) {
+                free(arg);
+                return -EINVAL;
+            }
+            *out = value;
+            found = true;
+        }
+        free(arg);
+        if (n < 0)
+            break;
+    }
+    return found ? 0 : -ENOENT;
+}
+
 /* Answers an upgrade request with status and a JSON error, written by hand: at this point
  * lws would label its own status line HTTP/1.0, which WebSocket clients reject. */
 static int refuse_upgrade(struct lws *wsi, int status, const char *why)
@@ -267,6 +311,9 @@ int dw__conn_confirm_upgrade(struct dw_server *srv, struct lws *wsi)
         srv->refusals.origin++;
         status = HTTP_STATUS_FORBIDDEN;
         why = "origin not allowed";
+    } else if (read_last_seq(wsi, &(int64_t){0}) == -EINVAL) {
+        status = HTTP_STATUS_BAD_REQUEST;
+        why = "last_seq must be given once, as a whole number from 0 to 9223372036854775807";
     } else if (dw_auth_jwt_required(srv->auth)) {
         if (authenticate(srv, wsi, &srv->pending, &reason) == 0) {
             if (user_is_full(srv, srv->pending.sub))
@@ -347,8 +394,6 @@ static struct dw_conn *open_conn(struct dw_server *srv, struct lws *wsi, struct 
 
 int dw__conn_established(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss)
 {
-    char uid[DW_USER_ID_MAX + 1], ts[DW_TIME_ISO_LEN], idbuf[24];
-    struct json_object *obj;
     struct dw_conn *conn;
     int64_t now = dw_now_realtime_ns();
 
@@ -375,18 +420,41 @@ int dw__conn_established(struct dw_server *srv, struct lws *wsi, struct dw_pss *
             memcpy(conn->io.grants, claims->channels,
                    claims->n_channels * sizeof(*conn->io.grants));
         }
-        memcpy(uid, claims->sub, sizeof(uid));
     } else {
+        char uid[DW_USER_ID_MAX + 1];
+
         if (read_user_id(wsi, uid) != 0)
             return -1; /* confirm_upgrade already refused it; cannot happen */
         conn = open_conn(srv, wsi, pss, uid, now);
     }
 
-    dw_time_format_iso(ts, now);
+    if (srv->inbox) {
+        /* The welcome waits for the inbox: it carries the user's last_seq, and what the client
+         * missed follows it (replay.c). */
+        int64_t after;
+
+        if (read_last_seq(wsi, &after) != 0)
+            after = DW_INBOX_UNACKED; /* a device's first connection: what nobody acknowledged */
+        dw__replay_start(srv, conn, after, false);
+    } else {
+        struct json_object *obj = dw__conn_welcome(srv, conn);
+
+        reply(conn, dw_msg_new_json(DW_MSG_CONNECTION_ESTABLISHED, 0, obj));
+        json_object_put(obj);
+    }
+    conn_log(DW_LOG_DEBUG, conn, "opened");
+    return 0;
+}
+
+struct json_object *dw__conn_welcome(struct dw_server *srv, struct dw_conn *conn)
+{
+    char ts[DW_TIME_ISO_LEN], idbuf[24];
+    struct json_object *obj = json_object_new_object();
+
+    dw_time_format_iso(ts, dw_now_realtime_ns());
     snprintf(idbuf, sizeof(idbuf), "%llu", (unsigned long long)conn->id);
-    obj = json_object_new_object();
     json_object_object_add(obj, "type", json_object_new_string("connection_established"));
-    json_object_object_add(obj, "user_id", json_object_new_string(uid));
+    json_object_object_add(obj, "user_id", json_object_new_string(conn->user->id));
     json_object_object_add(obj, "connection_id", json_object_new_string(idbuf));
     json_object_object_add(obj, "server_time", json_object_new_string(ts));
     json_object_object_add(obj, "heartbeat_interval",
@@ -400,10 +468,7 @@ int dw__conn_established(struct dw_server *srv, struct lws *wsi, struct dw_pss *
         json_object_object_add(obj, "token_expires_at", json_object_new_string(end));
     }
     json_object_object_add(obj, "timestamp", json_object_new_string(ts));
-    reply(conn, dw_msg_new_json(DW_MSG_CONNECTION_ESTABLISHED, 0, obj));
-    json_object_put(obj);
-    conn_log(DW_LOG_DEBUG, conn, "opened");
-    return 0;
+    return obj;
 }
 
 static struct dw_msg *stats_reply(struct dw_server *srv, struct dw_conn *conn)
@@ -496,6 +561,16 @@ static void handle_text(struct dw_server *srv, struct dw_conn *conn, const char 
          * nothing to acknowledge). */
         if (srv->inbox)
             dw_inbox_ack(srv->inbox, conn->user->id, cmd.seq);
+        break;
+    case DW_CMD_RESUME:
+        if (!srv->inbox)
+            m = dw_proto_error("no_inbox", "this server keeps no inbox (it runs without a "
+                                           "database): there is nothing to resume");
+        else if (conn->io.replay)
+            m = dw_proto_error("resume_in_progress",
+                               "a replay is running on this connection: resume after it");
+        else
+            dw__replay_start(srv, conn, cmd.seq, true);
         break;
     case DW_CMD_OTHER:
         m = dw_proto_ack(cmd.obj);
@@ -675,7 +750,14 @@ static bool begin_close(struct dw_conn *conn, enum lws_close_status code, const 
 {
     if (!conn_step(conn, flush ? DW_CONN_EV_FLUSH_CLOSE : DW_CONN_EV_DROP_CLOSE))
         return false; /* closing already, or gone */
-    conn->io.flush_left = dw_outbox_queued(&conn->outbox);
+    if (conn->io.replay) {
+        /* In the middle of a replay, what waits behind it would make a gap: the close frame
+         * goes first, and the client resumes when it reconnects. */
+        dw__replay_abandon(conn);
+        conn->io.flush_left = 0;
+    } else {
+        conn->io.flush_left = dw_outbox_queued(&conn->outbox);
+    }
     conn->io.close_code = (unsigned short)code;
     conn->io.close_reason = reason;
     lws_callback_on_writable(conn->io.wsi);
@@ -723,17 +805,53 @@ static void enforce_bound(struct dw_server *srv, struct dw_conn *conn)
     }
 }
 
-/* Sends as many whole queued frames as fit in one RAW write, at most limit. Returns frames
- * sent, or -1 when the connection failed. */
+/* The next message to write, borrowed: the replay's while one runs (the outbox waits), else
+ * the outbox's, past the messages the replay already sent (each counted in *skipped). */
+static struct dw_msg *next_msg(struct dw_conn *conn, unsigned long *skipped)
+{
+    struct dw_msg *m;
+
+    if (conn->io.replay)
+        return dw__replay_peek(conn);
+    while ((m = dw_outbox_peek(&conn->outbox)) != NULL && m->seq != 0 &&
+           m->seq <= conn->io.replayed_through) {
+        dw_outbox_drop(&conn->outbox);
+        conn->io.duplicates_skipped++;
+        (*skipped)++;
+    }
+    return m;
+}
+
+/* The message next_msg returned was written (or given up): drops it from where it came. */
+static void consume(struct dw_conn *conn)
+{
+    if (conn->io.replay)
+        dw__replay_drop(conn);
+    else
+        dw_outbox_drop(&conn->outbox);
+}
+
+/* Is there something to write (the replay's messages while it runs, else the outbox's)? */
+static bool has_pending(struct dw_conn *conn)
+{
+    if (conn->io.replay)
+        return dw__replay_peek(conn) != NULL;
+    return !dw_outbox_is_empty(&conn->outbox);
+}
+
+/* Sends as many whole queued frames as fit in one RAW write, at most limit taken from the
+ * queue (written or skipped, *skipped counting the latter). Returns frames sent, or -1 when
+ * the connection failed. */
 static int write_frames(struct dw_server *srv, struct dw_conn *conn, struct lws *wsi,
-                        unsigned long limit)
+                        unsigned long limit, unsigned long *skipped)
 {
     unsigned char *buf = srv->wbuf + LWS_PRE;
-    struct dw_msg *m = dw_outbox_peek(&conn->outbox);
+    struct dw_msg *m;
     size_t n = 0;
     int count = 0;
 
-    if (!m || limit == 0)
+    *skipped = 0;
+    if (limit == 0 || (m = next_msg(conn, skipped)) == NULL)
         return 0;
     if (dw_msg_frame_len(m) > DW_WRITE_BATCH) {
         /* Too big to gather: RAW writes neither modify nor keep the buffer, so the shared
@@ -741,50 +859,60 @@ static int write_frames(struct dw_server *srv, struct dw_conn *conn, struct lws 
         int r =
             lws_write(wsi, (unsigned char *)dw_msg_frame(m), dw_msg_frame_len(m), LWS_WRITE_RAW);
 
-        dw_outbox_drop(&conn->outbox);
+        consume(conn);
         return r < 0 ? -1 : 1;
     }
-    while (m && n + dw_msg_frame_len(m) <= DW_WRITE_BATCH && (unsigned long)count < limit) {
+    while (m && n + dw_msg_frame_len(m) <= DW_WRITE_BATCH &&
+           (unsigned long)count + *skipped < limit) {
         memcpy(buf + n, dw_msg_frame(m), dw_msg_frame_len(m));
         n += dw_msg_frame_len(m);
-        dw_outbox_drop(&conn->outbox);
+        consume(conn);
         count++;
-        m = dw_outbox_peek(&conn->outbox);
+        m = next_msg(conn, skipped);
     }
-    if (lws_write(wsi, buf, n, LWS_WRITE_RAW) < 0)
+    if (count && lws_write(wsi, buf, n, LWS_WRITE_RAW) < 0)
         return -1;
     return count;
 }
 
 /* Writes the frames pending for conn while its socket takes them, at most WRITE_BURST_MAX RAW
  * writes (and when FLUSHING, no more than flush_left frames), counted in the connection's and
- * the service's stats. Returns 1 when the socket refused part of a write (lws keeps the rest:
- * what is still queued is what the socket could not take), 0 otherwise, -1 when the
- * connection failed. */
+ * the service's stats; then moves its replay on. Returns 1 when the socket refused part of a
+ * write (lws keeps the rest: what is still queued is what the socket could not take), 0
+ * otherwise, -1 when the connection failed. */
 static int write_queued(struct dw_server *srv, struct dw_conn *conn, struct lws *wsi)
 {
     struct dw_conn_io *io = &conn->io;
+    int ret = 0;
 
     for (int i = 0; i < WRITE_BURST_MAX; i++) {
-        int sent = write_frames(srv, conn, wsi,
-                                io->state == DW_CONN_FLUSHING ? io->flush_left : ULONG_MAX);
+        unsigned long skipped;
+        int sent = write_frames(
+            srv, conn, wsi, io->state == DW_CONN_FLUSHING ? io->flush_left : ULONG_MAX, &skipped);
 
         if (sent < 0) {
             io->messages_failed++;
             srv->io.failed++;
             return -1;
         }
+        if (io->state == DW_CONN_FLUSHING) {
+            unsigned long taken = (unsigned long)sent + skipped;
+
+            io->flush_left -= taken < io->flush_left ? taken : io->flush_left;
+        }
         if (sent == 0)
-            return 0;
+            break;
         io->messages_sent += (uint64_t)sent;
         srv->io.sent += (uint64_t)sent;
         io->strikes = 0;
-        if (io->state == DW_CONN_FLUSHING)
-            io->flush_left -= (unsigned long)sent;
-        if (lws_partial_buffered(wsi))
-            return 1;
+        if (lws_partial_buffered(wsi)) {
+            ret = 1;
+            break;
+        }
     }
-    return 0;
+    if (io->replay)
+        dw__replay_advance(srv, conn);
+    return ret;
 }
 
 /* Whether a drain may write to conn itself instead of asking for WRITEABLE: nothing else is
@@ -813,15 +941,21 @@ void dw__conn_drain_ready(struct dw_server *srv)
             /* Off the ready queue now: the next push may put it back. */
             dw_outbox_unschedule(&conn->outbox);
             dw_outbox_splice(&conn->outbox);
+            if (conn->io.replay) {
+                /* The outbox waits for the replay, within the bound all the same. */
+                dw__replay_hold(srv, conn);
+                enforce_bound(srv, conn);
+            }
             if (lws_partial_buffered(wsi)) {
                 /* The socket has not taken the last write since the previous turn: what is
                  * queued is what it could not take. WRITEABLE comes once lws has sent what it
                  * holds. */
-                enforce_bound(srv, conn);
+                if (!conn->io.replay)
+                    enforce_bound(srv, conn);
                 lws_callback_on_writable(wsi);
             } else if (may_write_now(conn) && write_queued(srv, conn, wsi) < 0) {
                 hang_up(conn); /* the write failed */
-            } else if (!dw_outbox_is_empty(&conn->outbox)) {
+            } else if (has_pending(conn)) {
                 /* what did not fit, or all of it when a ping goes first */
                 lws_callback_on_writable(wsi);
             }
@@ -871,7 +1005,7 @@ int dw__conn_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
         return -1;
     if (io->state == DW_CONN_FLUSHING && io->flush_left == 0)
         return close_with(io, io->close_code, io->close_reason);
-    if (!dw_outbox_is_empty(&conn->outbox))
+    if (has_pending(conn))
         lws_callback_on_writable(wsi);
     return 0;
 }
@@ -893,6 +1027,7 @@ void dw__conn_closed(struct dw_server *srv, struct dw_pss *pss)
         return;
     pss->conn = NULL;
     conn->io.wsi = NULL;
+    dw__replay_abandon(conn);
     allowed = dw_conn_step(&conn->io.state, DW_CONN_EV_CLOSED);
     assert(allowed); /* lws closes a connection once */
     (void)allowed;

@@ -29,6 +29,7 @@
 
 struct lws;
 struct dw_membership;
+struct dw_replay;
 struct dw_user;
 
 /* Per-connection protocol state kept by the I/O thread. */
@@ -56,6 +57,11 @@ struct dw_conn_io {
     unsigned short close_code; /* FLUSHING, DROPPING: the code the close frame carries */
     const char *close_reason;  /* a static string */
     unsigned long flush_left;  /* FLUSHING: frames still to write before the close frame */
+    /* The durable inbox (replay.c): while a replay runs, what it reads is written and the
+     * outbox waits; afterwards, outbox messages whose seq it covered are skipped. */
+    struct dw_replay *replay;
+    int64_t replayed_through;
+    uint64_t duplicates_skipped;
     /* Security (conn.c): the token's end, the private channels it grants, the rate limit. */
     int64_t token_end; /* realtime s when the connection is closed (exp + leeway), 0: none */
     unsigned ngrants;

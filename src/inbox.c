@@ -43,6 +43,9 @@
 
 #define SEP '\x1e'
 
+#define DW_STR_(x) #x
+#define DW_STR(x)  DW_STR_(x)
+
 /* $1 user ids, $2 type names, $3 texts without seq, each joined with SEP. Returns the seqs in
  * the order given. */
 static const char write_sql[] =
@@ -64,12 +67,71 @@ static const char write_sql[] =
     "  SELECT u, seq, t, ('{\"seq\":' || seq || ',' || substr(p, 2))::json FROM numbered)"
     " SELECT seq FROM numbered ORDER BY ord";
 
-/* $1 user ids, $2 seqs, joined with SEP, one per user. */
+/* $1 user ids, $2 seqs, joined with SEP, one per user. Raises each user's acked_seq (never
+ * past last_seq: a client cannot acknowledge what was not written) and marks the messages. */
 static const char ack_sql[] =
-    "UPDATE alert_inbox a SET acked_at = now()"
-    " FROM unnest(string_to_array($1, E'\\x1e'), string_to_array($2, E'\\x1e')::bigint[])"
-    "  AS x(u, s)"
+    "WITH x AS (SELECT u, s FROM unnest(string_to_array($1, E'\\x1e'),"
+    "   string_to_array($2, E'\\x1e')::bigint[]) AS x(u, s)),"
+    " raised AS ("
+    "  UPDATE alert_inbox_seq q SET acked_seq = least(x.s, q.last_seq) FROM x"
+    "  WHERE q.user_id = x.u AND q.acked_seq < least(x.s, q.last_seq) RETURNING 1)"
+    " UPDATE alert_inbox a SET acked_at = now() FROM x"
     " WHERE a.user_id = x.u AND a.seq <= x.s AND a.acked_at IS NULL";
+
+/* $1 publish item ids joined with SEP. Claims each id that is not known yet; returns, in the
+ * order given, whether this statement claimed it. */
+static const char claim_sql[] =
+    "WITH input AS (SELECT i, ord FROM unnest(string_to_array($1, E'\\x1e'))"
+    "   WITH ORDINALITY AS x(i, ord)),"
+    " claimed AS (INSERT INTO publish_ids (id) SELECT i FROM input"
+    "  ON CONFLICT (id) DO NOTHING RETURNING id)"
+    " SELECT input.ord, claimed.id IS NOT NULL FROM input LEFT JOIN claimed ON claimed.id = input.i"
+    " ORDER BY input.ord";
+
+/* $1 ids joined with SEP: what the first publish of each recorded, in the order given. */
+static const char known_sql[] =
+    "SELECT x.ord, p.seq, p.recipients FROM unnest(string_to_array($1, E'\\x1e'))"
+    "  WITH ORDINALITY AS x(i, ord) LEFT JOIN publish_ids p ON p.id = x.i ORDER BY x.ord";
+
+/* $1 ids, $2 user ids, $3 seqs, joined with SEP: the durable message each claimed id made. */
+static const char track_sql[] =
+    "UPDATE publish_ids p SET user_id = x.u, seq = x.s::bigint"
+    " FROM unnest(string_to_array($1, E'\\x1e'), string_to_array($2, E'\\x1e'),"
+    "  string_to_array($3, E'\\x1e')) AS x(i, u, s) WHERE p.id = x.i";
+
+/* $1 ids, $2 recipients, joined with SEP. */
+static const char recipients_sql[] =
+    "UPDATE publish_ids p SET recipients = x.r::bigint"
+    " FROM unnest(string_to_array($1, E'\\x1e'), string_to_array($2, E'\\x1e')) AS x(i, r)"
+    " WHERE p.id = x.i";
+
+/* $1 user ids, $2 afters (-1: the user's acked_seq), $3 byte budgets, joined with SEP, one
+ * per page. Per page, in the order given: its head (last_seq, acked_seq, the after used, the
+ * lowest seq held) on every row, and its messages in seq order (a page with none has one row
+ * whose seq is NULL). The budget is applied to the running sum of the payloads' lengths, so
+ * a page holds at least one message and no more than budget + one message's bytes. */
+static const char read_sql[] =
+    "WITH req AS ("
+    "  SELECT u, a::bigint AS a, b::bigint AS b, ord FROM unnest(string_to_array($1, E'\\x1e'),"
+    "   string_to_array($2, E'\\x1e'), string_to_array($3, E'\\x1e'))"
+    "   WITH ORDINALITY AS x(u, a, b, ord)),"
+    " head AS ("
+    "  SELECT r.ord, r.u, r.b, coalesce(s.last_seq, 0) AS last_seq,"
+    "   coalesce(s.acked_seq, 0) AS acked_seq,"
+    "   CASE WHEN r.a < 0 THEN coalesce(s.acked_seq, 0) ELSE r.a END AS after"
+    "  FROM req r LEFT JOIN alert_inbox_seq s ON s.user_id = r.u)"
+    " SELECT h.ord, h.last_seq, h.acked_seq, h.after,"
+    "  (SELECT min(i.seq) FROM alert_inbox i WHERE i.user_id = h.u) AS first_seq,"
+    "  p.seq, p.type, p.payload"
+    " FROM head h LEFT JOIN LATERAL ("
+    "  SELECT w.seq, w.type, w.payload FROM ("
+    "   SELECT q.seq, q.type, q.payload,"
+    "    sum(octet_length(q.payload)) OVER (ORDER BY q.seq) - octet_length(q.payload) AS before"
+    "   FROM (SELECT i.seq, i.type, i.payload::text AS payload FROM alert_inbox i"
+    "    WHERE i.user_id = h.u AND i.seq > h.after ORDER BY i.seq LIMIT " DW_STR(
+        DW_INBOX_PAGE_MAX) ") q) w"
+                           "  WHERE w.before < h.b) p ON true"
+                           " ORDER BY h.ord, p.seq";
 
 /* ------------------------------------------------------------------------------------------
  * Entries and the statement
@@ -217,10 +279,14 @@ struct job {
     struct job *next;
     struct dw_inbox_entry *entries;
     size_t n;
+    struct dw_inbox_track *tracks; /* a publish with ids: written alone (write_tracked) */
+    size_t ntracks;
     dw_inbox_done_fn *done;
     void *arg;
 };
 
+/* An ack (a user's seq), or the recipients of a publish id (in user_id): both are grouped
+ * into one statement per batch, the highest value per key winning. */
 struct ack {
     struct ack *next;
     int64_t seq;
@@ -235,10 +301,46 @@ struct dw_inbox {
     pthread_cond_t cond;
     struct job *head, *tail; /* under lock */
     struct ack *acks;        /* under lock, newest first */
-    bool stopping;           /* under lock */
+    struct ack *notes;       /* under lock: recipients of publish ids, newest first */
+    struct dw_inbox_page *pages, **pages_tail; /* under lock: readers waiting, oldest first */
+    bool stopping;                             /* under lock */
     _Atomic uint64_t written, failed, writes, acks_done, acks_failed;
+    _Atomic uint64_t replays, replayed, replays_failed, not_recovered, duplicates;
     int64_t last_warned; /* thread only: monotonic ns of the last failure logged */
 };
+
+/* Reads one row's int8 column (NULL reads as 0). */
+static int row_int(const PGresult *res, int row, int col, int64_t *out)
+{
+    long long v;
+
+    if (PQgetisnull(res, row, col)) {
+        *out = 0;
+        return 0;
+    }
+    if (dw_store_parse_int(PQgetvalue(res, row, col), 0, INT64_MAX, &v) < 0)
+        return -EPROTO;
+    *out = (int64_t)v;
+    return 0;
+}
+
+/* Counts a write of total entries (r: its result), warning at most once a minute. */
+static void count_write(struct dw_inbox *ib, struct dw_store *st, size_t total, int r)
+{
+    if (r == 0) {
+        atomic_fetch_add_explicit(&ib->written, total, memory_order_relaxed);
+        atomic_fetch_add_explicit(&ib->writes, 1, memory_order_relaxed);
+    } else {
+        int64_t now = dw_now_mono_ns();
+
+        atomic_fetch_add_explicit(&ib->failed, total, memory_order_relaxed);
+        if (ib->last_warned == 0 || now - ib->last_warned > 60 * DW_NSEC_PER_SEC) {
+            dw_log(DW_LOG_WARN, "cannot write %zu critical messages: %s", total,
+                   dw_store_error(st));
+            ib->last_warned = now;
+        }
+    }
+}
 
 /* Writes the entries of jobs [first, end) (at most DW_INBOX_WRITE_MAX together) with one
  * statement, and calls each job back. */
@@ -255,23 +357,138 @@ static void write_group(struct dw_inbox *ib, struct dw_store *st, struct job *fi
     }
     r = write_chunk(st, ents, total); /* total <= DW_INBOX_WRITE_MAX (write_jobs) */
     free(ents);
-    if (r == 0) {
-        atomic_fetch_add_explicit(&ib->written, total, memory_order_relaxed);
-        atomic_fetch_add_explicit(&ib->writes, 1, memory_order_relaxed);
-    } else {
-        int64_t now = dw_now_mono_ns();
-
-        atomic_fetch_add_explicit(&ib->failed, total, memory_order_relaxed);
-        if (ib->last_warned == 0 || now - ib->last_warned > 60 * DW_NSEC_PER_SEC) {
-            dw_log(DW_LOG_WARN, "cannot write %zu critical messages: %s", total,
-                   dw_store_error(st));
-            ib->last_warned = now;
-        }
-    }
+    count_write(ib, st, total, r);
     /* Each job delivers its own messages and answers; one wake of the I/O thread for all. */
     dw_wake_batch_begin();
     for (struct job *j = first; j != end; j = j->next)
         j->done(j->arg, r);
+    dw_wake_batch_end();
+}
+
+/* Runs sql with the texts of n values, each joined with SEP: $1 from key(i), $2.. likewise. */
+typedef const char *column_fn(const void *arg, size_t i, int col, char *buf, size_t size);
+
+static int run_columns(struct dw_store *st, PGresult **res, const char *sql, int ncols, size_t n,
+                       column_fn *column, const void *arg)
+{
+    char *cols[3] = {NULL, NULL, NULL};
+    size_t len[3] = {0, 0, 0}, cap[3] = {0, 0, 0};
+    const char *params[3];
+    int r;
+
+    for (size_t i = 0; i < n; i++) {
+        for (int c = 0; c < ncols; c++) {
+            char buf[32];
+            const char *v = column(arg, i, c, buf, sizeof(buf));
+
+            join(&cols[c], &len[c], &cap[c], v, strlen(v), i + 1 == n);
+        }
+    }
+    for (int c = 0; c < ncols; c++)
+        params[c] = cols[c];
+    r = res ? dw_store_exec(st, res, sql, ncols, params) : dw_store_run(st, sql, ncols, params);
+    for (int c = 0; c < ncols; c++)
+        free(cols[c]);
+    return r;
+}
+
+/* The columns of a tracked job: the id; the durable message's user and seq. */
+static const char *track_column(const void *arg, size_t i, int col, char *buf, size_t size)
+{
+    const struct dw_inbox_track *const *tracks = arg;
+    const struct dw_inbox_track *t = tracks[i];
+
+    if (col == 0)
+        return t->id;
+    if (col == 1)
+        return t->entry->user_id;
+    snprintf(buf, size, "%" PRId64, t->entry->seq);
+    return buf;
+}
+
+/* A tracked job's transaction (dw_store_tx): claims its ids, answers the known ones, writes the
+ * entries of the others and records which message each id made. */
+static int tracked_tx(struct dw_store *st, void *arg)
+{
+    struct job *j = arg;
+    struct dw_inbox_track **ts = dw_xmalloc(j->ntracks * sizeof(struct dw_inbox_track *));
+    struct dw_inbox_entry **ents = dw_xmalloc((j->n ? j->n : 1) * sizeof(struct dw_inbox_entry *));
+    PGresult *res = NULL;
+    size_t ndup = 0, k = 0, nmade = 0;
+    int r;
+
+    for (size_t i = 0; i < j->ntracks; i++)
+        ts[i] = &j->tracks[i];
+    r = run_columns(st, &res, claim_sql, 1, j->ntracks, track_column, ts);
+    if (r == 0 && (PQntuples(res) != (int)j->ntracks || PQnfields(res) != 2))
+        r = -EPROTO;
+    for (size_t i = 0; r == 0 && i < j->ntracks; i++) {
+        j->tracks[i].duplicate = PQgetvalue(res, (int)i, 1)[0] != 't';
+        if (j->tracks[i].duplicate) {
+            ts[ndup++] = &j->tracks[i];
+            if (j->tracks[i].entry)
+                j->tracks[i].entry->skip = true;
+        }
+    }
+    PQclear(res);
+    res = NULL;
+    if (r == 0 && ndup) {
+        /* What the first publish of each known id recorded (it committed before our claim
+         * gave way to it). */
+        r = run_columns(st, &res, known_sql, 1, ndup, track_column, ts);
+        if (r == 0 && (PQntuples(res) != (int)ndup || PQnfields(res) != 3))
+            r = -EPROTO;
+        for (size_t i = 0; r == 0 && i < ndup; i++) {
+            int64_t recipients = 0;
+
+            if (row_int(res, (int)i, 1, &ts[i]->seq) < 0 ||
+                row_int(res, (int)i, 2, &recipients) < 0)
+                r = -EPROTO;
+            else
+                ts[i]->recipients = PQgetisnull(res, (int)i, 2) ? -1 : recipients;
+        }
+        PQclear(res);
+    }
+    for (size_t i = 0; r == 0 && i < j->n; i++) {
+        if (!j->entries[i].skip)
+            ents[k++] = &j->entries[i];
+    }
+    if (r == 0 && k)
+        r = write_chunk(st, ents, k);
+    for (size_t i = 0; r == 0 && i < j->ntracks; i++) {
+        if (!j->tracks[i].duplicate && j->tracks[i].entry)
+            ts[nmade++] = &j->tracks[i];
+    }
+    if (r == 0 && nmade)
+        r = run_columns(st, NULL, track_sql, 3, nmade, track_column, ts);
+    free(ts);
+    free(ents);
+    return r;
+}
+
+/* Writes a job whose items carry ids, alone in a transaction, and calls it back. */
+static void write_tracked(struct dw_inbox *ib, struct dw_store *st, struct job *j)
+{
+    size_t ndup = 0, nwritten = 0;
+    int r = dw_store_tx(st, tracked_tx, j);
+
+    if (r < 0) {
+        /* Rolled back: nothing of it stands, even if write_chunk made messages. */
+        for (size_t i = 0; i < j->n; i++) {
+            if (j->entries[i].msg)
+                dw_msg_unref(j->entries[i].msg);
+            j->entries[i].msg = NULL;
+        }
+    }
+    for (size_t i = 0; r == 0 && i < j->ntracks; i++)
+        ndup += j->tracks[i].duplicate;
+    for (size_t i = 0; i < j->n; i++)
+        nwritten += !j->entries[i].skip;
+    atomic_fetch_add_explicit(&ib->duplicates, ndup, memory_order_relaxed);
+    if (nwritten || r < 0)
+        count_write(ib, st, nwritten, r);
+    dw_wake_batch_begin();
+    j->done(j->arg, r);
     dw_wake_batch_end();
 }
 
@@ -281,16 +498,21 @@ static void write_jobs(struct dw_inbox *ib, struct dw_store *st, struct job *job
         struct job *end = jobs;
         size_t total = 0;
 
-        /* As many whole jobs as fit in one statement, at least one. */
-        do {
-            total += end->n;
-            end = end->next;
-        } while (end && total + end->n <= DW_INBOX_WRITE_MAX);
-        if (total > DW_INBOX_WRITE_MAX) {
-            /* dw_inbox_submit refuses such jobs: cannot happen. */
-            dw_panic("inbox job of %zu entries", total);
+        if (jobs->tracks) {
+            end = jobs->next;
+            write_tracked(ib, st, jobs);
+        } else {
+            /* As many whole untracked jobs as fit in one statement, at least one. */
+            do {
+                total += end->n;
+                end = end->next;
+            } while (end && !end->tracks && total + end->n <= DW_INBOX_WRITE_MAX);
+            if (total > DW_INBOX_WRITE_MAX) {
+                /* dw_inbox_submit refuses such jobs: cannot happen. */
+                dw_panic("inbox job of %zu entries", total);
+            }
+            write_group(ib, st, jobs, end, total);
         }
-        write_group(ib, st, jobs, end, total);
         while (jobs != end) {
             struct job *next = jobs->next;
 
@@ -300,19 +522,17 @@ static void write_jobs(struct dw_inbox *ib, struct dw_store *st, struct job *job
     }
 }
 
-/* Records the acks taken from the queue, in one statement: per user, the highest seq. */
-static void write_acks(struct dw_inbox *ib, struct dw_store *st, struct ack *acks)
+/* Takes the entries of list into the two columns of a grouped statement: per key, the highest
+ * value. Returns how many keys. Frees list. */
+static size_t fold_keyed(struct ack *list, char **cols, size_t *len, size_t *cap)
 {
-    char *cols[2] = {NULL, NULL};
-    size_t len[2] = {0, 0}, cap[2] = {0, 0};
-    const char *params[2];
-    uint64_t n = 0;
+    size_t n = 0;
 
-    while (acks) {
-        struct ack *a = acks, *prev = a, *o;
+    while (list) {
+        struct ack *a = list, *prev = a, *o;
         char seq[24];
 
-        /* The highest seq of a's user: the other entries of that user fold into a. */
+        /* The highest value of a's key: the other entries of that key fold into a. */
         for (o = a->next; o; o = prev->next) {
             if (strcmp(o->user_id, a->user_id) == 0) {
                 if (o->seq > a->seq)
@@ -323,23 +543,210 @@ static void write_acks(struct dw_inbox *ib, struct dw_store *st, struct ack *ack
                 prev = o;
             }
         }
-        acks = a->next;
+        list = a->next;
         snprintf(seq, sizeof(seq), "%" PRId64, a->seq);
-        join(&cols[0], &len[0], &cap[0], a->user_id, strlen(a->user_id), !acks);
-        join(&cols[1], &len[1], &cap[1], seq, strlen(seq), !acks);
+        join(&cols[0], &len[0], &cap[0], a->user_id, strlen(a->user_id), !list);
+        join(&cols[1], &len[1], &cap[1], seq, strlen(seq), !list);
         free(a);
         n++;
     }
+    return n;
+}
+
+/* Records the acks (sql ack_sql) or the publish ids' recipients (recipients_sql) taken from the
+ * queue, in one statement. Returns how many keys, and *ok. */
+static size_t write_keyed(struct dw_store *st, struct ack *list, const char *sql, bool *ok)
+{
+    char *cols[2] = {NULL, NULL};
+    size_t len[2] = {0, 0}, cap[2] = {0, 0};
+    const char *params[2];
+    size_t n = fold_keyed(list, cols, len, cap);
+
     params[0] = cols[0];
     params[1] = cols[1];
-    if (dw_store_run(st, ack_sql, 2, params) == 0) {
+    *ok = dw_store_run(st, sql, 2, params) == 0;
+    free(cols[0]);
+    free(cols[1]);
+    return n;
+}
+
+/* Records the acks taken from the queue, in one statement: per user, the highest seq. */
+static void write_acks(struct dw_inbox *ib, struct dw_store *st, struct ack *acks)
+{
+    bool ok;
+    size_t n = write_keyed(st, acks, ack_sql, &ok);
+
+    if (ok) {
         atomic_fetch_add_explicit(&ib->acks_done, n, memory_order_relaxed);
     } else {
         atomic_fetch_add_explicit(&ib->acks_failed, n, memory_order_relaxed);
-        dw_log(DW_LOG_DEBUG, "cannot record %" PRIu64 " acks: %s", n, dw_store_error(st));
+        dw_log(DW_LOG_DEBUG, "cannot record %zu acks: %s", n, dw_store_error(st));
     }
-    free(cols[0]);
-    free(cols[1]);
+}
+
+/* Records the recipients of first publishes of ids (for their duplicates' answers). */
+static void write_notes(struct dw_store *st, struct ack *notes)
+{
+    bool ok;
+    size_t n = write_keyed(st, notes, recipients_sql, &ok);
+
+    if (!ok)
+        dw_log(DW_LOG_DEBUG, "cannot record the recipients of %zu publish ids: %s", n,
+               dw_store_error(st));
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Replay pages
+ * ------------------------------------------------------------------------------------------ */
+
+bool dw_inbox_page_recovered(const struct dw_inbox_page *p)
+{
+    if (p->from > p->last_seq)
+        return false; /* the client knows of messages this inbox never wrote */
+    return p->from == p->last_seq || (p->first_seq > 0 && p->first_seq <= p->from + 1);
+}
+
+void dw_inbox_page_release(struct dw_inbox_page *p)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        if (p->msgs[i])
+            dw_msg_unref(p->msgs[i]);
+    }
+    free(p->msgs);
+    p->msgs = NULL;
+    p->n = 0;
+}
+
+/* Fills the n pages of ps from res (read_sql's rows for them). */
+static int fill_pages(struct dw_inbox_page **ps, size_t n, const PGresult *res)
+{
+    int rows = PQntuples(res);
+    int row = 0;
+
+    if (PQnfields(res) != 8)
+        return -EPROTO;
+    for (size_t k = 0; k < n; k++) {
+        struct dw_inbox_page *p = ps[k];
+        int start = row;
+        int64_t ord;
+
+        if (row >= rows || row_int(res, row, 0, &ord) < 0 || ord != (int64_t)k + 1)
+            return -EPROTO;
+        if (row_int(res, row, 1, &p->last_seq) < 0 || row_int(res, row, 2, &p->acked_seq) < 0 ||
+            row_int(res, row, 3, &p->from) < 0 || row_int(res, row, 4, &p->first_seq) < 0)
+            return -EPROTO;
+        while (row < rows && row_int(res, row, 0, &ord) == 0 && ord == (int64_t)k + 1)
+            row++;
+        if (PQgetisnull(res, start, 5))
+            continue; /* nothing after p->from */
+        p->msgs = dw_xcalloc((size_t)(row - start), sizeof(struct dw_msg *));
+        for (int r = start; r < row; r++) {
+            int64_t seq;
+            const char *text = PQgetvalue(res, r, 7);
+            int type = dw_msg_type_parse(PQgetvalue(res, r, 6));
+            struct dw_msg *m;
+
+            if (row_int(res, r, 5, &seq) < 0 || seq < 1)
+                return -EPROTO;
+            /* The type only labels the stats: a name this build does not know counts as a
+             * notification; the text is sent as it was stored. */
+            m = dw_msg_new_text(type < 0 ? DW_MSG_NOTIFICATION : (enum dw_msg_type)type,
+                                DW_MSG_F_CRITICAL, text, (size_t)PQgetlength(res, r, 7));
+            m->seq = seq;
+            p->msgs[p->n++] = m;
+        }
+        p->more = p->msgs[p->n - 1]->seq < p->last_seq;
+    }
+    return row == rows ? 0 : -EPROTO;
+}
+
+/* Answers the n pages of ps (at most DW_INBOX_READ_GROUP) with one statement, and calls each
+ * reader back. */
+static void read_group(struct dw_inbox *ib, struct dw_store *st, struct dw_inbox_page **ps,
+                       size_t n)
+{
+    char *cols[3] = {NULL, NULL, NULL};
+    size_t len[3] = {0, 0, 0}, cap[3] = {0, 0, 0};
+    const char *params[3];
+    PGresult *res = NULL;
+    int r;
+
+    for (size_t k = 0; k < n; k++) {
+        char after[24], budget[24];
+        bool last = k + 1 == n;
+
+        snprintf(after, sizeof(after), "%" PRId64, ps[k]->after);
+        snprintf(budget, sizeof(budget), "%zu", ps[k]->max_bytes);
+        join(&cols[0], &len[0], &cap[0], ps[k]->user_id, strlen(ps[k]->user_id), last);
+        join(&cols[1], &len[1], &cap[1], after, strlen(after), last);
+        join(&cols[2], &len[2], &cap[2], budget, strlen(budget), last);
+    }
+    for (int c = 0; c < 3; c++)
+        params[c] = cols[c];
+    r = dw_store_exec(st, &res, read_sql, 3, params);
+    if (r == 0 && (r = fill_pages(ps, n, res)) < 0)
+        dw_log(DW_LOG_ERROR, "inbox read: unexpected rows");
+    PQclear(res);
+    for (int c = 0; c < 3; c++)
+        free(cols[c]);
+
+    dw_wake_batch_begin();
+    for (size_t k = 0; k < n; k++) {
+        struct dw_inbox_page *p = ps[k];
+
+        p->rc = r;
+        if (r < 0) {
+            dw_inbox_page_release(p);
+            atomic_fetch_add_explicit(&ib->replays_failed, 1, memory_order_relaxed);
+        } else {
+            atomic_fetch_add_explicit(&ib->replayed, p->n, memory_order_relaxed);
+            if (p->first) {
+                atomic_fetch_add_explicit(&ib->replays, 1, memory_order_relaxed);
+                if (!dw_inbox_page_recovered(p))
+                    atomic_fetch_add_explicit(&ib->not_recovered, 1, memory_order_relaxed);
+            }
+        }
+        p->done(p);
+    }
+    dw_wake_batch_end();
+}
+
+/* Reads the pages taken from the queue, DW_INBOX_READ_GROUP per statement. */
+static void read_pages(struct dw_inbox *ib, struct dw_store *st, struct dw_inbox_page *pages)
+{
+    struct dw_inbox_page *group[DW_INBOX_READ_GROUP];
+
+    while (pages) {
+        size_t n = 0;
+
+        while (pages && n < DW_INBOX_READ_GROUP) {
+            group[n++] = pages;
+            pages = pages->_next;
+        }
+        read_group(ib, st, group, n);
+    }
+}
+
+int dw_inbox_read(struct dw_inbox *ib, struct dw_inbox_page *p)
+{
+    if (!dw_proto_user_id_is_valid(p->user_id))
+        return -EINVAL;
+    p->rc = 0;
+    p->msgs = NULL;
+    p->n = 0;
+    p->more = false;
+    p->last_seq = p->acked_seq = p->first_seq = p->from = 0;
+    p->_next = NULL;
+    pthread_mutex_lock(&ib->lock);
+    if (ib->stopping) {
+        pthread_mutex_unlock(&ib->lock);
+        return -ESHUTDOWN;
+    }
+    *ib->pages_tail = p;
+    ib->pages_tail = &p->_next;
+    pthread_cond_signal(&ib->cond);
+    pthread_mutex_unlock(&ib->lock);
+    return 0;
 }
 
 static void *inbox_main(void *arg)
@@ -352,22 +759,32 @@ static void *inbox_main(void *arg)
     st = dw_db_store(ib->db);
     for (;;) {
         struct job *jobs;
-        struct ack *acks;
+        struct ack *acks, *notes;
+        struct dw_inbox_page *pages;
         bool stop;
 
         pthread_mutex_lock(&ib->lock);
-        while (!ib->head && !ib->acks && !ib->stopping)
+        while (!ib->head && !ib->acks && !ib->notes && !ib->pages && !ib->stopping)
             pthread_cond_wait(&ib->cond, &ib->lock);
         jobs = ib->head;
         ib->head = ib->tail = NULL;
         acks = ib->acks;
         ib->acks = NULL;
+        notes = ib->notes;
+        ib->notes = NULL;
+        pages = ib->pages;
+        ib->pages = NULL;
+        ib->pages_tail = &ib->pages;
         stop = ib->stopping;
         pthread_mutex_unlock(&ib->lock);
+        /* Writes first: a page read after them sees them. */
         write_jobs(ib, st, jobs);
         if (acks)
             write_acks(ib, st, acks);
-        if (stop && !jobs && !acks)
+        if (notes)
+            write_notes(st, notes);
+        read_pages(ib, st, pages);
+        if (stop && !jobs && !acks && !notes && !pages)
             break;
     }
     dw_rcu_unregister();
@@ -381,6 +798,7 @@ struct dw_inbox *dw_inbox_start(struct dw_db *db, struct dw_hub *hub)
 
     ib->db = db;
     ib->hub = hub;
+    ib->pages_tail = &ib->pages;
     pthread_mutex_init(&ib->lock, NULL);
     pthread_cond_init(&ib->cond, NULL);
     err = pthread_create(&ib->thread, NULL, inbox_main, ib);
@@ -394,19 +812,9 @@ struct dw_inbox *dw_inbox_start(struct dw_db *db, struct dw_hub *hub)
     return ib;
 }
 
-int dw_inbox_submit(struct dw_inbox *ib, struct dw_inbox_entry *entries, size_t n,
-                    dw_inbox_done_fn *done, void *arg)
+/* Queues a job; -ESHUTDOWN once the inbox is stopping. */
+static int queue_job(struct dw_inbox *ib, struct job *job)
 {
-    struct job *job;
-
-    if (n == 0 || n > DW_INBOX_WRITE_MAX)
-        return -EINVAL;
-    job = dw_xmalloc(sizeof(*job));
-    job->next = NULL;
-    job->entries = entries;
-    job->n = n;
-    job->done = done;
-    job->arg = arg;
     pthread_mutex_lock(&ib->lock);
     if (ib->stopping) {
         pthread_mutex_unlock(&ib->lock);
@@ -421,6 +829,45 @@ int dw_inbox_submit(struct dw_inbox *ib, struct dw_inbox_entry *entries, size_t 
     pthread_cond_signal(&ib->cond);
     pthread_mutex_unlock(&ib->lock);
     return 0;
+}
+
+static struct job *job_new(struct dw_inbox_entry *entries, size_t n, dw_inbox_done_fn *done,
+                           void *arg)
+{
+    struct job *job = dw_xcalloc(1, sizeof(*job));
+
+    job->entries = entries;
+    job->n = n;
+    job->done = done;
+    job->arg = arg;
+    return job;
+}
+
+int dw_inbox_submit(struct dw_inbox *ib, struct dw_inbox_entry *entries, size_t n,
+                    dw_inbox_done_fn *done, void *arg)
+{
+    if (n == 0 || n > DW_INBOX_WRITE_MAX)
+        return -EINVAL;
+    return queue_job(ib, job_new(entries, n, done, arg));
+}
+
+int dw_inbox_submit_tracked(struct dw_inbox *ib, struct dw_inbox_entry *entries, size_t n,
+                            struct dw_inbox_track *tracks, size_t ntracks, dw_inbox_done_fn *done,
+                            void *arg)
+{
+    struct job *job;
+
+    if (n > DW_INBOX_WRITE_MAX || ntracks == 0 || ntracks > DW_INBOX_WRITE_MAX)
+        return -EINVAL;
+    job = job_new(entries, n, done, arg);
+    job->tracks = tracks;
+    job->ntracks = ntracks;
+    return queue_job(ib, job);
+}
+
+bool dw_inbox_id_is_valid(const char *id)
+{
+    return dw_proto_user_id_is_valid(id); /* the same characters, and DW_USER_ID_MAX == 128 */
 }
 
 /* One message sent through the inbox with nothing waiting for it (dw_inbox_send). */
@@ -458,26 +905,37 @@ int dw_inbox_send(struct dw_inbox *ib, const char *user_id, enum dw_msg_type typ
     return r;
 }
 
-int dw_inbox_ack(struct dw_inbox *ib, const char *user_id, int64_t seq)
+/* Queues key's value on *list (acks or notes); -ESHUTDOWN once the inbox is stopping. */
+static int queue_keyed(struct dw_inbox *ib, struct ack **list, const char *key, int64_t value)
 {
-    struct ack *a;
+    struct ack *a = dw_xmalloc(sizeof(*a));
 
-    if (!user_id || !dw_proto_user_id_is_valid(user_id) || seq < 1)
-        return -EINVAL;
-    a = dw_xmalloc(sizeof(*a));
-    a->seq = seq;
-    snprintf(a->user_id, sizeof(a->user_id), "%s", user_id);
+    a->seq = value;
+    snprintf(a->user_id, sizeof(a->user_id), "%s", key);
     pthread_mutex_lock(&ib->lock);
     if (ib->stopping) {
         pthread_mutex_unlock(&ib->lock);
         free(a);
         return -ESHUTDOWN;
     }
-    a->next = ib->acks;
-    ib->acks = a;
+    a->next = *list;
+    *list = a;
     pthread_cond_signal(&ib->cond);
     pthread_mutex_unlock(&ib->lock);
     return 0;
+}
+
+int dw_inbox_ack(struct dw_inbox *ib, const char *user_id, int64_t seq)
+{
+    if (!user_id || !dw_proto_user_id_is_valid(user_id) || seq < 1)
+        return -EINVAL;
+    return queue_keyed(ib, &ib->acks, user_id, seq);
+}
+
+void dw_inbox_note_recipients(struct dw_inbox *ib, const char *id, int64_t recipients)
+{
+    if (dw_inbox_id_is_valid(id))
+        queue_keyed(ib, &ib->notes, id, recipients);
 }
 
 void dw_inbox_counts(const struct dw_inbox *ib, struct dw_inbox_counts *out)
@@ -490,6 +948,11 @@ void dw_inbox_counts(const struct dw_inbox *ib, struct dw_inbox_counts *out)
     out->writes = atomic_load_explicit(&ib->writes, memory_order_relaxed);
     out->acks = atomic_load_explicit(&ib->acks_done, memory_order_relaxed);
     out->acks_failed = atomic_load_explicit(&ib->acks_failed, memory_order_relaxed);
+    out->replays = atomic_load_explicit(&ib->replays, memory_order_relaxed);
+    out->replayed = atomic_load_explicit(&ib->replayed, memory_order_relaxed);
+    out->replays_failed = atomic_load_explicit(&ib->replays_failed, memory_order_relaxed);
+    out->not_recovered = atomic_load_explicit(&ib->not_recovered, memory_order_relaxed);
+    out->duplicates = atomic_load_explicit(&ib->duplicates, memory_order_relaxed);
 }
 
 void dw_inbox_stop(struct dw_inbox *ib)

@@ -28,6 +28,7 @@ static const char *const type_names[DW_MSG__COUNT] = {
     [DW_MSG_ACK] = "ack",
     [DW_MSG_ERROR] = "error",
     [DW_MSG_STATS] = "stats",
+    [DW_MSG_RESUMED] = "resumed",
 };
 
 const char *dw_msg_type_name(enum dw_msg_type type)

@@ -149,39 +149,83 @@ void dw_outbox_splice(struct dw_outbox *ob)
     __cds_wfcq_splice_blocking(&ob->_phead, &ob->_ptail, &ob->_head, &ob->_tail);
 }
 
-struct dw_outbox_trim dw_outbox_trim(struct dw_outbox *ob, unsigned long max_msgs, size_t max_bytes)
+/* Rebuilds the pending queue without the messages drop(msg, arg) picks, oldest first, and
+ * returns how many it dropped. */
+static unsigned long filter_pending(struct dw_outbox *ob,
+                                    bool (*drop)(const struct dw_msg *m, void *arg), void *arg)
 {
-    struct dw_outbox_trim r = {0};
     struct __cds_wfcq_head keep_head;
     struct cds_wfcq_tail keep_tail;
-    unsigned long queued = atomic_load_explicit(&ob->_queued, memory_order_relaxed);
-    size_t bytes = dw_outbox_pending_bytes(ob);
     struct dw_outbox_node *n;
+    unsigned long dropped = 0;
 
-    if (queued <= max_msgs && bytes <= max_bytes)
-        return r;
-
-    /* Over a bound: rebuild the pending queue without its oldest non-critical messages. The
-     * counts include what was pushed since the splice; those messages are not looked at, and
-     * only make the bound tighter until the next trim. */
     __cds_wfcq_init(&keep_head, &keep_tail);
     while ((n = take_pending(ob)) != NULL) {
-        size_t len = dw_msg_frame_len(n->msg);
-
-        if ((queued > max_msgs || bytes > max_bytes) && !dw_msg_is_critical(n->msg)) {
+        if (drop(n->msg, arg)) {
             discard(n);
-            queued--;
-            bytes -= len;
-            r.dropped++;
+            dropped++;
             continue;
         }
         cds_wfcq_node_init(&n->_q);
         cds_wfcq_enqueue(&keep_head, &keep_tail, &n->_q);
     }
     __cds_wfcq_splice_blocking(&ob->_phead, &ob->_ptail, &keep_head, &keep_tail);
-    atomic_fetch_sub_explicit(&ob->_queued, r.dropped, memory_order_relaxed);
-    r.over = queued > max_msgs || bytes > max_bytes;
+    atomic_fetch_sub_explicit(&ob->_queued, dropped, memory_order_relaxed);
+    return dropped;
+}
+
+struct over {
+    unsigned long queued, max_msgs;
+    size_t bytes, max_bytes;
+};
+
+/* The oldest non-critical messages while over a bound. */
+static bool drop_while_over(const struct dw_msg *m, void *arg)
+{
+    struct over *o = arg;
+
+    if (!(o->queued > o->max_msgs || o->bytes > o->max_bytes) || dw_msg_is_critical(m))
+        return false;
+    o->queued--;
+    o->bytes -= dw_msg_frame_len(m);
+    return true;
+}
+
+struct dw_outbox_trim dw_outbox_trim(struct dw_outbox *ob, unsigned long max_msgs, size_t max_bytes)
+{
+    struct dw_outbox_trim r = {0};
+    struct over o = {
+        .queued = atomic_load_explicit(&ob->_queued, memory_order_relaxed),
+        .max_msgs = max_msgs,
+        .bytes = dw_outbox_pending_bytes(ob),
+        .max_bytes = max_bytes,
+    };
+
+    if (o.queued <= max_msgs && o.bytes <= max_bytes)
+        return r;
+    /* Over a bound: drop the oldest non-critical messages. The counts include what was pushed
+     * since the splice; those messages are not looked at, and only make the bound tighter
+     * until the next trim. */
+    r.dropped = filter_pending(ob, drop_while_over, &o);
+    r.over = o.queued > max_msgs || o.bytes > max_bytes;
     return r;
+}
+
+/* Messages from the durable inbox; *arg is raised to the highest seq dropped. */
+static bool drop_durable(const struct dw_msg *m, void *arg)
+{
+    int64_t *high = arg;
+
+    if (m->seq == 0)
+        return false;
+    if (m->seq > *high)
+        *high = m->seq;
+    return true;
+}
+
+unsigned long dw_outbox_drop_durable(struct dw_outbox *ob, int64_t *high)
+{
+    return filter_pending(ob, drop_durable, high);
 }
 
 unsigned long dw_outbox_collect(struct dw_outbox *ob, unsigned long cap)

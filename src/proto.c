@@ -87,20 +87,22 @@ static enum dw_cmd_kind parse_channel_cmd(struct dw_cmd *cmd, enum dw_cmd_kind k
     return kind;
 }
 
-/* {"type":"ack","seq":N}: N a whole number from 1 to 2^63 - 1. */
-static enum dw_cmd_kind parse_ack(struct dw_cmd *cmd)
+/* {"type":"ack","seq":N} (N from 1) and {"type":"resume","last_seq":N} (N from 0): N a whole
+ * number up to 2^63 - 1 in member name. */
+static enum dw_cmd_kind parse_seq_cmd(struct dw_cmd *cmd, enum dw_cmd_kind kind, const char *name,
+                                      int64_t min, const char *error)
 {
     struct json_object *v;
     int64_t seq;
 
-    if (!json_object_object_get_ex(cmd->obj, "seq", &v) || !json_object_is_type(v, json_type_int))
-        return invalid(cmd, "invalid_message", "\"seq\" must be a positive integer");
+    if (!json_object_object_get_ex(cmd->obj, name, &v) || !json_object_is_type(v, json_type_int))
+        return invalid(cmd, "invalid_message", error);
     seq = json_object_get_int64(v);
     /* json-c keeps integers up to 2^64 - 1; get_int64 clamps those above 2^63 - 1. */
-    if (seq < 1 || (seq == INT64_MAX && json_object_get_uint64(v) > (uint64_t)INT64_MAX))
-        return invalid(cmd, "invalid_message", "\"seq\" must be a positive integer");
+    if (seq < min || (seq == INT64_MAX && json_object_get_uint64(v) > (uint64_t)INT64_MAX))
+        return invalid(cmd, "invalid_message", error);
     cmd->seq = seq;
-    cmd->kind = DW_CMD_ACK;
+    cmd->kind = kind;
     return cmd->kind;
 }
 
@@ -539,7 +541,10 @@ enum dw_cmd_kind dw_proto_parse(const char *text, size_t len, struct dw_cmd *cmd
     else if (strcmp(name, "get_stats") == 0)
         cmd->kind = DW_CMD_GET_STATS;
     else if (strcmp(name, "ack") == 0)
-        return parse_ack(cmd);
+        return parse_seq_cmd(cmd, DW_CMD_ACK, "seq", 1, "\"seq\" must be a positive integer");
+    else if (strcmp(name, "resume") == 0)
+        return parse_seq_cmd(cmd, DW_CMD_RESUME, "last_seq", 0,
+                             "\"last_seq\" must be an integer of at least 0");
     else
         cmd->kind = DW_CMD_OTHER;
     return cmd->kind;

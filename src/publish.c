@@ -32,7 +32,9 @@ struct item {
     struct json_object *message;
     int type;
     bool critical;
+    const char *id;               /* the publisher's "id" (borrowed from the body), or NULL */
     struct dw_inbox_entry *entry; /* a durable one's place in the inbox write, else NULL */
+    struct dw_inbox_track *track; /* with an id and an inbox: what the inbox said of it */
 };
 
 /* A validated request: what the answer is built from, now or after the inbox write. */
@@ -44,6 +46,8 @@ struct request {
     bool batch;
     struct dw_inbox_entry *entries; /* the durable items', in order */
     size_t nentries;
+    struct dw_inbox_track *tracks; /* the items with an id, in order */
+    size_t ntracks;
 };
 
 static _Atomic uint64_t next_id = 1;
@@ -128,6 +132,12 @@ static bool parse_item(struct json_object *obj, int index, struct item *it, stru
         return fail(e, index, "message.timestamp", "\"timestamp\" must be a string");
     it->message = message;
 
+    if (json_object_object_get_ex(obj, "id", &v)) {
+        it->id = dw_proto_json_string(v);
+        if (!it->id || !dw_inbox_id_is_valid(it->id))
+            return fail(e, index, "id", "\"id\" must be 1-128 characters of A-Z a-z 0-9 _ . : @ -");
+    }
+
     /* Price alerts and trip updates are critical unless the publisher says otherwise. */
     it->critical = it->type == DW_MSG_PRICE_ALERT || it->type == DW_MSG_TRIP_UPDATE;
     if (json_object_object_get_ex(obj, "critical", &critical)) {
@@ -138,26 +148,48 @@ static bool parse_item(struct json_object *obj, int index, struct item *it, stru
     return true;
 }
 
-/* Sends one validated item (a durable one as the inbox numbered it). Returns the number of
- * connections reached; writes its id. */
-static size_t send_item(struct dw_hub *hub, struct item *it, char id[24])
+static bool is_duplicate(const struct item *it)
 {
-    snprintf(id, 24, "%" PRIu64, atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed));
-    if (it->entry)
-        return dw_inbox_deliver(hub, it->entry);
-    return dw_events_send(hub, &it->target, (enum dw_msg_type)it->type,
-                          it->critical ? DW_MSG_F_CRITICAL : 0, it->message);
+    return it->track && it->track->duplicate;
 }
 
-/* One item's part of the answer. */
+/* Sends one validated item (a durable one as the inbox numbered it; a duplicate not at all).
+ * Returns the number of connections reached; writes its id (the publisher's, or one of ours). */
+static size_t send_item(const struct dw_publish_env *env, struct item *it, char id[24])
+{
+    size_t n;
+
+    if (!it->id)
+        snprintf(id, 24, "%" PRIu64, atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed));
+    if (is_duplicate(it))
+        return 0;
+    if (it->entry)
+        n = dw_inbox_deliver(env->hub, it->entry);
+    else
+        n = dw_events_send(env->hub, &it->target, (enum dw_msg_type)it->type,
+                           it->critical ? DW_MSG_F_CRITICAL : 0, it->message);
+    if (it->track)
+        dw_inbox_note_recipients(env->inbox, it->id, (int64_t)n);
+    return n;
+}
+
+/* One item's part of the answer: a duplicate's is the first publish's (seq, recipients once
+ * recorded), marked "duplicate". */
 static struct json_object *item_answer(size_t recipients, const char *id, const struct item *it)
 {
     struct json_object *r = json_object_new_object();
+    int64_t seq = it->entry ? it->entry->seq : 0;
 
+    if (is_duplicate(it)) {
+        recipients = it->track->recipients > 0 ? (size_t)it->track->recipients : 0;
+        seq = it->track->seq;
+    }
     json_object_object_add(r, "recipients", json_object_new_int64((int64_t)recipients));
-    json_object_object_add(r, "id", json_object_new_string(id));
-    if (it->entry)
-        json_object_object_add(r, "seq", json_object_new_int64(it->entry->seq));
+    json_object_object_add(r, "id", json_object_new_string(it->id ? it->id : id));
+    if (seq)
+        json_object_object_add(r, "seq", json_object_new_int64(seq));
+    if (is_duplicate(it))
+        json_object_object_add(r, "duplicate", json_object_new_boolean(true));
     return r;
 }
 
@@ -169,13 +201,13 @@ static char *send_all(struct request *rq, size_t *resp_len)
     char id[24];
 
     if (!rq->batch) {
-        total = send_item(rq->env.hub, &rq->items[0], id);
+        total = send_item(&rq->env, &rq->items[0], id);
         answer = item_answer(total, id, &rq->items[0]);
     } else {
         struct json_object *results = json_object_new_array_ext((int)rq->n);
 
         for (size_t i = 0; i < rq->n; i++) {
-            size_t k = send_item(rq->env.hub, &rq->items[i], id);
+            size_t k = send_item(&rq->env, &rq->items[i], id);
 
             total += k;
             json_object_array_add(results, item_answer(k, id, &rq->items[i]));
@@ -192,6 +224,7 @@ static void request_free(struct request *rq)
     for (size_t i = 0; i < rq->nentries; i++)
         dw_inbox_entry_release(&rq->entries[i]);
     free(rq->entries);
+    free(rq->tracks);
     free(rq->items);
     json_object_put(rq->root);
     free(rq);
@@ -206,8 +239,10 @@ static void durable_done(void *arg, int rc)
     int status = 200;
 
     if (rc < 0) {
-        resp = dw_answer_error("critical messages cannot be stored now: the database is "
-                               "unavailable; nothing was sent",
+        resp = dw_answer_error(rq->nentries ? "critical messages cannot be stored now: the "
+                                              "database is unavailable; nothing was sent"
+                                            : "publish ids cannot be checked now: the database "
+                                              "is unavailable; nothing was sent",
                                NULL, &len);
         status = 503;
     } else {
@@ -217,31 +252,70 @@ static void durable_done(void *arg, int rc)
     request_free(rq);
 }
 
-/* Hands the durable items of rq (critical, to a user, with an inbox) to the inbox: true when
- * it took them (the answer comes through env.done). */
+static bool is_durable(const struct item *it)
+{
+    return it->critical && it->target.kind == DW_TARGET_USER;
+}
+
+/* Hands rq to the inbox when it has durable items (critical, to a user) or items with an id,
+ * and there is an inbox: true when it took them (the answer comes through env.done). */
 static bool submit_durable(struct request *rq)
 {
-    size_t n = 0;
+    size_t n = 0, ntracks = 0;
 
     for (size_t i = 0; rq->env.inbox && i < rq->n; i++) {
-        const struct item *it = &rq->items[i];
-
-        if (it->critical && it->target.kind == DW_TARGET_USER)
-            n++;
+        n += is_durable(&rq->items[i]);
+        ntracks += rq->items[i].id != NULL;
     }
-    if (n == 0)
+    if (n == 0 && ntracks == 0)
         return false;
-    rq->entries = dw_xcalloc(n, sizeof(*rq->entries));
+    rq->entries = n ? dw_xcalloc(n, sizeof(*rq->entries)) : NULL;
     rq->nentries = n;
-    for (size_t i = 0, k = 0; i < rq->n; i++) {
+    rq->tracks = ntracks ? dw_xcalloc(ntracks, sizeof(*rq->tracks)) : NULL;
+    rq->ntracks = ntracks;
+    for (size_t i = 0, k = 0, t = 0; i < rq->n; i++) {
         struct item *it = &rq->items[i];
 
-        if (!it->critical || it->target.kind != DW_TARGET_USER)
-            continue;
-        it->entry = &rq->entries[k++];
-        dw_inbox_entry_init(it->entry, it->target.name, (enum dw_msg_type)it->type, it->message);
+        if (is_durable(it)) {
+            it->entry = &rq->entries[k++];
+            dw_inbox_entry_init(it->entry, it->target.name, (enum dw_msg_type)it->type,
+                                it->message);
+        }
+        if (it->id) {
+            it->track = &rq->tracks[t++];
+            it->track->id = it->id;
+            it->track->entry = it->entry;
+        }
     }
-    return dw_inbox_submit(rq->env.inbox, rq->entries, rq->nentries, durable_done, rq) == 0;
+    if (ntracks)
+        return dw_inbox_submit_tracked(rq->env.inbox, rq->entries, n, rq->tracks, ntracks,
+                                       durable_done, rq) == 0;
+    return dw_inbox_submit(rq->env.inbox, rq->entries, n, durable_done, rq) == 0;
+}
+
+static int compare_ids(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Is an id given to two items of rq? (Sorted, not compared pairwise: a batch holds 10,000.) */
+static bool ids_repeat(const struct request *rq, struct verr *err)
+{
+    const char **ids = dw_xmalloc(rq->n * sizeof(*ids));
+    size_t n = 0;
+    bool repeat = false;
+
+    for (size_t i = 0; i < rq->n; i++) {
+        if (rq->items[i].id)
+            ids[n++] = rq->items[i].id;
+    }
+    qsort(ids, n, sizeof(*ids), compare_ids);
+    for (size_t i = 1; i < n && !repeat; i++)
+        repeat = strcmp(ids[i - 1], ids[i]) == 0;
+    free(ids);
+    if (repeat)
+        fail(err, -1, "id", "two items of the batch have the same \"id\"");
+    return repeat;
 }
 
 /* The answer to a body that dw_proto_parse_json_ex refused. Only what json-c would have taken
@@ -297,6 +371,10 @@ int dw_publish_request(const struct dw_publish_env *env, const char *body, size_
             goto out;
         }
     }
+    if (rq->batch && ids_repeat(rq, &err)) {
+        *resp = dw_answer_error(err.message, err.field, resp_len);
+        goto out;
+    }
     if (dw_hub_sealed(env->hub)) {
         /* Nothing would be delivered; a send that races with the seal counts no recipients. */
         *resp = dw_answer_error("the server is shutting down", NULL, resp_len);
@@ -305,7 +383,7 @@ int dw_publish_request(const struct dw_publish_env *env, const char *body, size_
     }
     if (submit_durable(rq))
         return DW_PUBLISH_PENDING; /* rq belongs to the inbox's callback now */
-    if (rq->entries) {
+    if (rq->entries || rq->tracks) {
         /* The inbox is stopping: the daemon is shutting down. */
         *resp = dw_answer_error("the server is shutting down", NULL, resp_len);
         status = 503;

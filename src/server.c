@@ -194,6 +194,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         if (!srv)
             return 0;
+        dw__replay_drain(srv);
         dw__conn_drain_ready(srv);
         dw__http_drain_done(srv);
         if (atomic_exchange(&srv->reload_tls, 0))
@@ -338,6 +339,7 @@ struct dw_server *dw_server_new(const struct dw_config *cfg, const struct dw_aut
     srv->deadlines.prev = srv->deadlines.next = &srv->deadlines;
     srv->started_at = dw_now_realtime_ns();
     dw_readyq_init(&srv->done);
+    dw_readyq_init(&srv->replays);
     srv->ready_tail = &srv->ready_reqs;
     srv->wbuf = dw_xmalloc(LWS_PRE + DW_WRITE_BATCH);
     srv->wake = (struct dw_wake){.fn = wake, .arg = srv};
@@ -566,6 +568,7 @@ void dw_server_free(struct dw_server *srv)
     }
     dw__http_submit_ready(srv); /* every connection is closed: frees what waited */
     dw__http_free_done(srv);
+    dw__replay_free_all(srv); /* pages the stopped inbox answered after the loop ended */
     dw_hub_free(srv->hub);
     dw_ipcount_free(srv->ips);
     free(srv->wbuf);

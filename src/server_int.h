@@ -96,6 +96,7 @@ struct dw_server {
     int64_t drain_deadline;     /* monotonic ns */
     int64_t started_at;         /* realtime ns */
     struct dw_readyq done;      /* finished HTTP jobs (dw_http_req.done_node); any → io */
+    struct dw_readyq replays;   /* replay pages the inbox answered (replay.c); inbox → io */
     struct dw_wake wake;        /* how any thread wakes this one (wake.h): the hub's and the
                                  * done queue's */
     uv_loop_t *uv_loop;         /* --event-loop uv: our loop, which lws joins */
@@ -179,6 +180,39 @@ void dw__conn_close_all(struct dw_server *srv);
 
 /* Queues msg (borrowed) for conn from the I/O thread itself and asks for WRITEABLE. */
 void dw__conn_send(struct dw_conn *conn, struct dw_msg *msg);
+
+/* The welcome (connection_established) of conn, without what the inbox adds. New object. */
+struct json_object *dw__conn_welcome(struct dw_server *srv, struct dw_conn *conn);
+
+/* ---- replay.c: a connection's replay of its user's durable inbox ---------------------- */
+
+/* Starts conn's replay of the messages after `after` (DW_INBOX_UNACKED: after the user's
+ * acknowledged ones). Its answer goes first: the welcome (at the connection's start) or
+ * "resumed" (resume). Until it ends, the outbox waits. conn has no replay running. */
+void dw__replay_start(struct dw_server *srv, struct dw_conn *conn, int64_t after, bool resume);
+
+/* The next message the replay has for the socket, borrowed, or NULL (it waits for a page). */
+struct dw_msg *dw__replay_peek(struct dw_conn *conn);
+
+/* The message dw__replay_peek returned was written: gives it up. */
+void dw__replay_drop(struct dw_conn *conn);
+
+/* While a replay runs, the outbox waits: keeps it within the bound by dropping its durable
+ * messages, which a later page reads again, then trimming as usual (enforce_bound). */
+void dw__replay_hold(struct dw_server *srv, struct dw_conn *conn);
+
+/* After a write turn: asks for the next page once the replay's messages are written, or ends
+ * the replay (the outbox flows again: WRITEABLE asked for). */
+void dw__replay_advance(struct dw_server *srv, struct dw_conn *conn);
+
+/* Ends conn's replay where it is (the connection closes). */
+void dw__replay_abandon(struct dw_conn *conn);
+
+/* Hands the pages the inbox answered to their connections (the I/O thread's wake-up). */
+void dw__replay_drain(struct dw_server *srv);
+
+/* Frees the answered pages nobody will drain (at shutdown, after the inbox stopped). */
+void dw__replay_free_all(struct dw_server *srv);
 
 /* ---- http.c --------------------------------------------------------------------------- */
 

@@ -25,6 +25,7 @@ enum dw_msg_type {
     DW_MSG_ACK,
     DW_MSG_ERROR,
     DW_MSG_STATS,
+    DW_MSG_RESUMED,
     DW_MSG__COUNT
 };
 

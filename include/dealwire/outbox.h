@@ -25,6 +25,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <urcu/wfcqueue.h>
 
@@ -109,6 +110,11 @@ struct dw_outbox_trim {
  * the hot path keeps one counter per push. */
 struct dw_outbox_trim dw_outbox_trim(struct dw_outbox *ob, unsigned long max_msgs,
                                      size_t max_bytes);
+
+/* thread: consumer. Drops every pending message that has a seq (from the durable inbox, which
+ * can send it again: a connection's replay does) and returns how many; *high is raised to the
+ * highest seq dropped. */
+unsigned long dw_outbox_drop_durable(struct dw_outbox *ob, int64_t *high);
 
 /* thread: consumer. dw_outbox_splice, then dw_outbox_trim to cap messages (no byte bound).
  * Returns the number dropped. */

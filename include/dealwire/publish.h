@@ -3,12 +3,15 @@
  *
  * Body: one object, or a JSON array of them (a batch):
  *   {"target": {"user_id": U} | {"channel": C} | "all",
- *    "message": {"type": T, ...}, "critical": bool}
+ *    "message": {"type": T, ...}, "critical": bool, "id": ID}
  * T is one of deal_alert, price_alert, trip_update, notification. The whole body is
  * validated before anything is sent: a bad item fails the request and sends nothing.
  * The message's fields are delivered as given, in order, plus a server "timestamp". Numbers
  * keep their spelling: a body with an integer json-c cannot hold exactly (outside 64 bits, or
  * -0) or with a raw control character in a string is refused with 400 naming the field.
+ * An item with an "id" (with a database) is published once per id within --inbox-retention:
+ * published again, it is neither stored nor sent, and its answer is the first one's, marked
+ * "duplicate" (publishers retry after timeouts). Without a database the id is only echoed.
  */
 #ifndef DEALWIRE_PUBLISH_H
 #define DEALWIRE_PUBLISH_H
@@ -43,7 +46,8 @@ struct dw_publish_env {
  * HTTP status (200, 400, or 503 once the hub is sealed) and sets *resp to a new
  * NUL-terminated JSON answer (the caller frees it) of *resp_len bytes.
  *
- * With env->inbox, the critical items to a user are durable: the request goes to the inbox,
+ * With env->inbox, the critical items to a user are durable, and items with an id are
+ * checked against the ids seen before: the request goes to the inbox,
  * and once they are written (each with its user's seq, which its result carries) every item
  * is sent in order and env->done gets the answer; if they cannot be written, nothing is sent
  * and the answer is 503. dw_publish_request then returns DW_PUBLISH_PENDING and sets nothing.

@@ -241,3 +241,73 @@ def test_acks_mark_the_users_messages_through_seq(dealwire, pg_db):
         await other.close()
 
     run(main())
+
+
+def test_a_publish_id_is_published_once(dealwire, pg_db):
+    # An item with an "id" is stored and sent once: published again (a retry after a timeout),
+    # it gets the first answer marked "duplicate", and nothing is stored or sent again. Live
+    # pushes with ids too. Ids repeated in one batch, or invalid, are refused naming the field.
+    server, db, url = pg_db
+    d = start(dealwire, url)
+
+    async def main():
+        ws, _ = await connect_user(d.port, "ivy", max_queue=None)
+        first = await apublish(d.port, dict(alert("ivy", 1, critical=True), id="order-1"))
+        assert first == {"recipients": 1, "id": "order-1", "seq": 1}, first
+        assert (await recv_json(ws, 5))["seq"] == 1
+        again = await apublish(d.port, dict(alert("ivy", 1, critical=True), id="order-1"))
+        assert again == {"recipients": 1, "id": "order-1", "seq": 1, "duplicate": True}, again
+        batch = await apublish(d.port, [dict(alert("ivy", 2, critical=True), id="order-1"),
+                                        dict(alert("ivy", 3), id="live-3"),
+                                        dict(alert("ivy", 4, critical=True), id="order-4")])
+        assert [(r.get("seq"), r.get("duplicate", False)) for r in batch["results"]] == \
+            [(1, True), (None, False), (2, False)], batch
+        assert [m["n"] for m in [await recv_json(ws, 5) for _ in range(2)]] == [3, 4]
+        live = await apublish(d.port, dict(alert("ivy", 3), id="live-3"))
+        assert live["duplicate"] is True and "seq" not in live, live
+        # Only what was new was sent: the ping's pong comes next.
+        await ws.send(json.dumps({"type": "ping"}))
+        assert (await recv_json(ws, 5))["type"] == "pong"
+        assert [s for s, _, _ in stored(server, db, "ivy")] == [1, 2]
+        status, body = http_post(d.port, "/api/publish", [dict(alert("ivy", 5), id="x"),
+                                                          dict(alert("ivy", 6), id="x")])
+        assert status == 400 and body["field"] == "id", body
+        status, body = http_post(d.port, "/api/publish", [alert("ivy", 7),
+                                                          dict(alert("ivy", 8), id="a b")])
+        assert status == 400 and body["field"] == "[1].id", body
+        status, stats = await aget(d.port, "/api/websocket/stats")
+        assert stats["inbox"]["duplicates"] == 3, stats["inbox"]
+        await ws.close()
+
+    run(main())
+
+
+def test_concurrent_publishes_of_one_id_make_one_message(dealwire, pg_db):
+    server, db, url = pg_db
+    d = start(dealwire, url)
+    answers, errors = [], []
+
+    def publisher():
+        try:
+            for i in range(20):
+                answers.append(publish(d.port, dict(alert("jo", i, critical=True), id=f"j{i}")))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=publisher) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(t(60))
+    assert not errors, errors
+    firsts = [a for a in answers if not a.get("duplicate")]
+    assert sorted(a["id"] for a in firsts) == sorted(f"j{i}" for i in range(20))
+    assert sorted(a["seq"] for a in firsts) == list(range(1, 21))
+    by_id = {a["id"]: a["seq"] for a in firsts}
+    assert all(a["seq"] == by_id[a["id"]] for a in answers), answers
+    assert [s for s, _, _ in stored(server, db, "jo")] == list(range(1, 21))
+
+
+def test_a_publish_id_without_a_database_is_echoed(daemon):
+    answer = publish(daemon.port, dict(alert("kim", 1, critical=True), id="k-1"))
+    assert answer == {"recipients": 0, "id": "k-1"}, answer

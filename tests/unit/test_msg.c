@@ -377,6 +377,7 @@ static void test_type_names(void **state)
         [DW_MSG_ACK] = "ack",
         [DW_MSG_ERROR] = "error",
         [DW_MSG_STATS] = "stats",
+        [DW_MSG_RESUMED] = "resumed",
     };
 
     (void)state;

@@ -375,6 +375,35 @@ static void test_trim_bytes_and_over(void **state)
     unref_msgs(msgs, NMSG);
 }
 
+/* dw_outbox_drop_durable: only messages with a seq go, the others keep their order, and the
+ * highest seq dropped is reported. */
+static void test_drop_durable(void **state)
+{
+    struct dw_msg *msgs[NMSG];
+    struct dw_outbox ob;
+    int64_t high = 2;
+
+    (void)state;
+    make_msgs(msgs, NMSG, 0x16); /* 1, 2 and 4 critical */
+    msgs[1]->seq = 7;
+    msgs[4]->seq = 9;
+    dw_outbox_init(&ob);
+    for (unsigned i = 0; i < 6; i++)
+        dw_outbox_push(&ob, msgs[i]);
+    dw_outbox_splice(&ob);
+    assert_int_equal(dw_outbox_drop_durable(&ob, &high), 2);
+    assert_int_equal(high, 9);
+    assert_int_equal(dw_outbox_queued(&ob), 4);
+    pop_expect(&ob, msgs[0]);
+    pop_expect(&ob, msgs[2]); /* critical without a seq: kept */
+    pop_expect(&ob, msgs[3]);
+    pop_expect(&ob, msgs[5]);
+    assert_int_equal(dw_outbox_drop_durable(&ob, &high), 0);
+    assert_int_equal(high, 9);
+    dw_outbox_destroy(&ob);
+    unref_msgs(msgs, NMSG);
+}
+
 static void test_collect_keeps_critical(void **state)
 {
     struct dw_msg *msgs[NMSG];
@@ -622,6 +651,7 @@ int main(void)
         cmocka_unit_test(test_collect_drops_oldest),
         cmocka_unit_test(test_collect_keeps_critical),
         cmocka_unit_test(test_trim_bytes_and_over),
+        cmocka_unit_test(test_drop_durable),
         cmocka_unit_test(test_destroy_drops_references),
         cmocka_unit_test(test_destroy_is_last_holder),
         cmocka_unit_test(test_block_nodes),

@@ -178,6 +178,34 @@ static void test_parse_ack(void **state)
     }
 }
 
+static void test_parse_resume(void **state)
+{
+    static const char *const bad[] = {
+        "{\"type\":\"resume\"}",
+        "{\"type\":\"resume\",\"last_seq\":-1}",
+        "{\"type\":\"resume\",\"last_seq\":2.5}",
+        "{\"type\":\"resume\",\"last_seq\":\"3\"}",
+        "{\"type\":\"resume\",\"seq\":3}",
+        "{\"type\":\"resume\",\"last_seq\":9223372036854775808}",
+    };
+    struct dw_cmd cmd;
+
+    (void)state;
+    assert_int_equal(parse_str("{\"type\":\"resume\",\"last_seq\":0}", &cmd), DW_CMD_RESUME);
+    assert_int_equal(cmd.seq, 0);
+    dw_cmd_release(&cmd);
+    assert_int_equal(parse_str("{\"last_seq\":41,\"type\":\"resume\"}", &cmd), DW_CMD_RESUME);
+    assert_int_equal(cmd.seq, 41);
+    dw_cmd_release(&cmd);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (parse_str(bad[i], &cmd) != DW_CMD_INVALID)
+            fail_msg("%s: accepted", bad[i]);
+        assert_string_equal(cmd.error_code, "invalid_message");
+        assert_non_null(strstr(cmd.error_message, "last_seq"));
+        dw_cmd_release(&cmd);
+    }
+}
+
 static void test_parse_uses_len_only(void **state)
 {
     static const char buf[] = "{\"type\":\"ping\"}{\"type\":\"get_stats\"}";
@@ -874,6 +902,7 @@ int main(void)
         cmocka_unit_test(test_parse_get_stats_and_other),
         cmocka_unit_test(test_parse_uses_len_only),
         cmocka_unit_test(test_parse_ack),
+        cmocka_unit_test(test_parse_resume),
         cmocka_unit_test(test_invalid_json),
         cmocka_unit_test(test_valid_json_edges),
         cmocka_unit_test(test_integers_at_the_limits_kept),
