@@ -10,6 +10,14 @@
  *
  * Everything from the server is put into the page as text (textContent, attribute values),
  * never parsed as HTML, and each list keeps the newest MAX_ITEMS entries.
+ *
+ * Durable delivery (a daemon with --db): each message with a seq shows it ("#17"), and those
+ * that are history (seq up to the last_seq of the welcome or of a "resumed" answer: sent
+ * again after a reconnect, or kept while no one was connected) carry a "replayed" badge. The
+ * counters show the last seq handled; a notice says when the server could not give back
+ * everything missed. window.dealwireDashboard holds the client and `handled`, one entry
+ * {seq, type, replayed, dealId} per message with seq handled (the newest MAX_HANDLED), for
+ * people and tests looking at the page from outside.
  */
 import { DealwireClient, describeClose } from "./dealwire.js";
 
@@ -18,12 +26,13 @@ const USER_ID_RE = /^[A-Za-z0-9_.:@-]{1,128}$/;
 const USER_ID_HELP = "A user id is 1 to 128 of A-Z a-z 0-9 _ . : @ -";
 const CHANNEL_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
 const MAX_ITEMS = 50;
+const MAX_HANDLED = 10000;
 const LEVELS = new Set(["info", "success", "warning", "error"]);
 const COUNTED = ["deal_alert", "price_alert", "trip_update", "notification"];
 
 const $ = (id) => document.getElementById(id);
 const money = new Intl.NumberFormat("en-US", { style: "currency", currency: "USD" });
-const counts = { other: 0, reconnects: 0 };
+const counts = { other: 0, reconnects: 0, replayed: 0 };
 for (const type of COUNTED) counts[type] = 0;
 
 /* ---- DOM helpers (text only) ------------------------------------------------------------ */
@@ -70,9 +79,22 @@ function meta(...parts) {
     return el("span", "meta", shown.join(" · "));
 }
 
+/* A message with seq (info from dealwire.js: {seq, replayed}) shows it, and a badge when it
+ * is history rather than news. */
+function markSeq(item, info) {
+    if (!info) return;
+    item.dataset.seq = String(info.seq);
+    const tags = [el("span", "seq", `#${info.seq}`)];
+    if (info.replayed) {
+        item.dataset.replayed = "true";
+        tags.push(el("span", "badge replayed", "replayed"));
+    }
+    item.prepend(...tags);
+}
+
 /* ---- renderers, one per message type -------------------------------------------------- */
 
-function showDeal(msg) {
+function showDeal(msg, info) {
     const kind = msg.alert_type === "trending" ? "trending" : "hot_deal";
     const item = el("li", `deal ${kind}`);
     item.dataset.dealId = String(msg.deal_id ?? "");
@@ -89,10 +111,11 @@ function showDeal(msg) {
         ? `${m.origin} → ${m.destination}` : "";
     item.append(meta(msg.category, route, typeof m.provider === "string" ? m.provider : "",
                      msg.deal_id, clock(msg.timestamp)));
+    markSeq(item, info);
     prepend($("deal-alerts"), item, `${kind}:${msg.deal_id}`);
 }
 
-function showPriceAlert(msg) {
+function showPriceAlert(msg, info) {
     const item = el("li", "price-alert");
     item.dataset.dealId = String(msg.deal_id ?? "");
     item.append(el("span", "title", msg.title ?? msg.deal_id ?? "(untitled deal)"));
@@ -110,11 +133,12 @@ function showPriceAlert(msg) {
         item.append(reasons);
     }
     item.append(meta(msg.deal_id, clock(msg.timestamp)));
+    markSeq(item, info);
     prepend($("price-alerts"), item);
 }
 
 /* A plan's updates share one entry: a new entry starts at progress 0 (status "started"). */
-function showTripUpdate(msg) {
+function showTripUpdate(msg, info) {
     const list = $("trip-updates");
     const progress = isNumber(msg.progress) ? Math.max(0, Math.min(100, msg.progress)) : 0;
     let item = list.firstElementChild;
@@ -139,14 +163,16 @@ function showTripUpdate(msg) {
     if (isNumber(extra.fit_score)) facts.push(`fit ${extra.fit_score}`);
     if (extra.count !== undefined) facts.push(`${extra.count} options`);
     item.append(meta(...facts, clock(msg.timestamp)));
+    markSeq(item, info);
 }
 
-function showNotification(msg) {
+function showNotification(msg, info) {
     const level = LEVELS.has(msg.level) ? msg.level : "info";
     const item = el("li", `note level-${level}`);
     item.append(el("span", "level", level));
     item.append(el("span", "message", msg.message ?? ""));
     item.append(meta(msg.channel ? `#${msg.channel}` : "", clock(msg.timestamp)));
+    markSeq(item, info);
     prepend($("notifications"), item);
 }
 
@@ -176,7 +202,10 @@ function showState(info) {
         detail = `as ${info.welcome.user_id}, connection ${info.welcome.connection_id}`;
         $("state-user").textContent = info.welcome.user_id;
         if (token) $("user-id").value = info.welcome.user_id;
-        logConnection(`connected ${detail}`, "connected");
+        const history = Number.isInteger(info.welcome.last_seq)
+            ? `, history through #${info.welcome.last_seq}` : "";
+        logConnection(`connected ${detail}${history}`, "connected");
+        showLastSeq(client.lastSeq);
     } else if (info.state === "reconnecting") {
         const retry = `retry ${info.attempt} in ${(info.delayMs / 1000).toFixed(1)} s`;
         detail = `${info.reason || "closed"}; ${retry}`;
@@ -190,6 +219,38 @@ function showState(info) {
     }
     $("state-detail").textContent = detail;
     showCounts();
+}
+
+function showLastSeq(seq) {
+    const node = $("last-seq");
+    node.textContent = seq === null || seq === undefined ? "-" : `#${seq}`;
+    node.dataset.seq = seq === null || seq === undefined ? "" : String(seq);
+}
+
+function historyText(lost) {
+    const mine = lost.lastSeq === null ? "this page's start" : `#${lost.lastSeq}`;
+    switch (lost.reason) {
+    case "server_behind":
+        return `The server's history ends at #${lost.serverLastSeq}, before ${mine} ` +
+            "(a new database?): counting again from there. Reload for the current state.";
+    case "replay_error":
+        return `The server could not read back what was missed after ${mine} ` +
+            `(${lost.error}). Reload for the current state.`;
+    case "gap":
+        return `Messages after ${mine} were skipped. Reload for the current state.`;
+    default:
+        return `Some messages after ${mine} are no longer kept by the server. ` +
+            "Reload for the current state.";
+    }
+}
+
+function showHistoryLost(lost) {
+    const notice = $("history-notice");
+    notice.textContent = historyText(lost);
+    notice.dataset.reason = lost.reason;
+    notice.hidden = false;
+    logConnection(`history not recovered (${lost.reason}) after ${lost.lastSeq ?? "-"}`,
+                  "history_lost");
 }
 
 function showChannels() {
@@ -209,12 +270,20 @@ if (token) {
 const userId = params.get("user_id") || DEFAULT_USER;
 
 const client = new DealwireClient({ userId, token, pingIntervalMs: 25000 });
+const handled = [];
+window.dealwireDashboard = Object.freeze({ client, handled });
 client.on("state", showState);
 client.on("deal_alert", showDeal);
 client.on("price_alert", showPriceAlert);
 client.on("trip_update", showTripUpdate);
 client.on("notification", showNotification);
-client.on("message", (msg) => {
+client.on("message", (msg, info) => {
+    if (info) {
+        handled.push({ seq: info.seq, type: msg.type, replayed: info.replayed,
+                       dealId: msg.deal_id ?? null });
+        if (handled.length > MAX_HANDLED) handled.splice(0, handled.length - MAX_HANDLED);
+        if (info.replayed) counts.replayed += 1;
+    }
     if (COUNTED.includes(msg.type)) {
         counts[msg.type] += 1;
     } else if (msg.type !== "connection_established" && msg.type !== "pong") {
@@ -226,6 +295,10 @@ client.on("error", (msg) => {
     logConnection(`error ${msg.code ?? ""}: ${msg.message ?? ""}`, "error");
 });
 client.on("invalid", (err) => logConnection(`unreadable message: ${err.message}`, "error"));
+client.on("handled", (h) => {
+    if (h.user === client.welcome?.user_id) showLastSeq(h.lastSeq);
+});
+client.on("history_lost", showHistoryLost);
 
 const userInput = $("user-id");
 userInput.value = token ? "" : userId;
@@ -238,6 +311,8 @@ $("connect-form").addEventListener("submit", (ev) => {
         return;
     }
     $("form-error").textContent = "";
+    $("history-notice").hidden = true;
+    showLastSeq(null);
     client.userId = next;
     const url = new URL(location.href);
     url.searchParams.set("user_id", next);

@@ -14,17 +14,32 @@ What is proved, and how:
 - when the daemon stops (close 1001) and starts again on the same port, the page goes to
   "reconnecting" and back to "connected" by itself;
 - with JWT auth the page takes the token from the #fragment; with --allowed-origins it
-  connects only when the daemon's own origin is listed.
+  connects only when the daemon's own origin is listed;
+- durable delivery (a daemon with --db, docs/delivery.md), in dealwire.js and on the page:
+  against a scripted server in the page, the client's bookkeeping (duplicates dropped, one
+  resume per gap, acks coalesced and sent only once a handler's promise settled, the last seq
+  kept per user, "history_lost"); against the real daemon and PostgreSQL, a page holds every
+  critical alert exactly once, seq for seq with the inbox, through a `kill -9` of the daemon
+  in the middle of a burst; a page opened later gets what was sent while no one was connected,
+  marked replayed; what the page handled is acknowledged in alert_inbox; a reloaded page goes
+  on from the seq it stored, not from the acknowledgements of another device; a page whose
+  last seq the server no longer has says so and counts again from the server's.
 
-Nothing waits by sleeping: WebDriverWait polls DOM conditions, within scaled deadlines.
+Nothing waits by sleeping: WebDriverWait polls DOM conditions, within scaled deadlines (the
+burst's publishers pause 20 ms between retries of a refused publish: pacing, not waiting).
 One Chromium serves the whole module (started once, stopped with driver.quit(), its
 chromedriver by PID if it outlives that); each test loads a fresh page.
 """
 
+import http.client
 import re
 import shutil
+import signal
 import socket
+import threading
+import time
 import urllib.parse
+from collections import Counter
 
 import pytest
 
@@ -306,6 +321,8 @@ def test_page_connects_and_shows_published_messages_as_text(dealwire, page):
     assert not any("for bob" in i["text"] for i in items(page, "notifications"))
     assert [counter(page, n) for n in ("deal_alert", "price_alert", "trip_update",
                                        "notification", "reconnects")] == [1, 1, 1, 1, 0]
+    # Without --db nothing carries a seq: nothing is numbered, marked or remembered.
+    assert "seq" not in alert and page_last_seq(page) == (None, "") and handled(page) == []
     assert console_errors(page) == []
 
 
@@ -432,3 +449,392 @@ def test_page_is_refused_when_its_origin_is_not_allowed(dealwire, page):
                          ["refused"]["origin"], t(10), "the daemon's count of refused origins")
     assert refused >= 1
     assert http_get(d.port, "/api/websocket/users/web-erin")[0] == 404
+
+
+# --------------------------------------------------------------------------------------------
+# Durable delivery: seq, replay, acks, resume (docs/delivery.md)
+# --------------------------------------------------------------------------------------------
+
+# dealwire.js against a scripted server: a fake WebSocket class given to the client, driven
+# message by message from inside the page. What the real daemon cannot be made to do on
+# demand (a gap, a duplicate, a slow handler) is played here. Timers only order events that
+# the client's own timers (ackDelayMs 30 ms) decide, so the outcome does not depend on speed.
+SCRIPTED_CLIENT = """
+const done = arguments[arguments.length - 1];
+(async () => {
+    const { DealwireClient } = await import("/dealwire.js");
+    const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
+    const sockets = [];
+    class FakeSocket {
+        constructor(url) { this.url = url; this.sent = []; this.readyState = 1;
+                           sockets.push(this); }
+        send(text) { this.sent.push(JSON.parse(text)); }
+        close() { this.readyState = 3; }
+        deliver(...msgs) { for (const m of msgs) this.onmessage({ data: JSON.stringify(m) }); }
+        sentOf(type) { return this.sent.filter((m) => m.type === type); }
+    }
+    const store = new Map();
+    const storage = { getItem: (k) => (store.has(k) ? store.get(k) : null),
+                      setItem: (k, v) => store.set(k, String(v)) };
+    const options = { url: "ws://127.0.0.1:9/ws/events", userId: "u1", storage,
+                      WebSocket: FakeSocket, ackDelayMs: 30 };
+    const welcome = (extra) => ({ type: "connection_established", user_id: "u1",
+                                  connection_id: "1", ...extra });
+    const alert = (seq, extra = {}) => ({ seq, type: "price_alert", deal_id: `d${seq}`,
+                                          ...extra });
+    const out = {};
+    const got = [], ignored = [], lost = [];
+    let release = null;
+    const c = new DealwireClient(options);
+    c.on("price_alert", (m, info) => {
+        got.push([m.seq, info.replayed]);
+        if (m.slow) return new Promise((r) => { release = r; });
+    });
+    c.on("ignored", (i) => ignored.push([i.msg.seq, i.reason]));
+    c.on("history_lost", (l) => lost.push(l));
+    c.connect();
+    await tick();
+    const ws = sockets[0];
+    out.firstUrl = ws.url;
+    // A first connection: what is not acknowledged yet (3..5 <= last_seq 5) is history.
+    ws.deliver(welcome({ last_seq: 5, recovered: true }));
+    ws.deliver(alert(3), alert(4), alert(5), alert(4), alert(6));
+    out.replay = { got: [...got], lastSeq: c.lastSeq, acks: ws.sentOf("ack") };
+    await tick(100);
+    out.ackLater = ws.sentOf("ack");
+    // A handler's promise: handled (stored, acknowledged) once it settles.
+    ws.deliver(alert(7, { slow: true }));
+    await tick(100);
+    out.pending = { lastSeq: c.lastSeq, acks: ws.sentOf("ack").length,
+                    stored: storage.getItem("dealwire:last_seq:u1") };
+    release();
+    await tick(100);
+    out.settled = { lastSeq: c.lastSeq, acks: ws.sentOf("ack"),
+                    stored: storage.getItem("dealwire:last_seq:u1") };
+    // A gap: one resume; everything with seq waits for "resumed".
+    ws.deliver(alert(9), alert(10), alert(8));
+    out.resumes = ws.sentOf("resume");
+    ws.deliver({ type: "resumed", last_seq: 10, recovered: true },
+               alert(8), alert(9), alert(10), alert(11));
+    out.resumesAfter = ws.sentOf("resume").length;
+    out.got = got;
+    out.ignored = ignored;
+    out.lastSeq = c.lastSeq;
+    out.lost = lost.length;
+    c.close();
+    // A reload: the stored seq goes in the URL. The server's history ends below it.
+    const lost2 = [];
+    const c2 = new DealwireClient(options);
+    c2.on("history_lost", (l) => lost2.push(l));
+    c2.connect();
+    await tick();
+    out.reloadUrl = sockets[1].url;
+    sockets[1].deliver(welcome({ last_seq: 0, recovered: false }));
+    out.lost2 = lost2;
+    out.afterLost = c2.lastSeq;
+    sockets[1].deliver(alert(1));
+    out.afterNew = c2.lastSeq;
+    c2.close();
+    // No storage: nothing kept between clients.
+    const c3 = new DealwireClient({ ...options, storage: null });
+    c3.connect();
+    await tick();
+    out.noStorageUrl = sockets[2].url;
+    c3.close();
+    return out;
+})().then(done, (err) => done({ error: String((err && err.stack) || err) }));
+"""
+
+
+def test_client_keeps_seq_acks_and_resumes_against_a_scripted_server(dealwire, page):
+    d = dealwire()
+    open_page(page, d.port, "?user_id=bad%20id")  # the page's own client stays idle
+    out = page.execute_async_script(SCRIPTED_CLIENT)
+    assert "error" not in out, out.get("error")
+    assert "last_seq" not in out["firstUrl"], out  # a first connection asks for nothing
+    # 3..5 are history, 6 is news; the second 4 reached no handler; no ack at once...
+    assert out["replay"]["got"] == [[3, True], [4, True], [5, True], [6, False]], out
+    assert out["replay"]["lastSeq"] == 6 and out["replay"]["acks"] == [], out
+    # ... but one, of the highest, after ackDelayMs.
+    assert out["ackLater"] == [{"type": "ack", "seq": 6}], out
+    assert out["pending"] == {"lastSeq": 6, "acks": 1, "stored": "6"}, out
+    assert out["settled"] == {"lastSeq": 7, "acks": [{"type": "ack", "seq": 6},
+                                                     {"type": "ack", "seq": 7}],
+                              "stored": "7"}, out
+    assert out["resumes"] == [{"type": "resume", "last_seq": 7}], out
+    assert out["resumesAfter"] == 1, out
+    assert [s for s, _ in out["got"]] == [3, 4, 5, 6, 7, 8, 9, 10, 11], out
+    assert out["ignored"] == [[4, "duplicate"], [9, "gap"], [10, "resuming"], [8, "resuming"]]
+    assert out["lastSeq"] == 11 and out["lost"] == 0, out
+    assert urllib.parse.parse_qs(urllib.parse.urlsplit(out["reloadUrl"]).query) == {
+        "user_id": ["u1"], "last_seq": ["11"]}, out
+    assert [(x["reason"], x["lastSeq"], x["serverLastSeq"]) for x in out["lost2"]] == [
+        ("server_behind", 11, 0)], out
+    assert out["afterLost"] == 0 and out["afterNew"] == 1, out
+    assert "last_seq" not in out["noStorageUrl"], out
+    assert console_errors(page) == []
+
+
+def start_with_db(dealwire, url, port=None):
+    d = dealwire("--db", url, port=port)
+    wait_until(lambda: http_get(d.port, "/readyz")[0] == 200, t(30), "the schema")
+    return d
+
+
+def critical_alert(user, name):
+    return {"target": {"user_id": user}, "critical": True, "message": {
+        "type": "price_alert", "deal_id": name, "title": f"Alert {name}", "current_price": 90,
+        "threshold": 100}}
+
+
+def handled(driver):
+    """What the page handled with a seq, in order: [{seq, type, replayed, dealId}]."""
+    return driver.execute_script("return window.dealwireDashboard.handled.slice()")
+
+
+def page_last_seq(driver):
+    """(the client's lastSeq, the seq the page shows)."""
+    return tuple(driver.execute_script(
+        "return [window.dealwireDashboard.client.lastSeq,"
+        " document.getElementById('last-seq').dataset.seq]"))
+
+
+def wait_handled(driver, n, what, timeout=10):
+    """Waits until the page handled n messages with seq; returns them."""
+    return wait_for(driver, lambda d: (lambda h: h if len(h) >= n else None)(handled(d)),
+                    what, timeout)
+
+
+def inbox(server, db, user):
+    """{seq: (deal_id, acknowledged)} of user's stored messages."""
+    rows = server.psql(f"SELECT seq, payload->>'deal_id', acked_at IS NOT NULL FROM alert_inbox"
+                       f" WHERE user_id = '{user}' ORDER BY seq", db)
+    return {int(s): (deal, acked == "t") for s, deal, acked in rows}
+
+
+class Burst:
+    """Critical price alerts "<prefix>-0" .. "<prefix>-<total-1>" to user, published by a few
+    threads, each retried with the same content until it is answered 200 (within a deadline).
+    A publish refused at the socket or answered 503 is retried; an answer lost with the
+    daemon may have been stored, so its alert may be stored twice."""
+
+    def __init__(self, port, user, prefix, total, threads=2):
+        self.port, self.user, self.prefix, self.total = port, user, prefix, total
+        self.todo = iter(range(total))
+        self.lock = threading.Lock()
+        self.seq_of = {}  # deal id -> the seq of its 200
+        self.attempts = Counter()
+        self.failures = []
+        self.errors = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def start(self):
+        for th in self.threads:
+            th.start()
+        return self
+
+    def answered(self):
+        with self.lock:
+            return len(self.seq_of)
+
+    def join(self, timeout):
+        deadline = time.monotonic() + timeout
+        for th in self.threads:
+            th.join(max(0.0, deadline - time.monotonic()))
+        self.stop.set()
+        assert not any(th.is_alive() for th in self.threads), "the publishers did not finish"
+        assert not self.errors, self.errors
+
+    def _next(self):
+        with self.lock:
+            return next(self.todo, None)
+
+    def _run(self):
+        deadline = time.monotonic() + t(90)
+        try:
+            while (n := self._next()) is not None:
+                self._publish(f"{self.prefix}-{n}", deadline)
+        except Exception as exc:  # reported by join()
+            self.errors.append(exc)
+
+    def _publish(self, name, deadline):
+        while not self.stop.is_set():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name}: no 200 within the deadline: {self.failures[-3:]}")
+            with self.lock:
+                self.attempts[name] += 1
+            try:
+                r = http_request(self.port, "POST", "/api/publish",
+                                 body=critical_alert(self.user, name), timeout=t(5))
+            except (OSError, http.client.HTTPException) as exc:
+                failure = repr(exc)  # the daemon is away, or went away with the request
+            else:
+                if r.status == 200:
+                    with self.lock:
+                        self.seq_of[name] = r.json["seq"]
+                    return
+                assert r.status == 503, f"{name}: {r.status} {r.json}"
+                failure = f"503 {r.json}"
+            with self.lock:
+                self.failures.append((name, failure))
+            self.stop.wait(0.02)  # pace the retries while the daemon is away
+
+
+def test_page_holds_every_critical_alert_once_through_a_kill_9(dealwire, page, pg_db):
+    """300 critical alerts; the daemon is SIGKILLed in the middle of them and started again on
+    the same port and database; the page reconnects by itself (with the last seq it handled)
+    and ends up with every stored alert exactly once, in seq order, seq for seq as stored."""
+    server, db, url = pg_db
+    d1 = start_with_db(dealwire, url)
+    user = "web-burst"
+    open_page(page, d1.port, f"?user_id={user}")
+    wait_connected(page, user)
+
+    total = 300
+    burst = Burst(d1.port, user, "burst", total).start()
+    wait_until(lambda: burst.answered() >= 120, t(30), "120 alerts answered")
+    d1.send_signal(signal.SIGKILL)  # by the PID of the process this test started
+    assert d1.wait(t(10)) == -signal.SIGKILL
+    d1.exit_problems = lambda: []  # killed on purpose: its exit code says nothing
+    killed_at = burst.answered()
+    d2 = dealwire("--db", url, port=d1.port)
+    burst.join(t(120))
+    assert killed_at < total and burst.failures, "the kill did not land inside the burst"
+
+    stored = inbox(server, db, user)
+    last = max(stored)
+    assert sorted(stored) == list(range(1, last + 1))
+    got = wait_handled(page, last, f"the page to handle seq 1..{last}", timeout=30)
+    wait_for(page, lambda p: page_last_seq(p) == (last, str(last)), f"last seq {last} shown")
+    # Every seq once, in order (no duplicate, no gap), and the page's alert is the stored one.
+    assert [h["seq"] for h in got] == list(range(1, last + 1)), [h["seq"] for h in got]
+    assert {h["seq"]: h["dealId"] for h in got} == {s: deal for s, (deal, _) in stored.items()}
+    # Every alert answered 200 is there under the seq of its answer; one is there twice only
+    # if a publish of it was lost with the daemon and published again.
+    for name, seq in burst.seq_of.items():
+        assert got[seq - 1]["dealId"] == name, (name, seq, got[seq - 1])
+    names = Counter(h["dealId"] for h in got)
+    assert set(names) == {f"burst-{n}" for n in range(total)}
+    assert all(count <= burst.attempts[name] for name, count in names.items()), names
+    # (at most one answer per publisher thread went down with the daemon)
+    assert len(got) - total == sum(c - 1 for c in names.values()) <= len(burst.threads), names
+    assert counter(page, "reconnects") == 1  # by itself, once
+    status, stats = http_get(d2.port, f"/api/websocket/users/{user}")
+    assert status == 200 and stats["connections"] == 1, (status, stats)
+    assert not [m for m in console_errors(page) if "WebSocket connection to" not in m]
+
+
+def test_page_opened_later_gets_what_was_sent_while_away_marked_replayed(dealwire, page, pg_db):
+    """Offline delivery: messages published while no one was connected arrive on the first
+    connection (which has no last seq), marked replayed; what is published after is not."""
+    server, db, url = pg_db
+    d = start_with_db(dealwire, url)
+    user = "web-offline"
+    for n in range(4):
+        assert publish(d.port, critical_alert(user, f"away-{n}"))["recipients"] == 0
+    assert publish(d.port, {"target": {"user_id": user}, "critical": True, "message": {
+        "type": "notification", "message": f"while away {XSS}", "level": "info"}})["seq"] == 5
+
+    open_page(page, d.port, f"?user_id={user}")
+    wait_connected(page, user)
+    got = wait_handled(page, 5, "the messages sent while away")
+    assert [(h["seq"], h["replayed"]) for h in got] == [(s, True) for s in range(1, 6)], got
+    alerts = items(page, "price-alerts")
+    assert [(i["seq"], i.get("replayed")) for i in alerts] == [
+        (str(s), "true") for s in (4, 3, 2, 1)], alerts
+    assert all("replayed" in i["text"] and f"#{i['seq']}" in i["text"] for i in alerts), alerts
+    note = wait_item(page, "notifications", lambda i: "while away" in i["text"], "the note")
+    assert note["seq"] == "5" and note["replayed"] == "true" and XSS in note["text"], note
+    assert counter(page, "replayed") == 5 and page_last_seq(page) == (5, "5")
+
+    publish(d.port, critical_alert(user, "live-0"))
+    live = wait_item(page, "price-alerts", lambda i: i.get("dealId") == "live-0", "the live one")
+    assert live["seq"] == "6" and "replayed" not in live and "replayed" not in live["text"], live
+    assert handled(page)[-1] == {"seq": 6, "type": "price_alert", "replayed": False,
+                                 "dealId": "live-0"}
+    wait_for(page, lambda p: page_last_seq(p) == (6, "6"), "last seq 6 shown")
+    assert page.execute_script("return document.querySelectorAll('img').length") == 0
+    assert page.execute_script("return document.getElementById('history-notice').hidden")
+    assert console_errors(page) == []
+
+
+def test_page_acknowledges_what_it_handled(dealwire, page, pg_db):
+    """The page acks what it handled: every row of alert_inbox gets acked_at; the acks are
+    coalesced (a burst of 120 is a few acks, not 120)."""
+    server, db, url = pg_db
+    d = start_with_db(dealwire, url)
+    user = "web-acks"
+    open_page(page, d.port, f"?user_id={user}")
+    wait_connected(page, user)
+    answer = publish(d.port, [critical_alert(user, f"ack-{n}") for n in range(120)])
+    assert [r["seq"] for r in answer["results"]] == list(range(1, 121)), answer
+    wait_handled(page, 120, "120 alerts handled")
+    wait_until(lambda: all(acked for _, acked in inbox(server, db, user).values()), t(10),
+               "every stored alert acknowledged")
+    assert len(inbox(server, db, user)) == 120
+    acks = page.execute_script("return window.dealwireDashboard.client.acksSent")
+    assert 1 <= acks <= 10, acks
+
+
+def test_reloaded_page_goes_on_from_the_seq_it_stored(dealwire, page, pg_db):
+    """The last seq is kept in the page's localStorage, per origin: a reloaded page asks for
+    what follows its own last seq. Another device (another origin: localhost) acknowledges
+    messages meanwhile; the reloaded page still gets them, so it did not rely on the acks."""
+    server, db, url = pg_db
+    d = start_with_db(dealwire, url)
+    user = "web-reload"
+    open_page(page, d.port, f"?user_id={user}")
+    wait_connected(page, user)
+    for n in range(3):
+        publish(d.port, critical_alert(user, f"first-{n}"))
+    wait_handled(page, 3, "the first three")
+    wait_until(lambda: all(a for _, a in inbox(server, db, user).values()), t(10), "3 acks")
+    page.get("about:blank")
+    for n in range(3):
+        publish(d.port, critical_alert(user, f"second-{n}"))
+
+    # The other device: a first connection, so it gets what is unacknowledged, and acks it.
+    page.get(f"http://localhost:{d.port}/?user_id={user}")
+    wait_connected(page, user, "the other device")
+    assert [h["seq"] for h in wait_handled(page, 3, "4..6 on the other device")] == [4, 5, 6]
+    wait_until(lambda: all(a for _, a in inbox(server, db, user).values()), t(10), "6 acks")
+    page.get("about:blank")
+
+    open_page(page, d.port, f"?user_id={user}")
+    wait_connected(page, user, "the reloaded page")
+    got = wait_handled(page, 3, "4..6 on the reloaded page")
+    assert [(h["seq"], h["dealId"], h["replayed"]) for h in got] == [
+        (4, "second-0", True), (5, "second-1", True), (6, "second-2", True)], got
+    assert page_last_seq(page) == (6, "6")
+    assert console_errors(page) == []
+
+
+def test_page_says_when_its_history_is_gone(dealwire, page, pg_db):
+    """A page whose stored last seq the server does not have (a new database) shows the notice,
+    and counts again from the server's seq instead of dropping new messages as duplicates."""
+    server, db, url = pg_db
+    d1 = start_with_db(dealwire, url)
+    user = "web-lost"
+    open_page(page, d1.port, f"?user_id={user}")
+    wait_connected(page, user)
+    for n in range(3):
+        publish(d1.port, critical_alert(user, f"old-{n}"))
+    wait_handled(page, 3, "three alerts")
+    page.get("about:blank")
+    assert d1.stop() == 0
+
+    other = server.create_db()  # same port, same origin, same localStorage: another history
+    d2 = start_with_db(dealwire, server.url(other), port=d1.port)
+    open_page(page, d2.port, f"?user_id={user}")
+    wait_connected(page, user)
+    notice = wait_for(page, lambda p: p.execute_script(
+        "const n = document.getElementById('history-notice');"
+        "return n.hidden ? null : [n.dataset.reason, n.textContent]"), "the notice")
+    assert notice[0] == "server_behind" and "#3" in notice[1], notice
+    assert any(i.get("event") == "history_lost" for i in items(page, "connection-log"))
+    publish(d2.port, critical_alert(user, "new-0"))
+    alert = wait_item(page, "price-alerts", lambda i: i.get("dealId") == "new-0", "the new one")
+    assert alert["seq"] == "1", alert
+    wait_for(page, lambda p: page_last_seq(p) == (1, "1"), "last seq 1 shown")
+    assert console_errors(page) == []
