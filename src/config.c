@@ -111,6 +111,7 @@ static long long max_connections_default(void);
 
 #define KIB 1024LL
 #define MIB (1024 * KIB)
+#define DAY (24 * 3600LL)
 
 static const struct setting settings[] = {
     STRING("host", host, "ADDR", "0.0.0.0", "address to listen on"),
@@ -137,6 +138,9 @@ static const struct setting settings[] = {
         "milliseconds allowed at exit to flush outboxes"),
     STRING_FROM_ENV("db", db, "URL", "DATABASE_URL",
                     "PostgreSQL URL or key=value string; without it, no monitors"),
+    INT("inbox-retention", inbox_retention, "SECONDS", 7 * DAY, 1, 10 * (365 * DAY),
+        "seconds the durable inbox keeps a critical message (and a publish id): then an "
+        "unacknowledged one moves to the dead letters, an acknowledged one is deleted"),
     BOOL("load-demo-data", load_demo_data, 0,
          "load demo deals, flights and hotels at start-up, once"),
     INT("demo-activity", demo_activity, "SECONDS", 0, 0, 3600,

@@ -10,6 +10,9 @@
  * the client is still there. The I/O thread never parses a body, fans out or waits on the
  * database. A request pipelined behind a POST waits in the socket (rx flow control) until
  * the POST is answered; one already read with it gets the POST refused (refuse_pipelined).
+ * GET /api/websocket/users/<id>/inbox is the one GET that reads the database: its URL is
+ * checked here, then it goes to a worker at once (it has no body to wait for) and comes back
+ * through the done queue like a POST; requests behind it wait in the socket the same way.
  *
  * Framing is checked before anything else (check_framing): a body is read by one plain
  * Content-Length only; Transfer-Encoding, a signed or repeated length get an error and a
@@ -30,10 +33,13 @@
 #define DW_LOG_MODULE "http"
 #include "server_int.h"
 #include "dealwire/answer.h"
+#include "dealwire/db.h"
 #include "dealwire/publish.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
 #include "dealwire/planner.h"
+#include "dealwire/proto.h"
+#include "dealwire/retention.h"
 #include "dealwire/store.h"
 #include "dealwire/thread.h"
 #include "dealwire/web.h"
@@ -48,6 +54,7 @@
 #define API_PREFIX   "/api/websocket/"
 #define USERS_PREFIX "/api/websocket/users/"
 #define PLAN_PATH    "/api/ai/trip/plan"
+#define INBOX_SUFFIX "/inbox"
 
 /* The dashboard's policy: its own files only, WebSockets to any host (CSP's 'self' does not
  * cover ws: and wss: in every browser), no plugins, no framing, no <base>, no form posts. */
@@ -73,7 +80,7 @@ struct dw_http_req {
     size_t body_len, body_max;
     bool too_large;
     bool close_after;
-    dw_job_fn *job; /* what a worker does with the body: publish_job or plan_job */
+    dw_job_fn *job; /* what a worker does: publish_job or plan_job with the body, inbox_job */
     unsigned status;
     unsigned char *resp; /* LWS_PRE bytes of headroom, then resp_len bytes */
     size_t resp_len;
@@ -81,6 +88,10 @@ struct dw_http_req {
     bool head_only;                 /* an answer to HEAD: the headers, no body */
     const char *allow;              /* a 405's Allow header (RFC 9110 15.5.6), or NULL */
     struct dw_http_req *next_ready; /* io only: in srv->ready_reqs */
+    /* GET .../users/<id>/inbox: what inbox_job reads, set before it is submitted. */
+    char user_id[DW_USER_ID_MAX + 1];
+    int64_t after; /* < 0: the user's acked_seq */
+    unsigned limit;
 };
 
 static struct dw_http_req *req_new(struct dw_server *srv, struct lws *wsi)
@@ -251,6 +262,60 @@ static unsigned url_limit(struct lws *wsi, unsigned dflt, unsigned max)
     return n > max ? max : (unsigned)n;
 }
 
+/* The value of the URL argument name ("after" for "?after=5") into out (size bytes, with its
+ * NUL): 1 when it is there, 0 when not, -1 when its value does not fit in out. The first of
+ * repeated ones counts. Every argument is looked at, like url_limit does. */
+static int url_arg(struct lws *wsi, const char *name, char *out, size_t size)
+{
+    size_t name_len = strlen(name);
+
+    for (int i = 0;; i++) {
+        int len = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
+        char *arg;
+        int r = 0;
+
+        if (len <= 0) {
+            /* past the last argument, or an empty one */
+            if (lws_hdr_copy_fragment(wsi, out, (int)size, WSI_TOKEN_HTTP_URI_ARGS, i) < 0)
+                return 0;
+            continue;
+        }
+        arg = dw_xmalloc((size_t)len + 1);
+        if (lws_hdr_copy_fragment(wsi, arg, len + 1, WSI_TOKEN_HTTP_URI_ARGS, i) < 0) {
+            free(arg);
+            return 0;
+        }
+        if (strncmp(arg, name, name_len) == 0 && arg[name_len] == '=') {
+            const char *value = arg + name_len + 1;
+            size_t n = strlen(value);
+
+            r = n < size ? 1 : -1;
+            if (r == 1)
+                memcpy(out, value, n + 1);
+        }
+        free(arg);
+        if (r != 0)
+            return r;
+    }
+}
+
+/* Parses s, max_digits decimal digits at most and nothing else, into *out within [min, max].
+ * Returns 0, or -EINVAL. */
+static int parse_uint_arg(const char *s, size_t max_digits, long long min, long long max,
+                          long long *out)
+{
+    size_t digits = strspn(s, "0123456789");
+    long long v;
+
+    if (digits == 0 || digits > max_digits || s[digits] != '\0')
+        return -EINVAL;
+    v = strtoll(s, NULL, 10);
+    if (v < min || v > max)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
 /* The dashboard file served at path, or NULL. */
 static const struct dw_web_file *find_page(const char *path)
 {
@@ -318,10 +383,19 @@ static int get_connections(struct dw_server *srv, struct lws *wsi, struct dw_pss
                         dw__stats_connections(srv, url_limit(wsi, 100, 1000)));
 }
 
+static int get_inbox(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss, const char *id,
+                     size_t id_len);
+
 static int get_user(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss, const char *path)
 {
-    struct json_object *obj = dw__stats_user(srv, path + strlen(USERS_PREFIX));
+    const char *id = path + strlen(USERS_PREFIX);
+    size_t id_len = strlen(id), suffix = strlen(INBOX_SUFFIX);
+    struct json_object *obj;
 
+    /* A user id has no '/' (proto.h): <id>/inbox is never a user's id. */
+    if (id_len >= suffix && strcmp(id + id_len - suffix, INBOX_SUFFIX) == 0)
+        return get_inbox(srv, wsi, pss, id, id_len - suffix);
+    obj = dw__stats_user(srv, id);
     if (!obj)
         return respond_error(pss, wsi, HTTP_STATUS_NOT_FOUND, "unknown user");
     return respond_json(pss, wsi, HTTP_STATUS_OK, obj);
@@ -382,6 +456,71 @@ static void plan_job(void *arg)
 
     free_body(req);
     hand_back(req, status, text, len);
+}
+
+/* thread: worker. GET /api/websocket/users/<id>/inbox: one statement on this worker's
+ * store. */
+static void inbox_job(void *arg)
+{
+    struct dw_http_req *req = arg;
+    size_t len;
+    char *text;
+    int status = dw_retention_inbox_page(dw_db_store(req->srv->db), req->user_id, req->after,
+                                         req->limit, &text, &len);
+
+    hand_back(req, status, text, len);
+}
+
+static void submit(struct dw_server *srv, struct dw_http_req *req);
+
+_Static_assert(DW_INBOX_PAGE_MAX == 1000, "get_inbox's message names the most");
+
+/* 400 naming the URL argument (or path part) that is wrong. */
+static int respond_bad_arg(struct dw_pss *pss, struct lws *wsi, const char *message,
+                           const char *field)
+{
+    size_t len;
+    char *text = dw_answer_error(message, field, &len);
+
+    return respond(pss, wsi, HTTP_STATUS_BAD_REQUEST, text, len);
+}
+
+/* GET /api/websocket/users/<id>/inbox?after=N&limit=L (id: id_len bytes of the path): checks
+ * the arguments here and hands the query to a worker (inbox_job), which answers through the
+ * done queue. */
+static int get_inbox(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss, const char *id,
+                     size_t id_len)
+{
+    char user_id[DW_USER_ID_MAX + 1], arg[32];
+    long long after = -1, limit = DW_INBOX_PAGE_DEFAULT;
+    struct dw_http_req *req;
+    int r;
+
+    if (id_len >= sizeof(user_id))
+        return respond_bad_arg(pss, wsi, "invalid user id", "user_id");
+    memcpy(user_id, id, id_len);
+    user_id[id_len] = '\0';
+    if (!dw_proto_user_id_is_valid(user_id))
+        return respond_bad_arg(pss, wsi, "invalid user id", "user_id");
+    r = url_arg(wsi, "after", arg, sizeof(arg));
+    if (r < 0 || (r == 1 && parse_uint_arg(arg, 18, 0, INT64_MAX, &after) < 0))
+        return respond_bad_arg(pss, wsi, "after must be a seq: a whole number, 0 or more", "after");
+    r = url_arg(wsi, "limit", arg, sizeof(arg));
+    if (r < 0 || (r == 1 && parse_uint_arg(arg, 4, 1, DW_INBOX_PAGE_MAX, &limit) < 0))
+        return respond_bad_arg(pss, wsi, "limit must be a whole number from 1 to 1000", "limit");
+    if (!srv->db)
+        return respond_error(pss, wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "no database");
+
+    req = req_new(srv, wsi);
+    pss->req = req;
+    memcpy(req->user_id, user_id, id_len + 1);
+    req->after = after;
+    req->limit = (unsigned)limit;
+    req->job = inbox_job;
+    /* A request pipelined behind this one waits in the socket until its answer is written. */
+    lws_rx_flow_control(wsi, 0);
+    submit(srv, req);
+    return 0;
 }
 
 /* Every endpoint of the API, once: what GET does (on the I/O thread) or what a worker does

@@ -18,6 +18,7 @@
 #define DW_LOG_MODULE "server"
 #include "server_int.h"
 #include "dealwire/inbox.h"
+#include "dealwire/retention.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
 #include "dealwire/server.h"
@@ -546,6 +547,7 @@ void dw_server_free(struct dw_server *srv)
     /* Then the inbox, which the jobs submitted to: it writes and delivers what is queued
      * (the hub is sealed by now: delivered to no one, but stored for the clients' resume). */
     dw_inbox_stop(srv->inbox);
+    dw_retention_stop(srv->retention);
     if (srv->uv_loop)
         uv_close((uv_handle_t *)&srv->after_pass, NULL);
     if (srv->ctx) {
@@ -584,7 +586,9 @@ int dw_server_set_db(struct dw_server *srv, struct dw_db *db)
 {
     srv->db = db;
     srv->inbox = dw_inbox_start(db, srv->hub);
-    return srv->inbox ? 0 : -EAGAIN;
+    if (srv->inbox)
+        srv->retention = dw_retention_start(db, srv->cfg->inbox_retention);
+    return srv->inbox && srv->retention ? 0 : -EAGAIN;
 }
 
 struct dw_inbox *dw_server_inbox(struct dw_server *srv)

@@ -13,6 +13,7 @@
 #include "server_int.h"
 #include "dealwire/inbox.h"
 #include "dealwire/msg.h"
+#include "dealwire/retention.h"
 #include "dealwire/time.h"
 
 #include <json-c/json.h>
@@ -125,19 +126,44 @@ static bool add_uptime(struct dw_user *u, void *arg)
     return true;
 }
 
-/* The durable inbox's counters (inbox.h); "enabled": false without a database. */
+/* A figure a sweep measures: null until one did (and without a database). */
+static struct json_object *measured(int64_t v)
+{
+    return v < 0 ? NULL : json_object_new_int64(v);
+}
+
+/* The durable inbox's counters (inbox.h) and its retention's (retention.h); "enabled": false
+ * without a database. */
 static struct json_object *inbox_doc(struct dw_server *srv)
 {
     struct json_object *obj = json_object_new_object();
     struct dw_inbox_counts c;
+    struct dw_retention_counts rc;
 
     dw_inbox_counts(srv->inbox, &c);
+    dw_retention_counts(srv->retention, &rc);
     json_object_object_add(obj, "enabled", json_object_new_boolean(srv->inbox != NULL));
     json_object_object_add(obj, "written", u64(c.written));
     json_object_object_add(obj, "failed", u64(c.failed));
     json_object_object_add(obj, "writes", u64(c.writes));
     json_object_object_add(obj, "acks", u64(c.acks));
     json_object_object_add(obj, "acks_failed", u64(c.acks_failed));
+    json_object_object_add(obj, "replays", u64(c.replays));
+    json_object_object_add(obj, "replayed", u64(c.replayed));
+    json_object_object_add(obj, "replays_failed", u64(c.replays_failed));
+    json_object_object_add(obj, "not_recovered", u64(c.not_recovered));
+    json_object_object_add(obj, "duplicates", u64(c.duplicates));
+
+    json_object_object_add(obj, "retention_seconds",
+                           json_object_new_int64(srv->cfg->inbox_retention));
+    json_object_object_add(obj, "depth", measured(rc.depth));
+    json_object_object_add(obj, "dead_letters", measured(rc.dead_letters));
+    json_object_object_add(obj, "moved_to_dead_letters", u64(rc.moved_to_dead_letters));
+    json_object_object_add(obj, "acked_deleted", u64(rc.acked_deleted));
+    json_object_object_add(obj, "ids_expired", u64(rc.ids_expired));
+    json_object_object_add(obj, "sweeps", u64(rc.sweeps));
+    json_object_object_add(obj, "last_sweep",
+                           rc.last_sweep_ns ? time_string(rc.last_sweep_ns) : NULL);
     return obj;
 }
 

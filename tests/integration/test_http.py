@@ -14,6 +14,11 @@ from conftest import (
 MESSAGE_STATS_KEYS = ("total_sent", "total_failed", "total_dropped", "slow_consumer_closes",
                       "total_broadcast", "deal_alerts", "price_alerts", "trip_updates",
                       "notifications")
+# The durable inbox's counters and its retention's figures (null: not measured, no --db).
+INBOX_STATS_KEYS = ("enabled", "written", "failed", "writes", "acks", "acks_failed", "replays",
+                    "replayed", "replays_failed", "not_recovered", "duplicates",
+                    "retention_seconds", "depth", "dead_letters", "moved_to_dead_letters",
+                    "acked_deleted", "ids_expired", "sweeps", "last_sweep")
 
 
 def assert_json_response(r):
@@ -86,6 +91,13 @@ def test_stats_empty(daemon):
     assert s["total_users"] == 0
     assert s["total_rooms"] == 0
     assert s["uptime_by_user"] == {}
+    inbox = s["inbox"]
+    assert set(INBOX_STATS_KEYS) <= set(inbox), inbox
+    assert inbox["enabled"] is False and inbox["retention_seconds"] == 604800, inbox
+    assert all(inbox[k] is None for k in ("depth", "dead_letters", "last_sweep")), inbox
+    assert all(is_int(inbox[k]) and inbox[k] == 0 for k in INBOX_STATS_KEYS
+               if k not in ("enabled", "retention_seconds", "depth", "dead_letters",
+                            "last_sweep")), inbox
 
 
 def test_stats_counts_connections_users_rooms(daemon):

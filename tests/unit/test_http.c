@@ -6,8 +6,9 @@
  * here. Each case asserts the exact status and the part of the answer that says why.
  *
  * Three servers, one per cmocka group: the defaults (routes, framing, methods, the stats
- * documents, publishing, ?user_id), an operator server (--api-token, a small
- * --max-publish-size and --max-body-memory) and a deadline server (--handshake-timeout 1).
+ * documents, publishing, ?user_id, the inbox page's checks without a database), an operator
+ * server (--api-token, a small --max-publish-size and --max-body-memory) and a deadline server
+ * (--handshake-timeout 1).
  * Not covered: the cap of ?limit at 1000 (it takes more than 1000 connections).
  * Every read has a deadline (poll), every loop a bound, so a broken server fails a test
  * instead of hanging it; no sleep stands in for an event: readiness is a connect that
@@ -1246,6 +1247,61 @@ static void test_stats_documents(void **state)
     ws_close_all(s, c, 3);
 }
 
+/* GET /api/websocket/users/<id>/inbox, what the I/O thread decides alone (this server has no
+ * --db): the user id and each argument checked first, a 400 naming the one that is wrong, then
+ * 503 "no database"; the user stats endpoint beside it is unchanged. */
+static void test_inbox_without_database(void **state)
+{
+    static const struct {
+        const char *path, *field, *why;
+    } bad[] = {
+        {"/api/websocket/users/alice/inbox?after=-1", "after", "after must be"},
+        {"/api/websocket/users/alice/inbox?after=x", "after", "after must be"},
+        {"/api/websocket/users/alice/inbox?after=", "after", "after must be"},
+        {"/api/websocket/users/alice/inbox?after=1234567890123456789", "after", "after must be"},
+        {"/api/websocket/users/alice/inbox?x=1&after=1.5", "after", "after must be"},
+        {"/api/websocket/users/alice/inbox?limit=0", "limit", "limit must be"},
+        {"/api/websocket/users/alice/inbox?limit=1001", "limit", "limit must be"},
+        {"/api/websocket/users/alice/inbox?after=3&limit=abc", "limit", "limit must be"},
+        {"/api/websocket/users/a!b/inbox", "user_id", "invalid user id"},
+    };
+    static const char *const fine[] = {
+        "/api/websocket/users/alice/inbox",
+        "/api/websocket/users/alice/inbox?after=0&limit=1000",
+        "/api/websocket/users/alice/inbox?limit=1&after=123456789012345678&other=x",
+    };
+    struct server *s = *state;
+    struct json_object *obj;
+    struct reply r;
+    char req[1024];
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        get_request(req, sizeof(req), bad[i].path, NULL);
+        exchange(s, req, &r);
+        expect_error(&r, 400, bad[i].why);
+        obj = reply_json(&r);
+        if (strcmp(member_str(obj, "field"), bad[i].field) != 0)
+            fail_msg("%s: field \"%s\", want \"%s\"", bad[i].path, member_str(obj, "field"),
+                     bad[i].field);
+        json_object_put(obj);
+        reply_free(&r);
+    }
+    for (size_t i = 0; i < sizeof(fine) / sizeof(fine[0]); i++) {
+        obj = get_json(s, fine[i], NULL, 503);
+        assert_string_equal(member_str(obj, "error"), "no database");
+        json_object_put(obj);
+    }
+    obj = get_json(s, "/api/websocket/users/inbox", NULL, 404);
+    assert_string_equal(member_str(obj, "error"), "unknown user");
+    json_object_put(obj);
+    exchange(s,
+             "POST /api/websocket/users/alice/inbox HTTP/1.1\r\nHost: test\r\n"
+             "Content-Length: 2\r\n\r\n{}",
+             &r);
+    expect_error(&r, 405, "method not allowed");
+    reply_free(&r);
+}
+
 /* ?limit on the connections document: a positive number, capped; anything else the default. */
 static void test_connections_limit(void **state)
 {
@@ -1331,7 +1387,8 @@ static void test_api_token_required(void **state)
         API_TOKEN,
     };
     static const char *const paths[] = {"/api/websocket/stats", "/api/websocket/connections",
-                                        "/api/websocket/users/alice", "/api/nope"};
+                                        "/api/websocket/users/alice",
+                                        "/api/websocket/users/alice/inbox", "/api/nope"};
     struct server *s = *state;
     struct json_object *root, *obj;
     int64_t before;
@@ -1363,6 +1420,8 @@ static void test_api_token_required(void **state)
     /* Outside /api/ no token is asked for. */
     json_object_put(get_json(s, "/healthz", NULL, 200));
     json_object_put(get_json(s, "/readyz", NULL, 200));
+    /* The inbox with the token: past the token, this server has no database. */
+    json_object_put(get_json(s, "/api/websocket/users/alice/inbox", BEARER, 503));
     /* An unknown path under /api/ with the token: 404, not 401. */
     json_object_put(get_json(s, "/api/nope", BEARER, 404));
 }
@@ -1599,6 +1658,7 @@ int main(void)
         cmocka_unit_test(test_user_id_is_strict),
         cmocka_unit_test(test_stats_documents),
         cmocka_unit_test(test_connections_limit),
+        cmocka_unit_test(test_inbox_without_database),
     };
     const struct CMUnitTest operator[] = {
         cmocka_unit_test(test_api_token_required),

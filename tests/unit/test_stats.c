@@ -159,14 +159,52 @@ static void drop_many(struct ws *cs, int n)
         ws_drop(&cs[i]);
 }
 
+/* Without --db the inbox is off: every counter 0, the figures a sweep measures null, the
+ * retention the one configured (the default unless a test sets --inbox-retention). */
+static void assert_inbox_without_db(struct json_object *inbox)
+{
+    static const char *const zero[] = {
+        "written",
+        "failed",
+        "writes",
+        "acks",
+        "acks_failed",
+        "replays",
+        "replayed",
+        "replays_failed",
+        "not_recovered",
+        "duplicates",
+        "moved_to_dead_letters",
+        "acked_deleted",
+        "ids_expired",
+        "sweeps",
+    };
+
+    assert_false(tj_bool(inbox, "enabled"));
+    for (size_t i = 0; i < sizeof(zero) / sizeof(zero[0]); i++) {
+        struct json_object *v = tj_get(inbox, zero[i]);
+
+        if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) != 0)
+            fail_msg("inbox.%s is not 0: %s", zero[i], json_object_to_json_string(inbox));
+    }
+    assert_true(json_object_is_type(tj_get(inbox, "retention_seconds"), json_type_int));
+    assert_true(json_object_get_int64(tj_get(inbox, "retention_seconds")) >= 1);
+    assert_null(tj_get(inbox, "depth"));
+    assert_null(tj_get(inbox, "dead_letters"));
+    assert_null(tj_get(inbox, "last_sweep"));
+}
+
 static void assert_service_keys(struct json_object *doc)
 {
     tj_assert_keys(doc, "active_connections", "total_users", "total_rooms", "message_stats",
                    "uptime_by_user", "uptime_by_user_truncated", "connections_opened",
                    "connections_closed", "queue_size", "uptime_seconds", "security", "inbox", NULL);
     tj_assert_keys(tj_get(doc, "inbox"), "enabled", "written", "failed", "writes", "acks",
-                   "acks_failed", NULL);
-    assert_false(tj_bool(tj_get(doc, "inbox"), "enabled"));
+                   "acks_failed", "replays", "replayed", "replays_failed", "not_recovered",
+                   "duplicates", "retention_seconds", "depth", "dead_letters",
+                   "moved_to_dead_letters", "acked_deleted", "ids_expired", "sweeps", "last_sweep",
+                   NULL);
+    assert_inbox_without_db(tj_get(doc, "inbox"));
     tj_assert_keys(tj_get(doc, "message_stats"), "total_sent", "total_failed", "total_dropped",
                    "slow_consumer_closes", "total_broadcast", "deal_alerts", "price_alerts",
                    "trip_updates", "notifications", NULL);
@@ -219,13 +257,15 @@ static void test_service_document_empty(void **state)
         "body_memory",
     };
 
-    tserver_start(
-        ts, "--queue-size", "77", "--rate-limit", "9", "--rate-burst", "11", "--max-subscriptions",
-        "5", "--max-message-size", "1000", "--max-connections-per-user", "3", "--max-connections",
-        "50", "--max-connections-per-ip", "60", "--handshake-timeout", "7", "--max-publish-size",
-        "2048", "--max-body-memory", "4096", "--jwt-leeway", "12", NULL);
+    tserver_start(ts, "--queue-size", "77", "--rate-limit", "9", "--rate-burst", "11",
+                  "--max-subscriptions", "5", "--max-message-size", "1000",
+                  "--max-connections-per-user", "3", "--max-connections", "50",
+                  "--max-connections-per-ip", "60", "--handshake-timeout", "7",
+                  "--max-publish-size", "2048", "--max-body-memory", "4096", "--jwt-leeway", "12",
+                  "--inbox-retention", "12345", NULL);
     doc = get(ts, "/api/websocket/stats");
     assert_service_keys(doc);
+    assert_int_equal(tj_int(tj_get(doc, "inbox"), "retention_seconds"), 12345);
     assert_int_equal(tj_int(doc, "active_connections"), 0);
     assert_int_equal(tj_int(doc, "total_users"), 0);
     assert_int_equal(tj_int(doc, "total_rooms"), 0);
