@@ -88,10 +88,14 @@ static const char claim_sql[] =
     " SELECT input.ord, claimed.id IS NOT NULL FROM input LEFT JOIN claimed ON claimed.id = input.i"
     " ORDER BY input.ord";
 
-/* $1 ids joined with SEP: what the first publish of each recorded, in the order given. */
+/* $1 ids joined with SEP: what the first publish of each recorded, in the order given, and
+ * the stored message of one whose delivery was never recorded (recipients NULL). */
 static const char known_sql[] =
-    "SELECT x.ord, p.seq, p.recipients FROM unnest(string_to_array($1, E'\\x1e'))"
-    "  WITH ORDINALITY AS x(i, ord) LEFT JOIN publish_ids p ON p.id = x.i ORDER BY x.ord";
+    "SELECT x.ord, p.seq, p.recipients, a.type, a.payload::text"
+    " FROM unnest(string_to_array($1, E'\\x1e')) WITH ORDINALITY AS x(i, ord)"
+    " LEFT JOIN publish_ids p ON p.id = x.i"
+    " LEFT JOIN alert_inbox a ON p.recipients IS NULL AND a.user_id = p.user_id AND a.seq = p.seq"
+    " ORDER BY x.ord";
 
 /* $1 ids, $2 user ids, $3 seqs, joined with SEP: the durable message each claimed id made. */
 static const char track_sql[] =
@@ -406,6 +410,23 @@ static const char *track_column(const void *arg, size_t i, int col, char *buf, s
     return buf;
 }
 
+/* A duplicate whose first publish stored its message but never recorded a delivery: its
+ * commit's answer was lost with the connection (the first publish answered 503, and sent
+ * nothing). The message, as stored, goes out now, once, for the retry: on the track's entry,
+ * as if written now, with the first one's seq. */
+static void redeliver(struct dw_inbox_track *t, const PGresult *res, int row)
+{
+    int type = dw_msg_type_parse(PQgetvalue(res, row, 3));
+    struct dw_msg *m =
+        dw_msg_new_text(type < 0 ? DW_MSG_NOTIFICATION : (enum dw_msg_type)type, DW_MSG_F_CRITICAL,
+                        PQgetvalue(res, row, 4), (size_t)PQgetlength(res, row, 4));
+
+    m->seq = t->seq;
+    t->entry->seq = t->seq;
+    t->entry->msg = m;
+    t->redeliver = true;
+}
+
 /* A tracked job's transaction (dw_store_tx): claims its ids, answers the known ones, writes the
  * entries of the others and records which message each id made. */
 static int tracked_tx(struct dw_store *st, void *arg)
@@ -436,16 +457,19 @@ static int tracked_tx(struct dw_store *st, void *arg)
         /* What the first publish of each known id recorded (it committed before our claim
          * gave way to it). */
         r = run_columns(st, &res, known_sql, 1, ndup, track_column, ts);
-        if (r == 0 && (PQntuples(res) != (int)ndup || PQnfields(res) != 3))
+        if (r == 0 && (PQntuples(res) != (int)ndup || PQnfields(res) != 5))
             r = -EPROTO;
         for (size_t i = 0; r == 0 && i < ndup; i++) {
             int64_t recipients = 0;
 
             if (row_int(res, (int)i, 1, &ts[i]->seq) < 0 ||
-                row_int(res, (int)i, 2, &recipients) < 0)
+                row_int(res, (int)i, 2, &recipients) < 0) {
                 r = -EPROTO;
-            else
-                ts[i]->recipients = PQgetisnull(res, (int)i, 2) ? -1 : recipients;
+                break;
+            }
+            ts[i]->recipients = PQgetisnull(res, (int)i, 2) ? -1 : recipients;
+            if (ts[i]->entry && !PQgetisnull(res, (int)i, 4))
+                redeliver(ts[i], res, (int)i);
         }
         PQclear(res);
     }
@@ -777,12 +801,14 @@ static void *inbox_main(void *arg)
         ib->pages_tail = &ib->pages;
         stop = ib->stopping;
         pthread_mutex_unlock(&ib->lock);
-        /* Writes first: a page read after them sees them. */
+        /* The recipients of first publishes before the jobs: a retry queued after a first
+         * publish's answer finds its delivery recorded (else it would send it again). Writes
+         * before reads: a page read after them sees them. */
+        if (notes)
+            write_notes(st, notes);
         write_jobs(ib, st, jobs);
         if (acks)
             write_acks(ib, st, acks);
-        if (notes)
-            write_notes(st, notes);
         read_pages(ib, st, pages);
         if (stop && !jobs && !acks && !notes && !pages)
             break;

@@ -148,9 +148,10 @@ static bool parse_item(struct json_object *obj, int index, struct item *it, stru
     return true;
 }
 
+/* A duplicate of a publish whose message this request does not send (nor store). */
 static bool is_duplicate(const struct item *it)
 {
-    return it->track && it->track->duplicate;
+    return it->track && it->track->duplicate && !it->track->redeliver;
 }
 
 /* Sends one validated item (a durable one as the inbox numbered it; a duplicate not at all).
@@ -188,7 +189,7 @@ static struct json_object *item_answer(size_t recipients, const char *id, const 
     json_object_object_add(r, "id", json_object_new_string(it->id ? it->id : id));
     if (seq)
         json_object_object_add(r, "seq", json_object_new_int64(seq));
-    if (is_duplicate(it))
+    if (it->track && it->track->duplicate)
         json_object_object_add(r, "duplicate", json_object_new_boolean(true));
     return r;
 }

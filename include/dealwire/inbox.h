@@ -55,6 +55,9 @@ struct dw_inbox_track {
     bool duplicate;     /* the id was known: nothing of this item is written or sent */
     int64_t seq;        /* duplicate: the first one's seq (0: it had none) */
     int64_t recipients; /* duplicate: the first one's recipients (-1: not recorded yet) */
+    bool redeliver;     /* duplicate: the first one was stored, its delivery never recorded
+                         * (its answer was lost with the database): entry->msg is the stored
+                         * message, to send now */
 };
 
 /* Longest publish item id. */

@@ -311,3 +311,33 @@ def test_concurrent_publishes_of_one_id_make_one_message(dealwire, pg_db):
 def test_a_publish_id_without_a_database_is_echoed(daemon):
     answer = publish(daemon.port, dict(alert("kim", 1, critical=True), id="k-1"))
     assert answer == {"recipients": 0, "id": "k-1"}, answer
+
+
+def test_a_retry_sends_what_a_lost_answer_stored_and_never_sent(dealwire, pg_db):
+    # A publish whose COMMIT went through while its answer was lost with the database (it
+    # answered 503 and sent nothing) left its message stored and its delivery unrecorded
+    # (publish_ids.recipients NULL). The retry with the same id sends the stored message, once,
+    # with its seq; a later retry does not send it again.
+    server, db, url = pg_db
+    d = start(dealwire, url)
+
+    async def main():
+        ws, _ = await connect_user(d.port, "lou", max_queue=None)
+        first = await apublish(d.port, dict(alert("lou", 1, critical=True), id="lost-0"))
+        assert first["seq"] == 1 and (await recv_json(ws, 5))["seq"] == 1
+        stored_text = '{"seq":2,"type":"notification","message":"m2","level":"info","n":2}'
+        server.psql("UPDATE alert_inbox_seq SET last_seq = 2 WHERE user_id = 'lou';"
+                    "INSERT INTO alert_inbox (user_id, seq, type, payload) VALUES"
+                    f" ('lou', 2, 'notification', '{stored_text}');"
+                    "INSERT INTO publish_ids (id, user_id, seq) VALUES ('lost-2', 'lou', 2)", db)
+        retry = await apublish(d.port, dict(alert("lou", 2, critical=True), id="lost-2"))
+        assert retry == {"recipients": 1, "id": "lost-2", "seq": 2, "duplicate": True}, retry
+        assert await asyncio.wait_for(ws.recv(), t(5)) == stored_text
+        again = await apublish(d.port, dict(alert("lou", 2, critical=True), id="lost-2"))
+        assert again["duplicate"] is True and again["seq"] == 2, again
+        await ws.send(json.dumps({"type": "ping"}))
+        assert (await recv_json(ws, 5))["type"] == "pong"
+        assert [s for s, _, _ in stored(server, db, "lou")] == [1, 2]
+        await ws.close()
+
+    run(main())
