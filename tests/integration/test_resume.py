@@ -7,6 +7,7 @@ SIGKILL in the middle of a burst loses nothing a publisher was told was stored.
 """
 
 import asyncio
+import http.client
 import json
 import signal
 import threading
@@ -300,8 +301,8 @@ def test_kill_9_in_the_middle_of_a_burst_loses_nothing_stored(dealwire, pg_db):
                 while time.monotonic() < deadline:  # retries while the daemon is down
                     try:
                         status, body = http_post(port, "/api/publish", items, timeout=t(10))
-                    except OSError:
-                        status, body = None, None
+                    except (OSError, http.client.HTTPException):
+                        status, body = None, None  # the daemon died under this request
                     if status == 200:
                         with lock:
                             for it, r in zip(items, body["results"]):
