@@ -233,7 +233,7 @@ void dw__replay_advance(struct dw_server *srv, struct dw_conn *conn)
 {
     struct dw_replay *r = conn->io.replay;
 
-    if (!r || r->asked || r->at < r->nfront || !r->answered)
+    if (!r || r->asked || r->at < r->nfront || !r->answered || conn->io.state != DW_CONN_OPEN)
         return;
     if (r->more || r->dropped_to > r->high) {
         /* More to read, or the waiting outbox gave up messages no page has covered yet. */
@@ -266,10 +266,12 @@ void dw__replay_drain(struct dw_server *srv)
         struct dw_conn *conn = rp->conn;
         struct dw_replay *r = conn->io.replay;
 
-        /* Only for the replay that asked for it, on a connection still open. */
-        if (r && r->asked == rp && conn->io.state == DW_CONN_OPEN) {
+        /* Only for the replay that asked for it, on a connection still open (after the
+         * client's close frame, the replay goes no further). */
+        if (r && r->asked == rp) {
             r->asked = NULL;
-            take_page(srv, conn, r, &rp->page);
+            if (conn->io.state == DW_CONN_OPEN)
+                take_page(srv, conn, r, &rp->page);
         }
         page_free(rp);
     }
