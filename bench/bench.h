@@ -9,7 +9,8 @@
  *   ws.c        RFC 6455 client: connect, handshake, frames, ping/pong, close
  *   http.c      keep-alive HTTP/1.1 publisher connections for POST /api/publish (/pub/<ch>)
  *   net.c       the byte stream under both: plain TCP or TLS (--tls), and its epoll interest
- *   scenario.c  what is published to whom, flow control, receive checks, completeness
+ *   scenario.c  what is published to whom, flow control, receive checks, completeness; the
+ *               replay scenario's set-up (stored messages) and its checks of seqs
  *   report.c    progress line, result table, the JSON result line, /proc readings
  *   main.c      options, limits, the event loop and the run's phases
  *   hist.c      latency histogram
@@ -42,6 +43,7 @@ enum dwb_scenario {
     DWB_PACED,
     DWB_IDLE,
     DWB_CONNECT,
+    DWB_REPLAY, /* store M critical messages per user (untimed), then N reconnects replay them */
 };
 
 /* The server under test. */
@@ -69,6 +71,8 @@ struct dwb_opts {
     unsigned channels;   /* channels scenario: number of channels */
     unsigned subs;       /* channels scenario: subscriptions per connection */
     uint64_t users;      /* targeted: user ids drawn from users; the first conns are connected */
+    uint32_t backlog;    /* replay: critical messages stored per user before the connections */
+    uint64_t last_seq;   /* replay: the last_seq every connection resumes from */
     double timeout;      /* hard bound on the whole run, seconds */
     unsigned parallel;   /* connection attempts in flight */
     double connect_timeout;
@@ -133,8 +137,14 @@ struct dwb_conn {
     unsigned char *out; /* bytes the socket did not take yet */
     uint32_t out_len, out_cap;
     uint64_t recv;     /* unique data messages received */
-    uint64_t expected; /* data messages published to it (targeted, channels; fanout: if lost) */
-    uint32_t *subs;    /* channels scenario: this connection's channels */
+    uint64_t expected; /* data messages published to it (targeted, channels; fanout: if lost;
+                        * replay: welcome's last_seq - --last-seq) */
+    /* replay: the seqs the set-up's publish answers gave this user (first, and how many came
+     * one after the other from it), and the welcome's last_seq (-1 before the welcome). */
+    int64_t seq_first;
+    uint32_t seq_answers;
+    int64_t welcome_seq;
+    uint32_t *subs; /* channels scenario: this connection's channels */
     struct dwb_stream *streams;
 };
 
@@ -153,12 +163,18 @@ struct dwb_pub {
     uint32_t nmsgs;           /* messages in the outstanding request */
     uint64_t want_recipients; /* recipients the outstanding request should reach */
     uint32_t *targets;        /* its targets (connection or channel), batch entries */
+    uint32_t *pseqs;          /* replay: each entry's index among its user's messages */
+    uint64_t cursor;          /* replay set-up: messages of its users sent so far */
 };
 
 /* Room in front of a request body for its headers. */
 #define DWB_PUB_HEADROOM 256
 
+/* When the replay scenario reads CPU times (report.c, dwb_cpu_mark). */
+enum dwb_cpu_mark { DWB_CPU_SETUP, DWB_CPU_CONNECT, DWB_CPU_END, DWB_CPU_MARKS };
+
 enum dwb_phase {
+    DWB_PHASE_SETUP, /* replay: storing the messages to replay, before any connection */
     DWB_PHASE_CONNECT,
     DWB_PHASE_SUBSCRIBE,
     DWB_PHASE_SETTLE,
@@ -175,6 +191,12 @@ struct dwb_counts {
     uint64_t recv_msgs, recv_bytes, dup, ooo, malformed, misrouted, ws_errors, error_msgs;
     uint64_t offline; /* targeted with --users: messages to users with no connection */
     uint64_t pings, subs_failed;
+    /* replay: messages stored by the set-up (answered with a seq), set-up answers whose seqs
+     * do not follow each other per user, seqs outside (--last-seq, welcome's last_seq],
+     * messages that are not the one their seq was given to, welcomes without the expected
+     * last_seq, welcomes with "recovered" not true, connections that got all their seqs. */
+    uint64_t stored, answer_seq_bad, unexpected_seq, wrong_message, welcome_bad, not_recovered;
+    uint64_t caught_up;
     uint64_t tls_full, tls_resumed; /* TLS handshakes completed, full and resumed */
     uint16_t last_close_code;
 };
@@ -188,11 +210,12 @@ struct dwb_run {
     int64_t connect_start, connect_end;
     int64_t subscribe_start, subscribe_end; /* channels: subscribe commands sent, confirmed */
     int64_t pub_start, pub_end;             /* first request written, publishing stopped */
+    int64_t setup_start, setup_end;         /* replay: the untimed set-up */
     int64_t last_delivery;
     int64_t last_progress_ns;
     int64_t last_expire; /* last connect-timeout sweep */
     size_t producer_at;  /* where "producer": was in the last message (a search hint) */
-    char first_error[160];
+    char first_error[256];
     bool timed_out, interrupted, aborted;
 
     struct dwb_conn *conns;
@@ -204,9 +227,10 @@ struct dwb_run {
     unsigned subscribed; /* connections with every subscription confirmed */
 
     struct dwb_counts n;
-    struct dwb_counts last; /* at the previous progress line */
-    struct dwb_hist lat;    /* publish to receive, ns */
-    struct dwb_hist hs;     /* connect() to connection_established, ns */
+    struct dwb_counts last;  /* at the previous progress line */
+    struct dwb_hist lat;     /* publish to receive, ns */
+    struct dwb_hist hs;      /* connect() to connection_established, ns */
+    struct dwb_hist catchup; /* replay: connect() to the connection's last replayed message */
 
     /* Publishing state (scenario.c). */
     unsigned keys;        /* seq spaces per producer: 1 (all), conns (targeted), channels */
@@ -230,6 +254,11 @@ struct dwb_run {
     struct ssl_ctx_st *tls_ctx; /* --tls: the run's one context (net.c) */
     /* What the first TLS handshake negotiated, for the report (empty until then). */
     char tls_version[16], tls_cipher[64], tls_group[32], tls_cert[160];
+
+    /* replay: CPU ms of each --server-pid and (last) of the bench itself, when the set-up
+     * starts, when the first connection starts, and when the last replayed message came. */
+    double cpu_ms[DWB_CPU_MARKS][DWB_MAX_PIDS + 1];
+    bool cpu_marked[DWB_CPU_MARKS];
 
     long rss_before_kb, rss_after_kb;
     unsigned rss_conns; /* connections ready when rss_after_kb was read */
@@ -258,8 +287,8 @@ void dwb_note_error(struct dwb_run *run, const char *fmt, ...)
 
 /* ---- scenario.c: called by ws.c and http.c ------------------------------------------- */
 
-/* A connection received connection_established. */
-void dwb_on_ready(struct dwb_run *run, struct dwb_conn *c, int64_t now);
+/* A connection received connection_established (its text in [p, p + n); nchan: none, NULL). */
+void dwb_on_ready(struct dwb_run *run, struct dwb_conn *c, int64_t now, const char *p, size_t n);
 /* A text message arrived on a ready connection (payload borrowed for the call). */
 void dwb_on_text(struct dwb_run *run, struct dwb_conn *c, const char *p, size_t n, int64_t now);
 /* A connection failed before it was ready, or was lost after. */
@@ -267,8 +296,10 @@ void dwb_on_conn_failed(struct dwb_run *run, struct dwb_conn *c, bool was_ready)
 /* Whether status answers a publish that the server accepted: 200 from dealwire, 201 (the
  * channel had subscribers) or 202 (it had none) from nchan. */
 bool dwb_publish_ok(const struct dwb_run *run, unsigned status);
-/* A publish answer arrived: HTTP status and its "recipients" (-1 when absent). */
-void dwb_on_answer(struct dwb_run *run, struct dwb_pub *pub, unsigned status, long long recipients);
+/* A publish answer arrived: HTTP status, its "recipients" (-1 when absent) and its body
+ * (borrowed for the call; NULL and 0 when no answer came: status 0). */
+void dwb_on_answer(struct dwb_run *run, struct dwb_pub *pub, unsigned status, long long recipients,
+                   const char *body, size_t len);
 
 /* ---- scenario.c: called by main.c ------------------------------------------------------ */
 
@@ -279,6 +310,11 @@ void dwb_scenario_free(struct dwb_run *run);
 void dwb_scenario_subscribe(struct dwb_run *run);
 /* Number of connections whose subscriptions are all confirmed. */
 unsigned dwb_scenario_subscribed(const struct dwb_run *run);
+/* replay: opens the publishers for the set-up. */
+void dwb_scenario_setup_start(struct dwb_run *run, int64_t now);
+/* replay: gives every idle publisher its next batch of set-up messages. Returns whether the
+ * set-up is over: every message sent and answered. */
+bool dwb_scenario_setup_step(struct dwb_run *run, int64_t now);
 /* Gives every idle publisher a request when flow control and pacing allow. */
 void dwb_scenario_pump(struct dwb_run *run, int64_t now);
 /* Whether publishing should stop now (duration or message count reached). */
@@ -303,6 +339,10 @@ bool dwb_report_final(struct dwb_run *run);
 long dwb_read_rss_kb(pid_t pid);
 /* Sum of the VmRSS of --server-pid's processes in KiB, or -1 when one cannot be read. */
 long dwb_read_server_rss_kb(const struct dwb_opts *o);
+/* CPU time (user + system) of pid in ms, from /proc/<pid>/stat, or -1. */
+double dwb_read_cpu_ms(pid_t pid);
+/* Records the CPU times of --server-pid's processes and of the bench at mark. */
+void dwb_cpu_mark(struct dwb_run *run, enum dwb_cpu_mark mark);
 /* Copies /proc/net/sockstat's first lines (sockets, TCP) into out, NUL-terminated. */
 void dwb_read_sockstat(char *out, size_t size);
 

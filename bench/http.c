@@ -39,7 +39,8 @@ int dwb_pub_init(struct dwb_pub *pub, uint32_t index, size_t body_cap, unsigned 
     pub->resp_cap = 4096;
     pub->resp = malloc(pub->resp_cap + 1);
     pub->targets = calloc(batch, sizeof(*pub->targets));
-    if (!pub->req_buf || !pub->resp || !pub->targets)
+    pub->pseqs = calloc(batch, sizeof(*pub->pseqs));
+    if (!pub->req_buf || !pub->resp || !pub->targets || !pub->pseqs)
         return -ENOMEM;
     return 0;
 }
@@ -50,8 +51,9 @@ void dwb_pub_destroy(struct dwb_pub *pub)
     free(pub->req_buf);
     free(pub->resp);
     free(pub->targets);
+    free(pub->pseqs);
     pub->req_buf = pub->resp = NULL;
-    pub->targets = NULL;
+    pub->targets = pub->pseqs = NULL;
 }
 
 void dwb_pub_close(struct dwb_pub *pub)
@@ -164,7 +166,7 @@ static void lost(struct dwb_run *run, struct dwb_pub *pub, const char *why, int 
     dwb_note_error(run, "publisher %u: %s%s%s", pub->index, why, err ? ": " : "",
                    err ? dwb_net_strerror(err) : "");
     if (busy)
-        dwb_on_answer(run, pub, 0, -1);
+        dwb_on_answer(run, pub, 0, -1, NULL, 0);
     else
         run->aborted = true;
 }
@@ -219,11 +221,8 @@ static long parse_answer(struct dwb_run *run, struct dwb_pub *pub)
     v = memmem(body, (size_t)clen, "\"recipients\":", 13);
     if (v)
         recipients = strtoll(v + 13, NULL, 10);
-    if (!dwb_publish_ok(run, status))
-        dwb_note_error(run, "publisher %u: HTTP %u: %.*s", pub->index, status,
-                       (int)(clen > 200 ? 200 : clen), body);
     pub->state = DWB_PUB_IDLE;
-    dwb_on_answer(run, pub, status, recipients);
+    dwb_on_answer(run, pub, status, recipients, body, (size_t)clen);
     return (long)(hlen + clen);
 }
 

@@ -1,8 +1,8 @@
 /*
  * http — the bench's publishers: keep-alive HTTP/1.1 connections to POST /api/publish (nchan:
  * POST /pub/<channel>), each with at most one request in flight, so that each is one ordered
- * producer. Answers are read by Content-Length and handed to the scenario with their status and
- * "recipients".
+ * producer. Answers are read by Content-Length and handed to the scenario with their status,
+ * "recipients" and body (the replay scenario's set-up reads each item's "seq" in it).
  */
 #ifndef DWB_HTTP_H
 #define DWB_HTTP_H

@@ -1,7 +1,8 @@
 /*
  * dealwire-bench — DESIGN: a load generator for dealwire on one thread and one epoll loop.
  *
- * A run goes through phases, each bounded in time: CONNECT (bounded parallel waves, each
+ * A run goes through phases, each bounded in time: SETUP (replay only: the messages to replay
+ * are stored, untimed, before any connection), CONNECT (bounded parallel waves, each
  * attempt with --connect-timeout), SUBSCRIBE (channels), SETTLE (idle), PUBLISH (until
  * --duration or --messages), DRAIN (until everything published arrived, or --drain-timeout
  * without a delivery), CLOSE (close handshakes, at most CLOSE_WAIT_S). --timeout bounds the
@@ -85,13 +86,15 @@ static void usage(FILE *f)
             "  --tls-server-name NAME SNI, and the name the certificate must match (localhost)\n"
             "  --tls-resume           resume the last TLS session the server gave (tickets);\n"
             "                         without it every handshake is a full one\n"
-            "  --scenario NAME        fanout|targeted|channels|paced|idle|connect (fanout)\n"
+            "  --scenario NAME        fanout|targeted|channels|paced|idle|connect|replay\n"
+            "                         (fanout)\n"
             "  --connections N        WebSocket clients (100)\n"
             "  --sources K            source addresses 127.0.0.1..127.0.0.K (N/5000 rounded up)\n"
             "  --parallel N           connection attempts in flight (500)\n"
             "  --connect-timeout S    per connection, connect + handshake (10)\n"
             "  --publishers P         HTTP publisher connections, 1 request in flight each (16)\n"
-            "  --batch B              messages per publish request, a JSON array if > 1 (1)\n"
+            "  --batch B              messages per publish request, a JSON array if > 1 (1;\n"
+            "                         replay: 100)\n"
             "  --msg-size BYTES       size of one delivered message (300)\n"
             "  --window W             messages outstanding per client (64 up to 1000 clients,\n"
             "                         16 above)\n"
@@ -103,12 +106,17 @@ static void usage(FILE *f)
             "  --users U              targeted: draw each message's user from U user ids, of\n"
             "                         which the first N are connected (default N); the rest\n"
             "                         have no connection, so the server must deliver nothing\n"
+            "  --backlog M            replay: critical messages stored per user before the\n"
+            "                         connections open, the history each one replays (100)\n"
+            "  --last-seq K           replay: every connection resumes with ?last_seq=K (0)\n"
             "  --server-pid PID[,PID] idle: the daemon's pid, for its RSS (nchan: the nginx\n"
-            "                         workers' pids; their RSS is summed)\n"
+            "                         workers' pids; their RSS is summed); replay: the CPU\n"
+            "                         time of each during the set-up and the replay\n"
             "  --settle S             idle: seconds between the last connect and the RSS (2)\n"
             "  --drain-timeout S      seconds without a delivery before the drain gives up (10)\n"
             "  --timeout S            hard bound on the whole run (120)\n"
-            "  --user-prefix STR      user ids are STR<i> (bench-u)\n"
+            "  --user-prefix STR      user ids are STR<i> (bench-u; replay: a new one per run,\n"
+            "                         bench-r<unix time>-<pid>-u)\n"
             "  --seed N               random seed (from the clock)\n"
             "  --quiet                no progress lines on stderr\n"
             "  --help                 this text\n");
@@ -169,6 +177,8 @@ enum {
     OPT_CHANNELS,
     OPT_SUBS,
     OPT_USERS,
+    OPT_BACKLOG,
+    OPT_LAST_SEQ,
     OPT_SERVER_PID,
     OPT_SETTLE,
     OPT_DRAIN_TIMEOUT,
@@ -203,6 +213,8 @@ static const struct option long_opts[] = {
     {"channels", required_argument, NULL, OPT_CHANNELS},
     {"subs-per-conn", required_argument, NULL, OPT_SUBS},
     {"users", required_argument, NULL, OPT_USERS},
+    {"backlog", required_argument, NULL, OPT_BACKLOG},
+    {"last-seq", required_argument, NULL, OPT_LAST_SEQ},
     {"server-pid", required_argument, NULL, OPT_SERVER_PID},
     {"settle", required_argument, NULL, OPT_SETTLE},
     {"drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT},
@@ -221,13 +233,14 @@ static const struct option long_opts[] = {
 
 static int parse_scenario(const char *v, enum dwb_scenario *out)
 {
-    for (int s = DWB_FANOUT; s <= DWB_CONNECT; s++) {
+    for (int s = DWB_FANOUT; s <= DWB_REPLAY; s++) {
         if (strcmp(v, dwb_scenario_name((enum dwb_scenario)s)) == 0) {
             *out = (enum dwb_scenario)s;
             return 0;
         }
     }
-    return bad("--scenario", v, "expected fanout, targeted, channels, paced, idle or connect");
+    return bad("--scenario", v,
+               "expected fanout, targeted, channels, paced, idle, connect or replay");
 }
 
 static int parse_server(const char *v, enum dwb_server *out)
@@ -267,7 +280,9 @@ static int parse_pids(const char *v, struct dwb_opts *o)
 /* Parses argv into o. Returns 0, 1 after --help, or -EINVAL (message printed). */
 static int parse_opts(int argc, char **argv, struct dwb_opts *o)
 {
-    bool window_set = false, duration_set = false, tls_name_set = false;
+    static char replay_prefix[64];
+    bool window_set = false, duration_set = false, tls_name_set = false, batch_set = false;
+    bool prefix_set = false, messages_set = false, backlog_set = false, last_seq_set = false;
     const char *host = "127.0.0.1";
     unsigned long long u;
     int c, err = 0;
@@ -283,6 +298,7 @@ static int parse_opts(int argc, char **argv, struct dwb_opts *o)
                            .rate = 1000,
                            .channels = 100,
                            .subs = 4,
+                           .backlog = 100,
                            .settle = 2,
                            .drain_timeout = 10,
                            .timeout = 120,
@@ -326,6 +342,7 @@ static int parse_opts(int argc, char **argv, struct dwb_opts *o)
         case OPT_BATCH:
             err = parse_uint("--batch", optarg, 1, 10000, &u);
             o->batch = (unsigned)u;
+            batch_set = true;
             break;
         case OPT_MSG_SIZE:
             err = parse_uint("--msg-size", optarg, 64, 512ULL * 1024, &u);
@@ -343,6 +360,7 @@ static int parse_opts(int argc, char **argv, struct dwb_opts *o)
         case OPT_MESSAGES:
             err = parse_uint("--messages", optarg, 0, UINT32_MAX, &u);
             o->messages = u;
+            messages_set = true;
             break;
         case OPT_RATE:
             err = parse_num("--rate", optarg, 0.001, 1e8, &o->rate);
@@ -359,6 +377,16 @@ static int parse_opts(int argc, char **argv, struct dwb_opts *o)
             err = parse_uint("--users", optarg, 1, 1000000000, &u);
             o->users = u;
             break;
+        case OPT_BACKLOG:
+            err = parse_uint("--backlog", optarg, 1, 100000000, &u);
+            o->backlog = (uint32_t)u;
+            backlog_set = true;
+            break;
+        case OPT_LAST_SEQ:
+            err = parse_uint("--last-seq", optarg, 0, INT64_MAX, &u);
+            o->last_seq = u;
+            last_seq_set = true;
+            break;
         case OPT_SERVER_PID:
             err = parse_pids(optarg, o);
             break;
@@ -373,6 +401,7 @@ static int parse_opts(int argc, char **argv, struct dwb_opts *o)
             break;
         case OPT_PREFIX:
             o->prefix = optarg;
+            prefix_set = true;
             if (!*optarg || strlen(optarg) > 100 ||
                 strspn(optarg,
                        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:@-") !=
@@ -428,13 +457,33 @@ static int parse_opts(int argc, char **argv, struct dwb_opts *o)
         return bad("--sources", "", "each source address would need 25,000 ports or more");
     if (!window_set)
         o->window = o->conns <= 1000 ? 64 : 16;
+    if (o->scenario == DWB_REPLAY) {
+        if (o->server == DWB_SERVER_NCHAN)
+            return bad("--scenario", "replay", "not with --server nchan (it has no durable inbox)");
+        if (messages_set || duration_set)
+            return bad("--messages or --duration", "",
+                       "not with --scenario replay (--backlog M messages per user)");
+        if ((uint64_t)o->conns * o->backlog > UINT32_MAX)
+            return bad("--backlog", "", "--connections x --backlog must stay under 2^32");
+        o->duration = 0;
+        if (!batch_set)
+            o->batch = 100;
+        if (!prefix_set) {
+            /* A user prefix of its own: the users have no history but this run's. */
+            snprintf(replay_prefix, sizeof(replay_prefix), "bench-r%lld-%ld-u",
+                     (long long)time(NULL), (long)getpid());
+            o->prefix = replay_prefix;
+        }
+    } else if (backlog_set || last_seq_set) {
+        return bad("--backlog or --last-seq", "", "only with --scenario replay");
+    }
     if (o->batch > o->window &&
         (o->scenario == DWB_FANOUT || o->scenario == DWB_TARGETED || o->scenario == DWB_CHANNELS))
         return bad("--batch", "", "must not exceed --window (a request must fit the window)");
     if (o->messages && !duration_set)
         o->duration = 0;
     if (o->duration == 0 && o->messages == 0 && o->scenario != DWB_IDLE &&
-        o->scenario != DWB_CONNECT)
+        o->scenario != DWB_CONNECT && o->scenario != DWB_REPLAY)
         return bad("--duration", "0", "needs --messages: a run must be bounded");
     if (o->users == 0)
         o->users = o->conns;
@@ -496,9 +545,13 @@ static int raise_nofile(const struct dwb_opts *o)
 /* ---- phases ---------------------------------------------------------------------------- */
 
 static const char *const phase_names[] = {
-    [DWB_PHASE_CONNECT] = "connecting", [DWB_PHASE_SUBSCRIBE] = "subscribing",
-    [DWB_PHASE_SETTLE] = "settling",    [DWB_PHASE_PUBLISH] = "publishing",
-    [DWB_PHASE_DRAIN] = "draining",     [DWB_PHASE_CLOSE] = "closing",
+    [DWB_PHASE_SETUP] = "storing the messages to replay",
+    [DWB_PHASE_CONNECT] = "connecting",
+    [DWB_PHASE_SUBSCRIBE] = "subscribing",
+    [DWB_PHASE_SETTLE] = "settling",
+    [DWB_PHASE_PUBLISH] = "publishing",
+    [DWB_PHASE_DRAIN] = "draining",
+    [DWB_PHASE_CLOSE] = "closing",
     [DWB_PHASE_DONE] = "done",
 };
 
@@ -507,6 +560,19 @@ static void enter(struct dwb_run *run, enum dwb_phase phase, int64_t now)
     run->phase = phase;
     run->phase_started = now;
     switch (phase) {
+    case DWB_PHASE_SETUP:
+        dwb_cpu_mark(run, DWB_CPU_SETUP);
+        dwb_scenario_setup_start(run, now);
+        break;
+    case DWB_PHASE_CONNECT:
+        if (run->setup_start) {
+            /* replay: the set-up is over; its publishers are not needed any more */
+            run->setup_end = now;
+            for (unsigned i = 0; i < run->opt.publishers; i++)
+                dwb_pub_close(&run->pubs[i]);
+            dwb_cpu_mark(run, DWB_CPU_CONNECT);
+        }
+        break;
     case DWB_PHASE_SUBSCRIBE:
         run->subscribe_start = now;
         dwb_scenario_subscribe(run);
@@ -571,6 +637,8 @@ static void step_connect(struct dwb_run *run, int64_t now)
         enter(run, DWB_PHASE_SETTLE, now);
     } else if (o->scenario == DWB_CHANNELS) {
         enter(run, DWB_PHASE_SUBSCRIBE, now);
+    } else if (o->scenario == DWB_REPLAY) {
+        enter(run, DWB_PHASE_DRAIN, now); /* nothing to publish: wait for the replays */
     } else {
         enter(run, DWB_PHASE_PUBLISH, now);
     }
@@ -604,6 +672,12 @@ static void tick(struct dwb_run *run, int64_t now)
         }
     }
     switch (run->phase) {
+    case DWB_PHASE_SETUP:
+        if (run->aborted)
+            enter(run, DWB_PHASE_CLOSE, now);
+        else if (dwb_scenario_setup_step(run, now))
+            enter(run, DWB_PHASE_CONNECT, now);
+        break;
     case DWB_PHASE_CONNECT:
         step_connect(run, now);
         break;
@@ -642,6 +716,8 @@ static void tick(struct dwb_run *run, int64_t now)
     case DWB_PHASE_DRAIN:
         last = run->last_delivery > run->phase_started ? run->last_delivery : run->phase_started;
         if (!pubs_busy(run, DWB_PUB_BUSY) && run->recv_total >= run->expected_total) {
+            if (o->scenario == DWB_REPLAY)
+                dwb_cpu_mark(run, DWB_CPU_END);
             enter(run, DWB_PHASE_CLOSE, now);
         } else if (since(last, now) >= o->drain_timeout) {
             dwb_note_error(run, "drain: nothing arrived for %.1f s (%llu of %llu deliveries)",
@@ -725,6 +801,7 @@ static int setup(struct dwb_run *run)
     }
     dwb_hist_init(&run->lat);
     dwb_hist_init(&run->hs);
+    dwb_hist_init(&run->catchup);
     run->rng = o->seed ? o->seed : 1;
     return dwb_scenario_init(run);
 }
@@ -778,7 +855,7 @@ int main(int argc, char **argv)
             fprintf(stderr, DWB_NAME ": cannot read the VmRSS of every --server-pid\n");
     }
     run.t0 = run.last_progress_ns = dwb_now_ns();
-    enter(&run, DWB_PHASE_CONNECT, run.t0);
+    enter(&run, run.opt.scenario == DWB_REPLAY ? DWB_PHASE_SETUP : DWB_PHASE_CONNECT, run.t0);
     loop(&run);
     complete = dwb_report_final(&run);
     teardown(&run);

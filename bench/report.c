@@ -3,15 +3,20 @@
  * so that stdout holds only the result: a table for people, then one JSON line per result
  * that starts with {"bench":"dealwire-bench" so scripts can grep it. Rates are taken over the
  * measured window: from the first publish request to the last delivery (publishing
- * scenarios), or from the first connect to the last connection_established (connect).
+ * scenarios), or from the first connect to the last connection_established (connect), or from
+ * the first connect to the last replayed message (replay; its set-up is reported apart and is
+ * not in the rates).
  * With --tls, a tls line says what the first handshake negotiated and how the certificate was
  * checked, and the JSON line carries "tls":true with the version, cipher and group.
  */
 #include "bench.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #define NS 1e9
 
@@ -56,6 +61,101 @@ long dwb_read_server_rss_kb(const struct dwb_opts *o)
     return o->npids ? sum : -1;
 }
 
+double dwb_read_cpu_ms(pid_t pid)
+{
+    char path[64], buf[1024], *p, *end;
+    unsigned long long v[2];
+    long tick = sysconf(_SC_CLK_TCK);
+    size_t n;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+    f = fopen(path, "r");
+    if (!f)
+        return -1;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* "pid (comm) state ppid ...": comm may hold spaces and parentheses; utime and stime are
+     * the 14th and 15th fields, the 12th and 13th after the state. */
+    p = strrchr(buf, ')');
+    if (!p || tick <= 0)
+        return -1;
+    for (int field = 0; field < 12; field++) {
+        p = strchr(p + 1, ' ');
+        if (!p)
+            return -1;
+    }
+    for (int k = 0; k < 2; k++) {
+        errno = 0;
+        v[k] = strtoull(p + 1, &end, 10);
+        if (errno || end == p + 1 || (*end != ' ' && *end != '\0'))
+            return -1;
+        p = end;
+    }
+    return (double)(v[0] + v[1]) * 1000.0 / (double)tick;
+}
+
+void dwb_cpu_mark(struct dwb_run *run, enum dwb_cpu_mark mark)
+{
+    struct rusage ru;
+
+    for (unsigned i = 0; i < run->opt.npids; i++)
+        run->cpu_ms[mark][i] = dwb_read_cpu_ms(run->opt.server_pids[i]);
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        run->cpu_ms[mark][DWB_MAX_PIDS] = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
+                                          (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
+    run->cpu_marked[mark] = true;
+}
+
+/* CPU ms of process i (DWB_MAX_PIDS: the bench) between two marks, or -1. */
+static double cpu_between(const struct dwb_run *run, enum dwb_cpu_mark a, enum dwb_cpu_mark b,
+                          unsigned i)
+{
+    double x = run->cpu_ms[a][i], y = run->cpu_ms[b][i];
+
+    if (!run->cpu_marked[a] || !run->cpu_marked[b] || x < 0 || y < 0)
+        return -1;
+    return y - x;
+}
+
+/* A CPU time in ms for the JSON line: null when it was not measured. */
+static void print_json_ms(double ms)
+{
+    if (ms < 0)
+        printf("null");
+    else
+        printf("%.0f", ms);
+}
+
+/* replay: the CPU line of one span, for the table. */
+static void print_cpu(const struct dwb_run *run, const char *label, enum dwb_cpu_mark a,
+                      enum dwb_cpu_mark b, uint64_t msgs)
+{
+    const struct dwb_opts *o = &run->opt;
+    double bench = cpu_between(run, a, b, DWB_MAX_PIDS), sum = 0;
+    bool all = o->npids > 0;
+
+    if (bench < 0) {
+        printf("  cpu         %s: not measured (it did not end)\n", label);
+        return;
+    }
+    printf("  cpu         %s: bench %.0f ms", label, bench);
+    for (unsigned i = 0; i < o->npids; i++) {
+        double ms = cpu_between(run, a, b, i);
+
+        if (ms < 0)
+            printf(", pid %ld unreadable", (long)o->server_pids[i]);
+        else
+            printf(", pid %ld %.0f ms", (long)o->server_pids[i], ms);
+        all = all && ms >= 0;
+        sum += ms;
+    }
+    if (all && msgs)
+        printf(" (--server-pid: %.0f ms, %.1f us per message)", sum, sum * 1e3 / (double)msgs);
+    putchar('\n');
+}
+
 void dwb_read_sockstat(char *out, size_t size)
 {
     char line[256];
@@ -83,6 +183,24 @@ void dwb_report_progress(struct dwb_run *run, int64_t now)
 
     if (run->opt.quiet || dt <= 0)
         return;
+    if (run->opt.scenario == DWB_REPLAY) {
+        uint64_t stored = run->n.stored - run->last.stored;
+
+        if (run->phase == DWB_PHASE_SETUP)
+            fprintf(stderr, "[%6.1fs] replay   set-up: stored %llu of %llu messages (%.0f/s)\n",
+                    (double)(now - run->t0) / NS, (unsigned long long)run->n.stored,
+                    (unsigned long long)run->opt.conns * run->opt.backlog, rate(stored, dt));
+        else
+            fprintf(stderr,
+                    "[%6.1fs] replay   connected %u/%u  caught up %llu  replayed %llu (%.0f/s)%s\n",
+                    (double)(now - run->t0) / NS, run->ready, run->opt.conns,
+                    (unsigned long long)run->n.caught_up, (unsigned long long)run->n.recv_msgs,
+                    rate(got, dt),
+                    run->n.lost + run->n.connect_failed ? "  (connections lost or failed)" : "");
+        run->last = run->n;
+        run->last_progress_ns = now;
+        return;
+    }
     fprintf(stderr,
             "[%6.1fs] %-8s connected %u/%u  sent %llu (%.0f/s)  received %llu  %.0f deliveries/s"
             "%s\n",
@@ -147,8 +265,17 @@ bool dwb_report_final(struct dwb_run *run)
                        : 0;
     double send_s =
         run->pub_end > run->pub_start ? (double)(run->pub_end - run->pub_start) / NS : 0;
-    bool publishing = o->scenario != DWB_IDLE && o->scenario != DWB_CONNECT;
-    const struct dwb_hist *h = o->scenario == DWB_CONNECT ? &run->hs : &run->lat;
+    /* replay: the set-up (untimed), and from the first connect to the last replayed message */
+    double setup_s =
+        run->setup_end > run->setup_start ? (double)(run->setup_end - run->setup_start) / NS : 0;
+    double replay_s = run->connect_start && run->last_delivery > run->connect_start
+                          ? (double)(run->last_delivery - run->connect_start) / NS
+                          : 0;
+    bool replay = o->scenario == DWB_REPLAY;
+    bool publishing = o->scenario != DWB_IDLE && o->scenario != DWB_CONNECT && !replay;
+    const struct dwb_hist *h = o->scenario == DWB_CONNECT ? &run->hs
+                               : replay                   ? &run->catchup
+                                                          : &run->lat;
     long rss_delta = run->rss_after_kb - run->rss_before_kb;
     bool have_rss = run->rss_before_kb >= 0 && run->rss_after_kb >= 0 && run->rss_conns > 0;
     double rss_per_conn = have_rss ? (double)rss_delta * 1024 / run->rss_conns : 0;
@@ -160,7 +287,11 @@ bool dwb_report_final(struct dwb_run *run)
                run->n.server_closes == 0 && missing == 0 && extra == 0 && run->n.dup == 0 &&
                run->n.ooo == 0 && run->n.malformed == 0 && run->n.misrouted == 0 &&
                run->n.http_errors == 0 && run->n.recipient_mismatch == 0 &&
-               run->n.subs_failed == 0 && run->n.ws_errors == 0 && run->n.error_msgs == 0;
+               run->n.subs_failed == 0 && run->n.ws_errors == 0 && run->n.error_msgs == 0 &&
+               run->n.answer_seq_bad == 0 && run->n.unexpected_seq == 0 &&
+               run->n.wrong_message == 0 && run->n.welcome_bad == 0 && run->n.not_recovered == 0 &&
+               (!replay ||
+                (run->n.caught_up == o->conns && run->n.stored == (uint64_t)o->conns * o->backlog));
 
     printf("%s %s against %s: %u connections from %u source address%s", DWB_NAME,
            dwb_scenario_name(o->scenario), dwb_server_name(o->server), o->conns, o->sources,
@@ -172,15 +303,29 @@ bool dwb_report_final(struct dwb_run *run)
         printf(", %u channels, %u per connection", o->channels, o->subs);
     if (o->scenario == DWB_PACED)
         printf(", %.0f messages/s", o->rate);
+    if (replay)
+        printf(", %u critical messages of ~%u B stored per user %s<i> (%u publishers, batch "
+               "%u), resuming from last_seq=%llu",
+               o->backlog, o->msg_size, o->prefix, o->publishers, o->batch,
+               (unsigned long long)o->last_seq);
     printf(", %s, seed %llu\n", o->tls ? "over TLS (wss, https)" : "plain (ws, http)",
            (unsigned long long)o->seed);
     if (o->tls)
         print_tls(run);
-    printf("  connect     %llu ready, %llu failed in %.3f s (%.0f conn/s); handshake p50 %.0f us,"
+    if (replay)
+        printf("  set-up      stored %llu of %llu messages in %llu requests in %.3f s (%.0f/s, "
+               "untimed); %llu HTTP errors, %llu recipient mismatches, %llu seqs out of turn\n",
+               (unsigned long long)run->n.stored, (unsigned long long)o->conns * o->backlog,
+               (unsigned long long)run->n.answered_reqs, setup_s, rate(run->n.stored, setup_s),
+               (unsigned long long)run->n.http_errors,
+               (unsigned long long)run->n.recipient_mismatch,
+               (unsigned long long)run->n.answer_seq_bad);
+    printf("  connect     %llu ready, %llu failed in %.3f s (%.0f conn/s); %s p50 %.0f us,"
            " p99 %.0f us, p99.9 %.0f us\n",
            (unsigned long long)run->n.connected, (unsigned long long)run->n.connect_failed, conn_s,
-           rate(run->n.connected, conn_s), us(dwb_hist_quantile(&run->hs, 0.5)),
-           us(dwb_hist_quantile(&run->hs, 0.99)), us(dwb_hist_quantile(&run->hs, 0.999)));
+           rate(run->n.connected, conn_s), replay ? "welcome (after the first page)" : "handshake",
+           us(dwb_hist_quantile(&run->hs, 0.5)), us(dwb_hist_quantile(&run->hs, 0.99)),
+           us(dwb_hist_quantile(&run->hs, 0.999)));
     if (o->scenario == DWB_CHANNELS && run->subscribe_end)
         printf("  subscribed  %u connections to %u channels each in %.3f s (%.0f subscribes/s)\n",
                run->subscribed, o->subs, (double)(run->subscribe_end - run->subscribe_start) / NS,
@@ -215,6 +360,27 @@ bool dwb_report_final(struct dwb_run *run)
                (unsigned long long)run->n.dup, (unsigned long long)run->n.ooo,
                (unsigned long long)run->n.malformed, (unsigned long long)run->n.misrouted);
     }
+    if (replay) {
+        printf("  replayed    %llu messages, %llu bytes in %.3f s from the first connect to the "
+               "last one: %.0f messages/s, %.1f MB/s\n",
+               (unsigned long long)run->n.recv_msgs, (unsigned long long)run->n.recv_bytes,
+               replay_s, rate(run->n.recv_msgs, replay_s), rate(run->n.recv_bytes, replay_s) / 1e6);
+        printf("  caught up   %llu of %u connections; connect() to the last message: min %.0f us, "
+               "p50 %.0f us, p99 %.0f us, max %.0f us\n",
+               (unsigned long long)run->n.caught_up, o->conns, us(h->count ? h->min : 0),
+               us(dwb_hist_quantile(h, 0.5)), us(dwb_hist_quantile(h, 0.99)),
+               us(h->count ? h->max : 0));
+        print_cpu(run, "set-up", DWB_CPU_SETUP, DWB_CPU_CONNECT, run->n.stored);
+        print_cpu(run, "replay", DWB_CPU_CONNECT, DWB_CPU_END, run->n.recv_msgs);
+        printf("  checks      missing %llu, extra %llu, duplicate %llu, out-of-order %llu, outside "
+               "(last_seq, welcome last_seq] %llu, wrong message %llu, welcome last_seq wrong "
+               "%llu, not recovered %llu, malformed %llu, misrouted %llu\n",
+               (unsigned long long)missing, (unsigned long long)extra,
+               (unsigned long long)run->n.dup, (unsigned long long)run->n.ooo,
+               (unsigned long long)run->n.unexpected_seq, (unsigned long long)run->n.wrong_message,
+               (unsigned long long)run->n.welcome_bad, (unsigned long long)run->n.not_recovered,
+               (unsigned long long)run->n.malformed, (unsigned long long)run->n.misrouted);
+    }
     if (o->scenario == DWB_IDLE) {
         printf("  server rss  before %ld KiB, after %ld KiB with %u connections: %.0f bytes per "
                "connection%s\n",
@@ -236,7 +402,7 @@ bool dwb_report_final(struct dwb_run *run)
     printf("{\"bench\":\"%s\",\"server\":\"%s\",\"scenario\":\"%s\",\"connections\":%u,"
            "\"sources\":%u,\"publishers\":%u,\"W\":%u,\"batch\":%u,\"msg_size\":%u,\"tls\":%s,",
            DWB_NAME, dwb_server_name(o->server), dwb_scenario_name(o->scenario), o->conns,
-           o->sources, publishing ? o->publishers : 0, dwb_scenario_window(run), o->batch,
+           o->sources, publishing || replay ? o->publishers : 0, dwb_scenario_window(run), o->batch,
            o->msg_size, o->tls ? "true" : "false");
     if (o->tls && run->tls_version[0])
         printf("\"tls_version\":\"%s\",\"tls_cipher\":\"%s\",\"tls_group\":\"%s\","
@@ -253,6 +419,38 @@ bool dwb_report_final(struct dwb_run *run)
                (unsigned long long)run->n.offline);
     if (publishing)
         printf("\"publish_per_s\":%.0f,", rate(run->n.sent_msgs, send_s));
+    if (replay) {
+        printf("\"backlog\":%u,\"last_seq\":%llu,\"user_prefix\":", o->backlog,
+               (unsigned long long)o->last_seq);
+        print_json_string(o->prefix);
+        printf(",\"stored\":%llu,\"setup_s\":%.3f,\"setup_per_s\":%.0f,\"replayed\":%llu,"
+               "\"replayed_per_s\":%.0f,\"caught_up\":%llu,\"caught_up_min_us\":%.1f,"
+               "\"caught_up_p50_us\":%.1f,"
+               "\"caught_up_p99_us\":%.1f,\"caught_up_max_us\":%.1f,\"welcome_bad\":%llu,"
+               "\"not_recovered\":%llu,\"unexpected_seq\":%llu,\"wrong_message\":%llu,"
+               "\"answer_seq_bad\":%llu,",
+               (unsigned long long)run->n.stored, setup_s, rate(run->n.stored, setup_s),
+               (unsigned long long)run->n.recv_msgs, rate(run->n.recv_msgs, replay_s),
+               (unsigned long long)run->n.caught_up, us(h->count ? h->min : 0),
+               us(dwb_hist_quantile(h, 0.5)), us(dwb_hist_quantile(h, 0.99)),
+               us(h->count ? h->max : 0), (unsigned long long)run->n.welcome_bad,
+               (unsigned long long)run->n.not_recovered, (unsigned long long)run->n.unexpected_seq,
+               (unsigned long long)run->n.wrong_message, (unsigned long long)run->n.answer_seq_bad);
+        printf("\"bench_cpu_ms\":");
+        print_json_ms(cpu_between(run, DWB_CPU_CONNECT, DWB_CPU_END, DWB_MAX_PIDS));
+        printf(",\"server_cpu_ms\":[");
+        for (unsigned i = 0; i < o->npids; i++) {
+            printf("%s", i ? "," : "");
+            print_json_ms(cpu_between(run, DWB_CPU_CONNECT, DWB_CPU_END, i));
+        }
+        printf("],\"setup_server_cpu_ms\":[");
+        for (unsigned i = 0; i < o->npids; i++) {
+            printf("%s", i ? "," : "");
+            print_json_ms(cpu_between(run, DWB_CPU_SETUP, DWB_CPU_CONNECT, i));
+        }
+        printf("],");
+        pub_s = replay_s; /* deliveries_per_s, bytes_per_s, duration_s: the timed window */
+    }
     printf("\"messages\":%llu,\"deliveries\":%llu,\"deliveries_per_s\":%.0f,\"bytes_per_s\":%.0f,"
            "\"p50_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,\"max_us\":%.1f,",
            (unsigned long long)run->n.sent_msgs, (unsigned long long)run->n.recv_msgs,
@@ -279,7 +477,7 @@ bool dwb_report_final(struct dwb_run *run)
            (unsigned long long)missing, (unsigned long long)run->n.dup,
            (unsigned long long)run->n.ooo, (unsigned long long)run->n.lost,
            (unsigned long long)run->n.http_errors, complete ? "true" : "false",
-           publishing                   ? pub_s
+           publishing || replay         ? pub_s
            : o->scenario == DWB_CONNECT ? conn_s
                                         : o->settle,
            (unsigned long long)o->seed);

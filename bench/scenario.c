@@ -16,6 +16,16 @@
  * Receive path: one word-at-a-time search for "producer": and a few hand-rolled integer parses; no
  * JSON parser and no allocation per message.
  *
+ * Replay (--scenario replay): an untimed set-up first stores --backlog critical price alerts
+ * to each of the N users while none is connected, user i's all through publisher i % P, in
+ * order, so the daemon must number them first..first + M - 1 in that order (checked on every
+ * publish answer: each item's "seq"). Then the N connections open with ?last_seq=K, and each
+ * must get exactly the seqs (K, L] in order, L being its welcome's last_seq, which must be the
+ * last seq the answers gave its user; a message whose seq the set-up saw must be the item that
+ * was given that seq ("pseq"). A connection is caught up when it has them all: the time from
+ * its connect() to then is its time to catch up. One stream per connection (next expected
+ * seq, the 64 below it) tells gaps, duplicates and order apart as in the other scenarios.
+ *
  * nchan (--server nchan): a request body is the message itself, delivered as is, so the bench
  * appends the "timestamp" that dealwire would add: a delivered frame has the same fields and
  * the same size with both servers. Connections subscribe to the channel "all" (fanout, paced,
@@ -41,8 +51,8 @@
 
 const char *dwb_scenario_name(enum dwb_scenario s)
 {
-    static const char *const names[] = {"fanout", "targeted", "channels",
-                                        "paced",  "idle",     "connect"};
+    static const char *const names[] = {"fanout", "targeted", "channels", "paced",
+                                        "idle",   "connect",  "replay"};
 
     return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
 }
@@ -69,6 +79,17 @@ void dwb_scenario_channel(const struct dwb_run *run, const struct dwb_conn *c, c
 static bool publishes(const struct dwb_run *run)
 {
     return run->opt.scenario != DWB_IDLE && run->opt.scenario != DWB_CONNECT;
+}
+
+/* Messages to one user each, with a "to" member: targeted, and the replay's set-up. */
+static bool per_user(const struct dwb_run *run)
+{
+    return run->opt.scenario == DWB_TARGETED || run->opt.scenario == DWB_REPLAY;
+}
+
+static bool replay(const struct dwb_run *run)
+{
+    return run->opt.scenario == DWB_REPLAY;
 }
 
 static bool to_all(const struct dwb_run *run)
@@ -165,12 +186,17 @@ int dwb_scenario_init(struct dwb_run *run)
             return -ENOMEM;
     }
     run->seqs = calloc((size_t)p * run->keys, sizeof(*run->seqs));
-    per_conn = run->slots * p;
+    /* replay: one stream per connection, the user's seqs, from --last-seq + 1 */
+    per_conn = replay(run) ? 1 : run->slots * p;
     run->streams = calloc((size_t)run->opt.conns * per_conn, sizeof(*run->streams));
     if (!run->seqs || !run->streams)
         return -ENOMEM;
-    for (unsigned i = 0; i < run->opt.conns; i++)
+    for (unsigned i = 0; i < run->opt.conns; i++) {
         run->conns[i].streams = run->streams + (size_t)i * per_conn;
+        run->conns[i].welcome_seq = -1;
+        if (replay(run))
+            run->conns[i].streams[0].next = run->opt.last_seq + 1;
+    }
 
     if (run->opt.scenario == DWB_FANOUT) {
         uint32_t size = 2;
@@ -292,10 +318,10 @@ static int format_item(struct dwb_run *run, char *out, size_t room, unsigned p, 
                        uint32_t seq, int64_t t)
 {
     char target[192];
-    const char *type = run->opt.scenario == DWB_TARGETED ? "price_alert" : "deal_alert";
+    const char *type = per_user(run) ? "price_alert" : "deal_alert";
     int head, msg, pad;
 
-    if (run->opt.scenario == DWB_TARGETED)
+    if (per_user(run))
         snprintf(target, sizeof(target), "{\"user_id\":\"%s%u\"}", run->opt.prefix, key);
     else if (run->opt.scenario == DWB_CHANNELS)
         snprintf(target, sizeof(target), "{\"channel\":\"ch%u\"}", key);
@@ -307,13 +333,15 @@ static int format_item(struct dwb_run *run, char *out, size_t room, unsigned p, 
                    "{\"type\":\"%s\",\"deal_id\":\"bench-%u-%u\",\"title\":\"Bench deal %u\","
                    "\"price\":%u.%02u,\"producer\":%u,\"pseq\":%u,",
                    type, p, seq, seq, 100 + seq % 900, seq % 100, p, seq);
-    if (run->opt.scenario == DWB_TARGETED)
+    if (per_user(run))
         msg += snprintf(out + head + msg, room - (size_t)(head + msg), "\"to\":%u,", key);
     else if (run->opt.scenario == DWB_CHANNELS)
         msg += snprintf(out + head + msg, room - (size_t)(head + msg), "\"ch\":%u,", key);
     msg += snprintf(out + head + msg, room - (size_t)(head + msg), "\"t\":%lld", (long long)t);
     /* Delivered: this + ,"pad":"<pad>" + the server's timestamp + }. */
     pad = (int)run->opt.msg_size - msg - 10 - TIMESTAMP_LEN;
+    if (replay(run)) /* the daemon's "seq":N, in front, N about the user's count so far */
+        pad -= snprintf(NULL, 0, "\"seq\":%u,", seq + 1);
     if (pad < 0)
         pad = 0;
     if (nchan(run)) {
@@ -324,8 +352,8 @@ static int format_item(struct dwb_run *run, char *out, size_t room, unsigned p, 
                               stamp);
     }
     return head + msg +
-           snprintf(out + head + msg, room - (size_t)(head + msg), ",\"pad\":\"%.*s\"}}", pad,
-                    run->pad);
+           snprintf(out + head + msg, room - (size_t)(head + msg), ",\"pad\":\"%.*s\"}%s}", pad,
+                    run->pad, replay(run) ? ",\"critical\":true" : "");
 }
 
 /* How many messages the next request may carry now (0: none). */
@@ -447,6 +475,150 @@ static unsigned publish_one(struct dwb_run *run, struct dwb_pub *pub, int64_t no
     return k;
 }
 
+/* ---- replay: the set-up --------------------------------------------------------------- */
+
+/* The next set-up message of pub: its user (i % P == pub) and its index among the user's
+ * messages. Returns false when pub has sent them all. */
+static bool setup_next(const struct dwb_run *run, const struct dwb_pub *pub, uint32_t *user,
+                       uint32_t *k)
+{
+    uint64_t u = pub->index + pub->cursor / run->opt.backlog * run->opt.publishers;
+
+    if (u >= run->opt.conns)
+        return false;
+    *user = (uint32_t)u;
+    *k = (uint32_t)(pub->cursor % run->opt.backlog);
+    return true;
+}
+
+/* Sends pub's next batch of set-up messages: critical price alerts to users nobody is
+ * connected as. Returns the messages sent (0: pub has sent all of its own). */
+static unsigned publish_setup(struct dwb_run *run, struct dwb_pub *pub, int64_t now)
+{
+    char *body = dwb_pub_body(pub), *w = body;
+    bool array = run->opt.batch > 1;
+    uint32_t user, k;
+    unsigned n = 0;
+    int err;
+
+    if (array)
+        *w++ = '[';
+    for (; n < run->opt.batch && setup_next(run, pub, &user, &k); n++) {
+        pub->targets[n] = user;
+        pub->pseqs[n] = k;
+        if (n > 0)
+            *w++ = ',';
+        w += format_item(run, w, pub->req_cap - (size_t)(w - body) - 2, pub->index, user, k, now);
+        pub->cursor++;
+    }
+    if (n == 0)
+        return 0;
+    if (array)
+        *w++ = ']';
+    run->n.sent_msgs += n;
+    run->n.sent_reqs++;
+    pub->nmsgs = n;
+    pub->want_recipients = 0;
+    err = dwb_pub_send(run, pub, "/api/publish", (size_t)(w - body));
+    if (err < 0) {
+        dwb_note_error(run, "publisher %u: send: %s", pub->index, strerror(-err));
+        dwb_pub_close(pub);
+        run->n.http_errors++;
+        run->aborted = true;
+    }
+    return n;
+}
+
+void dwb_scenario_setup_start(struct dwb_run *run, int64_t now)
+{
+    run->setup_start = now;
+    for (unsigned i = 0; i < run->opt.publishers; i++) {
+        int err = dwb_pub_open(run, &run->pubs[i]);
+
+        if (err < 0) {
+            dwb_note_error(run, "publisher %u: connect: %s", i, strerror(-err));
+            run->aborted = true;
+        }
+    }
+}
+
+bool dwb_scenario_setup_step(struct dwb_run *run, int64_t now)
+{
+    bool done = true;
+
+    for (unsigned i = 0; i < run->opt.publishers && !run->aborted; i++) {
+        struct dwb_pub *pub = &run->pubs[i];
+        uint32_t user, k;
+        bool more = setup_next(run, pub, &user, &k);
+        int err;
+
+        if (pub->state == DWB_PUB_CONNECTING || pub->state == DWB_PUB_BUSY) {
+            done = false;
+        } else if (more && pub->state == DWB_PUB_CLOSED) {
+            /* an idle keep-alive connection the daemon closed: opened again */
+            done = false;
+            err = dwb_pub_open(run, pub);
+            if (err < 0) {
+                dwb_note_error(run, "publisher %u: connect: %s", i, strerror(-err));
+                run->aborted = true;
+            }
+        } else if (more) {
+            done = false;
+            publish_setup(run, pub, now);
+        }
+    }
+    return done && !run->aborted;
+}
+
+/* The answer to a set-up request: 200, no recipient (nobody is connected as these users),
+ * and one "seq" per item, each user's following the last one it got. */
+static void setup_answer(struct dwb_run *run, struct dwb_pub *pub, long long recipients,
+                         const char *body, size_t len)
+{
+    const char *q = body, *end = body + len;
+
+    for (uint32_t i = 0; i < pub->nmsgs; i++) {
+        const char *v = memmem(q, (size_t)(end - q), "\"seq\":", 6);
+        struct dwb_conn *c = &run->conns[pub->targets[i]];
+        uint32_t k = pub->pseqs[i];
+        long long seq;
+        char *e;
+
+        if (!v) {
+            dwb_note_error(run,
+                           "the replay scenario needs a daemon started with --db: the answer "
+                           "to a critical message to user %s%u has no \"seq\": %.*s",
+                           run->opt.prefix, pub->targets[i], (int)(len > 120 ? 120 : len), body);
+            run->n.http_errors++;
+            run->aborted = true;
+            return;
+        }
+        seq = strtoll(v + 6, &e, 10);
+        q = e;
+        run->n.stored++;
+        if (k == 0 && seq > 0) {
+            c->seq_first = seq;
+            c->seq_answers = 1;
+        } else if (c->seq_first > 0 && c->seq_answers == k && seq == c->seq_first + k) {
+            c->seq_answers++;
+        } else {
+            run->n.answer_seq_bad++;
+            dwb_note_error(run,
+                           "publish answer: message %u to user %s%u (one publisher, in order) got "
+                           "seq %lld, expected %lld",
+                           k, run->opt.prefix, pub->targets[i], seq,
+                           c->seq_first > 0 ? (long long)c->seq_first + k : 1);
+        }
+    }
+    if (recipients != 0) {
+        run->n.recipient_mismatch++;
+        dwb_note_error(run,
+                       "publisher %u: %lld recipients, expected 0 (is a client connected as one "
+                       "of the users %s<i>?)",
+                       pub->index, recipients, run->opt.prefix);
+    }
+}
+
 bool dwb_scenario_publish_done(const struct dwb_run *run, int64_t now)
 {
     if (run->aborted)
@@ -486,9 +658,30 @@ bool dwb_publish_ok(const struct dwb_run *run, unsigned status)
     return nchan(run) ? status == 201 || status == 202 : status == 200;
 }
 
-void dwb_on_answer(struct dwb_run *run, struct dwb_pub *pub, unsigned status, long long recipients)
+void dwb_on_answer(struct dwb_run *run, struct dwb_pub *pub, unsigned status, long long recipients,
+                   const char *body, size_t len)
 {
+    int shown = (int)(len > 200 ? 200 : len);
+
     run->n.answered_reqs++;
+    if (status != 0 && !dwb_publish_ok(run, status)) {
+        if (replay(run) && status == 503)
+            dwb_note_error(run,
+                           "the replay scenario needs a daemon started with --db, its database "
+                           "up: POST /api/publish answered 503: %.*s",
+                           shown, body);
+        else
+            dwb_note_error(run, "publisher %u: HTTP %u: %.*s", pub->index, status, shown, body);
+    }
+    if (replay(run)) {
+        if (status == 200) {
+            setup_answer(run, pub, recipients, body, len);
+        } else {
+            run->n.http_errors++; /* the set-up cannot go on: what to replay is unknown */
+            run->aborted = true;
+        }
+        return;
+    }
     if (!dwb_publish_ok(run, status)) {
         /* A refused request delivered nothing (a batch is all or nothing): expect none of
          * it. Then stop: its seqs never arrive, so later ones would all look out of order. */
@@ -625,6 +818,94 @@ static const char *find_producer(struct dwb_run *run, const char *p, const char 
     return q;
 }
 
+/* replay: c has every seq it was owed. */
+static void caught_up(struct dwb_run *run, struct dwb_conn *c, int64_t now)
+{
+    run->n.caught_up++;
+    dwb_hist_record(&run->catchup, (uint64_t)(now - c->started_ns));
+}
+
+/* replay: the welcome says up to which seq the user's history goes (last_seq), which must be
+ * the last seq the set-up's answers gave, and that all of it after --last-seq follows. */
+static void replay_welcome(struct dwb_run *run, struct dwb_conn *c, int64_t now, const char *p,
+                           size_t n)
+{
+    const char *v = p ? memmem(p, n, "\"last_seq\":", 11) : NULL, *at = v;
+    uint64_t k = run->opt.last_seq, last;
+    int64_t want = c->seq_first > 0 ? c->seq_first + c->seq_answers - 1 : -1;
+
+    if (!v || !take_uint(&v, p + n, "\"last_seq\":", 11, &last) || last > INT64_MAX) {
+        run->n.welcome_bad++;
+        dwb_note_error(run,
+                       "connection %u: a welcome without last_seq (the replay scenario needs a "
+                       "daemon started with --db, its database up): %.*s",
+                       c->index, (int)(n > 200 ? 200 : n), p ? p : "");
+        return; /* expects nothing, and is never caught up: the run is incomplete */
+    }
+    c->welcome_seq = (int64_t)last;
+    if ((int64_t)last != want || c->seq_answers != run->opt.backlog) {
+        run->n.welcome_bad++;
+        dwb_note_error(run,
+                       "connection %u: welcome last_seq %llu, but the set-up's answers numbered "
+                       "user %s%u's messages up to %lld",
+                       c->index, (unsigned long long)last, run->opt.prefix, c->index,
+                       (long long)want);
+    }
+    if (!memmem(p, n, "\"recovered\":true", 16)) {
+        run->n.not_recovered++;
+        dwb_note_error(run, "connection %u: ?last_seq=%llu, and the welcome says %.*s", c->index,
+                       (unsigned long long)k, (int)(p + n - at > 100 ? 100 : p + n - at), at);
+    }
+    c->expected = last > k ? last - k : 0;
+    run->expected_total += c->expected;
+    if (c->expected == 0)
+        caught_up(run, c, now);
+}
+
+/* replay: one message of the user's history, q at its "producer". */
+static void replay_text(struct dwb_run *run, struct dwb_conn *c, const char *p, size_t n,
+                        const char *q, int64_t now)
+{
+    const char *end = p + n, *s = p + 1;
+    uint64_t seq, prod, pseq, to, t;
+
+    if (!take_uint(&s, end, "\"seq\":", 6, &seq) ||
+        !take_uint(&q, end, "\"producer\":", 11, &prod) ||
+        !take_uint(&q, end, "\"pseq\":", 7, &pseq) || !take_uint(&q, end, "\"to\":", 5, &to) ||
+        !take_uint(&q, end, "\"t\":", 4, &t)) {
+        run->n.malformed++;
+        return;
+    }
+    if (to != c->index) {
+        run->n.misrouted++;
+        dwb_note_error(run, "connection %u: seq %llu is a message to user %s%llu", c->index,
+                       (unsigned long long)seq, run->opt.prefix, (unsigned long long)to);
+        return;
+    }
+    if (c->welcome_seq < 0 || seq <= run->opt.last_seq || seq > (uint64_t)c->welcome_seq) {
+        run->n.unexpected_seq++;
+        dwb_note_error(run,
+                       "connection %u: seq %llu, outside (%llu, %lld] (--last-seq, the "
+                       "welcome's last_seq)",
+                       c->index, (unsigned long long)seq, (unsigned long long)run->opt.last_seq,
+                       (long long)c->welcome_seq);
+        return;
+    }
+    if (c->seq_first > 0 && seq >= (uint64_t)c->seq_first &&
+        seq - (uint64_t)c->seq_first < c->seq_answers && pseq != seq - (uint64_t)c->seq_first) {
+        run->n.wrong_message++;
+        dwb_note_error(run, "connection %u: seq %llu carries the set-up's message %llu, not %llu",
+                       c->index, (unsigned long long)seq, (unsigned long long)pseq,
+                       (unsigned long long)(seq - (uint64_t)c->seq_first));
+    }
+    if (!stream_take(run, &c->streams[0], seq))
+        return;
+    c->recv++;
+    run->recv_total++;
+    if (c->recv == c->expected)
+        caught_up(run, c, now);
+}
+
 void dwb_on_text(struct dwb_run *run, struct dwb_conn *c, const char *p, size_t n, int64_t now)
 {
     const char *end = p + n, *q = find_producer(run, p, end);
@@ -634,6 +915,12 @@ void dwb_on_text(struct dwb_run *run, struct dwb_conn *c, const char *p, size_t 
 
     if (!q) {
         on_control(run, c, p, n);
+        return;
+    }
+    if (replay(run)) {
+        run->n.recv_msgs++;
+        run->last_delivery = now;
+        replay_text(run, c, p, n, q, now);
         return;
     }
     run->n.recv_msgs++;
@@ -682,13 +969,15 @@ void dwb_on_text(struct dwb_run *run, struct dwb_conn *c, const char *p, size_t 
 
 /* ---- connection events ----------------------------------------------------------------- */
 
-void dwb_on_ready(struct dwb_run *run, struct dwb_conn *c, int64_t now)
+void dwb_on_ready(struct dwb_run *run, struct dwb_conn *c, int64_t now, const char *p, size_t n)
 {
     run->ready++;
     run->inflight--;
     run->n.connected++;
     run->connect_end = now;
     dwb_hist_record(&run->hs, (uint64_t)(now - c->started_ns));
+    if (replay(run))
+        replay_welcome(run, c, now, p, n);
 }
 
 void dwb_on_conn_failed(struct dwb_run *run, struct dwb_conn *c, bool was_ready)

@@ -11,6 +11,10 @@
 # TLS: the bench's --tls must fail clearly against the plain daemon; when the daemon's --help
 # lists --tls-cert, a second daemon is started with a throwaway certificate
 # (scripts/devcert.sh) and fanout and connect run again over wss.
+# Replay: it must fail clearly against the daemon without --db; when PostgreSQL is installed
+# (scripts/pg.sh; about a second to start), a private server and a daemon with --db are started
+# and the replay scenario runs (several users, a history of more than one page, a second run
+# on the same users resuming from --last-seq); otherwise those runs are skipped, and said so.
 # Last line: "bench smoke: N passed, M failed"; exit status 0 only when M is 0.
 set -u
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -27,6 +31,7 @@ done
 
 work=$(mktemp -d /tmp/dealwire-bench-smoke.XXXXXX)
 daemon_pid=""
+pg_dir=""
 passed=0
 failed=0
 
@@ -34,6 +39,10 @@ cleanup() {
     if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
         kill -TERM "$daemon_pid" 2>/dev/null
         wait "$daemon_pid" 2>/dev/null
+    fi
+    if [ -n "$pg_dir" ]; then
+        bash scripts/pg.sh stop "$pg_dir" >/dev/null 2>&1
+        rm -rf "$pg_dir"
     fi
     rm -rf "$work"
 }
@@ -64,10 +73,12 @@ ready() {
 }
 
 # start_daemon [DAEMON ARGS...]: starts the daemon; a port taken between the check and the
-# bind means another try. With args (TLS), /healthz is asked over https.
+# bind means another try. With --tls-cert among the args, /healthz is asked over https.
 start_daemon() {
     local curl_tls=()
-    [ $# -gt 0 ] && curl_tls=(--cacert "$work/cert.pem")
+    case " $* " in
+    *" --tls-cert "*) curl_tls=(--cacert "$work/cert.pem") ;;
+    esac
     for _ in 1 2 3 4 5; do
         port=$(free_port) || break
         "$daemon" --host 127.0.0.1 --port "$port" --log-level warn "$@" >"$work/daemon.out" 2>&1 &
@@ -169,6 +180,10 @@ check_fails() {
 }
 check_fails tls-to-plain 'wrong version number' --tls --tls-insecure --connections 5 \
     --messages 10
+check_fails replay-no-db 'needs a daemon started with --db' --scenario replay --connections 5 \
+    --backlog 3
+check_usage replay-messages --scenario replay --connections 5 --messages 10
+check_usage backlog-alone --scenario fanout --backlog 10 --messages 10
 
 # stop_daemon [WHAT]: the daemon must still be healthy, and stop cleanly.
 stop_daemon() {
@@ -204,6 +219,44 @@ if "$daemon" --help 2>&1 | grep -q -- '--tls-cert'; then
     fi
 else
     echo "skip wss runs: $daemon has no --tls-cert yet"
+fi
+
+# replay, against a daemon with a database: a private PostgreSQL (scripts/pg.sh).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    echo "skip replay runs: PostgreSQL is not installed (apt-get install postgresql)"
+elif ! "$daemon" --help 2>&1 | grep -q -- '--db'; then
+    echo "skip replay runs: $daemon has no --db"
+else
+    pg_dir=$(mktemp -d /tmp/dealwire-bench-smoke-pg.XXXXXX)
+    pg_url=""
+    for _ in 1 2 3; do
+        pg_port=$(free_port) || break
+        if pg_url=$(bash scripts/pg.sh start "$pg_dir" "$pg_port" 2>"$work/pg.err"); then
+            break
+        fi
+        pg_url=""
+    done
+    if [ -z "$pg_url" ]; then
+        fail_check pg "cannot start PostgreSQL: $(tail -n 2 "$work/pg.err")"
+    elif start_daemon --db "$pg_url"; then
+        echo "bench smoke: $daemon with --db (pid $daemon_pid) on 127.0.0.1:$port"
+        # /healthz answers before the database is connected; /readyz once it is.
+        for _ in $(seq 1 100); do
+            curl -fs --max-time 1 "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+            sleep 0.1
+        done
+        check replay --scenario replay --connections 30 --backlog 40 --publishers 4 --batch 16
+        check replay-pages --scenario replay --connections 3 --backlog 2500 --batch 100
+        check replay-users --scenario replay --connections 10 --backlog 20 --user-prefix "smoke-$$-"
+        check replay-resume --scenario replay --connections 10 --backlog 20 \
+            --user-prefix "smoke-$$-" --last-seq 20
+        stop_daemon "with --db"
+    else
+        fail_check daemon "cannot start $daemon with --db"
+    fi
+    bash scripts/pg.sh stop "$pg_dir" >/dev/null 2>&1
+    rm -rf "$pg_dir"
+    pg_dir=""
 fi
 
 echo "bench smoke: $passed passed, $failed failed"

@@ -13,6 +13,9 @@
  * IP_BIND_ADDRESS_NO_PORT, so the kernel picks the port at connect time from that address's
  * own range of the 4-tuple, and large connection counts fit in the ephemeral port range.
  *
+ * Replay (--scenario replay): the upgrade asks /ws/events?user_id=<prefix><i>&last_seq=K, and
+ * the welcome's text goes to the scenario, which reads its last_seq and recovered.
+ *
  * Ready: dealwire sends connection_established once the connection is registered; nchan sends
  * nothing, and answers the upgrade only once the subscriber is in the channel (its websocket
  * subscriber writes the 101 when the store enqueues it), so with --server nchan a connection is
@@ -237,7 +240,7 @@ int dwb_ws_start(struct dwb_run *run, struct dwb_conn *c)
 static void send_upgrade(struct dwb_run *run, struct dwb_conn *c)
 {
     unsigned char raw[16];
-    char req[512], channel[128];
+    char req[512], channel[128], resume[40] = "";
     int n, err;
 
     for (int i = 0; i < 16; i += 8) {
@@ -250,15 +253,17 @@ static void send_upgrade(struct dwb_run *run, struct dwb_conn *c)
         dwb_scenario_channel(run, c, channel, sizeof(channel));
     else
         snprintf(channel, sizeof(channel), "%s%u", run->opt.prefix, c->index);
+    if (run->opt.scenario == DWB_REPLAY)
+        snprintf(resume, sizeof(resume), "&last_seq=%llu", (unsigned long long)run->opt.last_seq);
     n = snprintf(req, sizeof(req),
-                 "GET %s%s HTTP/1.1\r\n"
+                 "GET %s%s%s HTTP/1.1\r\n"
                  "Host: %s:%u\r\n"
                  "Upgrade: websocket\r\n"
                  "Connection: Upgrade\r\n"
                  "Sec-WebSocket-Key: %s\r\n"
                  "Sec-WebSocket-Version: 13\r\n\r\n",
                  run->opt.server == DWB_SERVER_NCHAN ? "/sub/" : "/ws/events?user_id=", channel,
-                 run->opt.host_text, run->opt.port, c->key);
+                 resume, run->opt.host_text, run->opt.port, c->key);
     c->state = DWB_WS_HANDSHAKE;
     err = send_bytes(run, c, req, (size_t)n);
     if (err < 0)
@@ -315,7 +320,7 @@ static long parse_upgrade(struct dwb_run *run, struct dwb_conn *c, unsigned char
     c->state = DWB_WS_OPEN;
     if (run->opt.server == DWB_SERVER_NCHAN) {
         c->state = DWB_WS_READY; /* no connection_established: subscribed once upgraded */
-        dwb_on_ready(run, c, dwb_now_ns());
+        dwb_on_ready(run, c, dwb_now_ns(), NULL, 0);
     }
     return (long)hlen;
 }
@@ -353,7 +358,7 @@ static void on_text_frame(struct dwb_run *run, struct dwb_conn *c, const char *p
     }
     if (c->state == DWB_WS_OPEN && memmem(p, len, established, sizeof(established) - 1)) {
         c->state = DWB_WS_READY;
-        dwb_on_ready(run, c, now);
+        dwb_on_ready(run, c, now, p, len);
         return;
     }
     run->n.ws_errors++;
