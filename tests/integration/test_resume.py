@@ -9,7 +9,6 @@ SIGKILL in the middle of a burst loses nothing a publisher was told was stored.
 import asyncio
 import http.client
 import json
-import signal
 import threading
 import time
 
@@ -41,14 +40,6 @@ async def read_n(ws, n, timeout=20):
 async def read_through_pong(ws):
     """Every message before the pong that answers a ping sent now."""
     return await barrier(ws, 20)
-
-
-def kill_9(d):
-    """SIGKILL d (started by this test) and wait for it; the fixture's teardown then leaves it
-    alone (it checks a clean exit, which a killed daemon cannot have)."""
-    d.send_signal(signal.SIGKILL)
-    d.wait(t(10))
-    d.proc = None
 
 
 def burst(user, first, count):
@@ -335,7 +326,7 @@ def test_kill_9_in_the_middle_of_a_burst_loses_nothing_stored(dealwire, pg_db):
         for th in threads:
             th.start()
         ws = await consume(total // 3)
-        kill_9(d)
+        d.kill_9()
         try:
             while True:  # what was in flight when the daemon died
                 m = await recv_json(ws, 5)
