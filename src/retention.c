@@ -1,7 +1,7 @@
 /*
- * retention — DESIGN: one thread sweeps the durable inbox on a timer: what was never
- * acknowledged within --inbox-retention goes to the dead letters, what was acknowledged and is
- * as old goes away, and so do the publish ids. It owns a store of its own (it blocks on libpq,
+ * retention — DESIGN: one thread (a ticker, ticker.h) sweeps the durable inbox on a timer: what was
+ * never acknowledged within --inbox-retention goes to the dead letters, what was acknowledged and
+ * is as old goes away, and so do the publish ids. It owns a store of its own (it blocks on libpq,
  * like a worker, but never takes a worker from the pool), and its only shared state is a
  * handful of atomic counters that the stats read.
  *
@@ -27,14 +27,12 @@
 #include "dealwire/db.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
-#include "dealwire/rcu.h"
 #include "dealwire/store.h"
-#include "dealwire/thread.h"
+#include "dealwire/ticker.h"
 #include "dealwire/time.h"
 
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -46,9 +44,6 @@
 
 /* At most one warning a minute for failures other than an outage. */
 #define WARN_EVERY_NS (60 * DW_NSEC_PER_SEC)
-
-/* While the schema is not up to date yet, look again this often. */
-#define SCHEMA_POLL_NS DW_NSEC_PER_SEC
 
 /* The batch in the SQL below, as text. */
 #define BATCH_SQL "10000"
@@ -98,15 +93,10 @@ static const char measure_sql[] =
     " (SELECT count(*) FROM alert_inbox_dead)";
 
 struct dw_retention {
-    struct dw_db *db;
     int64_t retention_s;
-    int64_t period_ns;
     char reason[64]; /* alert_inbox_dead.reason */
-    pthread_t thread;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;   /* on CLOCK_MONOTONIC */
-    _Atomic bool stopping; /* set under lock (the waits' predicate), read anywhere */
-    int64_t last_warned;   /* thread only: monotonic ns of the last warning */
+    struct dw_ticker *ticker;
+    int64_t last_warned; /* the ticker's thread only: monotonic ns of the last warning */
     _Atomic int64_t depth, dead_letters, last_sweep_ns;
     _Atomic uint64_t moved, acked_deleted, ids_expired, sweeps;
 };
@@ -136,7 +126,7 @@ static int run_batches(struct dw_retention *rt, struct dw_store *st, const char 
         *total += (uint64_t)n;
         if (n < DW_RETENTION_BATCH)
             return 0;
-        if (atomic_load_explicit(&rt->stopping, memory_order_relaxed))
+        if (dw_ticker_stopping(rt->ticker))
             return -ECANCELED;
     }
 }
@@ -161,8 +151,10 @@ static int measure(struct dw_retention *rt, struct dw_store *st)
     return 0;
 }
 
-static void sweep(struct dw_retention *rt, struct dw_store *st)
+/* A tick of the ticker: one sweep. */
+static void sweep(struct dw_store *st, void *arg)
 {
+    struct dw_retention *rt = arg;
     char secs[24];
     const char *params[2] = {secs, rt->reason};
     uint64_t moved = 0, acked = 0, ids = 0;
@@ -206,92 +198,26 @@ static void sweep(struct dw_retention *rt, struct dw_store *st)
     }
 }
 
-/* ------------------------------------------------------------------------------------------
- * The thread
- * ------------------------------------------------------------------------------------------ */
-
-/* Waits until the monotonic time deadline (ns) or the stop. Returns true when stopping. */
-static bool wait_until(struct dw_retention *rt, int64_t deadline)
-{
-    struct timespec ts = {.tv_sec = (time_t)(deadline / DW_NSEC_PER_SEC),
-                          .tv_nsec = (long)(deadline % DW_NSEC_PER_SEC)};
-    bool stop;
-
-    pthread_mutex_lock(&rt->lock);
-    while (!atomic_load_explicit(&rt->stopping, memory_order_relaxed)) {
-        if (pthread_cond_timedwait(&rt->cond, &rt->lock, &ts) == ETIMEDOUT)
-            break;
-    }
-    stop = atomic_load_explicit(&rt->stopping, memory_order_relaxed);
-    pthread_mutex_unlock(&rt->lock);
-    return stop;
-}
-
-static bool schema_ready(struct dw_retention *rt)
-{
-    struct dw_store_status s;
-
-    dw_store_health_read(dw_db_health(rt->db), &s);
-    return s.schema_ready;
-}
-
-static void *retention_main(void *arg)
-{
-    struct dw_retention *rt = arg;
-    struct dw_store *st;
-    int64_t next;
-
-    dw_thread_set_role(DW_THREAD_WORKER); /* blocks on libpq */
-    dw_rcu_register();
-    st = dw_db_store(rt->db);
-    for (;;) {
-        if (!schema_ready(rt)) {
-            if (wait_until(rt, dw_now_mono_ns() + SCHEMA_POLL_NS))
-                break;
-            continue;
-        }
-        sweep(rt, st);
-        next = dw_now_mono_ns() + rt->period_ns;
-        if (wait_until(rt, next))
-            break;
-    }
-    dw_rcu_unregister();
-    return NULL;
-}
-
 struct dw_retention *dw_retention_start(struct dw_db *db, int64_t retention_seconds)
 {
     struct dw_retention *rt;
-    pthread_condattr_t attr;
     int64_t period;
-    int err;
 
     if (!db || retention_seconds < 1)
         return NULL;
     rt = dw_xcalloc(1, sizeof(*rt));
-    rt->db = db;
     rt->retention_s = retention_seconds;
     period = retention_seconds * DW_NSEC_PER_SEC / 4;
     if (period < DW_RETENTION_PERIOD_MIN_S * DW_NSEC_PER_SEC)
         period = DW_RETENTION_PERIOD_MIN_S * DW_NSEC_PER_SEC;
     if (period > DW_RETENTION_PERIOD_MAX_S * DW_NSEC_PER_SEC)
         period = DW_RETENTION_PERIOD_MAX_S * DW_NSEC_PER_SEC;
-    rt->period_ns = period;
     snprintf(rt->reason, sizeof(rt->reason), "not acknowledged within %" PRId64 " s",
              retention_seconds);
-    atomic_init(&rt->stopping, false);
     atomic_init(&rt->depth, -1);
     atomic_init(&rt->dead_letters, -1);
-    pthread_mutex_init(&rt->lock, NULL);
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC); /* dw_now_mono_ns's clock */
-    pthread_cond_init(&rt->cond, &attr);
-    pthread_condattr_destroy(&attr);
-    err = pthread_create(&rt->thread, NULL, retention_main, rt);
-    if (err) {
-        dw_log(DW_LOG_ERROR, "cannot start the inbox retention thread: %s", strerror(err));
-        pthread_mutex_destroy(&rt->lock);
-        pthread_cond_destroy(&rt->cond);
+    rt->ticker = dw_ticker_start(db, "inbox retention", period, sweep, NULL, rt);
+    if (!rt->ticker) {
         free(rt);
         return NULL;
     }
@@ -321,13 +247,7 @@ void dw_retention_stop(struct dw_retention *rt)
 {
     if (!rt)
         return;
-    pthread_mutex_lock(&rt->lock);
-    atomic_store_explicit(&rt->stopping, true, memory_order_relaxed);
-    pthread_cond_broadcast(&rt->cond);
-    pthread_mutex_unlock(&rt->lock);
-    pthread_join(rt->thread, NULL);
-    pthread_mutex_destroy(&rt->lock);
-    pthread_cond_destroy(&rt->cond);
+    dw_ticker_stop(rt->ticker);
     free(rt);
 }
 
