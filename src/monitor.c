@@ -6,6 +6,11 @@
  * are in monitor_deals.c and monitor_watch.c. With --demo-activity a fourth timer runs the
  * demo market simulator's ticks (demo.h) as rounds, under the same rules.
  *
+ * Several nodes on one database: a round runs only on the node that leads the monitors
+ * (leader.h: a PostgreSQL advisory lock), so one node announces each hot deal and price alert.
+ * What a round records (hot_deal_announcements, price_watch_alerts) still makes a second
+ * round, on a node that just lost the lead, announce nothing twice.
+ *
  * The one idea: a round never runs twice at once (the timer skips a tick while the previous
  * run is busy), so a monitor's own fields (the failure counters below) are only ever touched
  * by one worker at a time, each hand-over ordered by the timer's and the pool's mutexes.
@@ -28,6 +33,7 @@
 #include "dealwire/db.h"
 #include "dealwire/demo.h"
 #include "dealwire/hub.h"
+#include "dealwire/leader.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
 #include "dealwire/time.h"
@@ -62,6 +68,7 @@ struct dw_monitors {
     struct dw_db *db;   /* borrowed */
     struct dw_hub *hub; /* borrowed */
     struct dw_timers *timers;
+    struct dw_leader *leader; /* rounds run only while this node leads (leader.h) */
     _Atomic bool stopping;
     char node[128];
     struct monitor mon[MON__COUNT];
@@ -156,6 +163,13 @@ static void run_round(void *arg)
         dw_log(DW_LOG_DEBUG, "%s round skipped: schema not ready", m->name);
         return;
     }
+    if (!dw_leader_is_leader(mons->leader)) {
+        /* A leader that lost the database stops leading at once (leader.h). */
+        dw_log(DW_LOG_DEBUG, "%s round skipped: %s", m->name,
+               db.state == DW_STORE_DOWN ? "database unavailable"
+                                         : "another node leads the monitors");
+        return;
+    }
 
     memset(&r, 0, sizeof(r));
     r.st = dw_db_store(mons->db);
@@ -206,8 +220,10 @@ struct dw_monitors *dw_monitors_start(const struct dw_config *cfg, struct dw_db 
                                            .round = dw__monitor_demo_activity,
                                            .period_s = cfg->demo_activity};
 
-    mons->timers = dw_timers_start(pool);
+    mons->leader = dw_leader_start(db, mons->node);
+    mons->timers = mons->leader ? dw_timers_start(pool) : NULL;
     if (!mons->timers) {
+        dw_leader_stop(mons->leader);
         free(mons);
         return NULL;
     }
@@ -241,5 +257,6 @@ void dw_monitors_stop(struct dw_monitors *mons)
         return;
     atomic_store(&mons->stopping, true);
     dw_timers_stop(mons->timers);
+    dw_leader_stop(mons->leader); /* its session ends: another node may lead */
     free(mons);
 }

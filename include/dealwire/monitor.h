@@ -20,6 +20,9 @@
  *                  whether or not the user is connected (price_alert is critical: the
  *                  durable inbox is what keeps it for a user who is away).
  *
+ * Several nodes on one database: rounds run only on the node that leads the monitors (leader.h,
+ * a PostgreSQL advisory lock); another node takes over within a second of the leader's end.
+ *
  * A round does nothing while no client is connected or the schema is not up to date yet, and
  * skips silently while the database is unavailable (-EAGAIN: the store logs the outage). A
  * round that fails otherwise logs one warning, at most one a minute per monitor. Every

@@ -212,7 +212,9 @@ def test_daemons_sweeping_one_database_move_each_message_once(dealwire, pg_db):
     assert count(server, db, "SELECT count(DISTINCT (user_id, seq)) FROM alert_inbox_dead"
                  f" WHERE seq <= {unacked}") == unacked
     for d in daemons:
-        assert problem_lines(d) == [], problem_lines(d)
+        # Several daemons on one database warn that they share no bus (docs/operations.md).
+        bad = [line for line in problem_lines(d) if " warn  leader: " not in line]
+        assert bad == [], bad
 
 
 def test_database_away_sweeps_are_skipped_quietly(dealwire):

@@ -19,8 +19,8 @@ import socket
 import uuid
 
 from conftest import (
-    SCALE, apublish, close_all, connect_user, free_port, problem_lines, recv_json, recv_until, run,
-    t,
+    SCALE, apublish, barrier, close_all, connect_user, free_port, problem_lines, recv_json,
+    recv_until, run, t,
 )
 from conftest_pg import PgServer, pg_db, postgres, require_postgres  # noqa: F401
 
@@ -104,6 +104,24 @@ def start(dealwire, url, hot=3600, trending=3600, watch=3600, extra=()):
                  "--watch-interval", watch, "--log-level", "debug", *extra)
     run(await_log(d, SCHEMA_RE, 1, 30))
     return d
+
+
+LEADS_RE = re.compile(r" info  leader: \S+ leads the monitors ")
+PEERS_RE = re.compile(r" warn  leader: \d+ other dealwire nodes? shares? this database without")
+
+
+async def leader_of(*daemons, timeout=15):
+    """(the daemon that leads the monitors, the others), once one says so."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + t(timeout)
+    while True:
+        leading = [d for d in daemons if log_lines(d, LEADS_RE)]
+        if leading:
+            assert len(leading) == 1, "two nodes lead the monitors"
+            return leading[0], *[d for d in daemons if d is not leading[0]]
+        if loop.time() > deadline:
+            raise AssertionError("no node leads the monitors")
+        await asyncio.sleep(0.05)
 
 
 def no_warnings(d):
@@ -198,45 +216,82 @@ def test_hot_deals_announced_once_across_a_restart_and_between_two_nodes(dealwir
     run(first())
     assert d1.stop() == 0
 
-    # Two nodes on the same database, a client on each: every deal announced by one of them,
-    # once; r1 (announced before the restart) by neither.
+    # Two nodes on the same database, a client on each: one leads the monitors and announces
+    # every new deal, once, to its clients; r1 (announced before the restart) nobody. Both say
+    # loudly that the other's clients miss its live alerts.
     d2 = start(dealwire, url, hot=1)
     d3 = start(dealwire, url, hot=1)
     fresh = {f"r{i}" for i in range(2, 12)}
+    leader, other = run(leader_of(d2, d3))
 
     async def second():
-        c2, _ = await connect_user(d2.port, "alice")
-        c3, _ = await connect_user(d3.port, "bob")
+        cl, _ = await connect_user(leader.port, "alice")
+        co, _ = await connect_user(other.port, "bob")
         values = ", ".join(f"('{i}', 'After', 'hotel', 10, 100)" for i in sorted(fresh))
         server.psql(f"INSERT INTO deals (id, title, category, price, original_price)"
                     f" VALUES {values}", db)
-        got = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + t(20)
-        while {m["deal_id"] for m in got} != fresh:
-            assert loop.time() < deadline, got
-            done, pending = await asyncio.wait(
-                [asyncio.ensure_future(recv_json(c, 20)) for c in (c2, c3)],
-                return_when=asyncio.FIRST_COMPLETED)
-            for f in pending:
-                f.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            got += [f.result() for f in done if is_alert("hot_deal")(f.result())]
-        barrier2 = quiet_since(d2, [c2], ["hot_deals"])
-        barrier3 = quiet_since(d3, [c3], ["hot_deals"])
-        (before2,), (before3,) = await asyncio.gather(barrier2, barrier3)
-        got += [m for m in before2 + before3 if is_alert("hot_deal")(m)]
-        ids = [m["deal_id"] for m in got]
+        got = await collect(cl, is_alert("hot_deal"), lambda m: m["deal_id"], fresh)
+        (before,) = await quiet_since(leader, [cl], ["hot_deals"])
+        ids = [m["deal_id"] for ms in got.values() for m in ms]
+        ids += [m["deal_id"] for m in before if is_alert("hot_deal")(m)]
         assert sorted(ids) == sorted(fresh), ids  # each once, r1 never
-        await close_all([c2, c3])
+        assert not [m for m in await barrier(co) if is_alert("hot_deal")(m)]
+        await close_all([cl, co])
 
     run(second())
     rows = dict(server.psql("SELECT deal_id, node FROM hot_deal_announcements", db))
     assert set(rows) == fresh | {"r1"}
     assert rows["r1"] == node_of(d1)
-    assert set(rows.values()) <= {node_of(d1), node_of(d2), node_of(d3)}
+    assert {rows[i] for i in fresh} == {node_of(leader)}
+    assert log_lines(other, round_re("hot_deals")) == []
     for d in (d2, d3):
-        no_warnings(d)
+        run(await_log(d, PEERS_RE))
+        bad = [line for line in problem_lines(d) if not PEERS_RE.search(line)]
+        assert not bad, "\n".join(bad)
+
+
+def test_the_next_node_leads_when_the_leader_dies(dealwire, pg_db):
+    # The leader killed with SIGKILL: its session ends, PostgreSQL releases the lock, and the
+    # other node leads within a few seconds (one monitor period is 60 s by default) and
+    # announces the next hot deal, once; the dead node's last one is not announced again.
+    server, db, url = pg_db
+    d1 = start(dealwire, url, hot=1)
+    d2 = start(dealwire, url, hot=1)
+    leader, other = run(leader_of(d1, d2))
+
+    async def main():
+        co, _ = await connect_user(other.port, "carl")
+        cl, _ = await connect_user(leader.port, "dina")
+        server.psql("INSERT INTO deals (id, title, category, price, original_price)"
+                    " VALUES ('k1', 'Before', 'hotel', 10, 100)", db)
+        await collect(cl, is_alert("hot_deal"), lambda m: m["deal_id"], {"k1"})
+        leader.kill_9()
+        await await_log(other, LEADS_RE, 1, 10)
+        server.psql("INSERT INTO deals (id, title, category, price, original_price)"
+                    " VALUES ('k2', 'After', 'hotel', 10, 100)", db)
+        got = await collect(co, is_alert("hot_deal"), lambda m: m["deal_id"], {"k2"})
+        (before,) = await quiet_since(other, [co], ["hot_deals"])
+        ids = [m["deal_id"] for ms in got.values() for m in ms]
+        ids += [m["deal_id"] for m in before if is_alert("hot_deal")(m)]
+        assert ids == ["k2"], ids
+        await co.close()
+
+    run(main(), timeout=90)
+    rows = dict(server.psql("SELECT deal_id, node FROM hot_deal_announcements", db))
+    assert rows == {"k1": node_of(leader), "k2": node_of(other)}, rows
+    nodes = server.psql("SELECT node, leader FROM dealwire_nodes ORDER BY node", db)
+    assert [node_of(other), "t"] in nodes, nodes
+
+
+def test_a_node_alone_leads_and_leaves_the_nodes_table_at_its_stop(dealwire, pg_db):
+    server, db, url = pg_db
+    d = start(dealwire, url)
+    run(await_log(d, LEADS_RE, 1, 10))
+    assert server.psql("SELECT node, leader, redis FROM dealwire_nodes", db) == \
+        [[node_of(d), "t", "f"]]
+    assert not log_lines(d, PEERS_RE)
+    assert d.stop() == 0
+    assert server.value("SELECT count(*) FROM dealwire_nodes", db) == "0"
 
 
 # --------------------------------------------------------------------------------------------
