@@ -7,7 +7,7 @@ FROM debian:bookworm AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         build-essential cmake pkg-config \
-        libwebsockets-dev liburcu-dev libjson-c-dev libpq-dev libssl-dev libuv1-dev \
+        libwebsockets-dev liburcu-dev libjson-c-dev libpq-dev libssl-dev libuv1-dev libhiredis-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -21,7 +21,7 @@ RUN cmake --preset release -DDW_BUILD_TESTS=OFF -DDW_BUILD_BENCH=OFF \
 FROM debian:bookworm-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        libwebsockets17 libwebsockets-evlib-uv liburcu8 libjson-c5 libpq5 libssl3 libuv1 \
+        libwebsockets17 libwebsockets-evlib-uv liburcu8 libjson-c5 libpq5 libssl3 libuv1 libhiredis0.14 \
         ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin dealwire

@@ -11,7 +11,7 @@ PACKAGES=(
     build-essential cmake pkg-config clang libclang-rt-14-dev clang-format clang-tidy
     # libraries (libwebsockets-evlib-uv: the libuv event-loop plugin lws loads at run time)
     libwebsockets-dev libwebsockets-evlib-uv liburcu-dev libjson-c-dev libpq-dev libssl-dev
-    libuv1-dev
+    libuv1-dev libhiredis-dev
     # tests
     libcmocka-dev python3-websockets python3-pytest
     # line coverage of src/ from gcc's .gcda files (scripts/coverage.sh, the coverage preset)

@@ -138,6 +138,9 @@ static const struct setting settings[] = {
         "milliseconds allowed at exit to flush outboxes"),
     STRING_FROM_ENV("db", db, "URL", "DATABASE_URL",
                     "PostgreSQL URL or key=value string; without it, no monitors"),
+    STRING("redis", redis, "URL", NULL,
+           "Redis URL, redis://[:password@]host[:port]: share every message with the other "
+           "nodes on it (needs --db)"),
     INT("inbox-retention", inbox_retention, "SECONDS", 7 * DAY, 1, 10 * (365 * DAY),
         "seconds the durable inbox keeps a critical message (and a publish id): then an "
         "unacknowledged one moves to the dead letters, an acknowledged one is deleted"),
@@ -854,6 +857,11 @@ static int check_values(struct loader *ld)
         return report_relation(ld, FIELD(demo_activity), "needs", FIELD(load_demo_data));
     if (cfg->demo_activity > 0 && !cfg->db)
         return report_relation(ld, FIELD(demo_activity), "needs", FIELD(db));
+    if (cfg->redis && strncmp(cfg->redis, "redis://", 8) != 0)
+        return report_check(ld, FIELD(redis), "expected redis://[:password@]host[:port]");
+    /* The nodes share one database: the inbox, the monitors' leader. */
+    if (cfg->redis && !cfg->db)
+        return report_relation(ld, FIELD(redis), "needs", FIELD(db));
     if (cfg->max_body_memory < cfg->max_publish_size)
         return report_relation(ld, FIELD(max_body_memory), "must be at least",
                                FIELD(max_publish_size));

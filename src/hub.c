@@ -15,6 +15,7 @@
  */
 #define DW_LOG_MODULE "hub"
 #include "hub_int.h"
+#include "dealwire/bus.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
 #include "dealwire/msg.h"
@@ -37,6 +38,7 @@ struct dw_hub {
     _Atomic uint64_t published[DW_MSG__COUNT];
     _Atomic uint64_t broadcasts;
     _Atomic bool sealed; /* shutting down: sends reach no one (dw__hub_seal) */
+    struct dw_bus *bus;  /* --redis: sends go to the other nodes too; set before any send */
 };
 
 /* FNV-1a, then a final mix so that close strings spread over the buckets. */
@@ -222,7 +224,7 @@ void dw__hub_seal(struct dw_hub *hub)
 static struct dw_user *find_user(struct dw_hub *hub, const char *id);
 static struct dw_channel *find_channel(struct dw_hub *hub, const char *name);
 
-size_t dw_hub_send_user(struct dw_hub *hub, const char *user_id, struct dw_msg *msg)
+size_t dw__hub_deliver_user(struct dw_hub *hub, const char *user_id, struct dw_msg *msg)
 {
     struct fanout f;
     struct dw_user *u;
@@ -240,7 +242,7 @@ size_t dw_hub_send_user(struct dw_hub *hub, const char *user_id, struct dw_msg *
     return fanout_finish(&f);
 }
 
-size_t dw_hub_send_channel(struct dw_hub *hub, const char *channel, struct dw_msg *msg)
+size_t dw__hub_deliver_channel(struct dw_hub *hub, const char *channel, struct dw_msg *msg)
 {
     struct fanout f;
     struct dw_channel *ch;
@@ -258,7 +260,7 @@ size_t dw_hub_send_channel(struct dw_hub *hub, const char *channel, struct dw_ms
     return fanout_finish(&f);
 }
 
-size_t dw_hub_send_all(struct dw_hub *hub, struct dw_msg *msg)
+size_t dw__hub_deliver_all(struct dw_hub *hub, struct dw_msg *msg)
 {
     struct fanout f;
     struct dw_conn *c;
@@ -272,6 +274,39 @@ size_t dw_hub_send_all(struct dw_hub *hub, struct dw_msg *msg)
     }
     dw_rcu_read_unlock();
     return fanout_finish(&f);
+}
+
+/* The sends: here first, then, with a bus, to the other nodes (bus.h). */
+size_t dw_hub_send_user(struct dw_hub *hub, const char *user_id, struct dw_msg *msg)
+{
+    size_t n = dw__hub_deliver_user(hub, user_id, msg);
+
+    if (hub->bus && !dw_hub_sealed(hub))
+        dw_bus_publish(hub->bus, DW_BUS_USER, user_id, msg);
+    return n;
+}
+
+size_t dw_hub_send_channel(struct dw_hub *hub, const char *channel, struct dw_msg *msg)
+{
+    size_t n = dw__hub_deliver_channel(hub, channel, msg);
+
+    if (hub->bus && !dw_hub_sealed(hub))
+        dw_bus_publish(hub->bus, DW_BUS_CHANNEL_TARGET, channel, msg);
+    return n;
+}
+
+size_t dw_hub_send_all(struct dw_hub *hub, struct dw_msg *msg)
+{
+    size_t n = dw__hub_deliver_all(hub, msg);
+
+    if (hub->bus && !dw_hub_sealed(hub))
+        dw_bus_publish(hub->bus, DW_BUS_ALL, NULL, msg);
+    return n;
+}
+
+void dw_hub_set_bus(struct dw_hub *hub, struct dw_bus *bus)
+{
+    hub->bus = bus;
 }
 
 void dw_hub_count_published(struct dw_hub *hub, int type, int broadcast)

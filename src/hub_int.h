@@ -79,6 +79,12 @@ struct dw_conn *dw__hub_find_conn(struct dw_hub *hub, uint64_t id);
 /* thread: io. The list of every connection (dw_conn.all_link), for stats and sweeps. */
 struct dw_rlist *dw__hub_all(struct dw_hub *hub);
 
+/* thread: any; rcu: registered. dw_hub_send_user/_channel/_all for this node's connections
+ * only: what the bus delivers from the other nodes (bus.c). Return the count. */
+size_t dw__hub_deliver_user(struct dw_hub *hub, const char *user_id, struct dw_msg *msg);
+size_t dw__hub_deliver_channel(struct dw_hub *hub, const char *channel, struct dw_msg *msg);
+size_t dw__hub_deliver_all(struct dw_hub *hub, struct dw_msg *msg);
+
 /* thread: io. Calls fn(user, arg) for each user, in no particular order, until it returns
  * false. */
 void dw__hub_for_each_user(struct dw_hub *hub, bool (*fn)(struct dw_user *user, void *arg),

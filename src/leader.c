@@ -19,6 +19,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 /* The advisory lock: (class, object), an arbitrary pair that dealwire owns in its database
  * ("dw" and 1). pg_locks shows it as classid, objid and objsubid 2 (the two-key form). */
@@ -38,8 +39,8 @@ _Static_assert(DW_LEADER_NODE_TTL_S == 10, "NODE_TTL_TEXT");
 /* Warn again about peers without a shared bus at most this often. */
 #define PEERS_WARN_NS (60 * DW_NSEC_PER_SEC)
 
-/* $1 node, $2 the node's start (ISO). Holds or takes the lock; records the node; returns
- * (leader, peers). */
+/* $1 node, $2 the node's start (ISO), $3 whether it has a bus. Holds or takes the lock;
+ * records the node; returns (leader, peers it shares no bus with). */
 static const char tick_sql[] =
     "WITH held AS ("
     "  SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
@@ -48,18 +49,20 @@ static const char tick_sql[] =
     "   THEN true ELSE pg_try_advisory_lock(" LOCK_CLASS ", " LOCK_OBJECT ") END AS leader),"
     " me AS ("
     "  INSERT INTO dealwire_nodes AS n (node, started_at, last_seen, leader, redis)"
-    "  SELECT $1, $2::timestamptz, now(), held.leader, false FROM held"
+    "  SELECT $1, $2::timestamptz, now(), held.leader, $3::boolean FROM held"
     "  ON CONFLICT (node) DO UPDATE SET started_at = excluded.started_at,"
     "   last_seen = excluded.last_seen, leader = excluded.leader, redis = excluded.redis"
     "  RETURNING 1)"
     " SELECT held.leader, (SELECT count(*) FROM dealwire_nodes WHERE node <> $1"
-    "  AND last_seen > now() - interval '" NODE_TTL_TEXT " seconds')"
+    "  AND last_seen > now() - interval '" NODE_TTL_TEXT " seconds'"
+    "  AND NOT (redis AND $3::boolean))"
     " FROM held, me,"
     "  (SELECT set_config('idle_session_timeout', '" IDLE_SESSION_TIMEOUT_MS "', false)) AS cfg";
 
 struct dw_leader {
     char node[128];
     char started[DW_TIME_ISO_LEN]; /* this process's start */
+    bool bus;
     struct dw_ticker *ticker;
     _Atomic bool leader;
     _Atomic unsigned peers;
@@ -93,7 +96,7 @@ static void warn_peers(struct dw_leader *l, unsigned peers)
     dw_log(DW_LOG_WARN,
            "%u other dealwire node%s share%s this database without a shared bus: one node runs "
            "the monitors, and the clients of the others do not get its live alerts (they get "
-           "the stored ones when they resume); run one node per database "
+           "the stored ones when they resume); give every node the same --redis "
            "(docs/operations.md, \"Several nodes\")",
            peers, peers == 1 ? "" : "s", peers == 1 ? "s" : "");
 }
@@ -101,10 +104,10 @@ static void warn_peers(struct dw_leader *l, unsigned peers)
 static void tick(struct dw_store *st, void *arg)
 {
     struct dw_leader *l = arg;
-    const char *params[2] = {l->node, l->started};
+    const char *params[3] = {l->node, l->started, l->bus ? "true" : "false"};
     PGresult *res = NULL;
     long long peers = 0;
-    int r = dw_store_exec(st, &res, tick_sql, 2, params);
+    int r = dw_store_exec(st, &res, tick_sql, 3, params);
 
     if (r == 0 && (PQntuples(res) != 1 || PQnfields(res) != 2 ||
                    dw_store_parse_int(PQgetvalue(res, 0, 1), 0, 1000000, &peers) < 0))
@@ -134,10 +137,21 @@ static void leave(struct dw_store *st, void *arg)
     dw_store_run(st, "DELETE FROM dealwire_nodes WHERE node = $1", 1, params);
 }
 
-struct dw_leader *dw_leader_start(struct dw_db *db, const char *node)
+void dw_leader_node_name(int port, char out[128])
+{
+    char host[64];
+
+    if (gethostname(host, sizeof(host)) != 0)
+        snprintf(host, sizeof(host), "unknown");
+    host[sizeof(host) - 1] = '\0';
+    snprintf(out, 128, "%s:%d", host, port);
+}
+
+struct dw_leader *dw_leader_start(struct dw_db *db, const char *node, bool bus)
 {
     struct dw_leader *l = dw_xcalloc(1, sizeof(*l));
 
+    l->bus = bus;
     snprintf(l->node, sizeof(l->node), "%s", node);
     dw_time_format_iso(l->started, dw_now_realtime_ns());
     atomic_init(&l->leader, false);

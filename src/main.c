@@ -15,6 +15,8 @@
 #include "dealwire/config.h"
 #include "dealwire/db.h"
 #include "dealwire/log.h"
+#include "dealwire/bus.h"
+#include "dealwire/leader.h"
 #include "dealwire/monitor.h"
 #include "dealwire/rcu.h"
 #include "dealwire/server.h"
@@ -122,6 +124,19 @@ int main(int argc, char **argv)
     srv = dw_server_new(&cfg, auth);
     if (!srv)
         goto out_rcu;
+    if (cfg.redis) {
+        char node[128], why[384];
+        struct dw_bus *bus;
+
+        dw_leader_node_name(cfg.port, node);
+        bus = dw_bus_start(cfg.redis, dw_server_hub(srv), node, why, sizeof(why));
+        if (!bus) {
+            dw_log(DW_LOG_ERROR, "--redis: %s", why);
+            exit_code = 2; /* a setting that cannot work, as a bad flag */
+            goto out_server;
+        }
+        dw_server_set_bus(srv, bus);
+    }
     waiter.srv = srv;
     if (pthread_create(&signal_thread, NULL, signal_main, &waiter) != 0) {
         dw_log(DW_LOG_ERROR, "cannot start the signal thread");

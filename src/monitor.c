@@ -69,6 +69,7 @@ struct dw_monitors {
     struct dw_hub *hub; /* borrowed */
     struct dw_timers *timers;
     struct dw_leader *leader; /* rounds run only while this node leads (leader.h) */
+    bool cluster;             /* --redis: what a round sends reaches every node's clients */
     _Atomic bool stopping;
     char node[128];
     struct monitor mon[MON__COUNT];
@@ -154,7 +155,7 @@ static void run_round(void *arg)
 
     if (atomic_load(&mons->stopping))
         return;
-    if (dw_hub_connection_count(mons->hub) == 0) {
+    if (!mons->cluster && dw_hub_connection_count(mons->hub) == 0) {
         dw_log(DW_LOG_DEBUG, "%s round skipped: no connections", m->name);
         return;
     }
@@ -197,7 +198,6 @@ struct dw_monitors *dw_monitors_start(const struct dw_config *cfg, struct dw_db 
                                       struct dw_hub *hub, struct dw_workers *pool)
 {
     struct dw_monitors *mons;
-    char host[64];
 
     if (!cfg || !db || !hub || !pool)
         return NULL;
@@ -205,10 +205,8 @@ struct dw_monitors *dw_monitors_start(const struct dw_config *cfg, struct dw_db 
     mons->db = db;
     mons->hub = hub;
     atomic_init(&mons->stopping, false);
-    if (gethostname(host, sizeof(host)) != 0)
-        snprintf(host, sizeof(host), "unknown");
-    host[sizeof(host) - 1] = '\0';
-    snprintf(mons->node, sizeof(mons->node), "%s:%d", host, cfg->port);
+    dw_leader_node_name(cfg->port, mons->node);
+    mons->cluster = cfg->redis != NULL;
 
     mons->mon[MON_HOT_DEALS] = (struct monitor){
         .name = "hot_deals", .round = dw__monitor_hot_deals, .period_s = cfg->hot_deal_interval};
@@ -220,7 +218,7 @@ struct dw_monitors *dw_monitors_start(const struct dw_config *cfg, struct dw_db 
                                            .round = dw__monitor_demo_activity,
                                            .period_s = cfg->demo_activity};
 
-    mons->leader = dw_leader_start(db, mons->node);
+    mons->leader = dw_leader_start(db, mons->node, mons->cluster);
     mons->timers = mons->leader ? dw_timers_start(pool) : NULL;
     if (!mons->timers) {
         dw_leader_stop(mons->leader);

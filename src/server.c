@@ -17,6 +17,7 @@
  */
 #define DW_LOG_MODULE "server"
 #include "server_int.h"
+#include "dealwire/bus.h"
 #include "dealwire/inbox.h"
 #include "dealwire/retention.h"
 #include "dealwire/log.h"
@@ -548,6 +549,8 @@ void dw_server_free(struct dw_server *srv)
      * (the hub is sealed by now: delivered to no one, but stored for the clients' resume). */
     dw_inbox_stop(srv->inbox);
     dw_retention_stop(srv->retention);
+    /* Nothing sends now: the bus publishes what is queued and stops delivering here. */
+    dw_bus_stop(srv->bus);
     if (srv->uv_loop)
         uv_close((uv_handle_t *)&srv->after_pass, NULL);
     if (srv->ctx) {
@@ -589,6 +592,12 @@ int dw_server_set_db(struct dw_server *srv, struct dw_db *db)
     if (srv->inbox)
         srv->retention = dw_retention_start(db, srv->cfg->inbox_retention);
     return srv->inbox && srv->retention ? 0 : -EAGAIN;
+}
+
+void dw_server_set_bus(struct dw_server *srv, struct dw_bus *bus)
+{
+    srv->bus = bus;
+    dw_hub_set_bus(srv->hub, bus);
 }
 
 struct dw_inbox *dw_server_inbox(struct dw_server *srv)

@@ -105,6 +105,7 @@ struct dw_server {
     struct dw_db *db;                        /* NULL without --db; workers use it (planner) */
     struct dw_inbox *inbox;                  /* the durable inbox, with --db; else NULL */
     struct dw_retention *retention;          /* its retention sweeps, with --db; else NULL */
+    struct dw_bus *bus;                      /* --redis: the nodes' bus; else NULL */
     unsigned char *wbuf;                     /* LWS_PRE + DW_WRITE_BATCH, the one write buffer */
     /* Requests whose body is complete, for the workers after this pass of the loop (http.c,
      * refuse_pipelined says why not at once), and the libuv loop's hook for that. */

@@ -11,6 +11,7 @@
  */
 #define DW_LOG_MODULE "stats"
 #include "server_int.h"
+#include "dealwire/bus.h"
 #include "dealwire/inbox.h"
 #include "dealwire/msg.h"
 #include "dealwire/retention.h"
@@ -134,6 +135,22 @@ static struct json_object *measured(int64_t v)
 
 /* The durable inbox's counters (inbox.h) and its retention's (retention.h); "enabled": false
  * without a database. */
+/* The nodes' bus (--redis): what this node shared and received. */
+static struct json_object *bus_doc(struct dw_server *srv)
+{
+    struct json_object *obj = json_object_new_object();
+    struct dw_bus_counts c;
+
+    dw_bus_counts(srv->bus, &c);
+    json_object_object_add(obj, "enabled", json_object_new_boolean(srv->bus != NULL));
+    json_object_object_add(obj, "connected", json_object_new_boolean(c.connected != 0));
+    json_object_object_add(obj, "published", u64(c.published));
+    json_object_object_add(obj, "received", u64(c.received));
+    json_object_object_add(obj, "dropped", u64(c.dropped));
+    json_object_object_add(obj, "reconnects", u64(c.reconnects));
+    return obj;
+}
+
 static struct json_object *inbox_doc(struct dw_server *srv)
 {
     struct json_object *obj = json_object_new_object();
@@ -209,6 +226,7 @@ struct json_object *dw__stats_service(struct dw_server *srv)
         json_object_new_double((double)(now - srv->started_at) / DW_NSEC_PER_SEC));
     json_object_object_add(obj, "security", security_doc(srv));
     json_object_object_add(obj, "inbox", inbox_doc(srv));
+    json_object_object_add(obj, "bus", bus_doc(srv));
     return obj;
 }
 

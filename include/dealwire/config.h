@@ -33,6 +33,7 @@ struct dw_config {
     int max_body_memory;        /* --max-body-memory, bodies held at once, default 64 MiB */
     int shutdown_timeout;       /* --shutdown-timeout, ms to flush outboxes at exit, default 3000 */
     char *db;                   /* --db, libpq connection string; default $DATABASE_URL, or NULL */
+    char *redis;                /* --redis, redis://... URL of the nodes' bus, or NULL */
     int inbox_retention;        /* --inbox-retention, seconds, default 604800, 1..10 years */
     bool load_demo_data;        /* --load-demo-data, default false */
     int demo_activity;          /* --demo-activity, seconds, default 0 (off), 0..3600 */

@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <stddef.h>
 
+struct dw_bus;
 struct dw_hub;
 struct dw_msg;
 struct dw_wake;
@@ -49,6 +50,10 @@ size_t dw_hub_send_channel(struct dw_hub *hub, const char *channel, struct dw_ms
 
 /* thread: any; rcu: registered. Queues msg for every connection. Returns the count. */
 size_t dw_hub_send_all(struct dw_hub *hub, struct dw_msg *msg);
+
+/* thread: main, before any send. With bus (--redis), every send also goes to the other nodes
+ * (bus.h), after this node's connections got it. */
+void dw_hub_set_bus(struct dw_hub *hub, struct dw_bus *bus);
 
 /* thread: any. Counts one published message of type (for the stats). */
 void dw_hub_count_published(struct dw_hub *hub, int type, int broadcast);

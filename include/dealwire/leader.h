@@ -26,9 +26,14 @@ struct dw_leader;
 /* A node not heard from for this long is no longer counted as sharing the database. */
 #define DW_LEADER_NODE_TTL_S 10
 
+/* thread: any. This daemon's name among the nodes: "<host name>:<port>". */
+void dw_leader_node_name(int port, char out[128]);
+
 /* thread: main, after dw_db_start(). Starts the thread for node ("host:port", copied) on db
- * (borrowed until dw_leader_stop). Returns NULL (with a log line) when it cannot start. */
-struct dw_leader *dw_leader_start(struct dw_db *db, const char *node);
+ * (borrowed until dw_leader_stop); bus says whether this node shares its messages over Redis
+ * (then only peers without a bus are warned about). Returns NULL (with a log line) when it
+ * cannot start. */
+struct dw_leader *dw_leader_start(struct dw_db *db, const char *node, bool bus);
 
 /* thread: any. Does this node lead the monitors now? (false for a NULL l) */
 bool dw_leader_is_leader(const struct dw_leader *l);

@@ -12,6 +12,7 @@
 #define DEALWIRE_SERVER_H
 
 struct dw_auth;
+struct dw_bus;
 struct dw_config;
 struct dw_server;
 struct dw_hub;
@@ -53,6 +54,10 @@ void dw_server_set_db_health(struct dw_server *srv, const struct dw_store_health
  * are not stored. Returns 0, or -EAGAIN (logged) when the inbox's thread cannot start. */
 struct dw_db;
 int dw_server_set_db(struct dw_server *srv, struct dw_db *db);
+
+/* thread: main, before dw_server_run. Gives the server the nodes' bus (--redis): the hub
+ * sends to it, and dw_server_free stops it once nothing sends any more. */
+void dw_server_set_bus(struct dw_server *srv, struct dw_bus *bus);
 
 /* thread: any. The durable inbox (NULL without a database). Borrowed for the server's
  * lifetime. */

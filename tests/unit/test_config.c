@@ -939,7 +939,7 @@ static void test_help(void **state)
         assert_non_null(strstr(r.out, want));
         rows++;
     }
-    assert_int_equal(rows, 35);
+    assert_int_equal(rows, 36);
     release(&r);
     free(md.text);
 }

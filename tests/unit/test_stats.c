@@ -198,7 +198,10 @@ static void assert_service_keys(struct json_object *doc)
 {
     tj_assert_keys(doc, "active_connections", "total_users", "total_rooms", "message_stats",
                    "uptime_by_user", "uptime_by_user_truncated", "connections_opened",
-                   "connections_closed", "queue_size", "uptime_seconds", "security", "inbox", NULL);
+                   "connections_closed", "queue_size", "uptime_seconds", "security", "inbox", "bus",
+                   NULL);
+    tj_assert_keys(tj_get(doc, "bus"), "enabled", "connected", "published", "received", "dropped",
+                   "reconnects", NULL);
     tj_assert_keys(tj_get(doc, "inbox"), "enabled", "written", "failed", "writes", "acks",
                    "acks_failed", "replays", "replayed", "replays_failed", "not_recovered",
                    "duplicates", "retention_seconds", "depth", "dead_letters",
