@@ -166,3 +166,34 @@ def test_a_bad_or_unreachable_redis_stops_the_start(pg_db):
     port = free_port()
     code, err = run_bad_start(["--db", url, "--redis", f"redis://127.0.0.1:{port}"])
     assert code == 2 and f"cannot reach Redis at 127.0.0.1:{port}" in err, err
+
+
+def test_a_node_killed_its_client_resumes_on_another_with_nothing_lost(dealwire, pg_db,
+                                                                        redis_server):
+    # A client on node A handles critical messages published on node B; A dies (SIGKILL); the
+    # client reconnects to B (as through a load balancer) with its last seq and gets the rest,
+    # then live ones: every seq once, in order. The user's seq stays gap-free with two nodes
+    # writing for the user at once.
+    server, db, url = pg_db
+    a, b = nodes(dealwire, url, redis_server, 2)
+
+    async def main():
+        ws, welcome = await connect_user(a.port, "dora", max_queue=None)
+        seen = []
+        for k in range(1, 51):
+            await apublish(b.port if k % 2 else a.port, note("dora", k, critical=True))
+        while len(seen) < 20:
+            seen.append((await recv_json(ws, 10))["seq"])
+        a.kill_9()
+        await asyncio.gather(*(apublish(b.port, note("dora", k, critical=True))
+                               for k in range(51, 61)))
+        ws2, welcome = await connect_user(b.port, "dora", max_queue=None,
+                                          query=f"user_id=dora&last_seq={seen[-1]}")
+        assert welcome["recovered"] is True and welcome["last_seq"] == 60, welcome
+        while seen[-1] < 60:
+            seen.append((await recv_json(ws2, 10))["seq"])
+        assert seen == list(range(1, 61))
+        assert await barrier(ws2) == []
+        await ws2.close()
+
+    run(main())
