@@ -161,7 +161,7 @@ static int read_last_seq(struct lws *wsi, int64_t *out)
 
     for (int i = 0;; i++) {
         int len = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
-        char small[2], *arg;
+        char small[64], *arg = small;
         int n;
 
         if (len <= 0) {
@@ -170,7 +170,10 @@ static int read_last_seq(struct lws *wsi, int64_t *out)
                 break;
             continue;
         }
-        arg = dw_xmalloc((size_t)len + 1);
+        /* A valid last_seq argument fits the stack buffer; only a longer argument (a token, a
+         * last_seq too long to be valid) costs an allocation. */
+        if ((size_t)len >= sizeof(small))
+            arg = dw_xmalloc((size_t)len + 1);
         n = lws_hdr_copy_fragment(wsi, arg, len + 1, WSI_TOKEN_HTTP_URI_ARGS, i);
         if (n > 0 && strncmp(arg, name, sizeof(name) - 1) == 0) {
             const char *v = arg + sizeof(name) - 1;
@@ -182,13 +185,15 @@ static int read_last_seq(struct lws *wsi, int64_t *out)
             value = digits ? strtoll(v, &end, 10) : -1;
             if (found || digits == 0 || v[digits] != '\0' || (size_t)n != strlen(arg) ||
                 errno == ERANGE || value < 0) {
-                free(arg);
+                if (arg != small)
+                    free(arg);
                 return -EINVAL;
             }
             *out = value;
             found = true;
         }
-        free(arg);
+        if (arg != small)
+            free(arg);
         if (n < 0)
             break;
     }
@@ -816,7 +821,6 @@ static struct dw_msg *next_msg(struct dw_conn *conn, unsigned long *skipped)
     while ((m = dw_outbox_peek(&conn->outbox)) != NULL && m->seq != 0 &&
            m->seq <= conn->io.replayed_through) {
         dw_outbox_drop(&conn->outbox);
-        conn->io.duplicates_skipped++;
         (*skipped)++;
     }
     return m;

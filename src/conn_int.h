@@ -61,7 +61,6 @@ struct dw_conn_io {
      * outbox waits; afterwards, outbox messages whose seq it covered are skipped. */
     struct dw_replay *replay;
     int64_t replayed_through;
-    uint64_t duplicates_skipped;
     /* Security (conn.c): the token's end, the private channels it grants, the rate limit. */
     int64_t token_end; /* realtime s when the connection is closed (exp + leeway), 0: none */
     unsigned ngrants;

@@ -194,30 +194,65 @@ static void join(char **buf, size_t *len, size_t *cap, const char *s, size_t n, 
     (*buf)[*len] = '\0';
 }
 
-/* One statement for the n entries that ents points to (at most DW_INBOX_WRITE_MAX): they need
- * not be side by side (the inbox's thread writes the entries of several jobs together). */
-static int write_chunk(struct dw_store *st, struct dw_inbox_entry *const *ents, size_t n)
+/* The text of value i's column col (*len bytes): in buf (size bytes) or elsewhere, valid
+ * until the next call. */
+typedef const char *column_fn(const void *arg, size_t i, int col, char *buf, size_t size,
+                              size_t *len);
+
+/* Runs sql with ncols (at most 3) text parameters, each the n values' column joined with SEP
+ * (column says what each is). With res, its result (dw_store_exec); without, it is dropped. */
+static int run_columns(struct dw_store *st, PGresult **res, const char *sql, int ncols, size_t n,
+                       column_fn *column, const void *arg)
 {
     char *cols[3] = {NULL, NULL, NULL};
     size_t len[3] = {0, 0, 0}, cap[3] = {0, 0, 0};
     const char *params[3];
-    int64_t *seqs = NULL;
-    PGresult *res = NULL;
     int r;
 
     for (size_t i = 0; i < n; i++) {
-        const struct dw_inbox_entry *e = ents[i];
-        const char *type = dw_msg_type_name(e->type);
-        bool last = i + 1 == n;
+        for (int c = 0; c < ncols; c++) {
+            char buf[32];
+            size_t vlen;
+            const char *v = column(arg, i, c, buf, sizeof(buf), &vlen);
 
-        join(&cols[0], &len[0], &cap[0], e->user_id, strlen(e->user_id), last);
-        join(&cols[1], &len[1], &cap[1], type, strlen(type), last);
-        join(&cols[2], &len[2], &cap[2], e->text, e->len, last);
+            join(&cols[c], &len[c], &cap[c], v, vlen, i + 1 == n);
+        }
     }
-    for (int c = 0; c < 3; c++)
+    for (int c = 0; c < ncols; c++)
         params[c] = cols[c];
+    r = res ? dw_store_exec(st, res, sql, ncols, params) : dw_store_run(st, sql, ncols, params);
+    for (int c = 0; c < ncols; c++)
+        free(cols[c]);
+    return r;
+}
 
-    r = dw_store_exec(st, &res, write_sql, 3, params);
+/* The columns of a write: user id, type name, text (none needs buf; column_fn's signature). */
+static const char *entry_column(const void *arg, size_t i, int col,
+                                char *buf, /* NOLINT(readability-non-const-parameter) */
+                                size_t size, size_t *len)
+{
+    const struct dw_inbox_entry *const *ents = arg;
+    const struct dw_inbox_entry *e = ents[i];
+    const char *v = col == 0 ? e->user_id : dw_msg_type_name(e->type);
+
+    (void)buf;
+    (void)size;
+    if (col == 2) {
+        *len = e->len;
+        return e->text;
+    }
+    *len = strlen(v);
+    return v;
+}
+
+/* One statement for the n entries that ents points to (at most DW_INBOX_WRITE_MAX): they need
+ * not be side by side (the inbox's thread writes the entries of several jobs together). */
+static int write_chunk(struct dw_store *st, struct dw_inbox_entry *const *ents, size_t n)
+{
+    int64_t *seqs = NULL;
+    PGresult *res = NULL;
+    int r = run_columns(st, &res, write_sql, 3, n, entry_column, ents);
+
     if (r < 0)
         goto out;
     if (PQntuples(res) != (int)n || PQnfields(res) != 1) {
@@ -243,8 +278,6 @@ static int write_chunk(struct dw_store *st, struct dw_inbox_entry *const *ents, 
 out:
     PQclear(res);
     free(seqs);
-    for (int c = 0; c < 3; c++)
-        free(cols[c]);
     return r;
 }
 
@@ -369,45 +402,20 @@ static void write_group(struct dw_inbox *ib, struct dw_store *st, struct job *fi
     dw_wake_batch_end();
 }
 
-/* Runs sql with the texts of n values, each joined with SEP: $1 from key(i), $2.. likewise. */
-typedef const char *column_fn(const void *arg, size_t i, int col, char *buf, size_t size);
-
-static int run_columns(struct dw_store *st, PGresult **res, const char *sql, int ncols, size_t n,
-                       column_fn *column, const void *arg)
-{
-    char *cols[3] = {NULL, NULL, NULL};
-    size_t len[3] = {0, 0, 0}, cap[3] = {0, 0, 0};
-    const char *params[3];
-    int r;
-
-    for (size_t i = 0; i < n; i++) {
-        for (int c = 0; c < ncols; c++) {
-            char buf[32];
-            const char *v = column(arg, i, c, buf, sizeof(buf));
-
-            join(&cols[c], &len[c], &cap[c], v, strlen(v), i + 1 == n);
-        }
-    }
-    for (int c = 0; c < ncols; c++)
-        params[c] = cols[c];
-    r = res ? dw_store_exec(st, res, sql, ncols, params) : dw_store_run(st, sql, ncols, params);
-    for (int c = 0; c < ncols; c++)
-        free(cols[c]);
-    return r;
-}
-
 /* The columns of a tracked job: the id; the durable message's user and seq. */
-static const char *track_column(const void *arg, size_t i, int col, char *buf, size_t size)
+static const char *track_column(const void *arg, size_t i, int col, char *buf, size_t size,
+                                size_t *len)
 {
     const struct dw_inbox_track *const *tracks = arg;
     const struct dw_inbox_track *t = tracks[i];
+    const char *v = col == 0 ? t->id : t->entry->user_id;
 
-    if (col == 0)
-        return t->id;
-    if (col == 1)
-        return t->entry->user_id;
-    snprintf(buf, size, "%" PRId64, t->entry->seq);
-    return buf;
+    if (col == 2) {
+        *len = (size_t)snprintf(buf, size, "%" PRId64, t->entry->seq);
+        return buf;
+    }
+    *len = strlen(v);
+    return v;
 }
 
 /* A duplicate whose first publish stored its message but never recorded a delivery: its
@@ -684,35 +692,35 @@ static int fill_pages(struct dw_inbox_page **ps, size_t n, const PGresult *res)
     return row == rows ? 0 : -EPROTO;
 }
 
+/* The columns of a read: user id, after, byte budget. */
+static const char *page_column(const void *arg, size_t i, int col, char *buf, size_t size,
+                               size_t *len)
+{
+    const struct dw_inbox_page *const *ps = arg;
+    const struct dw_inbox_page *p = ps[i];
+
+    if (col == 0) {
+        *len = strlen(p->user_id);
+        return p->user_id;
+    }
+    if (col == 1)
+        *len = (size_t)snprintf(buf, size, "%" PRId64, p->after);
+    else
+        *len = (size_t)snprintf(buf, size, "%zu", p->max_bytes);
+    return buf;
+}
+
 /* Answers the n pages of ps (at most DW_INBOX_READ_GROUP) with one statement, and calls each
  * reader back. */
 static void read_group(struct dw_inbox *ib, struct dw_store *st, struct dw_inbox_page **ps,
                        size_t n)
 {
-    char *cols[3] = {NULL, NULL, NULL};
-    size_t len[3] = {0, 0, 0}, cap[3] = {0, 0, 0};
-    const char *params[3];
     PGresult *res = NULL;
-    int r;
+    int r = run_columns(st, &res, read_sql, 3, n, page_column, ps);
 
-    for (size_t k = 0; k < n; k++) {
-        char after[24], budget[24];
-        bool last = k + 1 == n;
-
-        snprintf(after, sizeof(after), "%" PRId64, ps[k]->after);
-        snprintf(budget, sizeof(budget), "%zu", ps[k]->max_bytes);
-        join(&cols[0], &len[0], &cap[0], ps[k]->user_id, strlen(ps[k]->user_id), last);
-        join(&cols[1], &len[1], &cap[1], after, strlen(after), last);
-        join(&cols[2], &len[2], &cap[2], budget, strlen(budget), last);
-    }
-    for (int c = 0; c < 3; c++)
-        params[c] = cols[c];
-    r = dw_store_exec(st, &res, read_sql, 3, params);
     if (r == 0 && (r = fill_pages(ps, n, res)) < 0)
         dw_log(DW_LOG_ERROR, "inbox read: unexpected rows");
     PQclear(res);
-    for (int c = 0; c < 3; c++)
-        free(cols[c]);
 
     dw_wake_batch_begin();
     for (size_t k = 0; k < n; k++) {

@@ -86,12 +86,8 @@ static struct dw_msg *answer_msg(struct dw_server *srv, struct dw_conn *conn,
     struct dw_msg *m;
 
     if (resume) {
-        char ts[DW_TIME_ISO_LEN];
-
-        obj = json_object_new_object();
+        obj = json_object_new_object(); /* the render adds its "timestamp" (msg.h) */
         json_object_object_add(obj, "type", json_object_new_string("resumed"));
-        dw_time_format_iso(ts, dw_now_realtime_ns());
-        json_object_object_add(obj, "timestamp", json_object_new_string(ts));
     } else {
         obj = dw__conn_welcome(srv, conn);
     }

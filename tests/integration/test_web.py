@@ -620,7 +620,7 @@ class Burst:
 
     def __init__(self, port, user, prefix, total, threads=2):
         self.port, self.user, self.prefix, self.total = port, user, prefix, total
-        self.todo = iter(range(total))
+        self.unsent = iter(range(total))  # alert numbers no thread took yet
         self.lock = threading.Lock()
         self.seq_of = {}  # deal id -> the seq of its 200
         self.attempts = Counter()
@@ -648,7 +648,7 @@ class Burst:
 
     def _next(self):
         with self.lock:
-            return next(self.todo, None)
+            return next(self.unsent, None)
 
     def _run(self):
         deadline = time.monotonic() + t(90)
