@@ -8,6 +8,11 @@
  * node, the same bytes). A node skips what it published itself: it delivered that locally
  * already, before publishing it, so local delivery never waits for Redis.
  *
+ * Three more targets are the nodes' own, with type, flags and seq 0 and name "-": 's', a
+ * node's figures (the text: {"connections":N,"users":N,"messages_sent":N,"started_at":NS});
+ * 'r', "I dropped messages: catch up" (text {}); 'x', "I am stopping" (text {}). A node of an
+ * older version ignores targets it does not know.
+ *
  * Threads: the publisher owns its connection and the queue's consumer side; the subscriber owns
  * the other connection. The queue is a mutex and a condition variable (producers queue one
  * entry per message sent, and the hot fan-out path stays lock-free: the hub queues once per
@@ -40,17 +45,28 @@
 #include <time.h>
 
 #include <hiredis/hiredis.h>
+#include <json-c/json.h>
 
 #define CONNECT_TIMEOUT_S 2
 #define BACKOFF_MIN_NS    (DW_NSEC_PER_SEC / 4)
 #define BACKOFF_MAX_NS    (30 * DW_NSEC_PER_SEC)
 
+/* The nodes' own targets (the header comment). */
+#define TARGET_FIGURES 's'
+#define TARGET_DROPPED 'r'
+#define TARGET_LEAVING 'x'
+
 struct entry {
     struct entry *next;
     struct dw_msg *msg; /* a reference */
-    char target;
+    char target;        /* enum dw_bus_target, or one of the nodes' own */
     char name[DW_USER_ID_MAX + 1];
 };
+
+static bool is_message(char target)
+{
+    return target == DW_BUS_USER || target == DW_BUS_CHANNEL_TARGET || target == DW_BUS_ALL;
+}
 
 struct dw_bus {
     char host[256];
@@ -58,6 +74,7 @@ struct dw_bus {
     char password[256];
     char node[128];
     struct dw_hub *hub;
+    struct dw_bus_hooks hooks;
     pthread_t pub_thread, sub_thread;
     pthread_mutex_t lock;
     pthread_cond_t cond;        /* on CLOCK_MONOTONIC */
@@ -65,8 +82,12 @@ struct dw_bus {
     size_t queued_bytes;        /* under lock */
     bool stopping;              /* under lock */
     redisContext *pub, *sub;    /* each its thread's; sub's fd shut down under lock */
-    _Atomic uint64_t published, received, dropped, reconnects;
+    _Atomic uint64_t published, received, dropped, reconnects, catch_ups_asked, drops_announced;
     _Atomic int pub_up, sub_up;
+    _Atomic int owe_notice; /* messages were dropped since the others were last told */
+    /* The other nodes' figures, written by the subscriber. */
+    pthread_mutex_t peers_lock;
+    struct dw_bus_peer peers[DW_BUS_PEERS_MAX]; /* under peers_lock; node[0] == 0: free */
 };
 
 /* ------------------------------------------------------------------------------------------
@@ -131,8 +152,9 @@ int dw_bus_check_url(const char *url, char *why, size_t size)
     return parse_url(url, &u, why, size);
 }
 
-/* A connection to the bus's Redis, authenticated; NULL with why filled. */
-static redisContext *open_redis(const struct dw_bus *bus, char *why, size_t size)
+/* A connection to the bus's Redis, authenticated and named "dealwire-<role>@<node>" (what
+ * CLIENT LIST shows an operator); NULL with why filled. */
+static redisContext *open_redis(const struct dw_bus *bus, const char *role, char *why, size_t size)
 {
     struct timeval tv = {.tv_sec = CONNECT_TIMEOUT_S};
     redisContext *c = redisConnectWithTimeout(bus->host, bus->port, tv);
@@ -153,6 +175,14 @@ static redisContext *open_redis(const struct dw_bus *bus, char *why, size_t size
         }
         freeReplyObject(r);
     }
+    r = redisCommand(c, "CLIENT SETNAME dealwire-%s@%s", role, bus->node);
+    if (!r || c->err) {
+        snprintf(why, size, "%s", c->errstr);
+        freeReplyObject(r);
+        redisFree(c);
+        return NULL;
+    }
+    freeReplyObject(r); /* a refusal (a proxy without CLIENT) costs only the name */
     return c;
 }
 
@@ -184,20 +214,30 @@ static size_t entry_bytes(const struct entry *e)
     return e->msg->len + sizeof(*e);
 }
 
-void dw_bus_publish(struct dw_bus *bus, enum dw_bus_target target, const char *name,
-                    struct dw_msg *msg)
+/* A message lost for the other nodes: counted, and they are told once Redis takes messages
+ * again. */
+static void count_dropped(struct dw_bus *bus, uint64_t n)
+{
+    atomic_fetch_add_explicit(&bus->dropped, n, memory_order_relaxed);
+    atomic_store_explicit(&bus->owe_notice, 1, memory_order_relaxed);
+}
+
+/* Queues msg (a reference is taken) for the publisher, or drops it (counted when it is a
+ * message, not one of the nodes' own notices). */
+static void enqueue(struct dw_bus *bus, char target, const char *name, struct dw_msg *msg)
 {
     struct entry *e = dw_xmalloc(sizeof(*e));
 
     e->next = NULL;
     e->msg = msg;
-    e->target = (char)target;
+    e->target = target;
     snprintf(e->name, sizeof(e->name), "%s", name ? name : "");
     dw_msg_ref(msg);
     pthread_mutex_lock(&bus->lock);
     if (bus->stopping || bus->queued_bytes + entry_bytes(e) > DW_BUS_QUEUE_BYTES) {
         pthread_mutex_unlock(&bus->lock);
-        atomic_fetch_add_explicit(&bus->dropped, 1, memory_order_relaxed);
+        if (is_message(target))
+            count_dropped(bus, 1);
         dw_msg_unref(msg);
         free(e);
         return;
@@ -207,6 +247,32 @@ void dw_bus_publish(struct dw_bus *bus, enum dw_bus_target target, const char *n
     bus->tail = &e->next;
     pthread_cond_broadcast(&bus->cond);
     pthread_mutex_unlock(&bus->lock);
+}
+
+void dw_bus_publish(struct dw_bus *bus, enum dw_bus_target target, const char *name,
+                    struct dw_msg *msg)
+{
+    enqueue(bus, (char)target, name, msg);
+}
+
+/* Queues one of the nodes' own notices, with text. */
+static void enqueue_notice(struct dw_bus *bus, char target, const char *text)
+{
+    struct dw_msg *m = dw_msg_new_text(DW_MSG_CONNECTION_ESTABLISHED, 0, text, strlen(text));
+
+    enqueue(bus, target, NULL, m);
+    dw_msg_unref(m);
+}
+
+void dw_bus_announce(struct dw_bus *bus, const struct dw_bus_figures *f)
+{
+    char text[256];
+
+    snprintf(text, sizeof(text),
+             "{\"connections\":%" PRIu64 ",\"users\":%" PRIu64 ",\"messages_sent\":%" PRIu64
+             ",\"started_at\":%" PRId64 "}",
+             f->connections, f->users, f->messages_sent, f->started_at);
+    enqueue_notice(bus, TARGET_FIGURES, text);
 }
 
 static void free_entries(struct entry *e)
@@ -242,7 +308,8 @@ static size_t encode(const struct dw_bus *bus, const struct entry *e, char **buf
  * batch is counted as dropped). */
 static int publish_batch(struct dw_bus *bus, struct entry *batch, char **buf, size_t *cap)
 {
-    size_t n = 0, ok = 0;
+    size_t n = 0;
+    uint64_t ok = 0;
     int r = 0;
 
     for (struct entry *e = batch; e; e = e->next) {
@@ -252,20 +319,48 @@ static int publish_batch(struct dw_bus *bus, struct entry *batch, char **buf, si
             break;
         n++;
     }
-    for (size_t i = 0; i < n; i++) {
+    for (struct entry *e = batch; n > 0; e = e->next, n--) {
         redisReply *reply = NULL;
 
         if (redisGetReply(bus->pub, (void **)&reply) != REDIS_OK) {
             r = -EIO;
             break;
         }
-        ok += reply->type == REDIS_REPLY_INTEGER;
+        ok += reply->type == REDIS_REPLY_INTEGER && is_message(e->target);
         freeReplyObject(reply);
     }
     atomic_fetch_add_explicit(&bus->published, ok, memory_order_relaxed);
     if (r < 0 || bus->pub->err)
         r = -EIO;
     return r;
+}
+
+/* Publishes one of the nodes' own notices at once (the publisher's thread, connected).
+ * Returns what publish_batch returned. */
+static int publish_notice(struct dw_bus *bus, char target, char **buf, size_t *cap)
+{
+    struct entry e = {.target = target};
+    int r;
+
+    e.msg = dw_msg_new_text(DW_MSG_CONNECTION_ESTABLISHED, 0, "{}", 2);
+    r = publish_batch(bus, &e, buf, cap);
+    dw_msg_unref(e.msg);
+    return r;
+}
+
+/* Once Redis takes messages again after this node dropped some, the other nodes are told to
+ * catch up (their clients may have missed them). */
+static int tell_dropped(struct dw_bus *bus, char **buf, size_t *cap)
+{
+    if (!atomic_exchange_explicit(&bus->owe_notice, 0, memory_order_relaxed))
+        return 0;
+    if (publish_notice(bus, TARGET_DROPPED, buf, cap) < 0) {
+        atomic_store_explicit(&bus->owe_notice, 1, memory_order_relaxed);
+        return -EIO;
+    }
+    atomic_fetch_add_explicit(&bus->drops_announced, 1, memory_order_relaxed);
+    dw_log(DW_LOG_INFO, "told the other nodes that messages were dropped: they catch up");
+    return 0;
 }
 
 static void *pub_main(void *arg)
@@ -280,7 +375,7 @@ static void *pub_main(void *arg)
     pthread_mutex_lock(&bus->lock);
     for (;;) {
         struct entry *batch;
-        size_t count = 0;
+        uint64_t messages = 0;
 
         while (!bus->head && !bus->stopping)
             pthread_cond_wait(&bus->cond, &bus->lock);
@@ -293,14 +388,14 @@ static void *pub_main(void *arg)
         pthread_mutex_unlock(&bus->lock);
 
         for (struct entry *e = batch; e; e = e->next)
-            count++;
+            messages += is_message(e->target);
         if (!bus->pub && dw_now_mono_ns() >= next_try) {
-            bus->pub = open_redis(bus, why, sizeof(why));
+            bus->pub = open_redis(bus, "pub", why, sizeof(why));
             if (bus->pub) {
-                if (logged)
+                if (logged) {
                     dw_log(DW_LOG_INFO, "Redis reachable again (publishing)");
-                if (logged)
                     atomic_fetch_add_explicit(&bus->reconnects, 1, memory_order_relaxed);
+                }
                 logged = false;
                 backoff = 0;
             } else {
@@ -308,7 +403,8 @@ static void *pub_main(void *arg)
                 next_try = dw_now_mono_ns() + backoff;
             }
         }
-        if (bus->pub && publish_batch(bus, batch, &buf, &cap) < 0) {
+        if (bus->pub &&
+            (publish_batch(bus, batch, &buf, &cap) < 0 || tell_dropped(bus, &buf, &cap) < 0)) {
             snprintf(why, sizeof(why), "%s", bus->pub->errstr);
             redisFree(bus->pub);
             bus->pub = NULL;
@@ -318,7 +414,8 @@ static void *pub_main(void *arg)
         atomic_store_explicit(&bus->pub_up, bus->pub != NULL, memory_order_relaxed);
         if (!bus->pub) {
             /* Nothing of this batch is known to have gone out. */
-            atomic_fetch_add_explicit(&bus->dropped, count, memory_order_relaxed);
+            if (messages)
+                count_dropped(bus, messages);
             if (!logged)
                 dw_log(DW_LOG_WARN,
                        "Redis unreachable at %s:%d (%s): live messages are not shared with the "
@@ -330,6 +427,9 @@ static void *pub_main(void *arg)
         pthread_mutex_lock(&bus->lock);
     }
     pthread_mutex_unlock(&bus->lock);
+    /* The others forget this node now rather than when its figures go stale. */
+    if (bus->pub)
+        (void)publish_notice(bus, TARGET_LEAVING, &buf, &cap);
     free(buf);
     return NULL;
 }
@@ -365,6 +465,91 @@ static bool parse_num(const char *s, long long min, long long max, long long *ou
     return errno == 0 && end != s && *end == '\0' && *out >= min && *out <= max;
 }
 
+static void ask_catch_up(struct dw_bus *bus)
+{
+    atomic_fetch_add_explicit(&bus->catch_ups_asked, 1, memory_order_relaxed);
+    if (bus->hooks.catch_up)
+        bus->hooks.catch_up(bus->hooks.arg);
+}
+
+/* The slot of node in the peers (peers_lock held): its own, or a free one when add (NULL when
+ * none is left). */
+static struct dw_bus_peer *peer_slot(struct dw_bus *bus, const char *node, bool add)
+{
+    struct dw_bus_peer *free_slot = NULL;
+
+    for (size_t i = 0; i < DW_BUS_PEERS_MAX; i++) {
+        struct dw_bus_peer *p = &bus->peers[i];
+
+        if (p->node[0] && strcmp(p->node, node) == 0)
+            return p;
+        if (!free_slot &&
+            (!p->node[0] || dw_now_realtime_ns() - p->heard_at > DW_BUS_PEER_FORGET_NS))
+            free_slot = p;
+    }
+    return add ? free_slot : NULL;
+}
+
+static uint64_t json_u64(struct json_object *obj, const char *key)
+{
+    struct json_object *v;
+
+    return json_object_object_get_ex(obj, key, &v) && json_object_is_type(v, json_type_int)
+               ? (uint64_t)json_object_get_int64(v)
+               : 0;
+}
+
+/* Another node's figures (text: the 's' notice), or its leaving ('x'). */
+static void heard_from(struct dw_bus *bus, const char *node, char target, const char *text,
+                       size_t len)
+{
+    struct json_object *obj = NULL;
+    struct dw_bus_peer *p;
+
+    if (target == TARGET_FIGURES) {
+        struct json_tokener *tok = json_tokener_new();
+
+        obj = json_tokener_parse_ex(tok, text, (int)len);
+        json_tokener_free(tok);
+        if (!json_object_is_type(obj, json_type_object)) {
+            json_object_put(obj);
+            return;
+        }
+    }
+    pthread_mutex_lock(&bus->peers_lock);
+    p = peer_slot(bus, node, obj != NULL);
+    if (p && obj) {
+        snprintf(p->node, sizeof(p->node), "%s", node);
+        p->figures.connections = json_u64(obj, "connections");
+        p->figures.users = json_u64(obj, "users");
+        p->figures.messages_sent = json_u64(obj, "messages_sent");
+        p->figures.started_at = (int64_t)json_u64(obj, "started_at");
+        p->heard_at = dw_now_realtime_ns();
+    } else if (p) {
+        p->node[0] = '\0'; /* it left */
+    }
+    pthread_mutex_unlock(&bus->peers_lock);
+    json_object_put(obj);
+}
+
+size_t dw_bus_peers(struct dw_bus *bus, struct dw_bus_peer *out, size_t max)
+{
+    size_t n = 0;
+    int64_t now = dw_now_realtime_ns();
+
+    if (!bus)
+        return 0;
+    pthread_mutex_lock(&bus->peers_lock);
+    for (size_t i = 0; i < DW_BUS_PEERS_MAX && n < max; i++) {
+        const struct dw_bus_peer *p = &bus->peers[i];
+
+        if (p->node[0] && now - p->heard_at <= DW_BUS_PEER_FORGET_NS)
+            out[n++] = *p;
+    }
+    pthread_mutex_unlock(&bus->peers_lock);
+    return n;
+}
+
 /* Delivers one message from the channel (text len bytes) unless this node published it. */
 static void deliver(struct dw_bus *bus, const char *text, size_t len)
 {
@@ -383,6 +568,18 @@ static void deliver(struct dw_bus *bus, const char *text, size_t len)
         !parse_num(f[5], 0, INT64_MAX, &seq) || strcmp(f[1], bus->node) == 0)
         return;
     name = f[6];
+    switch (f[2][0]) {
+    case TARGET_DROPPED:
+        dw_log(DW_LOG_INFO, "node %s dropped messages: catching up", f[1]);
+        ask_catch_up(bus);
+        return;
+    case TARGET_FIGURES:
+    case TARGET_LEAVING:
+        heard_from(bus, f[1], f[2][0], nl + 1, len - (size_t)(nl + 1 - text));
+        return;
+    default:
+        break;
+    }
     m = dw_msg_new_text((enum dw_msg_type)type, (unsigned)flags, nl + 1,
                         len - (size_t)(nl + 1 - text));
     m->seq = seq;
@@ -419,7 +616,7 @@ static void *sub_main(void *arg)
         redisReply *reply = NULL;
 
         if (!bus->sub) {
-            redisContext *c = open_redis(bus, why, sizeof(why));
+            redisContext *c = open_redis(bus, "sub", why, sizeof(why));
 
             if (c && !subscribe(c)) {
                 snprintf(why, sizeof(why), "SUBSCRIBE: %s", c->errstr);
@@ -444,8 +641,10 @@ static void *sub_main(void *arg)
             }
             pthread_mutex_unlock(&bus->lock);
             if (logged) {
-                dw_log(DW_LOG_INFO, "Redis reachable again (receiving)");
+                /* What the others published meanwhile never came: read it again. */
+                dw_log(DW_LOG_INFO, "Redis reachable again (receiving): catching up");
                 atomic_fetch_add_explicit(&bus->reconnects, 1, memory_order_relaxed);
+                ask_catch_up(bus);
             }
             logged = false;
             backoff = 0;
@@ -489,8 +688,8 @@ static void *sub_main(void *arg)
  * Start, counts, stop
  * ------------------------------------------------------------------------------------------ */
 
-struct dw_bus *dw_bus_start(const char *url, struct dw_hub *hub, const char *node, char *why,
-                            size_t size)
+struct dw_bus *dw_bus_start(const char *url, struct dw_hub *hub, const char *node,
+                            const struct dw_bus_hooks *hooks, char *why, size_t size)
 {
     struct dw_bus *bus;
     pthread_condattr_t attr;
@@ -505,15 +704,18 @@ struct dw_bus *dw_bus_start(const char *url, struct dw_hub *hub, const char *nod
     snprintf(bus->password, sizeof(bus->password), "%s", u.password);
     snprintf(bus->node, sizeof(bus->node), "%s", node);
     bus->hub = hub;
+    if (hooks)
+        bus->hooks = *hooks;
     bus->tail = &bus->head;
     pthread_mutex_init(&bus->lock, NULL);
+    pthread_mutex_init(&bus->peers_lock, NULL);
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&bus->cond, &attr);
     pthread_condattr_destroy(&attr);
     /* Both connections now, so that a wrong URL or a Redis that is not there stops the start. */
-    bus->pub = open_redis(bus, err, sizeof(err));
-    bus->sub = bus->pub ? open_redis(bus, err, sizeof(err)) : NULL;
+    bus->pub = open_redis(bus, "pub", err, sizeof(err));
+    bus->sub = bus->pub ? open_redis(bus, "sub", err, sizeof(err)) : NULL;
     if (bus->sub && !subscribe(bus->sub))
         snprintf(err, sizeof(err), "SUBSCRIBE: %s",
                  bus->sub->errstr[0] ? bus->sub->errstr : "refused");
@@ -522,6 +724,7 @@ struct dw_bus *dw_bus_start(const char *url, struct dw_hub *hub, const char *nod
         redisFree(bus->pub);
         redisFree(bus->sub);
         pthread_mutex_destroy(&bus->lock);
+        pthread_mutex_destroy(&bus->peers_lock);
         pthread_cond_destroy(&bus->cond);
         free(bus);
         return NULL;
@@ -546,6 +749,8 @@ void dw_bus_counts(const struct dw_bus *bus, struct dw_bus_counts *out)
     out->received = atomic_load_explicit(&bus->received, memory_order_relaxed);
     out->dropped = atomic_load_explicit(&bus->dropped, memory_order_relaxed);
     out->reconnects = atomic_load_explicit(&bus->reconnects, memory_order_relaxed);
+    out->catch_ups_asked = atomic_load_explicit(&bus->catch_ups_asked, memory_order_relaxed);
+    out->drops_announced = atomic_load_explicit(&bus->drops_announced, memory_order_relaxed);
     out->connected = atomic_load_explicit(&bus->pub_up, memory_order_relaxed) &&
                      atomic_load_explicit(&bus->sub_up, memory_order_relaxed);
 }
@@ -566,6 +771,7 @@ void dw_bus_stop(struct dw_bus *bus)
     redisFree(bus->sub);
     free_entries(bus->head);
     pthread_mutex_destroy(&bus->lock);
+    pthread_mutex_destroy(&bus->peers_lock);
     pthread_cond_destroy(&bus->cond);
     free(bus);
 }

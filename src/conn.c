@@ -571,11 +571,11 @@ static void handle_text(struct dw_server *srv, struct dw_conn *conn, const char 
         if (!srv->inbox)
             m = dw_proto_error("no_inbox", "this server keeps no inbox (it runs without a "
                                            "database): there is nothing to resume");
-        else if (conn->io.replay)
+        else if (conn->io.replay && !dw__replay_is_catch_up(conn))
             m = dw_proto_error("resume_in_progress",
                                "a replay is running on this connection: resume after it");
         else
-            dw__replay_start(srv, conn, cmd.seq, true);
+            dw__replay_start(srv, conn, cmd.seq, true); /* a catch-up running gives way */
         break;
     case DW_CMD_OTHER:
         m = dw_proto_ack(cmd.obj);
@@ -863,6 +863,8 @@ static int write_frames(struct dw_server *srv, struct dw_conn *conn, struct lws 
         int r =
             lws_write(wsi, (unsigned char *)dw_msg_frame(m), dw_msg_frame_len(m), LWS_WRITE_RAW);
 
+        if (m->seq > conn->io.seq_written)
+            conn->io.seq_written = m->seq;
         consume(conn);
         return r < 0 ? -1 : 1;
     }
@@ -870,6 +872,8 @@ static int write_frames(struct dw_server *srv, struct dw_conn *conn, struct lws 
            (unsigned long)count + *skipped < limit) {
         memcpy(buf + n, dw_msg_frame(m), dw_msg_frame_len(m));
         n += dw_msg_frame_len(m);
+        if (m->seq > conn->io.seq_written)
+            conn->io.seq_written = m->seq;
         consume(conn);
         count++;
         m = next_msg(conn, skipped);

@@ -61,6 +61,8 @@ struct dw_conn_io {
      * outbox waits; afterwards, outbox messages whose seq it covered are skipped. */
     struct dw_replay *replay;
     int64_t replayed_through;
+    int64_t seq_written; /* the highest seq written to the socket (where a catch-up starts) */
+    bool catch_up_due;   /* catch up once the running replay ends */
     /* Security (conn.c): the token's end, the private channels it grants, the rate limit. */
     int64_t token_end; /* realtime s when the connection is closed (exp + leeway), 0: none */
     unsigned ngrants;

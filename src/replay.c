@@ -10,6 +10,9 @@
  * the outbox flows, and a live message whose seq the replay covered is skipped
  * (conn->io.replayed_through): no gap, no message twice on one connection.
  *
+ * A catch-up (dw__replay_catch_up_all: the bus says this node may have missed messages from
+ * the others) is the same replay without an answer, from the highest seq the connection got.
+ *
  * Memory: one page at a time (at most --queue-bytes plus one message, DW_INBOX_PAGE_MAX
  * messages), asked for only once the previous one is written, so a client that reads slowly
  * slows its replay down instead of filling the daemon. The waiting outbox keeps its bound: its
@@ -30,11 +33,18 @@
 
 #include <json-c/json.h>
 
+/* Why a replay runs, and so how it opens. */
+enum kind {
+    CONNECT,  /* a new connection: the welcome first */
+    RESUME,   /* a resume command: "resumed" first */
+    CATCH_UP, /* the bus lost messages: no answer, only what is new to the connection */
+};
+
 struct dw_replay {
     struct replay_page *asked; /* the page being read (the inbox or srv->replays holds it) */
     struct dw_msg **front;     /* what is written next: the answer, then a page's messages */
     size_t nfront, at;
-    bool resume;        /* started by a resume command: answered with "resumed" */
+    enum kind kind;
     bool answered;      /* the answer is in front (or written) */
     bool more;          /* the last page was not the end */
     int64_t after;      /* the next page's after */
@@ -80,8 +90,9 @@ static void front_clear(struct dw_replay *r)
  * whether the history after the client's seq is all there; without them, and with why, when
  * the inbox could not be read. */
 static struct dw_msg *answer_msg(struct dw_server *srv, struct dw_conn *conn,
-                                 const struct dw_inbox_page *p, bool resume)
+                                 const struct dw_inbox_page *p, enum kind kind)
 {
+    bool resume = kind == RESUME;
     struct json_object *obj;
     struct dw_msg *m;
 
@@ -115,7 +126,7 @@ static int ask(struct dw_server *srv, struct dw_conn *conn, struct dw_replay *r)
     snprintf(rp->page.user_id, sizeof(rp->page.user_id), "%s", conn->user->id);
     rp->page.after = r->after;
     rp->page.max_bytes = (size_t)srv->cfg->queue_bytes;
-    rp->page.first = !r->answered;
+    rp->page.first = !r->answered && r->kind != CATCH_UP;
     rp->page.done = page_answered;
     rp->page.arg = rp;
     rp->srv = srv;
@@ -130,8 +141,29 @@ static int ask(struct dw_server *srv, struct dw_conn *conn, struct dw_replay *r)
     return 0;
 }
 
-/* The replay is over: what it covered is skipped in the outbox, which flows again. */
-static void finish(struct dw_conn *conn)
+static void start(struct dw_server *srv, struct dw_conn *conn, int64_t after, enum kind kind);
+
+/* Where a catch-up of conn starts: after the highest seq it was sent (written, or covered by a
+ * replay); a connection that was sent none gets what its user has not acknowledged, as a new
+ * connection does. */
+static int64_t catch_up_from(const struct dw_conn *conn)
+{
+    int64_t from = conn->io.seq_written > conn->io.replayed_through ? conn->io.seq_written
+                                                                    : conn->io.replayed_through;
+
+    return from > 0 ? from : DW_INBOX_UNACKED;
+}
+
+static void catch_up(struct dw_server *srv, struct dw_conn *conn)
+{
+    conn->io.catch_up_due = false;
+    srv->io.caught_up++;
+    start(srv, conn, catch_up_from(conn), CATCH_UP);
+}
+
+/* The replay is over: what it covered is skipped in the outbox, which flows again (or a
+ * catch-up asked for meanwhile starts). */
+static void finish(struct dw_server *srv, struct dw_conn *conn)
 {
     struct dw_replay *r = conn->io.replay;
 
@@ -140,6 +172,10 @@ static void finish(struct dw_conn *conn)
     front_clear(r);
     free(r);
     conn->io.replay = NULL;
+    if (conn->io.catch_up_due) {
+        catch_up(srv, conn);
+        return;
+    }
     if (conn->io.wsi && !dw_outbox_is_empty(&conn->outbox))
         lws_callback_on_writable(conn->io.wsi);
 }
@@ -153,8 +189,13 @@ static void take_page(struct dw_server *srv, struct dw_conn *conn, struct dw_rep
 
     front_clear(r);
     r->front = dw_xmalloc((p->n + 1) * sizeof(struct dw_msg *));
+    if (r->kind == CATCH_UP) {
+        srv->io.caught_up_msgs += p->rc == 0 ? p->n : 0;
+        srv->io.catch_ups_failed += !r->answered && p->rc < 0;
+    }
     if (!r->answered) {
-        r->front[k++] = answer_msg(srv, conn, p, r->resume);
+        if (r->kind != CATCH_UP)
+            r->front[k++] = answer_msg(srv, conn, p, r->kind);
         r->answered = true;
         /* The client has everything up to from, unless from is past the user's last_seq (a
          * client of another inbox, or of one that was reset): then it counts again from
@@ -186,11 +227,11 @@ static void take_page(struct dw_server *srv, struct dw_conn *conn, struct dw_rep
         lws_callback_on_writable(conn->io.wsi);
 }
 
-void dw__replay_start(struct dw_server *srv, struct dw_conn *conn, int64_t after, bool resume)
+static void start(struct dw_server *srv, struct dw_conn *conn, int64_t after, enum kind kind)
 {
     struct dw_replay *r = dw_xcalloc(1, sizeof(*r));
 
-    r->resume = resume;
+    r->kind = kind;
     r->after = after;
     r->high = after < 0 ? 0 : after;
     conn->io.replay = r;
@@ -200,6 +241,34 @@ void dw__replay_start(struct dw_server *srv, struct dw_conn *conn, int64_t after
 
         take_page(srv, conn, r, &failed);
     }
+}
+
+void dw__replay_start(struct dw_server *srv, struct dw_conn *conn, int64_t after, bool resume)
+{
+    dw__replay_abandon(conn); /* a catch-up: what the client asks for covers it */
+    start(srv, conn, after, resume ? RESUME : CONNECT);
+}
+
+void dw__replay_catch_up_all(struct dw_server *srv)
+{
+    struct dw_conn *conn;
+
+    if (!srv->inbox)
+        return; /* nothing was stored: nothing can be caught up */
+    srv->io.catch_up_rounds++;
+    dw_rlist_for_each_entry(conn, dw__hub_all(srv->hub), struct dw_conn, all_link) {
+        if (conn->io.state != DW_CONN_OPEN || !conn->io.wsi)
+            continue;
+        if (conn->io.replay)
+            conn->io.catch_up_due = true; /* once this one ends: its pages may predate the loss */
+        else
+            catch_up(srv, conn);
+    }
+}
+
+bool dw__replay_is_catch_up(struct dw_conn *conn)
+{
+    return conn->io.replay && conn->io.replay->kind == CATCH_UP;
 }
 
 struct dw_msg *dw__replay_peek(struct dw_conn *conn)
@@ -236,7 +305,7 @@ void dw__replay_advance(struct dw_server *srv, struct dw_conn *conn)
         if (ask(srv, conn, r) == 0)
             return;
     }
-    finish(conn);
+    finish(srv, conn);
 }
 
 void dw__replay_abandon(struct dw_conn *conn)

@@ -19,6 +19,7 @@
 #include "server_int.h"
 #include "dealwire/bus.h"
 #include "dealwire/inbox.h"
+#include "dealwire/leader.h"
 #include "dealwire/retention.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
@@ -197,6 +198,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         if (!srv)
             return 0;
         dw__replay_drain(srv);
+        if (atomic_exchange(&srv->catch_up_due, 0))
+            dw__replay_catch_up_all(srv);
         dw__conn_drain_ready(srv);
         dw__http_drain_done(srv);
         if (atomic_exchange(&srv->reload_tls, 0))
@@ -282,6 +285,17 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     return lws_callback_http_dummy(wsi, reason, user, in, len);
 }
 
+/* This node's figures for the others (with a bus), every DW_ANNOUNCE_US. */
+static void announce_cb(lws_sorted_usec_list_t *sul)
+{
+    struct dw_server *srv = lws_container_of(sul, struct dw_server, announce);
+    struct dw_bus_figures f;
+
+    dw__stats_figures(srv, &f);
+    dw_bus_announce(srv->bus, &f);
+    lws_sul_schedule(srv->ctx, 0, &srv->announce, announce_cb, DW_ANNOUNCE_US);
+}
+
 static void sweep_cb(lws_sorted_usec_list_t *sul)
 {
     struct dw_server *srv = lws_container_of(sul, struct dw_server, sweep);
@@ -340,6 +354,7 @@ struct dw_server *dw_server_new(const struct dw_config *cfg, const struct dw_aut
     srv->socket_cap = socket_cap();
     srv->deadlines.prev = srv->deadlines.next = &srv->deadlines;
     srv->started_at = dw_now_realtime_ns();
+    dw_leader_node_name(cfg->port, srv->node);
     dw_readyq_init(&srv->done);
     dw_readyq_init(&srv->replays);
     srv->ready_tail = &srv->ready_reqs;
@@ -555,6 +570,7 @@ void dw_server_free(struct dw_server *srv)
         uv_close((uv_handle_t *)&srv->after_pass, NULL);
     if (srv->ctx) {
         lws_sul_cancel(&srv->sweep);
+        lws_sul_cancel(&srv->announce);
         /* Closes what is left; each CLOSED callback unlinks its connection from the hub. */
         lws_context_destroy(srv->ctx);
         if (srv->uv_loop) {
@@ -598,6 +614,15 @@ void dw_server_set_bus(struct dw_server *srv, struct dw_bus *bus)
 {
     srv->bus = bus;
     dw_hub_set_bus(srv->hub, bus);
+    announce_cb(&srv->announce); /* at once: the others list this node from its start */
+}
+
+void dw_server_catch_up(void *srv_arg)
+{
+    struct dw_server *srv = srv_arg;
+
+    atomic_store(&srv->catch_up_due, 1);
+    dw_wake(&srv->wake);
 }
 
 struct dw_inbox *dw_server_inbox(struct dw_server *srv)

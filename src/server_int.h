@@ -42,6 +42,8 @@ struct dw_db;
 /* How often the heartbeat sweep runs: an eighth of the heartbeat interval, within these
  * bounds (it walks every connection, so not more often than needed). */
 #define DW_SWEEP_MIN_US ((lws_usec_t)100 * 1000)
+/* How often a node with a bus announces its figures to the others (bus.h). */
+#define DW_ANNOUNCE_US  ((lws_usec_t)2 * 1000 * 1000)
 #define DW_SWEEP_MAX_US ((lws_usec_t)1000 * 1000)
 
 /* Every socket the server accepted, from SERVER_NEW_CLIENT_INSTANTIATED to WSI_DESTROY (lws
@@ -64,6 +66,11 @@ struct dw_io_counters {
     uint64_t slow_closes; /* connections closed as slow consumers */
     uint64_t opened;      /* WebSocket connections established */
     uint64_t closed;      /* and closed */
+    /* Catching up from the inbox after the bus lost messages (replay.c). */
+    uint64_t catch_up_rounds;  /* times every connection was caught up */
+    uint64_t caught_up;        /* connections caught up */
+    uint64_t caught_up_msgs;   /* messages they got that way */
+    uint64_t catch_ups_failed; /* catch-ups whose inbox could not be read */
 };
 
 /* Counts of what the limits and checks refused (stats "refused"). */
@@ -106,6 +113,11 @@ struct dw_server {
     struct dw_inbox *inbox;                  /* the durable inbox, with --db; else NULL */
     struct dw_retention *retention;          /* its retention sweeps, with --db; else NULL */
     struct dw_bus *bus;                      /* --redis: the nodes' bus; else NULL */
+    char node[128];                          /* this node's name, "host:port" (leader.h) */
+    _Atomic int catch_up_due;                /* any thread (the bus): catch every connection
+                                              * up from the inbox (replay.c) */
+    lws_sorted_usec_list_t announce;         /* with a bus: this node's figures, every
+                                              * DW_ANNOUNCE_US */
     unsigned char *wbuf;                     /* LWS_PRE + DW_WRITE_BATCH, the one write buffer */
     /* Requests whose body is complete, for the workers after this pass of the loop (http.c,
      * refuse_pipelined says why not at once), and the libuv loop's hook for that. */
@@ -190,8 +202,18 @@ struct json_object *dw__conn_welcome(struct dw_server *srv, struct dw_conn *conn
 
 /* Starts conn's replay of the messages after `after` (DW_INBOX_UNACKED: after the user's
  * acknowledged ones). Its answer goes first: the welcome (at the connection's start) or
- * "resumed" (resume). Until it ends, the outbox waits. conn has no replay running. */
+ * "resumed" (resume). Until it ends, the outbox waits. conn has no replay running, or a
+ * catch-up, which gives way. */
 void dw__replay_start(struct dw_server *srv, struct dw_conn *conn, int64_t after, bool resume);
+
+/* Catches every open connection up from the inbox: each one's replay from the highest seq
+ * written to it (a connection in a replay is caught up once that ends). Nothing is sent first,
+ * only what is new to the connection, in seq order; the outbox waits meanwhile, as in any
+ * replay. */
+void dw__replay_catch_up_all(struct dw_server *srv);
+
+/* Is conn's running replay a catch-up (which a resume may replace)? */
+bool dw__replay_is_catch_up(struct dw_conn *conn);
 
 /* The next message the replay has for the socket, borrowed, or NULL (it waits for a page). */
 struct dw_msg *dw__replay_peek(struct dw_conn *conn);
@@ -253,6 +275,10 @@ void dw__http_free_done(struct dw_server *srv);
 
 /* The /api/websocket/stats document. Returns a new object. */
 struct json_object *dw__stats_service(struct dw_server *srv);
+
+/* This node's figures, as the bus announces them to the others. */
+struct dw_bus_figures;
+void dw__stats_figures(struct dw_server *srv, struct dw_bus_figures *out);
 
 /* The /api/websocket/connections document, at most limit connections listed. New object. */
 struct json_object *dw__stats_connections(struct dw_server *srv, unsigned limit);

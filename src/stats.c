@@ -17,6 +17,8 @@
 #include "dealwire/retention.h"
 #include "dealwire/time.h"
 
+#include <stdio.h>
+
 #include <json-c/json.h>
 
 /* uptime_by_user lists at most this many users; "uptime_by_user_truncated" says when more. */
@@ -133,12 +135,12 @@ static struct json_object *measured(int64_t v)
     return v < 0 ? NULL : json_object_new_int64(v);
 }
 
-/* The durable inbox's counters (inbox.h) and its retention's (retention.h); "enabled": false
- * without a database. */
-/* The nodes' bus (--redis): what this node shared and received. */
+/* The nodes' bus (--redis): what this node shared and received, and what it caught up from
+ * the inbox after the bus lost messages. */
 static struct json_object *bus_doc(struct dw_server *srv)
 {
     struct json_object *obj = json_object_new_object();
+    struct json_object *cu = json_object_new_object();
     struct dw_bus_counts c;
 
     dw_bus_counts(srv->bus, &c);
@@ -148,8 +150,80 @@ static struct json_object *bus_doc(struct dw_server *srv)
     json_object_object_add(obj, "received", u64(c.received));
     json_object_object_add(obj, "dropped", u64(c.dropped));
     json_object_object_add(obj, "reconnects", u64(c.reconnects));
+    json_object_object_add(obj, "drops_announced", u64(c.drops_announced));
+    json_object_object_add(cu, "asked", u64(c.catch_ups_asked));
+    json_object_object_add(cu, "rounds", u64(srv->io.catch_up_rounds));
+    json_object_object_add(cu, "connections", u64(srv->io.caught_up));
+    json_object_object_add(cu, "messages", u64(srv->io.caught_up_msgs));
+    json_object_object_add(cu, "failed", u64(srv->io.catch_ups_failed));
+    json_object_object_add(obj, "catch_up", cu);
     return obj;
 }
+
+void dw__stats_figures(struct dw_server *srv, struct dw_bus_figures *out)
+{
+    out->connections = dw_hub_connection_count(srv->hub);
+    out->users = dw_hub_user_count(srv->hub);
+    out->messages_sent = srv->io.sent;
+    out->started_at = srv->started_at;
+}
+
+/* One node's entry in the cluster document; adds its figures to the totals unless stale. */
+static struct json_object *node_doc(const struct dw_bus_peer *p, bool self, int64_t now,
+                                    struct dw_bus_figures *total, unsigned *counted)
+{
+    struct json_object *obj = json_object_new_object();
+    bool stale = now - p->heard_at > DW_BUS_PEER_STALE_NS;
+    int64_t heard_ms = (now - p->heard_at) / DW_NSEC_PER_MSEC; /* to the millisecond */
+
+    json_object_object_add(obj, "node", json_object_new_string(p->node));
+    json_object_object_add(obj, "self", json_object_new_boolean(self));
+    json_object_object_add(obj, "active_connections", u64(p->figures.connections));
+    json_object_object_add(obj, "total_users", u64(p->figures.users));
+    json_object_object_add(obj, "messages_sent", u64(p->figures.messages_sent));
+    json_object_object_add(obj, "started_at", time_string(p->figures.started_at));
+    json_object_object_add(obj, "last_heard", time_string(p->heard_at));
+    json_object_object_add(obj, "seconds_since_heard",
+                           json_object_new_double((double)heard_ms / 1000.0));
+    json_object_object_add(obj, "stale", json_object_new_boolean(stale));
+    if (!stale) {
+        total->connections += p->figures.connections;
+        total->users += p->figures.users;
+        total->messages_sent += p->figures.messages_sent;
+        ++*counted;
+    }
+    return obj;
+}
+
+/* This node and the others it heard from over the bus (their figures as they last announced
+ * them), and the totals over the nodes heard from recently. */
+static struct json_object *cluster_doc(struct dw_server *srv)
+{
+    struct json_object *obj = json_object_new_object();
+    struct json_object *list = json_object_new_array();
+    struct dw_bus_peer peers[DW_BUS_PEERS_MAX + 1];
+    struct dw_bus_figures total = {0};
+    unsigned counted = 0;
+    int64_t now = dw_now_realtime_ns();
+    size_t n;
+
+    snprintf(peers[0].node, sizeof(peers[0].node), "%s", srv->node);
+    dw__stats_figures(srv, &peers[0].figures);
+    peers[0].heard_at = now;
+    n = 1 + dw_bus_peers(srv->bus, peers + 1, DW_BUS_PEERS_MAX);
+    for (size_t i = 0; i < n; i++)
+        json_object_array_add(list, node_doc(&peers[i], i == 0, now, &total, &counted));
+    json_object_object_add(obj, "node", json_object_new_string(srv->node));
+    json_object_object_add(obj, "nodes", list);
+    json_object_object_add(obj, "nodes_counted", json_object_new_int((int)counted));
+    json_object_object_add(obj, "active_connections", u64(total.connections));
+    json_object_object_add(obj, "total_users", u64(total.users));
+    json_object_object_add(obj, "messages_sent", u64(total.messages_sent));
+    return obj;
+}
+
+/* The durable inbox's counters (inbox.h) and its retention's (retention.h); "enabled": false
+ * without a database. */
 
 static struct json_object *inbox_doc(struct dw_server *srv)
 {
@@ -227,6 +301,7 @@ struct json_object *dw__stats_service(struct dw_server *srv)
     json_object_object_add(obj, "security", security_doc(srv));
     json_object_object_add(obj, "inbox", inbox_doc(srv));
     json_object_object_add(obj, "bus", bus_doc(srv));
+    json_object_object_add(obj, "cluster", cluster_doc(srv));
     return obj;
 }
 
@@ -292,6 +367,7 @@ struct json_object *dw__stats_connections(struct dw_server *srv, unsigned limit)
     json_object_object_add(obj, "total_users", u64(dw_hub_user_count(srv->hub)));
     json_object_object_add(obj, "connections", list);
     json_object_object_add(obj, "truncated", json_object_new_boolean(truncated));
+    json_object_object_add(obj, "cluster", cluster_doc(srv));
     return obj;
 }
 

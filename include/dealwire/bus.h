@@ -12,8 +12,17 @@
  * Two threads, each with its own Redis connection (hiredis, blocking): the publisher takes
  * what the producers queued (a mutex and a condition variable; at most DW_BUS_QUEUE_BYTES) and
  * pipelines it; the subscriber reads the channel and delivers through the hub as a producer.
- * While Redis is away both retry with backoff; what is queued meanwhile is dropped and counted
- * (critical messages to users are in the durable inbox: clients resume).
+ * While Redis is away both retry with backoff; what is queued meanwhile is dropped and counted.
+ *
+ * Catching up (docs/cluster.md, "Redis goes away"): critical messages to users are in the
+ * durable inbox, so what a node missed can be read again. The bus calls the owner's catch-up
+ * hook when its subscription comes back after a loss (what the other nodes published meanwhile
+ * did not arrive), and when another node says it dropped messages: a node whose publisher lost
+ * messages (Redis away, or its queue full) says so on the channel once it publishes again.
+ *
+ * The cluster's figures: every node announces its own (dw_bus_announce, every few seconds) on
+ * the same channel; each node keeps what the others last said and when (dw_bus_peers). A node
+ * that stops says so, and the others forget it at once.
  */
 #ifndef DEALWIRE_BUS_H
 #define DEALWIRE_BUS_H
@@ -41,24 +50,64 @@ enum dw_bus_target {
  * -EINVAL with why (size bytes) filled. */
 int dw_bus_check_url(const char *url, char *why, size_t size);
 
+/* What the bus calls its owner for, from the subscriber's thread (rcu: registered). */
+struct dw_bus_hooks {
+    /* This node may have missed messages from the others: catch up the connections. It must
+     * return at once (set a flag, wake a thread). */
+    void (*catch_up)(void *arg);
+    void *arg;
+};
+
 /* thread: main, before the hub's first send. Connects both threads' connections to url (within
  * 2 s each) and starts them for node ("host:port", copied), delivering into hub (borrowed until
- * dw_bus_stop). Returns NULL with why filled when Redis cannot be reached or refuses. */
-struct dw_bus *dw_bus_start(const char *url, struct dw_hub *hub, const char *node, char *why,
-                            size_t size);
+ * dw_bus_stop) and calling hooks (copied; its fields may be NULL). Returns NULL with why filled
+ * when Redis cannot be reached or refuses. */
+struct dw_bus *dw_bus_start(const char *url, struct dw_hub *hub, const char *node,
+                            const struct dw_bus_hooks *hooks, char *why, size_t size);
 
 /* thread: any. Queues msg (a reference is taken) for the other nodes, to target (name: the user
  * or channel; NULL for everyone). Never blocks on Redis. */
 void dw_bus_publish(struct dw_bus *bus, enum dw_bus_target target, const char *name,
                     struct dw_msg *msg);
 
+/* A node's figures, as it announces them. */
+struct dw_bus_figures {
+    uint64_t connections;   /* WebSocket connections open */
+    uint64_t users;         /* users with a connection open */
+    uint64_t messages_sent; /* frames written to its sockets since its start */
+    int64_t started_at;     /* realtime ns */
+};
+
+/* thread: any. Announces this node's figures to the others (queued like a message; dropped
+ * when Redis is away). */
+void dw_bus_announce(struct dw_bus *bus, const struct dw_bus_figures *f);
+
+/* How long a node's figures count in the cluster's totals after it last announced them, and
+ * how long a node that stopped announcing is listed at all. */
+#define DW_BUS_PEER_STALE_NS  ((int64_t)10 * 1000000000)
+#define DW_BUS_PEER_FORGET_NS ((int64_t)60 * 1000000000)
+/* Other nodes a node keeps figures of, at most (more are not listed). */
+#define DW_BUS_PEERS_MAX 64
+
+struct dw_bus_peer {
+    char node[128];
+    struct dw_bus_figures figures;
+    int64_t heard_at; /* realtime ns of its last announcement */
+};
+
+/* thread: any. The other nodes heard from in the last DW_BUS_PEER_FORGET_NS, at most max,
+ * into out. Returns how many. */
+size_t dw_bus_peers(struct dw_bus *bus, struct dw_bus_peer *out, size_t max);
+
 /* Counters since the start, for the stats. */
 struct dw_bus_counts {
-    uint64_t published; /* messages this node published */
-    uint64_t received;  /* messages from other nodes delivered here */
-    uint64_t dropped;   /* messages not published: Redis away, or the queue full */
-    uint64_t reconnects;
-    int connected; /* both connections up now */
+    uint64_t published;       /* messages this node published */
+    uint64_t received;        /* messages from other nodes delivered here */
+    uint64_t dropped;         /* messages not published: Redis away, or the queue full */
+    uint64_t reconnects;      /* connections to Redis made again after a loss */
+    uint64_t catch_ups_asked; /* times the bus asked this node to catch up */
+    uint64_t drops_announced; /* times this node told the others it dropped messages */
+    int connected;            /* both connections up now */
 };
 
 /* thread: any. A snapshot (NULL bus: all zero). */

@@ -59,6 +59,10 @@ int dw_server_set_db(struct dw_server *srv, struct dw_db *db);
  * sends to it, and dw_server_free stops it once nothing sends any more. */
 void dw_server_set_bus(struct dw_server *srv, struct dw_bus *bus);
 
+/* thread: any (the bus's hook, bus.h; srv_arg: the server). Asks the I/O thread to catch
+ * every connection up from the durable inbox: this node may have missed messages. */
+void dw_server_catch_up(void *srv_arg);
+
 /* thread: any. The durable inbox (NULL without a database). Borrowed for the server's
  * lifetime. */
 struct dw_inbox;

@@ -11,7 +11,8 @@ import json
 import re
 
 from conftest import (
-    apublish, barrier, connect_user, free_port, publish, recv_json, run, run_bad_start, t,
+    aget, apublish, barrier, connect_user, free_port, http_get, publish, recv_json, run,
+    run_bad_start, t, wait_until,
 )
 from conftest_pg import pg_db, postgres  # noqa: F401
 from conftest_redis import redis_server  # noqa: F401
@@ -136,25 +137,161 @@ def test_redis_away_each_node_serves_its_own_then_they_share_again(dealwire, pg_
         await await_log(a, re.compile(r" warn  bus: (Redis unreachable|lost Redis)"))
         redis_server.start()
         await await_log(b, re.compile(r" info  bus: Redis reachable again \(receiving\)"), 60)
-        # Shared again: a's next message reaches b's client.
+        # Shared again: a's messages reach b's client again, from one on, all of them in order.
         for k in range(3, 200):
             await apublish(a.port, note("cat", k))
             assert (await recv_json(ca))["n"] == k
             try:
-                m = await recv_json(cb, 0.5)
+                first = (await recv_json(cb, 0.5))["n"]
             except asyncio.TimeoutError:
                 continue  # a's publisher may still be reconnecting: the next one goes
-            assert m["n"] >= 3 and m["n"] == k, m
             break
         else:
             raise AssertionError("b never got a's messages again")
+        assert 3 <= first <= k, (first, k)
+        for n in range(first + 1, k + 1):  # those published while b's first one was on its way
+            assert (await recv_json(cb, 10))["n"] == n
+        assert await barrier(cb) == []
         await ca.close()
         await cb.close()
 
     run(main(), timeout=120)
-    from conftest import http_get
     status, stats = http_get(a.port, "/api/websocket/stats")
     assert stats["bus"]["dropped"] >= 1 and stats["bus"]["connected"] is True, stats["bus"]
+
+
+CATCHING_UP_RE = re.compile(r" info  bus: Redis reachable again \(receiving\): catching up")
+
+
+def test_redis_away_connected_clients_get_the_critical_messages_once_it_is_back(
+        dealwire, pg_db, redis_server):
+    # Critical messages published on a while Redis is away reach b's connected client once it
+    # is back, without the client doing anything: b catches its connections up from the inbox.
+    # The non-critical one published meanwhile is lost for b, and counted on a.
+    server, db, url = pg_db
+    a, b = nodes(dealwire, url, redis_server, 2)
+
+    async def main():
+        cb, welcome = await connect_user(b.port, "eve")
+        assert welcome["last_seq"] == 0
+        assert (await apublish(a.port, note("eve", 1, critical=True)))["seq"] == 1
+        assert (await recv_json(cb, 10))["seq"] == 1
+        redis_server.stop()
+        await apublish(a.port, note("eve", 100))  # not critical: lost for b
+        for k in range(2, 7):
+            assert (await apublish(a.port, note("eve", k, critical=True)))["seq"] == k
+        await await_log(a, re.compile(r" warn  bus: (Redis unreachable|lost Redis)"))
+        redis_server.start()
+        await await_log(b, CATCHING_UP_RE, 60)
+        got = [await recv_json(cb, 10) for _ in range(5)]
+        assert [(m["seq"], m["n"]) for m in got] == [(k, k) for k in range(2, 7)], got
+        assert await barrier(cb) == []  # nothing twice, and not the lost one
+        # Live again afterwards, after the caught-up ones.
+        for k in range(7, 60):
+            await apublish(a.port, note("eve", k, critical=True))
+            try:
+                m = await recv_json(cb, 0.5)
+            except asyncio.TimeoutError:
+                continue  # a's publisher may still be reconnecting (the next catch-up has it)
+            assert m["seq"] == 7, m
+            break
+        else:
+            raise AssertionError("b never got a's messages again")
+        await cb.close()
+
+    run(main(), timeout=120)
+    status, sb = http_get(b.port, "/api/websocket/stats")
+    cu = sb["bus"]["catch_up"]
+    assert cu["asked"] >= 1 and cu["rounds"] >= 1 and cu["connections"] >= 1, cu
+    assert cu["messages"] >= 5 and cu["failed"] == 0, cu
+    status, sa = http_get(a.port, "/api/websocket/stats")
+    assert sa["bus"]["dropped"] >= 6, sa["bus"]  # the 5 critical ones and the other
+
+
+def client_id(redis, name):
+    """The Redis client id of the connection named name (CLIENT LIST), or None."""
+    for line in redis.cli("CLIENT", "LIST").splitlines():
+        fields = dict(f.split("=", 1) for f in line.split(" ") if "=" in f)
+        if fields.get("name") == name:
+            return fields["id"]
+    return None
+
+
+def test_a_node_that_dropped_messages_makes_the_others_catch_up(dealwire, pg_db, redis_server):
+    # Only a's publishing connection to Redis goes (an operator's CLIENT KILL, a proxy's idle
+    # timeout): b's subscription never noticed anything, yet a's message lost on the way must
+    # reach b's client. a tells the others it dropped messages once it publishes again.
+    server, db, url = pg_db
+    a, b = nodes(dealwire, url, redis_server, 2)
+    a_node = http_get(a.port, "/api/websocket/stats")[1]["cluster"]["node"]
+
+    async def main():
+        cb, _ = await connect_user(b.port, "fay")
+        assert (await apublish(a.port, note("fay", 1, critical=True)))["seq"] == 1
+        assert (await recv_json(cb, 10))["seq"] == 1
+        pub = client_id(redis_server, f"dealwire-pub@{a_node}")
+        assert pub is not None, redis_server.cli("CLIENT", "LIST")
+        redis_server.cli("CLIENT", "KILL", "ID", pub)
+        assert (await apublish(a.port, note("fay", 2, critical=True)))["seq"] == 2
+        m = await recv_json(cb, 20)  # caught up once a reconnects and says so
+        assert (m["seq"], m["n"]) == (2, 2), m
+        assert await barrier(cb) == []
+        await cb.close()
+
+    run(main())
+    bus_a = http_get(a.port, "/api/websocket/stats")[1]["bus"]
+    bus_b = http_get(b.port, "/api/websocket/stats")[1]["bus"]
+    assert bus_a["dropped"] >= 1 and bus_a["drops_announced"] >= 1, bus_a
+    assert bus_b["reconnects"] == 0 and bus_b["catch_up"]["asked"] >= 1, bus_b
+    assert bus_b["catch_up"]["messages"] >= 1, bus_b
+
+
+def cluster_of(port):
+    return http_get(port, "/api/websocket/stats")[1]["cluster"]
+
+
+def test_every_node_says_the_cluster_figures(dealwire, pg_db, redis_server):
+    server, db, url = pg_db
+    ds = nodes(dealwire, url, redis_server, 3)
+    names = [cluster_of(d.port)["node"] for d in ds]
+    assert len(set(names)) == 3 and all(n.endswith(f":{d.port}") for n, d in zip(names, ds))
+
+    async def main():
+        conns = []
+        for i, d in enumerate(ds):  # 1, 2 and 3 connections; users u0, u1, u2
+            for k in range(i + 1):
+                conns.append((await connect_user(d.port, f"u{i}"))[0])
+        want = {names[i]: i + 1 for i in range(3)}
+
+        def settled(port):
+            c = cluster_of(port)
+            counts = {n["node"]: n["active_connections"] for n in c["nodes"]}
+            return c["nodes_counted"] == 3 and counts == want and \
+                c["active_connections"] == 6 and c["total_users"] == 3
+
+        for d in ds:  # each node's figures reach the others within a few announcements
+            await asyncio.get_running_loop().run_in_executor(
+                None, wait_until, lambda: settled(d.port), t(20), "the cluster's figures")
+        c = cluster_of(ds[0].port)
+        assert [n["self"] for n in c["nodes"]].count(True) == 1
+        me = next(n for n in c["nodes"] if n["self"])
+        assert me["node"] == names[0] and c["node"] == names[0]
+        for n in c["nodes"]:
+            assert not n["stale"] and 0 <= n["seconds_since_heard"] < 10, n
+        status, doc = await aget(ds[1].port, "/api/websocket/connections")
+        assert doc["active_connections"] == 2 and doc["cluster"]["active_connections"] == 6
+        for ws in conns:
+            await ws.close()
+
+    run(main())
+    # A node that stops says so: the others forget it at once, not when it goes stale.
+    ds[2].stop()
+    wait_until(lambda: names[2] not in [n["node"] for n in cluster_of(ds[0].port)["nodes"]],
+               t(5), "the stopped node leaving the list")
+    # and the others' next figures say their clients left
+    wait_until(lambda: cluster_of(ds[0].port)["active_connections"] == 0, t(10),
+               "the closed connections leaving the totals")
+    assert cluster_of(ds[0].port)["nodes_counted"] == 2
 
 
 def test_a_bad_or_unreachable_redis_stops_the_start(pg_db):

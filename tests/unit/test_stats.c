@@ -194,14 +194,39 @@ static void assert_inbox_without_db(struct json_object *inbox)
     assert_null(tj_get(inbox, "last_sweep"));
 }
 
+/* The cluster document of a node without a bus: itself alone, its totals its own figures. */
+static void assert_cluster_alone(struct json_object *doc)
+{
+    struct json_object *cl = tj_get(doc, "cluster"), *nodes, *self;
+
+    tj_assert_keys(cl, "node", "nodes", "nodes_counted", "active_connections", "total_users",
+                   "messages_sent", NULL);
+    nodes = tj_array(cl, "nodes");
+    assert_int_equal(json_object_array_length(nodes), 1);
+    self = json_object_array_get_idx(nodes, 0);
+    tj_assert_keys(self, "node", "self", "active_connections", "total_users", "messages_sent",
+                   "started_at", "last_heard", "seconds_since_heard", "stale", NULL);
+    assert_true(tj_bool(self, "self"));
+    assert_false(tj_bool(self, "stale"));
+    assert_string_equal(tj_str(self, "node"), tj_str(cl, "node"));
+    assert_non_null(strchr(tj_str(cl, "node"), ':')); /* host:port */
+    assert_int_equal(tj_int(cl, "nodes_counted"), 1);
+    assert_int_equal(tj_int(cl, "active_connections"), tj_int(doc, "active_connections"));
+    assert_int_equal(tj_int(cl, "total_users"), tj_int(doc, "total_users"));
+    assert_int_equal(tj_int(self, "active_connections"), tj_int(doc, "active_connections"));
+}
+
 static void assert_service_keys(struct json_object *doc)
 {
     tj_assert_keys(doc, "active_connections", "total_users", "total_rooms", "message_stats",
                    "uptime_by_user", "uptime_by_user_truncated", "connections_opened",
                    "connections_closed", "queue_size", "uptime_seconds", "security", "inbox", "bus",
-                   NULL);
+                   "cluster", NULL);
     tj_assert_keys(tj_get(doc, "bus"), "enabled", "connected", "published", "received", "dropped",
-                   "reconnects", NULL);
+                   "reconnects", "drops_announced", "catch_up", NULL);
+    tj_assert_keys(tj_get(tj_get(doc, "bus"), "catch_up"), "asked", "rounds", "connections",
+                   "messages", "failed", NULL);
+    assert_cluster_alone(doc);
     tj_assert_keys(tj_get(doc, "inbox"), "enabled", "written", "failed", "writes", "acks",
                    "acks_failed", "replays", "replayed", "replays_failed", "not_recovered",
                    "duplicates", "retention_seconds", "depth", "dead_letters",
@@ -583,7 +608,9 @@ static void test_connections_document(void **state)
 
     tserver_start(ts, NULL);
     doc = get(ts, "/api/websocket/connections");
-    tj_assert_keys(doc, "active_connections", "total_users", "connections", "truncated", NULL);
+    tj_assert_keys(doc, "active_connections", "total_users", "connections", "truncated", "cluster",
+                   NULL);
+    assert_cluster_alone(doc);
     assert_int_equal(tj_int(doc, "active_connections"), 0);
     assert_int_equal(tj_int(doc, "total_users"), 0);
     assert_int_equal(json_object_array_length(tj_array(doc, "connections")), 0);
@@ -598,7 +625,9 @@ static void test_connections_document(void **state)
     subscribe(&a2, "hot_deals");
 
     doc = get(ts, "/api/websocket/connections");
-    tj_assert_keys(doc, "active_connections", "total_users", "connections", "truncated", NULL);
+    tj_assert_keys(doc, "active_connections", "total_users", "connections", "truncated", "cluster",
+                   NULL);
+    assert_cluster_alone(doc);
     assert_int_equal(tj_int(doc, "active_connections"), 3);
     assert_int_equal(tj_int(doc, "total_users"), 2);
     assert_false(tj_bool(doc, "truncated"));
