@@ -48,6 +48,9 @@
 #include <json-c/json.h>
 
 #define CONNECT_TIMEOUT_S 2
+/* A publish Redis has not answered within this is a lost connection (the answers to the
+ * publish API wait for Redis: dw_bus_fence). */
+#define PUBLISH_TIMEOUT_S 2
 #define BACKOFF_MIN_NS    (DW_NSEC_PER_SEC / 4)
 #define BACKOFF_MAX_NS    (30 * DW_NSEC_PER_SEC)
 
@@ -55,12 +58,16 @@
 #define TARGET_FIGURES 's'
 #define TARGET_DROPPED 'r'
 #define TARGET_LEAVING 'x'
+/* Not sent: a dw_bus_fence, called once what was queued before it is published. */
+#define TARGET_FENCE 'f'
 
 struct entry {
     struct entry *next;
-    struct dw_msg *msg; /* a reference */
-    char target;        /* enum dw_bus_target, or one of the nodes' own */
+    struct dw_msg *msg; /* a reference; NULL for a fence */
+    char target;        /* enum dw_bus_target, one of the nodes' own, or TARGET_FENCE */
     char name[DW_USER_ID_MAX + 1];
+    void (*fence)(void *arg);
+    void *fence_arg;
 };
 
 static bool is_message(char target)
@@ -211,7 +218,24 @@ static int64_t next_backoff(int64_t b)
 
 static size_t entry_bytes(const struct entry *e)
 {
-    return e->msg->len + sizeof(*e);
+    return (e->msg ? e->msg->len : 0) + sizeof(*e);
+}
+
+/* Appends e to the queue for the publisher. Returns false, having taken nothing, when the bus
+ * is stopping or the queue is full. */
+static bool push_entry(struct dw_bus *bus, struct entry *e)
+{
+    pthread_mutex_lock(&bus->lock);
+    if (bus->stopping || bus->queued_bytes + entry_bytes(e) > DW_BUS_QUEUE_BYTES) {
+        pthread_mutex_unlock(&bus->lock);
+        return false;
+    }
+    bus->queued_bytes += entry_bytes(e);
+    *bus->tail = e;
+    bus->tail = &e->next;
+    pthread_cond_broadcast(&bus->cond);
+    pthread_mutex_unlock(&bus->lock);
+    return true;
 }
 
 /* A message lost for the other nodes: counted, and they are told once Redis takes messages
@@ -226,27 +250,42 @@ static void count_dropped(struct dw_bus *bus, uint64_t n)
  * message, not one of the nodes' own notices). */
 static void enqueue(struct dw_bus *bus, char target, const char *name, struct dw_msg *msg)
 {
-    struct entry *e = dw_xmalloc(sizeof(*e));
+    struct entry *e = dw_xcalloc(1, sizeof(*e));
 
-    e->next = NULL;
     e->msg = msg;
     e->target = target;
     snprintf(e->name, sizeof(e->name), "%s", name ? name : "");
     dw_msg_ref(msg);
-    pthread_mutex_lock(&bus->lock);
-    if (bus->stopping || bus->queued_bytes + entry_bytes(e) > DW_BUS_QUEUE_BYTES) {
-        pthread_mutex_unlock(&bus->lock);
+    if (!push_entry(bus, e)) {
         if (is_message(target))
             count_dropped(bus, 1);
         dw_msg_unref(msg);
         free(e);
-        return;
     }
-    bus->queued_bytes += entry_bytes(e);
-    *bus->tail = e;
-    bus->tail = &e->next;
-    pthread_cond_broadcast(&bus->cond);
-    pthread_mutex_unlock(&bus->lock);
+}
+
+void dw_bus_fence(struct dw_bus *bus, void (*fn)(void *arg), void *arg)
+{
+    struct entry *e = dw_xcalloc(1, sizeof(*e));
+
+    e->target = TARGET_FENCE;
+    e->fence = fn;
+    e->fence_arg = arg;
+    if (!push_entry(bus, e)) {
+        free(e);
+        fn(arg); /* stopping (or full: what is queued will be published, or dropped) */
+    }
+}
+
+/* Calls the fences of a batch that was published (or dropped), in order, with one wake-up. */
+static void run_fences(struct entry *batch)
+{
+    dw_wake_batch_begin();
+    for (struct entry *e = batch; e; e = e->next) {
+        if (e->target == TARGET_FENCE)
+            e->fence(e->fence_arg);
+    }
+    dw_wake_batch_end();
 }
 
 void dw_bus_publish(struct dw_bus *bus, enum dw_bus_target target, const char *name,
@@ -280,7 +319,8 @@ static void free_entries(struct entry *e)
     while (e) {
         struct entry *next = e->next;
 
-        dw_msg_unref(e->msg);
+        if (e->msg)
+            dw_msg_unref(e->msg);
         free(e);
         e = next;
     }
@@ -308,20 +348,24 @@ static size_t encode(const struct dw_bus *bus, const struct entry *e, char **buf
  * batch is counted as dropped). */
 static int publish_batch(struct dw_bus *bus, struct entry *batch, char **buf, size_t *cap)
 {
-    size_t n = 0;
+    struct entry *end; /* the first entry not appended */
     uint64_t ok = 0;
     int r = 0;
 
-    for (struct entry *e = batch; e; e = e->next) {
-        size_t len = encode(bus, e, buf, cap);
+    for (end = batch; end; end = end->next) {
+        size_t len;
 
+        if (end->target == TARGET_FENCE)
+            continue;
+        len = encode(bus, end, buf, cap);
         if (redisAppendCommand(bus->pub, "PUBLISH %s %b", DW_BUS_CHANNEL, *buf, len) != REDIS_OK)
             break;
-        n++;
     }
-    for (struct entry *e = batch; n > 0; e = e->next, n--) {
+    for (struct entry *e = batch; e != end; e = e->next) {
         redisReply *reply = NULL;
 
+        if (e->target == TARGET_FENCE)
+            continue;
         if (redisGetReply(bus->pub, (void **)&reply) != REDIS_OK) {
             r = -EIO;
             break;
@@ -363,6 +407,8 @@ static int tell_dropped(struct dw_bus *bus, char **buf, size_t *cap)
     return 0;
 }
 
+static const struct timeval pub_timeout = {.tv_sec = PUBLISH_TIMEOUT_S};
+
 static void *pub_main(void *arg)
 {
     struct dw_bus *bus = arg;
@@ -392,6 +438,7 @@ static void *pub_main(void *arg)
         if (!bus->pub && dw_now_mono_ns() >= next_try) {
             bus->pub = open_redis(bus, "pub", why, sizeof(why));
             if (bus->pub) {
+                redisSetTimeout(bus->pub, pub_timeout);
                 if (logged) {
                     dw_log(DW_LOG_INFO, "Redis reachable again (publishing)");
                     atomic_fetch_add_explicit(&bus->reconnects, 1, memory_order_relaxed);
@@ -423,6 +470,7 @@ static void *pub_main(void *arg)
                        bus->host, bus->port, why);
             logged = true;
         }
+        run_fences(batch);
         free_entries(batch);
         pthread_mutex_lock(&bus->lock);
     }
@@ -715,6 +763,8 @@ struct dw_bus *dw_bus_start(const char *url, struct dw_hub *hub, const char *nod
     pthread_condattr_destroy(&attr);
     /* Both connections now, so that a wrong URL or a Redis that is not there stops the start. */
     bus->pub = open_redis(bus, "pub", err, sizeof(err));
+    if (bus->pub)
+        redisSetTimeout(bus->pub, pub_timeout);
     bus->sub = bus->pub ? open_redis(bus, "sub", err, sizeof(err)) : NULL;
     if (bus->sub && !subscribe(bus->sub))
         snprintf(err, sizeof(err), "SUBSCRIBE: %s",

@@ -33,6 +33,7 @@
 #define DW_LOG_MODULE "http"
 #include "server_int.h"
 #include "dealwire/answer.h"
+#include "dealwire/bus.h"
 #include "dealwire/db.h"
 #include "dealwire/publish.h"
 #include "dealwire/log.h"
@@ -403,19 +404,36 @@ static int get_user(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss, 
 
 /* thread: worker. Stores the answer (taking ownership of text) and hands the request back to
  * the I/O thread, waking it when the done queue was empty. */
-static void hand_back(struct dw_http_req *req, int status, char *text, size_t len)
+/* thread: any. Gives req, answered, back to the I/O thread. */
+static void push_done(void *arg)
 {
+    struct dw_http_req *req = arg;
     struct dw_server *srv = req->srv;
 
-    set_answer(req, (unsigned)status, text, len);
     if (dw_readyq_push(&srv->done, &req->done_node))
         dw_wake(&srv->wake);
 }
 
-/* thread: the inbox's. The answer of a publish whose critical messages were written first. */
+static void hand_back(struct dw_http_req *req, int status, char *text, size_t len)
+{
+    set_answer(req, (unsigned)status, text, len);
+    push_done(req);
+}
+
+/* thread: a worker or the inbox's. The answer of a publish. With the nodes' bus, it leaves
+ * once the messages it sent are in Redis (bus.h, dw_bus_fence): a publisher that waits for it
+ * before its next publish, to this node or another, has its messages in its order on every
+ * node. */
 static void publish_done(void *arg, int status, char *text, size_t len)
 {
-    hand_back(arg, status, text, len);
+    struct dw_http_req *req = arg;
+
+    if (req->srv->bus && status == 200) {
+        set_answer(req, (unsigned)status, text, len);
+        dw_bus_fence(req->srv->bus, push_done, req);
+    } else {
+        hand_back(req, status, text, len);
+    }
 }
 
 /* thread: worker. POST /api/publish. The fan-out and the answer share one wake of the I/O
@@ -441,7 +459,7 @@ static void publish_job(void *arg)
     status = dw_publish_request(&env, body, body_len, &text, &len);
     release_body(srv, body, body_max);
     if (status != DW_PUBLISH_PENDING)
-        hand_back(req, status, text, len); /* req is not touched after this */
+        publish_done(req, status, text, len); /* req is not touched after this */
     dw_wake_batch_end();
 }
 

@@ -70,6 +70,14 @@ struct dw_bus *dw_bus_start(const char *url, struct dw_hub *hub, const char *nod
 void dw_bus_publish(struct dw_bus *bus, enum dw_bus_target target, const char *name,
                     struct dw_msg *msg);
 
+/* thread: any. Calls fn(arg) once every message queued before this call is in Redis (Redis
+ * answered its PUBLISH, so every node's subscription gets it before anything published after
+ * fn ran), or was dropped (Redis away): on the publisher's thread, inside a wake batch
+ * (wake.h); at once, on the caller's thread, when the bus is stopping. The publish API answers
+ * through it, so a publisher that waits for an answer before its next publish, to whichever
+ * node, has its messages in its order on every node's subscription. */
+void dw_bus_fence(struct dw_bus *bus, void (*fn)(void *arg), void *arg);
+
 /* A node's figures, as it announces them. */
 struct dw_bus_figures {
     uint64_t connections;   /* WebSocket connections open */

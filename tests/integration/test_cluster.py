@@ -100,6 +100,51 @@ def test_1000_broadcasts_to_300_clients_on_three_nodes_once_each_and_in_order(
     run(main(), timeout=180)
 
 
+def test_a_publisher_that_goes_to_any_node_keeps_its_order_on_every_node(dealwire, pg_db,
+                                                                         redis_server):
+    # As through a load balancer: each publish to the next node, sent once the previous one is
+    # answered. Every client, on every node, gets them in the publisher's order: a node answers
+    # once its messages are in Redis, so the next node's are behind them on every subscription.
+    server, db, url = pg_db
+    ds = nodes(dealwire, url, redis_server, 3)
+    total = 300
+
+    async def main():
+        users = [(await connect_user(d.port, "olga"))[0] for d in ds]
+        chans = []
+        for d in ds:
+            ws, _ = await connect_user(d.port, "oscar")
+            await ws.send(json.dumps({"type": "subscribe", "channel": "ordered"}))
+            assert (await recv_json(ws))["action"] == "subscribe"
+            chans.append(ws)
+        for k in range(1, total + 1):
+            d = ds[k % 3]
+            if k % 2:
+                await apublish(d.port, note("olga", k))
+            else:
+                await apublish(d.port, {"target": {"channel": "ordered"},
+                                        "message": {"type": "deal_alert", "deal_id": f"d{k}"}})
+        for ws in users:
+            got = [(await recv_json(ws, 10))["n"] for _ in range(total // 2)]
+            assert got == list(range(1, total + 1, 2)), got
+        for ws in chans:
+            got = [(await recv_json(ws, 10))["deal_id"] for _ in range(total // 2)]
+            assert got == [f"d{k}" for k in range(2, total + 1, 2)], got
+        # Redis slow for a moment (every command waits 700 ms): the first node's answer waits
+        # for it, so the second node's message, delivered at once to its own client, still
+        # comes after the first one there.
+        redis_server.cli("CLIENT", "PAUSE", "700", "ALL")
+        await apublish(ds[0].port, note("olga", total + 1))
+        await apublish(ds[1].port, note("olga", total + 2))
+        for ws in users:
+            assert [(await recv_json(ws, 10))["n"] for _ in range(2)] == [total + 1, total + 2]
+        for ws in users + chans:
+            assert await barrier(ws) == []
+            await ws.close()
+
+    run(main(), timeout=120)
+
+
 def test_the_leader_announces_to_the_clients_of_every_node(dealwire, pg_db, redis_server):
     server, db, url = pg_db
     ds = nodes(dealwire, url, redis_server, 3, "--hot-deal-interval", "1")
