@@ -41,7 +41,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include <time.h>
 
 #include <hiredis/hiredis.h>
@@ -80,6 +82,7 @@ struct dw_bus {
     int port;
     char password[256];
     char node[128];
+    char self[160]; /* "<node>/<16 hex digits drawn at start>": what marks its messages */
     struct dw_hub *hub;
     struct dw_bus_hooks hooks;
     pthread_t pub_thread, sub_thread;
@@ -91,7 +94,8 @@ struct dw_bus {
     redisContext *pub, *sub;    /* each its thread's; sub's fd shut down under lock */
     _Atomic uint64_t published, received, dropped, reconnects, catch_ups_asked, drops_announced;
     _Atomic int pub_up, sub_up;
-    _Atomic int owe_notice; /* messages were dropped since the others were last told */
+    _Atomic int owe_notice;      /* messages were dropped since the others were last told */
+    _Atomic int namesake_warned; /* another node has this one's name (logged once) */
     /* The other nodes' figures, written by the subscriber. */
     pthread_mutex_t peers_lock;
     struct dw_bus_peer peers[DW_BUS_PEERS_MAX]; /* under peers_lock; node[0] == 0: free */
@@ -330,7 +334,7 @@ static void free_entries(struct entry *e)
 static size_t encode(const struct dw_bus *bus, const struct entry *e, char **buf, size_t *cap)
 {
     char head[512];
-    int n = snprintf(head, sizeof(head), "DW1 %s %c %u %u %" PRId64 " %s\n", bus->node, e->target,
+    int n = snprintf(head, sizeof(head), "DW1 %s %c %u %u %" PRId64 " %s\n", bus->self, e->target,
                      (unsigned)e->msg->type, (unsigned)e->msg->flags, e->msg->seq,
                      e->name[0] ? e->name : "-");
     size_t len = (size_t)n + e->msg->len;
@@ -520,16 +524,16 @@ static void ask_catch_up(struct dw_bus *bus)
         bus->hooks.catch_up(bus->hooks.arg);
 }
 
-/* The slot of node in the peers (peers_lock held): its own, or a free one when add (NULL when
- * none is left). */
-static struct dw_bus_peer *peer_slot(struct dw_bus *bus, const char *node, bool add)
+/* The slot of the node whose messages are marked id ("<node>/<instance>") in the peers
+ * (peers_lock held): its own, or a free one when add (NULL when none is left). */
+static struct dw_bus_peer *peer_slot(struct dw_bus *bus, const char *id, bool add)
 {
     struct dw_bus_peer *free_slot = NULL;
 
     for (size_t i = 0; i < DW_BUS_PEERS_MAX; i++) {
         struct dw_bus_peer *p = &bus->peers[i];
 
-        if (p->node[0] && strcmp(p->node, node) == 0)
+        if (p->node[0] && strcmp(p->id, id) == 0)
             return p;
         if (!free_slot &&
             (!p->node[0] || dw_now_realtime_ns() - p->heard_at > DW_BUS_PEER_FORGET_NS))
@@ -547,10 +551,13 @@ static uint64_t json_u64(struct json_object *obj, const char *key)
                : 0;
 }
 
-/* Another node's figures (text: the 's' notice), or its leaving ('x'). */
-static void heard_from(struct dw_bus *bus, const char *node, char target, const char *text,
+/* Another node's figures (text: the 's' notice), or its leaving ('x'); id marks its
+ * messages. */
+static void heard_from(struct dw_bus *bus, const char *id, char target, const char *text,
                        size_t len)
 {
+    const char *slash = strrchr(id, '/');
+    int name_len = slash ? (int)(slash - id) : (int)strlen(id);
     struct json_object *obj = NULL;
     struct dw_bus_peer *p;
 
@@ -565,9 +572,10 @@ static void heard_from(struct dw_bus *bus, const char *node, char target, const 
         }
     }
     pthread_mutex_lock(&bus->peers_lock);
-    p = peer_slot(bus, node, obj != NULL);
+    p = peer_slot(bus, id, obj != NULL);
     if (p && obj) {
-        snprintf(p->node, sizeof(p->node), "%s", node);
+        snprintf(p->id, sizeof(p->id), "%s", id);
+        snprintf(p->node, sizeof(p->node), "%.*s", name_len, id);
         p->figures.connections = json_u64(obj, "connections");
         p->figures.users = json_u64(obj, "users");
         p->figures.messages_sent = json_u64(obj, "messages_sent");
@@ -613,9 +621,15 @@ static void deliver(struct dw_bus *bus, const char *text, size_t len)
     head[nl - text] = '\0';
     if (!split_head(head, f) || strcmp(f[0], "DW1") != 0 || strlen(f[2]) != 1 ||
         !parse_num(f[3], 0, DW_MSG__COUNT - 1, &type) || !parse_num(f[4], 0, 255, &flags) ||
-        !parse_num(f[5], 0, INT64_MAX, &seq) || strcmp(f[1], bus->node) == 0)
+        !parse_num(f[5], 0, INT64_MAX, &seq) || strcmp(f[1], bus->self) == 0)
         return;
     name = f[6];
+    if (strncmp(f[1], bus->self, strlen(bus->node) + 1) == 0 &&
+        !atomic_exchange_explicit(&bus->namesake_warned, 1, memory_order_relaxed))
+        dw_log(DW_LOG_ERROR,
+               "another node calls itself %s too (the same host name and --port): the cluster's "
+               "figures and dealwire_nodes mix the two up; give each node its own",
+               bus->node);
     switch (f[2][0]) {
     case TARGET_DROPPED:
         dw_log(DW_LOG_INFO, "node %s dropped messages: catching up", f[1]);
@@ -743,6 +757,7 @@ struct dw_bus *dw_bus_start(const char *url, struct dw_hub *hub, const char *nod
     pthread_condattr_t attr;
     struct url u;
     char err[256];
+    uint64_t instance;
 
     if (parse_url(url, &u, why, size) < 0)
         return NULL;
@@ -751,6 +766,9 @@ struct dw_bus *dw_bus_start(const char *url, struct dw_hub *hub, const char *nod
     bus->port = u.port;
     snprintf(bus->password, sizeof(bus->password), "%s", u.password);
     snprintf(bus->node, sizeof(bus->node), "%s", node);
+    if (getrandom(&instance, sizeof(instance), 0) != (ssize_t)sizeof(instance))
+        instance = (uint64_t)dw_now_realtime_ns() ^ (uint64_t)getpid(); /* still unique enough */
+    snprintf(bus->self, sizeof(bus->self), "%s/%016" PRIx64, node, instance);
     bus->hub = hub;
     if (hooks)
         bus->hooks = *hooks;

@@ -295,6 +295,25 @@ def cluster_of(port):
     return http_get(port, "/api/websocket/stats")[1]["cluster"]
 
 
+def test_a_namesake_node_is_heard_not_skipped(dealwire, pg_db, redis_server):
+    # Another process on the bus with this node's name (two containers given one --hostname):
+    # its messages are still delivered here, and the node says loudly that names collide.
+    server, db, url = pg_db
+    (a,) = nodes(dealwire, url, redis_server, 1)
+    name = cluster_of(a.port)["node"]
+
+    async def main():
+        ws, _ = await connect_user(a.port, "nina")
+        text = json.dumps({"type": "deal_alert", "deal_id": "twin"})
+        head = f"DW1 {name}/00000000000000ff u 1 0 0 nina"
+        redis_server.cli("PUBLISH", "dealwire:bus", f"{head}\n{text}")
+        assert (await recv_json(ws, 10))["deal_id"] == "twin"
+        await await_log(a, re.compile(r" error bus: another node calls itself " + re.escape(name)))
+        await ws.close()
+
+    run(main())
+
+
 def test_every_node_says_the_cluster_figures(dealwire, pg_db, redis_server):
     server, db, url = pg_db
     ds = nodes(dealwire, url, redis_server, 3)
