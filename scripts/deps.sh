@@ -24,6 +24,8 @@ PACKAGES=(
     # services the integration tests start in a temp dir (postgresql: initdb, pg_ctl and psql
     # for scripts/pg.sh)
     postgresql redis-server
+    # load balancers in front of several nodes (tests/integration/test_lb.py, docs/cluster.md)
+    haproxy nginx-light
 )
 
 if [ "${DW_SKIP_DEPS:-0}" = 1 ]; then
