@@ -5,7 +5,10 @@
  * One thread runs everything from one epoll loop (main.c), so nothing here is synchronized and
  * no function may block. The server is dealwire, or nginx + nchan for comparison (--server
  * nchan, bench/compare): the two differ only in URLs, in how a connection becomes ready and
- * in the publish answer; flow control, checks and timing are the same code. Module map:
+ * in the publish answer; flow control, checks and timing are the same code. The clients may be
+ * spread over several dealwire nodes (--ports) that share messages over Redis: every client
+ * must get every message once, in order, whichever node it is on, while a publish answer counts
+ * only the recipients on the node it went to (--publish-port). Module map:
  *   ws.c        RFC 6455 client: connect, handshake, frames, ping/pong, close
  *   http.c      keep-alive HTTP/1.1 publisher connections for POST /api/publish (/pub/<ch>)
  *   net.c       the byte stream under both: plain TCP or TLS (--tls), and its epoll interest
@@ -35,6 +38,8 @@
 #define DWB_FD_RESERVE 16
 /* Processes whose RSS --server-pid may sum (nginx's workers). */
 #define DWB_MAX_PIDS 8
+/* Daemon ports --ports may name (nodes sharing messages over Redis). */
+#define DWB_MAX_PORTS 16
 
 enum dwb_scenario {
     DWB_FANOUT,
@@ -56,7 +61,12 @@ enum dwb_server {
 struct dwb_opts {
     struct in_addr host;
     char host_text[INET_ADDRSTRLEN];
-    unsigned port;
+    /* The clients' ports (--ports, or the one --port): connection i connects to
+     * ports[i % nports]. Several are nodes of one cluster (dealwire --redis), each delivering
+     * every message to its own clients. */
+    unsigned ports[DWB_MAX_PORTS];
+    unsigned nports;
+    unsigned publish_port; /* the publishers' (--publish-port; ports[0] by default) */
     enum dwb_server server;
     enum dwb_scenario scenario;
     unsigned conns;      /* WebSocket clients */
@@ -78,7 +88,7 @@ struct dwb_opts {
     double connect_timeout;
     double settle;        /* idle: seconds between the last connect and the RSS reading */
     double drain_timeout; /* seconds without a delivery before the drain gives up */
-    pid_t server_pids[DWB_MAX_PIDS]; /* idle: whose RSS is summed */
+    pid_t server_pids[DWB_MAX_PIDS]; /* idle: whose RSS is summed; else whose CPU is read */
     unsigned npids;
     const char *prefix; /* user id prefix */
     uint64_t seed;
@@ -129,7 +139,9 @@ struct dwb_conn {
     uint8_t state;
     bool we_closed;   /* the close handshake was ours */
     bool lost;        /* went away while ready: expected is what it was owed then */
+    bool local;       /* on --publish-port: the publish answer's "recipients" count it */
     uint16_t subs_ok; /* subscribe confirmations received */
+    uint16_t port;    /* the daemon port it connects to (--ports, round-robin) */
     int64_t started_ns;
     char key[28];      /* Sec-WebSocket-Key, base64 */
     unsigned char *in; /* unparsed bytes: part of a frame or of the 101 answer */
@@ -161,7 +173,8 @@ struct dwb_pub {
     char *resp; /* answer bytes read so far */
     size_t resp_len, resp_cap;
     uint32_t nmsgs;           /* messages in the outstanding request */
-    uint64_t want_recipients; /* recipients the outstanding request should reach */
+    uint64_t want_recipients; /* recipients its answer should count: --publish-port's clients */
+    uint64_t want_deliveries; /* deliveries it should make, on every port */
     uint32_t *targets;        /* its targets (connection or channel), batch entries */
     uint32_t *pseqs;          /* replay: each entry's index among its user's messages */
     uint64_t cursor;          /* replay set-up: messages of its users sent so far */
@@ -170,8 +183,10 @@ struct dwb_pub {
 /* Room in front of a request body for its headers. */
 #define DWB_PUB_HEADROOM 256
 
-/* When the replay scenario reads CPU times (report.c, dwb_cpu_mark). */
-enum dwb_cpu_mark { DWB_CPU_SETUP, DWB_CPU_CONNECT, DWB_CPU_END, DWB_CPU_MARKS };
+/* When CPU times are read (report.c, dwb_cpu_mark): replay, from the set-up's start to the
+ * first connection to the last replayed message; the publishing scenarios, from the start of
+ * publishing to the last delivery. */
+enum dwb_cpu_mark { DWB_CPU_SETUP, DWB_CPU_CONNECT, DWB_CPU_PUBLISH, DWB_CPU_END, DWB_CPU_MARKS };
 
 enum dwb_phase {
     DWB_PHASE_SETUP, /* replay: storing the messages to replay, before any connection */
@@ -223,6 +238,7 @@ struct dwb_run {
     unsigned inflight;    /* connections started and not yet ready or failed */
     unsigned expire_from; /* connections below this one are past their connect phase */
     unsigned ready;       /* connections ready now */
+    unsigned ready_local; /* of those, on --publish-port */
     struct dwb_pub *pubs;
     unsigned subscribed; /* connections with every subscription confirmed */
 
@@ -255,9 +271,9 @@ struct dwb_run {
     /* What the first TLS handshake negotiated, for the report (empty until then). */
     char tls_version[16], tls_cipher[64], tls_group[32], tls_cert[160];
 
-    /* replay: CPU ms of each --server-pid and (last) of the bench itself, when the set-up
-     * starts, when the first connection starts, and when the last replayed message came. */
+    /* CPU ms of each --server-pid and (last) of the bench itself at each mark, and when. */
     double cpu_ms[DWB_CPU_MARKS][DWB_MAX_PIDS + 1];
+    int64_t cpu_at[DWB_CPU_MARKS];
     bool cpu_marked[DWB_CPU_MARKS];
 
     long rss_before_kb, rss_after_kb;
@@ -319,8 +335,10 @@ bool dwb_scenario_setup_step(struct dwb_run *run, int64_t now);
 void dwb_scenario_pump(struct dwb_run *run, int64_t now);
 /* Whether publishing should stop now (duration or message count reached). */
 bool dwb_scenario_publish_done(const struct dwb_run *run, int64_t now);
-/* Missing deliveries over all connections, and unexpected extra ones. */
-void dwb_scenario_missing(const struct dwb_run *run, uint64_t *missing, uint64_t *extra);
+/* Missing deliveries over the connections to port (0: every connection), and unexpected
+ * extra ones. */
+void dwb_scenario_missing(const struct dwb_run *run, unsigned port, uint64_t *missing,
+                          uint64_t *extra);
 /* W as used: the window, or 0 when the scenario has none. */
 unsigned dwb_scenario_window(const struct dwb_run *run);
 const char *dwb_scenario_name(enum dwb_scenario s);

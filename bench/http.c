@@ -73,7 +73,7 @@ int dwb_pub_open(struct dwb_run *run, struct dwb_pub *pub)
         return -errno;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     dst.sin_addr = run->opt.host;
-    dst.sin_port = htons((uint16_t)run->opt.port);
+    dst.sin_port = htons((uint16_t)run->opt.publish_port);
     if (connect(fd, (struct sockaddr *)&dst, sizeof(dst)) < 0 && errno != EINPROGRESS) {
         err = -errno;
         close(fd);
@@ -119,7 +119,7 @@ int dwb_pub_send(struct dwb_run *run, struct dwb_pub *pub, const char *path, siz
                      "Host: %s:%u\r\n"
                      "Content-Type: application/json\r\n"
                      "Content-Length: %zu\r\n\r\n",
-                     path, run->opt.host_text, run->opt.port, body_len);
+                     path, run->opt.host_text, run->opt.publish_port, body_len);
 
     if (pub->state != DWB_PUB_IDLE || n <= 0 || (size_t)n >= sizeof(head))
         return -EINVAL;

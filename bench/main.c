@@ -14,6 +14,8 @@
  * --server nchan points the same run at nginx + nchan (bench/nchan.conf) instead, for
  * bench/compare: see bench.h and bench/README.md for what changes. --tls runs every
  * connection over TLS (wss, https; net.c), verified against --tls-ca unless --tls-insecure.
+ * --ports spreads the clients over several dealwire nodes sharing messages over Redis
+ * (bench/cluster), and --publish-port names the one the publishers post to.
  */
 #include "bench.h"
 #include "http.h"
@@ -79,6 +81,11 @@ static void usage(FILE *f)
             "                         (dealwire)\n"
             "  --host ADDR            daemon address in 127.0.0.0/8 (127.0.0.1)\n"
             "  --port N               daemon port (8000)\n"
+            "  --ports P1,P2,...      several daemon ports on --host, nodes sharing messages\n"
+            "                         over Redis (dealwire --redis): the clients are spread\n"
+            "                         over them round-robin; not with --port\n"
+            "  --publish-port P       the port the publishers post to (the first of --ports);\n"
+            "                         its answers count only that node's recipients\n"
             "  --tls                  every connection over TLS: wss:// clients, https://\n"
             "                         publishers; needs --tls-ca or --tls-insecure\n"
             "  --tls-ca FILE          PEM certificates to verify the server's against\n"
@@ -111,7 +118,8 @@ static void usage(FILE *f)
             "  --last-seq K           replay: every connection resumes with ?last_seq=K (0)\n"
             "  --server-pid PID[,PID] idle: the daemon's pid, for its RSS (nchan: the nginx\n"
             "                         workers' pids; their RSS is summed); replay: the CPU\n"
-            "                         time of each during the set-up and the replay\n"
+            "                         time of each during the set-up and the replay; fanout,\n"
+            "                         targeted, channels, paced: during publishing (up to 8)\n"
             "  --settle S             idle: seconds between the last connect and the RSS (2)\n"
             "  --drain-timeout S      seconds without a delivery before the drain gives up (10)\n"
             "  --timeout S            hard bound on the whole run (120)\n"
@@ -162,6 +170,8 @@ enum {
     OPT_HOST = 256,
     OPT_SERVER,
     OPT_PORT,
+    OPT_PORTS,
+    OPT_PUBLISH_PORT,
     OPT_SCENARIO,
     OPT_CONNS,
     OPT_SOURCES,
@@ -198,6 +208,8 @@ static const struct option long_opts[] = {
     {"host", required_argument, NULL, OPT_HOST},
     {"server", required_argument, NULL, OPT_SERVER},
     {"port", required_argument, NULL, OPT_PORT},
+    {"ports", required_argument, NULL, OPT_PORTS},
+    {"publish-port", required_argument, NULL, OPT_PUBLISH_PORT},
     {"scenario", required_argument, NULL, OPT_SCENARIO},
     {"connections", required_argument, NULL, OPT_CONNS},
     {"sources", required_argument, NULL, OPT_SOURCES},
@@ -254,27 +266,58 @@ static int parse_server(const char *v, enum dwb_server *out)
     return bad("--server", v, "expected dealwire or nchan");
 }
 
-/* A comma-separated list of up to DWB_MAX_PIDS pids. */
-static int parse_pids(const char *v, struct dwb_opts *o)
+/* A comma-separated list of 1 to max integers in lo..hi (flag's value v, whose form is what an
+ * empty list is told to look like) into out; *n is how many. */
+static int parse_list(const char *flag, const char *v, const char *form, unsigned long long lo,
+                      unsigned long long hi, unsigned max, unsigned long long *out, unsigned *n)
 {
-    char buf[256], *save = NULL, *tok;
+    char buf[256], why[64], *save = NULL, *tok;
     size_t len = strlen(v);
-    unsigned long long u;
     int err;
 
     if (len >= sizeof(buf))
-        return bad("--server-pid", v, "too long");
+        return bad(flag, v, "too long");
     memcpy(buf, v, len + 1);
-    o->npids = 0;
+    *n = 0;
     for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        if (o->npids == DWB_MAX_PIDS)
-            return bad("--server-pid", v, "at most 8 pids");
-        err = parse_uint("--server-pid", tok, 1, INT32_MAX, &u);
+        if (*n == max) {
+            snprintf(why, sizeof(why), "at most %u values", max);
+            return bad(flag, v, why);
+        }
+        err = parse_uint(flag, tok, lo, hi, &out[*n]);
         if (err)
             return err;
-        o->server_pids[o->npids++] = (pid_t)u;
+        (*n)++;
     }
-    return o->npids ? 0 : bad("--server-pid", v, "expected PID[,PID...]");
+    return *n ? 0 : bad(flag, v, form);
+}
+
+static int parse_pids(const char *v, struct dwb_opts *o)
+{
+    unsigned long long u[DWB_MAX_PIDS];
+    int err = parse_list("--server-pid", v, "expected PID[,PID...]", 1, INT32_MAX, DWB_MAX_PIDS, u,
+                         &o->npids);
+
+    for (unsigned i = 0; i < o->npids && !err; i++)
+        o->server_pids[i] = (pid_t)u[i];
+    return err;
+}
+
+/* --ports: distinct ports, each node once. */
+static int parse_ports(const char *v, struct dwb_opts *o)
+{
+    unsigned long long u[DWB_MAX_PORTS];
+    int err =
+        parse_list("--ports", v, "expected PORT[,PORT...]", 1, 65535, DWB_MAX_PORTS, u, &o->nports);
+
+    for (unsigned i = 0; i < o->nports && !err; i++) {
+        for (unsigned j = 0; j < i; j++) {
+            if (u[j] == u[i])
+                return bad("--ports", v, "a port is named twice (each node once)");
+        }
+        o->ports[i] = (unsigned)u[i];
+    }
+    return err;
 }
 
 /* Parses argv into o. Returns 0, 1 after --help, or -EINVAL (message printed). */
@@ -283,12 +326,13 @@ static int parse_opts(int argc, char **argv, struct dwb_opts *o)
     static char replay_prefix[64];
     bool window_set = false, duration_set = false, tls_name_set = false, batch_set = false;
     bool prefix_set = false, messages_set = false, backlog_set = false, last_seq_set = false;
+    bool port_set = false;
     const char *host = "127.0.0.1";
+    unsigned port = 8000;
     unsigned long long u;
     int c, err = 0;
 
-    *o = (struct dwb_opts){.port = 8000,
-                           .conns = 100,
+    *o = (struct dwb_opts){.conns = 100,
                            .parallel = 500,
                            .connect_timeout = 10,
                            .publishers = 16,
@@ -315,7 +359,15 @@ static int parse_opts(int argc, char **argv, struct dwb_opts *o)
             break;
         case OPT_PORT:
             err = parse_uint("--port", optarg, 1, 65535, &u);
-            o->port = (unsigned)u;
+            port = (unsigned)u;
+            port_set = true;
+            break;
+        case OPT_PORTS:
+            err = parse_ports(optarg, o);
+            break;
+        case OPT_PUBLISH_PORT:
+            err = parse_uint("--publish-port", optarg, 1, 65535, &u);
+            o->publish_port = (unsigned)u;
             break;
         case OPT_SCENARIO:
             err = parse_scenario(optarg, &o->scenario);
@@ -449,6 +501,17 @@ static int parse_opts(int argc, char **argv, struct dwb_opts *o)
     if (inet_pton(AF_INET, host, &o->host) != 1 || (ntohl(o->host.s_addr) >> 24) != 127)
         return bad("--host", host, "expected an IPv4 address in 127.0.0.0/8 (loopback only)");
     inet_ntop(AF_INET, &o->host, o->host_text, sizeof(o->host_text));
+    if (o->nports && port_set)
+        return bad("--port", "", "not with --ports (the list names every port)");
+    if ((o->nports || o->publish_port) && o->server == DWB_SERVER_NCHAN)
+        return bad("--ports or --publish-port", "",
+                   "not with --server nchan (one server, no nodes)");
+    if (o->publish_port && (o->scenario == DWB_IDLE || o->scenario == DWB_CONNECT))
+        return bad("--publish-port", "", "only with a scenario that publishes");
+    if (!o->nports)
+        o->ports[o->nports++] = port;
+    if (!o->publish_port)
+        o->publish_port = o->ports[0];
     if (!o->sources)
         o->sources = (o->conns + PORTS_PER_SOURCE - 1) / PORTS_PER_SOURCE;
     if (o->sources > 254)
@@ -579,6 +642,7 @@ static void enter(struct dwb_run *run, enum dwb_phase phase, int64_t now)
         break;
     case DWB_PHASE_PUBLISH:
         run->subscribe_end = run->subscribe_start ? now : 0;
+        dwb_cpu_mark(run, DWB_CPU_PUBLISH);
         for (unsigned i = 0; i < run->opt.publishers; i++) {
             int err = dwb_pub_open(run, &run->pubs[i]);
 
@@ -716,8 +780,7 @@ static void tick(struct dwb_run *run, int64_t now)
     case DWB_PHASE_DRAIN:
         last = run->last_delivery > run->phase_started ? run->last_delivery : run->phase_started;
         if (!pubs_busy(run, DWB_PUB_BUSY) && run->recv_total >= run->expected_total) {
-            if (o->scenario == DWB_REPLAY)
-                dwb_cpu_mark(run, DWB_CPU_END);
+            dwb_cpu_mark(run, DWB_CPU_END);
             enter(run, DWB_PHASE_CLOSE, now);
         } else if (since(last, now) >= o->drain_timeout) {
             dwb_note_error(run, "drain: nothing arrived for %.1f s (%llu of %llu deliveries)",
@@ -791,9 +854,13 @@ static int setup(struct dwb_run *run)
     if (run->epfd < 0 || !run->conns || !run->pubs)
         return -ENOMEM;
     for (unsigned i = 0; i < o->conns; i++) {
-        run->conns[i].ev.kind = DWB_FD_WS;
-        run->conns[i].ev.fd = -1;
-        run->conns[i].index = i;
+        struct dwb_conn *c = &run->conns[i];
+
+        c->ev.kind = DWB_FD_WS;
+        c->ev.fd = -1;
+        c->index = i;
+        c->port = (uint16_t)o->ports[i % o->nports];
+        c->local = c->port == o->publish_port;
     }
     for (unsigned i = 0; i < o->publishers; i++) {
         if (dwb_pub_init(&run->pubs[i], i, body_cap, o->batch) < 0)

@@ -8,6 +8,9 @@
  * not in the rates).
  * With --tls, a tls line says what the first handshake negotiated and how the certificate was
  * checked, and the JSON line carries "tls":true with the version, cipher and group.
+ * With several ports (--ports, nodes sharing messages over Redis), a nodes line says how the
+ * clients were spread and where the publishers posted, with each port's deliveries and
+ * missing ones, so a node that loses messages shows.
  */
 #include "bench.h"
 
@@ -105,6 +108,7 @@ void dwb_cpu_mark(struct dwb_run *run, enum dwb_cpu_mark mark)
     if (getrusage(RUSAGE_SELF, &ru) == 0)
         run->cpu_ms[mark][DWB_MAX_PIDS] = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
                                           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
+    run->cpu_at[mark] = dwb_now_ns();
     run->cpu_marked[mark] = true;
 }
 
@@ -128,31 +132,84 @@ static void print_json_ms(double ms)
         printf("%.0f", ms);
 }
 
-/* replay: the CPU line of one span, for the table. */
+/* Seconds between two marks (0 when either is missing). */
+static double cpu_window_s(const struct dwb_run *run, enum dwb_cpu_mark a, enum dwb_cpu_mark b)
+{
+    if (!run->cpu_marked[a] || !run->cpu_marked[b])
+        return 0;
+    return (double)(run->cpu_at[b] - run->cpu_at[a]) / NS;
+}
+
+/* The CPU line of one span, for the table: each process's ms and share of one core, and the
+ * --server-pid sum per unit ("message", "delivery") of n. */
 static void print_cpu(const struct dwb_run *run, const char *label, enum dwb_cpu_mark a,
-                      enum dwb_cpu_mark b, uint64_t msgs)
+                      enum dwb_cpu_mark b, uint64_t n, const char *unit)
 {
     const struct dwb_opts *o = &run->opt;
     double bench = cpu_between(run, a, b, DWB_MAX_PIDS), sum = 0;
+    double window = cpu_window_s(run, a, b), core = window > 0 ? 100 / (window * 1e3) : 0;
     bool all = o->npids > 0;
 
     if (bench < 0) {
         printf("  cpu         %s: not measured (it did not end)\n", label);
         return;
     }
-    printf("  cpu         %s: bench %.0f ms", label, bench);
+    printf("  cpu         %s (%.3f s): bench %.0f ms (%.0f %%)", label, window, bench,
+           bench * core);
     for (unsigned i = 0; i < o->npids; i++) {
         double ms = cpu_between(run, a, b, i);
 
         if (ms < 0)
             printf(", pid %ld unreadable", (long)o->server_pids[i]);
         else
-            printf(", pid %ld %.0f ms", (long)o->server_pids[i], ms);
+            printf(", pid %ld %.0f ms (%.0f %%)", (long)o->server_pids[i], ms, ms * core);
         all = all && ms >= 0;
         sum += ms;
     }
-    if (all && msgs)
-        printf(" (--server-pid: %.0f ms, %.1f us per message)", sum, sum * 1e3 / (double)msgs);
+    if (all && n)
+        printf(" (--server-pid: %.0f ms, %.2f us per %s)", sum, sum * 1e3 / (double)n, unit);
+    putchar('\n');
+}
+
+/* Each --server-pid's CPU ms between two marks, a JSON array under key (and a comma). */
+static void print_json_cpu(const struct dwb_run *run, const char *key, enum dwb_cpu_mark a,
+                           enum dwb_cpu_mark b)
+{
+    printf("\"%s\":[", key);
+    for (unsigned i = 0; i < run->opt.npids; i++) {
+        printf("%s", i ? "," : "");
+        print_json_ms(cpu_between(run, a, b, i));
+    }
+    printf("],");
+}
+
+/* Several ports: how the clients were spread, where the publishers posted, and each port's
+ * deliveries and missing ones. */
+static void print_nodes(const struct dwb_run *run)
+{
+    const struct dwb_opts *o = &run->opt;
+    bool publishing = o->scenario != DWB_IDLE && o->scenario != DWB_CONNECT;
+
+    printf("  nodes       %u port%s on %s", o->nports, o->nports == 1 ? "" : "s", o->host_text);
+    if (publishing)
+        printf(", publishers on %u (its answers count only its own clients)", o->publish_port);
+    printf("; clients round-robin:");
+    for (unsigned k = 0; k < o->nports; k++) {
+        unsigned clients = 0;
+        uint64_t got = 0, missing, extra;
+
+        for (unsigned i = 0; i < o->conns; i++) {
+            if (run->conns[i].port == o->ports[k]) {
+                clients++;
+                got += run->conns[i].recv;
+            }
+        }
+        dwb_scenario_missing(run, o->ports[k], &missing, &extra);
+        printf("%s %u %u clients", k ? ";" : "", o->ports[k], clients);
+        if (publishing)
+            printf(", %llu deliveries, %llu missing", (unsigned long long)got,
+                   (unsigned long long)missing);
+    }
     putchar('\n');
 }
 
@@ -281,7 +338,7 @@ bool dwb_report_final(struct dwb_run *run)
     double rss_per_conn = have_rss ? (double)rss_delta * 1024 / run->rss_conns : 0;
     bool complete;
 
-    dwb_scenario_missing(run, &missing, &extra);
+    dwb_scenario_missing(run, 0, &missing, &extra);
     complete = !run->timed_out && !run->aborted && !run->interrupted &&
                run->n.connected == o->conns && run->n.connect_failed == 0 && run->n.lost == 0 &&
                run->n.server_closes == 0 && missing == 0 && extra == 0 && run->n.dup == 0 &&
@@ -312,6 +369,8 @@ bool dwb_report_final(struct dwb_run *run)
            (unsigned long long)o->seed);
     if (o->tls)
         print_tls(run);
+    if (o->nports > 1 || o->publish_port != o->ports[0])
+        print_nodes(run);
     if (replay)
         printf("  set-up      stored %llu of %llu messages in %llu requests in %.3f s (%.0f/s, "
                "untimed); %llu HTTP errors, %llu recipient mismatches, %llu seqs out of turn\n",
@@ -354,6 +413,7 @@ bool dwb_report_final(struct dwb_run *run)
                us(dwb_hist_quantile(h, 0.5)), us(dwb_hist_quantile(h, 0.99)),
                us(dwb_hist_quantile(h, 0.999)), us(h->count ? h->max : 0),
                (unsigned long long)h->count);
+        print_cpu(run, "publishing", DWB_CPU_PUBLISH, DWB_CPU_END, run->n.recv_msgs, "delivery");
         printf("  checks      missing %llu, extra %llu, duplicate %llu, out-of-order %llu, "
                "malformed %llu, misrouted %llu\n",
                (unsigned long long)missing, (unsigned long long)extra,
@@ -370,8 +430,8 @@ bool dwb_report_final(struct dwb_run *run)
                (unsigned long long)run->n.caught_up, o->conns, us(h->count ? h->min : 0),
                us(dwb_hist_quantile(h, 0.5)), us(dwb_hist_quantile(h, 0.99)),
                us(h->count ? h->max : 0));
-        print_cpu(run, "set-up", DWB_CPU_SETUP, DWB_CPU_CONNECT, run->n.stored);
-        print_cpu(run, "replay", DWB_CPU_CONNECT, DWB_CPU_END, run->n.recv_msgs);
+        print_cpu(run, "set-up", DWB_CPU_SETUP, DWB_CPU_CONNECT, run->n.stored, "message");
+        print_cpu(run, "replay", DWB_CPU_CONNECT, DWB_CPU_END, run->n.recv_msgs, "message");
         printf("  checks      missing %llu, extra %llu, duplicate %llu, out-of-order %llu, outside "
                "(last_seq, welcome last_seq] %llu, wrong message %llu, welcome last_seq wrong "
                "%llu, not recovered %llu, malformed %llu, misrouted %llu\n",
@@ -404,6 +464,10 @@ bool dwb_report_final(struct dwb_run *run)
            DWB_NAME, dwb_server_name(o->server), dwb_scenario_name(o->scenario), o->conns,
            o->sources, publishing || replay ? o->publishers : 0, dwb_scenario_window(run), o->batch,
            o->msg_size, o->tls ? "true" : "false");
+    printf("\"ports\":[");
+    for (unsigned k = 0; k < o->nports; k++)
+        printf("%s%u", k ? "," : "", o->ports[k]);
+    printf("],\"publish_port\":%u,", o->publish_port);
     if (o->tls && run->tls_version[0])
         printf("\"tls_version\":\"%s\",\"tls_cipher\":\"%s\",\"tls_group\":\"%s\","
                "\"tls_verified\":%s,\"tls_full\":%llu,\"tls_resumed\":%llu,",
@@ -436,20 +500,16 @@ bool dwb_report_final(struct dwb_run *run)
                us(h->count ? h->max : 0), (unsigned long long)run->n.welcome_bad,
                (unsigned long long)run->n.not_recovered, (unsigned long long)run->n.unexpected_seq,
                (unsigned long long)run->n.wrong_message, (unsigned long long)run->n.answer_seq_bad);
-        printf("\"bench_cpu_ms\":");
-        print_json_ms(cpu_between(run, DWB_CPU_CONNECT, DWB_CPU_END, DWB_MAX_PIDS));
-        printf(",\"server_cpu_ms\":[");
-        for (unsigned i = 0; i < o->npids; i++) {
-            printf("%s", i ? "," : "");
-            print_json_ms(cpu_between(run, DWB_CPU_CONNECT, DWB_CPU_END, i));
-        }
-        printf("],\"setup_server_cpu_ms\":[");
-        for (unsigned i = 0; i < o->npids; i++) {
-            printf("%s", i ? "," : "");
-            print_json_ms(cpu_between(run, DWB_CPU_SETUP, DWB_CPU_CONNECT, i));
-        }
-        printf("],");
+        print_json_cpu(run, "setup_server_cpu_ms", DWB_CPU_SETUP, DWB_CPU_CONNECT);
         pub_s = replay_s; /* deliveries_per_s, bytes_per_s, duration_s: the timed window */
+    }
+    if (replay || publishing) {
+        enum dwb_cpu_mark from = replay ? DWB_CPU_CONNECT : DWB_CPU_PUBLISH;
+
+        printf("\"cpu_window_s\":%.3f,\"bench_cpu_ms\":", cpu_window_s(run, from, DWB_CPU_END));
+        print_json_ms(cpu_between(run, from, DWB_CPU_END, DWB_MAX_PIDS));
+        putchar(',');
+        print_json_cpu(run, "server_cpu_ms", from, DWB_CPU_END);
     }
     printf("\"messages\":%llu,\"deliveries\":%llu,\"deliveries_per_s\":%.0f,\"bytes_per_s\":%.0f,"
            "\"p50_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,\"max_us\":%.1f,",

@@ -8,6 +8,14 @@
  * and key it receives, so order, gaps and duplicates are checked per connection and producer.
  * Completeness is counted: what was published to a connection, minus what reached it once.
  *
+ * Several nodes (--ports): the clients are spread over dealwire nodes that share messages over
+ * Redis, and the publishers post to one of them (--publish-port). Every client is owed every
+ * message published to it, whichever node it is on, so deliveries, streams, flow control and
+ * completeness are counted as with one node; only a publish answer's "recipients" differs: it
+ * counts the clients of the node that answered (the "local" ones), the other nodes deliver
+ * after it. A request therefore carries two counts: the recipients its answer must say, and the
+ * deliveries it owes over all the nodes.
+ *
  * Flow control: a connection may have at most W messages published to it and not yet
  * received. For fanout, that is "sent - min(received) <= W", and the minimum is kept in O(1)
  * per delivery with a ring counting connections per received value over [min, min + W]. For
@@ -391,7 +399,7 @@ static unsigned publish_one(struct dwb_run *run, struct dwb_pub *pub, int64_t no
     bool array = run->opt.batch > 1;
     char *body = dwb_pub_body(pub), *w = body;
     size_t cap = pub->req_cap;
-    uint64_t recipients = 0;
+    uint64_t recipients = 0, deliveries = 0;
     char path[160] = "/api/publish";
     int err;
 
@@ -421,7 +429,8 @@ static unsigned publish_one(struct dwb_run *run, struct dwb_pub *pub, int64_t no
                 break;
             key = c->index;
             c->expected++;
-            recipients++;
+            deliveries++;
+            recipients += c->local;
         } else if (run->opt.scenario == DWB_CHANNELS) {
             long ch = pick_channel(run);
 
@@ -433,11 +442,13 @@ static unsigned publish_one(struct dwb_run *run, struct dwb_pub *pub, int64_t no
 
                 if (m->state == DWB_WS_READY) {
                     m->expected++;
-                    recipients++;
+                    deliveries++;
+                    recipients += m->local;
                 }
             }
         } else {
-            recipients += run->ready;
+            deliveries += run->ready;
+            recipients += run->ready_local;
         }
         pub->targets[k] = key;
         if (k > 0)
@@ -451,11 +462,12 @@ static unsigned publish_one(struct dwb_run *run, struct dwb_pub *pub, int64_t no
         *w++ = ']';
     if (to_all(run))
         run->sent_all += k;
-    run->expected_total += recipients;
+    run->expected_total += deliveries;
     run->n.sent_msgs += k;
     run->n.sent_reqs++;
     pub->nmsgs = k;
     pub->want_recipients = recipients;
+    pub->want_deliveries = deliveries;
     if (!run->pub_start)
         run->pub_start = now;
     if (nchan(run)) {
@@ -518,7 +530,7 @@ static unsigned publish_setup(struct dwb_run *run, struct dwb_pub *pub, int64_t 
     run->n.sent_msgs += n;
     run->n.sent_reqs++;
     pub->nmsgs = n;
-    pub->want_recipients = 0;
+    pub->want_recipients = pub->want_deliveries = 0;
     err = dwb_pub_send(run, pub, "/api/publish", (size_t)(w - body));
     if (err < 0) {
         dwb_note_error(run, "publisher %u: send: %s", pub->index, strerror(-err));
@@ -689,7 +701,7 @@ void dwb_on_answer(struct dwb_run *run, struct dwb_pub *pub, unsigned status, lo
         run->aborted = true;
         if (status == 0)
             return; /* no answer: its fate is unknown, so it stays expected */
-        run->expected_total -= pub->want_recipients;
+        run->expected_total -= pub->want_deliveries;
         if (to_all(run))
             run->refused_all += pub->nmsgs;
         for (uint32_t i = 0; i < pub->nmsgs && !to_all(run); i++) {
@@ -710,8 +722,9 @@ void dwb_on_answer(struct dwb_run *run, struct dwb_pub *pub, unsigned status, lo
         return; /* no recipient count in nchan's answer */
     if (recipients < 0 || (unsigned long long)recipients != pub->want_recipients) {
         run->n.recipient_mismatch++;
-        dwb_note_error(run, "publisher %u: %lld recipients, expected %llu", pub->index, recipients,
-                       (unsigned long long)pub->want_recipients);
+        dwb_note_error(run, "publisher %u: %lld recipients, expected %llu%s", pub->index,
+                       recipients, (unsigned long long)pub->want_recipients,
+                       run->opt.nports > 1 ? " (the clients of --publish-port's node)" : "");
     }
 }
 
@@ -972,6 +985,7 @@ void dwb_on_text(struct dwb_run *run, struct dwb_conn *c, const char *p, size_t 
 void dwb_on_ready(struct dwb_run *run, struct dwb_conn *c, int64_t now, const char *p, size_t n)
 {
     run->ready++;
+    run->ready_local += c->local;
     run->inflight--;
     run->n.connected++;
     run->connect_end = now;
@@ -991,6 +1005,7 @@ void dwb_on_conn_failed(struct dwb_run *run, struct dwb_conn *c, bool was_ready)
     }
     run->n.lost++;
     run->ready--;
+    run->ready_local -= c->local;
     c->lost = true;
     if (to_all(run))
         c->expected = expected; /* what it was owed when it was lost */
@@ -1007,7 +1022,8 @@ void dwb_on_conn_failed(struct dwb_run *run, struct dwb_conn *c, bool was_ready)
     }
 }
 
-void dwb_scenario_missing(const struct dwb_run *run, uint64_t *missing, uint64_t *extra)
+void dwb_scenario_missing(const struct dwb_run *run, unsigned port, uint64_t *missing,
+                          uint64_t *extra)
 {
     *missing = *extra = 0;
     if (!publishes(run))
@@ -1017,6 +1033,8 @@ void dwb_scenario_missing(const struct dwb_run *run, uint64_t *missing, uint64_t
         bool owed_all = to_all(run) && !c->lost;
         uint64_t expected = owed_all ? run->sent_all - run->refused_all : c->expected;
 
+        if (port && c->port != port)
+            continue;
         if (c->recv < expected)
             *missing += expected - c->recv;
         else

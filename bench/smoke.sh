@@ -15,6 +15,9 @@
 # (scripts/pg.sh; about a second to start), a private server and a daemon with --db are started
 # and the replay scenario runs (several users, a history of more than one page, a second run
 # on the same users resuming from --last-seq); otherwise those runs are skipped, and said so.
+# Cluster: when redis-server and PostgreSQL are installed, two daemons share a private Redis
+# (--redis) and database, the bench spreads its clients over both (--ports) and publishes on
+# one (--publish-port): every client must still get every message once and in order.
 # Last line: "bench smoke: N passed, M failed"; exit status 0 only when M is 0.
 set -u
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -31,15 +34,22 @@ done
 
 work=$(mktemp -d /tmp/dealwire-bench-smoke.XXXXXX)
 daemon_pid=""
+daemon_log=$work/daemon.out
+other_pid="" # cluster runs: the first node, while daemon_pid is the second
+redis_pid=""
 pg_dir=""
+ports="" # cluster runs: the bench's --ports instead of --port
 passed=0
 failed=0
 
 cleanup() {
-    if [ -n "$daemon_pid" ] && kill -0 "$daemon_pid" 2>/dev/null; then
-        kill -TERM "$daemon_pid" 2>/dev/null
-        wait "$daemon_pid" 2>/dev/null
-    fi
+    local pid
+    for pid in "$daemon_pid" "$other_pid" "$redis_pid"; do
+        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null
+            wait "$pid" 2>/dev/null
+        fi
+    done
     if [ -n "$pg_dir" ]; then
         bash scripts/pg.sh stop "$pg_dir" >/dev/null 2>&1
         rm -rf "$pg_dir"
@@ -72,8 +82,9 @@ ready() {
     fi
 }
 
-# start_daemon [DAEMON ARGS...]: starts the daemon; a port taken between the check and the
-# bind means another try. With --tls-cert among the args, /healthz is asked over https.
+# start_daemon [DAEMON ARGS...]: starts the daemon (its output in $daemon_log); a port taken
+# between the check and the bind means another try. With --tls-cert among the args, /healthz is
+# asked over https.
 start_daemon() {
     local curl_tls=()
     case " $* " in
@@ -81,7 +92,7 @@ start_daemon() {
     esac
     for _ in 1 2 3 4 5; do
         port=$(free_port) || break
-        "$daemon" --host 127.0.0.1 --port "$port" --log-level warn "$@" >"$work/daemon.out" 2>&1 &
+        "$daemon" --host 127.0.0.1 --port "$port" --log-level warn "$@" >"$daemon_log" 2>&1 &
         daemon_pid=$!
         for _ in $(seq 1 100); do
             if ready "$port" "${curl_tls[@]}"; then
@@ -115,10 +126,12 @@ fail_check() {
 }
 
 # check NAME ARGS...: one bench run that must exit 0, say COMPLETE and print its JSON line.
+# It runs against $port, or over $ports (--ports) during the cluster runs.
 check() {
-    local name=$1 rc
+    local name=$1 rc at=(--port "$port")
     shift
-    "$bench" --port "$port" --quiet --timeout 40 "$@" >"$work/$name.out" 2>"$work/$name.err"
+    [ -n "$ports" ] && at=(--ports "$ports")
+    "$bench" "${at[@]}" --quiet --timeout 40 "$@" >"$work/$name.out" 2>"$work/$name.err"
     rc=$?
     if [ $rc -eq 0 ] && grep -q '^  result      COMPLETE' "$work/$name.out" &&
         grep -q '^{"bench":"dealwire-bench".*"complete":true' "$work/$name.out"; then
@@ -130,7 +143,7 @@ check() {
 
 if ! start_daemon; then
     echo "bench smoke: cannot start $daemon" >&2
-    sed 's/^/     /' "$work/daemon.out" >&2
+    sed 's/^/     /' "$daemon_log" >&2
     echo "bench smoke: 0 passed, 1 failed"
     exit 1
 fi
@@ -165,6 +178,10 @@ check_usage server-name --server apache --messages 10
 check_usage tls-no-ca --tls --messages 10
 check_usage tls-ca-alone --tls-ca /dev/null --messages 10
 check_usage tls-ca-unreadable --tls --tls-ca "$work/none.pem" --messages 10
+# --ports names every node: not with --port (given here), each port once, not with nchan.
+check_usage ports-and-port --ports 8001,8002 --messages 10
+check_usage ports-nchan --server nchan --publish-port 8001 --messages 10
+check_usage publish-port-idle --scenario idle --publish-port 8001
 
 # check_fails NAME PATTERN ARGS...: a run that must end by itself, exit 1 and name PATTERN.
 check_fails() {
@@ -193,7 +210,7 @@ stop_daemon() {
     rc=$?
     daemon_pid=""
     if [ $rc -eq 0 ] && ! grep -qE 'AddressSanitizer|runtime error:|ThreadSanitizer|LeakSanitizer' \
-        "$work/daemon.out"; then
+        "$daemon_log"; then
         pass daemon "${1:+$1, }stopped cleanly"
     else
         fail_check daemon "${1:+$1, }exit status $rc"
@@ -221,39 +238,133 @@ else
     echo "skip wss runs: $daemon has no --tls-cert yet"
 fi
 
-# replay, against a daemon with a database: a private PostgreSQL (scripts/pg.sh).
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-    echo "skip replay runs: PostgreSQL is not installed (apt-get install postgresql)"
-elif ! "$daemon" --help 2>&1 | grep -q -- '--db'; then
-    echo "skip replay runs: $daemon has no --db"
-else
+# A private PostgreSQL (scripts/pg.sh), for the replay and the cluster runs, when installed.
+have_pg=false
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && have_pg=true
+pg_url=""
+
+# start_pg: starts it, once (pg_url); returns 1, the check failed, when it does not start.
+start_pg() {
+    [ -n "$pg_url" ] && return 0
     pg_dir=$(mktemp -d /tmp/dealwire-bench-smoke-pg.XXXXXX)
-    pg_url=""
     for _ in 1 2 3; do
         pg_port=$(free_port) || break
         if pg_url=$(bash scripts/pg.sh start "$pg_dir" "$pg_port" 2>"$work/pg.err"); then
-            break
+            return 0
         fi
         pg_url=""
     done
-    if [ -z "$pg_url" ]; then
-        fail_check pg "cannot start PostgreSQL: $(tail -n 2 "$work/pg.err")"
-    elif start_daemon --db "$pg_url"; then
-        echo "bench smoke: $daemon with --db (pid $daemon_pid) on 127.0.0.1:$port"
-        # /healthz answers before the database is connected; /readyz once it is.
-        for _ in $(seq 1 100); do
-            curl -fs --max-time 1 "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+    fail_check pg "cannot start PostgreSQL: $(tail -n 2 "$work/pg.err")"
+    return 1
+}
+
+# wait_db PORT: /healthz answers before the database is connected; /readyz once it is.
+wait_db() {
+    for _ in $(seq 1 100); do
+        curl -fs --max-time 1 "http://127.0.0.1:$1/readyz" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+}
+
+# replay, against a daemon with a database.
+if ! $have_pg; then
+    echo "skip replay runs: PostgreSQL is not installed (apt-get install postgresql)"
+elif ! "$daemon" --help 2>&1 | grep -q -- '--db'; then
+    echo "skip replay runs: $daemon has no --db"
+elif ! start_pg; then
+    : # said by start_pg
+elif start_daemon --db "$pg_url"; then
+    echo "bench smoke: $daemon with --db (pid $daemon_pid) on 127.0.0.1:$port"
+    wait_db "$port"
+    check replay --scenario replay --connections 30 --backlog 40 --publishers 4 --batch 16
+    check replay-pages --scenario replay --connections 3 --backlog 2500 --batch 100
+    check replay-users --scenario replay --connections 10 --backlog 20 --user-prefix "smoke-$$-"
+    check replay-resume --scenario replay --connections 10 --backlog 20 \
+        --user-prefix "smoke-$$-" --last-seq 20
+    stop_daemon "with --db"
+else
+    fail_check daemon "cannot start $daemon with --db"
+fi
+
+# start_redis: a private Redis on a free port, no persistence (redis_url, redis_pid); returns
+# 1, the check failed, when it does not answer.
+start_redis() {
+    local redis_port
+    for _ in 1 2 3; do
+        redis_port=$(free_port) || break
+        redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+            --dir "$work" --daemonize no >"$work/redis.out" 2>&1 &
+        redis_pid=$!
+        for _ in $(seq 1 50); do
+            if [ "$(redis-cli -p "$redis_port" ping 2>/dev/null)" = PONG ]; then
+                redis_url=redis://127.0.0.1:$redis_port
+                return 0
+            fi
+            kill -0 "$redis_pid" 2>/dev/null || break
             sleep 0.1
         done
-        check replay --scenario replay --connections 30 --backlog 40 --publishers 4 --batch 16
-        check replay-pages --scenario replay --connections 3 --backlog 2500 --batch 100
-        check replay-users --scenario replay --connections 10 --backlog 20 --user-prefix "smoke-$$-"
-        check replay-resume --scenario replay --connections 10 --backlog 20 \
-            --user-prefix "smoke-$$-" --last-seq 20
-        stop_daemon "with --db"
+        kill -TERM "$redis_pid" 2>/dev/null
+        wait "$redis_pid" 2>/dev/null
+        redis_pid=""
+    done
+    fail_check redis "cannot start redis-server: $(tail -n 2 "$work/redis.out")"
+    return 1
+}
+
+# cluster: two daemons sharing messages over a private Redis, on the same database. The clients
+# are spread over both (--ports), the publishers post to one (--publish-port: the first, then
+# the second); every client must get every message once and in order, whichever node it is on.
+# Each run has users of its own: targeted's price alerts are critical, so the database keeps
+# them, and a later run's first connection of the same user would get them again.
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+    echo "skip cluster runs: redis-server is not installed (apt-get install redis-server)"
+elif ! $have_pg; then
+    echo "skip cluster runs: PostgreSQL is not installed (apt-get install postgresql)"
+elif ! "$daemon" --help 2>&1 | grep -q -- '--redis'; then
+    echo "skip cluster runs: $daemon has no --redis"
+elif start_pg && start_redis; then
+    daemon_log=$work/node1.out
+    if start_daemon --db "$pg_url" --redis "$redis_url"; then
+        other_pid=$daemon_pid
+        first=$port
+        daemon_log=$work/node2.out
+        if start_daemon --db "$pg_url" --redis "$redis_url"; then
+            wait_db "$first"
+            wait_db "$port"
+            ports=$first,$port
+            echo "bench smoke: two nodes sharing $redis_url (pids $other_pid, $daemon_pid)" \
+                "on 127.0.0.1:$ports"
+            check cluster-fanout --scenario fanout --connections 40 --messages 300 \
+                --user-prefix "cluster-$$-f-"
+            check cluster-fanout-second --scenario fanout --connections 30 --messages 400 \
+                --batch 8 --window 32 --publish-port "$port" --user-prefix "cluster-$$-s-"
+            check cluster-channels --scenario channels --connections 40 --messages 300 \
+                --channels 10 --subs-per-conn 3 --user-prefix "cluster-$$-c-"
+            check cluster-paced --scenario paced --connections 30 --rate 200 --duration 1.5 \
+                --user-prefix "cluster-$$-p-"
+            check cluster-targeted --scenario targeted --connections 40 --messages 400 \
+                --publishers 4 --user-prefix "cluster-$$-t-"
+            # messages stored through the first node, replayed by both
+            check cluster-replay --scenario replay --connections 20 --backlog 30 --publishers 4 \
+                --batch 8
+            ports=""
+            stop_daemon "node 2 of 2"
+        else
+            fail_check daemon "cannot start a second $daemon with --redis"
+        fi
+        daemon_pid=$other_pid
+        other_pid=""
+        daemon_log=$work/node1.out
+        stop_daemon "node 1 of 2"
     else
-        fail_check daemon "cannot start $daemon with --db"
+        fail_check daemon "cannot start $daemon with --redis"
     fi
+    kill -TERM "$redis_pid"
+    wait "$redis_pid"
+    redis_pid=""
+fi
+
+if [ -n "$pg_dir" ]; then
     bash scripts/pg.sh stop "$pg_dir" >/dev/null 2>&1
     rm -rf "$pg_dir"
     pg_dir=""

@@ -11,7 +11,8 @@
  *
  * Source addresses: connection i binds to 127.0.0.(1 + i % sources) with
  * IP_BIND_ADDRESS_NO_PORT, so the kernel picks the port at connect time from that address's
- * own range of the 4-tuple, and large connection counts fit in the ephemeral port range.
+ * own range of the 4-tuple, and large connection counts fit in the ephemeral port range. It
+ * connects to its own daemon port, set up front (--ports: round-robin over the nodes).
  *
  * Replay (--scenario replay): the upgrade asks /ws/events?user_id=<prefix><i>&last_seq=K, and
  * the welcome's text goes to the scenario, which reads its last_seq and recovered.
@@ -223,7 +224,7 @@ int dwb_ws_start(struct dwb_run *run, struct dwb_conn *c)
         return -err;
     }
     dst.sin_addr = run->opt.host;
-    dst.sin_port = htons((uint16_t)run->opt.port);
+    dst.sin_port = htons(c->port);
     if (connect(fd, (struct sockaddr *)&dst, sizeof(dst)) < 0 && errno != EINPROGRESS) {
         err = errno;
         fail(run, c, "connect", err);
@@ -263,7 +264,7 @@ static void send_upgrade(struct dwb_run *run, struct dwb_conn *c)
                  "Sec-WebSocket-Key: %s\r\n"
                  "Sec-WebSocket-Version: 13\r\n\r\n",
                  run->opt.server == DWB_SERVER_NCHAN ? "/sub/" : "/ws/events?user_id=", channel,
-                 resume, run->opt.host_text, run->opt.port, c->key);
+                 resume, run->opt.host_text, (unsigned)c->port, c->key);
     c->state = DWB_WS_HANDSHAKE;
     err = send_bytes(run, c, req, (size_t)n);
     if (err < 0)
