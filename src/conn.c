@@ -82,6 +82,7 @@ void dw__conn_unref(struct dw_conn *conn)
     dw_outbox_destroy(&conn->outbox);
     free(conn->io.rx);
     free(conn->io.grants);
+    free(conn->io.seq_ahead);
     free(conn);
 }
 
@@ -863,8 +864,8 @@ static int write_frames(struct dw_server *srv, struct dw_conn *conn, struct lws 
         int r =
             lws_write(wsi, (unsigned char *)dw_msg_frame(m), dw_msg_frame_len(m), LWS_WRITE_RAW);
 
-        if (m->seq > conn->io.seq_written)
-            conn->io.seq_written = m->seq;
+        if (m->seq)
+            dw__replay_note_sent(conn, m->seq);
         consume(conn);
         return r < 0 ? -1 : 1;
     }
@@ -872,8 +873,8 @@ static int write_frames(struct dw_server *srv, struct dw_conn *conn, struct lws 
            (unsigned long)count + *skipped < limit) {
         memcpy(buf + n, dw_msg_frame(m), dw_msg_frame_len(m));
         n += dw_msg_frame_len(m);
-        if (m->seq > conn->io.seq_written)
-            conn->io.seq_written = m->seq;
+        if (m->seq)
+            dw__replay_note_sent(conn, m->seq);
         consume(conn);
         count++;
         m = next_msg(conn, skipped);

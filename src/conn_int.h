@@ -61,8 +61,13 @@ struct dw_conn_io {
      * outbox waits; afterwards, outbox messages whose seq it covered are skipped. */
     struct dw_replay *replay;
     int64_t replayed_through;
-    int64_t seq_written; /* the highest seq written to the socket (where a catch-up starts) */
-    bool catch_up_due;   /* catch up once the running replay ends */
+    /* What the connection was sent of its user's seqs (replay.c, where a catch-up starts):
+     * every seq up to seq_through, and seq_through + 1 + i for each bit i set in seq_ahead
+     * (ahead_words words, allocated only while the connection has a gap). */
+    int64_t seq_through;
+    uint64_t *seq_ahead;
+    unsigned ahead_words;
+    bool catch_up_due; /* catch up once the running replay ends */
     /* Security (conn.c): the token's end, the private channels it grants, the rate limit. */
     int64_t token_end; /* realtime s when the connection is closed (exp + leeway), 0: none */
     unsigned ngrants;

@@ -11,7 +11,8 @@
  * (conn->io.replayed_through): no gap, no message twice on one connection.
  *
  * A catch-up (dw__replay_catch_up_all: the bus says this node may have missed messages from
- * the others) is the same replay without an answer, from the highest seq the connection got.
+ * the others) is the same replay without an answer, from the last seq the connection was sent
+ * without a gap, leaving out the seqs it was sent after that (io.seq_through, seq_ahead).
  *
  * Memory: one page at a time (at most --queue-bytes plus one message, DW_INBOX_PAGE_MAX
  * messages), asked for only once the previous one is written, so a client that reads slowly
@@ -143,15 +144,93 @@ static int ask(struct dw_server *srv, struct dw_conn *conn, struct dw_replay *r)
 
 static void start(struct dw_server *srv, struct dw_conn *conn, int64_t after, enum kind kind);
 
-/* Where a catch-up of conn starts: after the highest seq it was sent (written, or covered by a
- * replay); a connection that was sent none gets what its user has not acknowledged, as a new
- * connection does. */
+/* The seqs noted above seq_through, at most: a seq further ahead is not noted, and a catch-up
+ * may send it again (at least once, docs/delivery.md), never skip it. 512 bytes, held only
+ * while the connection has a gap. */
+#define AHEAD_MAX_WORDS 64
+
+/* Is bit d of io's notes set? */
+static bool ahead_test(const struct dw_conn_io *io, int64_t d)
+{
+    return d >= 0 && (uint64_t)d < (uint64_t)io->ahead_words * 64 &&
+           (io->seq_ahead[d / 64] >> (d % 64) & 1);
+}
+
+/* Drops the first k bits of io's notes (seq_through moved k up); frees them once empty. */
+static void ahead_shift(struct dw_conn_io *io, int64_t k)
+{
+    unsigned words = io->ahead_words, w = (unsigned)(k / 64), b = (unsigned)(k % 64);
+    bool any = false;
+
+    if (!words || k <= 0)
+        return;
+    for (unsigned i = 0; i < words; i++) {
+        uint64_t lo = i + w < words ? io->seq_ahead[i + w] : 0;
+        uint64_t hi = i + w + 1 < words ? io->seq_ahead[i + w + 1] : 0;
+
+        io->seq_ahead[i] = b ? lo >> b | hi << (64 - b) : lo;
+        any |= io->seq_ahead[i] != 0;
+    }
+    if (!any) {
+        free(io->seq_ahead);
+        io->seq_ahead = NULL;
+        io->ahead_words = 0;
+    }
+}
+
+/* Every seq up to `to` was sent to the connection: seq_through moves up to it, then past the
+ * seqs noted right above it. */
+static void raise_through(struct dw_conn_io *io, int64_t to)
+{
+    int64_t run = 0;
+
+    if (to > io->seq_through) {
+        ahead_shift(io, to - io->seq_through);
+        io->seq_through = to;
+    }
+    while (ahead_test(io, run))
+        run++;
+    ahead_shift(io, run);
+    io->seq_through += run;
+}
+
+void dw__replay_note_sent(struct dw_conn *conn, int64_t seq)
+{
+    struct dw_conn_io *io = &conn->io;
+    int64_t d = seq - io->seq_through - 1;
+    unsigned need;
+
+    if (d < 0)
+        return;
+    if (d == 0 && !io->seq_ahead) {
+        io->seq_through = seq; /* no gap: the common case, nothing to note */
+        return;
+    }
+    if (d >= (int64_t)AHEAD_MAX_WORDS * 64)
+        return;
+    need = (unsigned)(d / 64) + 1;
+    if (need > io->ahead_words) {
+        io->seq_ahead = dw_xrealloc(io->seq_ahead, need * sizeof(*io->seq_ahead));
+        memset(io->seq_ahead + io->ahead_words, 0,
+               (need - io->ahead_words) * sizeof(*io->seq_ahead));
+        io->ahead_words = need;
+    }
+    io->seq_ahead[d / 64] |= (uint64_t)1 << (d % 64);
+    raise_through(io, io->seq_through);
+}
+
+/* Was seq sent to conn already (as far as the notes tell)? */
+static bool was_sent(const struct dw_conn_io *io, int64_t seq)
+{
+    return seq <= io->seq_through || ahead_test(io, seq - io->seq_through - 1);
+}
+
+/* Where a catch-up of conn starts: after the seqs it was sent without a gap (a gap is what the
+ * bus lost while messages of the same user came from two nodes); a connection that was sent
+ * none gets what its user has not acknowledged, as a new connection does. */
 static int64_t catch_up_from(const struct dw_conn *conn)
 {
-    int64_t from = conn->io.seq_written > conn->io.replayed_through ? conn->io.seq_written
-                                                                    : conn->io.replayed_through;
-
-    return from > 0 ? from : DW_INBOX_UNACKED;
+    return conn->io.seq_through > 0 ? conn->io.seq_through : DW_INBOX_UNACKED;
 }
 
 static void catch_up(struct dw_server *srv, struct dw_conn *conn)
@@ -169,6 +248,7 @@ static void finish(struct dw_server *srv, struct dw_conn *conn)
 
     if (r->high > conn->io.replayed_through)
         conn->io.replayed_through = r->high;
+    raise_through(&conn->io, r->high); /* the client had, or was sent, every seq up to it */
     front_clear(r);
     free(r);
     conn->io.replay = NULL;
@@ -189,10 +269,8 @@ static void take_page(struct dw_server *srv, struct dw_conn *conn, struct dw_rep
 
     front_clear(r);
     r->front = dw_xmalloc((p->n + 1) * sizeof(struct dw_msg *));
-    if (r->kind == CATCH_UP) {
-        srv->io.caught_up_msgs += p->rc == 0 ? p->n : 0;
+    if (r->kind == CATCH_UP)
         srv->io.catch_ups_failed += !r->answered && p->rc < 0;
-    }
     if (!r->answered) {
         if (r->kind != CATCH_UP)
             r->front[k++] = answer_msg(srv, conn, p, r->kind);
@@ -208,12 +286,18 @@ static void take_page(struct dw_server *srv, struct dw_conn *conn, struct dw_rep
         r->more = false;
         r->dropped_to = 0;
     } else {
+        int64_t last = p->n ? p->msgs[p->n - 1]->seq : 0; /* the page's, before any is taken */
+
         for (size_t i = 0; i < p->n; i++) {
+            if (r->kind == CATCH_UP && was_sent(&conn->io, p->msgs[i]->seq))
+                continue; /* a catch-up sends only what the connection missed */
             r->front[k++] = p->msgs[i];
             p->msgs[i] = NULL; /* taken */
         }
+        if (r->kind == CATCH_UP)
+            srv->io.caught_up_msgs += k; /* a catch-up's front holds no answer */
         if (p->n) {
-            r->after = r->front[k - 1]->seq;
+            r->after = last;
             if (r->after > r->high)
                 r->high = r->after;
         } else if (p->rc == 0 && p->from > r->after) {

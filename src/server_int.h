@@ -212,6 +212,10 @@ void dw__replay_start(struct dw_server *srv, struct dw_conn *conn, int64_t after
  * replay. */
 void dw__replay_catch_up_all(struct dw_server *srv);
 
+/* A message with seq (> 0) is written to conn: noted, so that a catch-up neither skips a seq
+ * the connection missed nor sends one again. */
+void dw__replay_note_sent(struct dw_conn *conn, int64_t seq);
+
 /* Is conn's running replay a catch-up (which a resume may replace)? */
 bool dw__replay_is_catch_up(struct dw_conn *conn);
 
