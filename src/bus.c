@@ -67,6 +67,7 @@ struct entry {
     struct entry *next;
     struct dw_msg *msg; /* a reference; NULL for a fence */
     char target;        /* enum dw_bus_target, one of the nodes' own, or TARGET_FENCE */
+    bool routed;        /* this node delivers it when it comes back (dw_bus_publish) */
     char name[DW_USER_ID_MAX + 1];
     void (*fence)(void *arg);
     void *fence_arg;
@@ -216,6 +217,20 @@ static int64_t next_backoff(int64_t b)
     return b > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : b;
 }
 
+/* Delivers m to this node's connections that target and name (a user or a channel, checked)
+ * match (rcu: registered). */
+static void deliver_here(struct dw_bus *bus, char target, const char *name, struct dw_msg *m)
+{
+    if (target == DW_BUS_USER && dw_proto_user_id_is_valid(name))
+        dw__hub_deliver_user(bus->hub, name, m);
+    else if (target == DW_BUS_CHANNEL_TARGET && dw_proto_channel_is_valid(name))
+        dw__hub_deliver_channel(bus->hub, name, m);
+    else if (target == DW_BUS_ALL)
+        dw__hub_deliver_all(bus->hub, m);
+}
+
+static void ask_catch_up(struct dw_bus *bus);
+
 /* ------------------------------------------------------------------------------------------
  * Publishing
  * ------------------------------------------------------------------------------------------ */
@@ -251,13 +266,15 @@ static void count_dropped(struct dw_bus *bus, uint64_t n)
 }
 
 /* Queues msg (a reference is taken) for the publisher, or drops it (counted when it is a
- * message, not one of the nodes' own notices). */
-static void enqueue(struct dw_bus *bus, char target, const char *name, struct dw_msg *msg)
+ * message, not one of the nodes' own notices). Returns whether it was queued. */
+static bool enqueue(struct dw_bus *bus, char target, const char *name, struct dw_msg *msg,
+                    bool routed)
 {
     struct entry *e = dw_xcalloc(1, sizeof(*e));
 
     e->msg = msg;
     e->target = target;
+    e->routed = routed;
     snprintf(e->name, sizeof(e->name), "%s", name ? name : "");
     dw_msg_ref(msg);
     if (!push_entry(bus, e)) {
@@ -265,7 +282,9 @@ static void enqueue(struct dw_bus *bus, char target, const char *name, struct dw
             count_dropped(bus, 1);
         dw_msg_unref(msg);
         free(e);
+        return false;
     }
+    return true;
 }
 
 void dw_bus_fence(struct dw_bus *bus, void (*fn)(void *arg), void *arg)
@@ -292,10 +311,14 @@ static void run_fences(struct entry *batch)
     dw_wake_batch_end();
 }
 
-void dw_bus_publish(struct dw_bus *bus, enum dw_bus_target target, const char *name,
+bool dw_bus_publish(struct dw_bus *bus, enum dw_bus_target target, const char *name,
                     struct dw_msg *msg)
 {
-    enqueue(bus, (char)target, name, msg);
+    /* Round through Redis only while both connections are up: the message comes back. */
+    bool routed = atomic_load_explicit(&bus->pub_up, memory_order_relaxed) &&
+                  atomic_load_explicit(&bus->sub_up, memory_order_relaxed);
+
+    return enqueue(bus, (char)target, name, msg, routed) && routed;
 }
 
 /* Queues one of the nodes' own notices, with text. */
@@ -303,7 +326,7 @@ static void enqueue_notice(struct dw_bus *bus, char target, const char *text)
 {
     struct dw_msg *m = dw_msg_new_text(DW_MSG_CONNECTION_ESTABLISHED, 0, text, strlen(text));
 
-    enqueue(bus, target, NULL, m);
+    enqueue(bus, target, NULL, m, false);
     dw_msg_unref(m);
 }
 
@@ -334,9 +357,9 @@ static void free_entries(struct entry *e)
 static size_t encode(const struct dw_bus *bus, const struct entry *e, char **buf, size_t *cap)
 {
     char head[512];
-    int n = snprintf(head, sizeof(head), "DW1 %s %c %u %u %" PRId64 " %s\n", bus->self, e->target,
-                     (unsigned)e->msg->type, (unsigned)e->msg->flags, e->msg->seq,
-                     e->name[0] ? e->name : "-");
+    int n = snprintf(head, sizeof(head), "DW1 %s %c %u %u %" PRId64 " %s\n", bus->self,
+                     e->routed ? e->target - 'a' + 'A' : e->target, (unsigned)e->msg->type,
+                     (unsigned)e->msg->flags, e->msg->seq, e->name[0] ? e->name : "-");
     size_t len = (size_t)n + e->msg->len;
 
     if (!*buf || len > *cap) {
@@ -413,6 +436,25 @@ static int tell_dropped(struct dw_bus *bus, char **buf, size_t *cap)
 
 static const struct timeval pub_timeout = {.tv_sec = PUBLISH_TIMEOUT_S};
 
+/* A batch did not get through. Its messages that were to come back to this node (routed) are
+ * delivered here now when it was not even tried (Redis was away); when it was, some may have
+ * reached Redis, and come back, before the connection failed: this node's connections are
+ * caught up from the inbox instead (nothing critical lost, nothing twice). */
+static void lost_here(struct dw_bus *bus, struct entry *batch, bool tried)
+{
+    bool routed = false;
+
+    dw_wake_batch_begin();
+    for (struct entry *e = batch; e; e = e->next) {
+        routed |= e->routed;
+        if (e->routed && !tried)
+            deliver_here(bus, e->target, e->name, e->msg);
+    }
+    dw_wake_batch_end();
+    if (routed && tried)
+        ask_catch_up(bus);
+}
+
 static void *pub_main(void *arg)
 {
     struct dw_bus *bus = arg;
@@ -422,10 +464,12 @@ static void *pub_main(void *arg)
     bool logged = false;
 
     dw_thread_set_role(DW_THREAD_WORKER);
+    dw_rcu_register(); /* it delivers here what it could not publish (lost_here) */
     pthread_mutex_lock(&bus->lock);
     for (;;) {
         struct entry *batch;
         uint64_t messages = 0;
+        bool tried;
 
         while (!bus->head && !bus->stopping)
             pthread_cond_wait(&bus->cond, &bus->lock);
@@ -454,6 +498,7 @@ static void *pub_main(void *arg)
                 next_try = dw_now_mono_ns() + backoff;
             }
         }
+        tried = bus->pub != NULL;
         if (bus->pub &&
             (publish_batch(bus, batch, &buf, &cap) < 0 || tell_dropped(bus, &buf, &cap) < 0)) {
             snprintf(why, sizeof(why), "%s", bus->pub->errstr);
@@ -467,6 +512,7 @@ static void *pub_main(void *arg)
             /* Nothing of this batch is known to have gone out. */
             if (messages)
                 count_dropped(bus, messages);
+            lost_here(bus, batch, tried);
             if (!logged)
                 dw_log(DW_LOG_WARN,
                        "Redis unreachable at %s:%d (%s): live messages are not shared with the "
@@ -483,6 +529,7 @@ static void *pub_main(void *arg)
     if (bus->pub)
         (void)publish_notice(bus, TARGET_LEAVING, &buf, &cap);
     free(buf);
+    dw_rcu_unregister();
     return NULL;
 }
 
@@ -614,6 +661,8 @@ static void deliver(struct dw_bus *bus, const char *text, size_t len)
     long long type, flags, seq;
     const char *name;
     struct dw_msg *m;
+    char target;
+    bool routed;
 
     if (!nl || (size_t)(nl - text) >= sizeof(head))
         return;
@@ -621,16 +670,23 @@ static void deliver(struct dw_bus *bus, const char *text, size_t len)
     head[nl - text] = '\0';
     if (!split_head(head, f) || strcmp(f[0], "DW1") != 0 || strlen(f[2]) != 1 ||
         !parse_num(f[3], 0, DW_MSG__COUNT - 1, &type) || !parse_num(f[4], 0, 255, &flags) ||
-        !parse_num(f[5], 0, INT64_MAX, &seq) || strcmp(f[1], bus->self) == 0)
+        !parse_num(f[5], 0, INT64_MAX, &seq))
         return;
     name = f[6];
-    if (strncmp(f[1], bus->self, strlen(bus->node) + 1) == 0 &&
-        !atomic_exchange_explicit(&bus->namesake_warned, 1, memory_order_relaxed))
+    target = f[2][0];
+    routed = target >= 'A' && target <= 'Z'; /* its sender delivers it when it comes back */
+    if (routed)
+        target = (char)(target - 'A' + 'a');
+    if (strcmp(f[1], bus->self) == 0) {
+        if (!routed)
+            return; /* this node's, delivered here when it was sent (Redis was away) */
+    } else if (strncmp(f[1], bus->self, strlen(bus->node) + 1) == 0 &&
+               !atomic_exchange_explicit(&bus->namesake_warned, 1, memory_order_relaxed))
         dw_log(DW_LOG_ERROR,
                "another node calls itself %s too (the same host name and --port): the cluster's "
                "figures and dealwire_nodes mix the two up; give each node its own",
                bus->node);
-    switch (f[2][0]) {
+    switch (target) {
     case TARGET_DROPPED:
         dw_log(DW_LOG_INFO, "node %s dropped messages: catching up", f[1]);
         ask_catch_up(bus);
@@ -645,12 +701,7 @@ static void deliver(struct dw_bus *bus, const char *text, size_t len)
     m = dw_msg_new_text((enum dw_msg_type)type, (unsigned)flags, nl + 1,
                         len - (size_t)(nl + 1 - text));
     m->seq = seq;
-    if (f[2][0] == DW_BUS_USER && dw_proto_user_id_is_valid(name))
-        dw__hub_deliver_user(bus->hub, name, m);
-    else if (f[2][0] == DW_BUS_CHANNEL_TARGET && dw_proto_channel_is_valid(name))
-        dw__hub_deliver_channel(bus->hub, name, m);
-    else if (f[2][0] == DW_BUS_ALL)
-        dw__hub_deliver_all(bus->hub, m);
+    deliver_here(bus, target, name, m);
     dw_msg_unref(m);
     atomic_fetch_add_explicit(&bus->received, 1, memory_order_relaxed);
 }

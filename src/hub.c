@@ -276,32 +276,73 @@ size_t dw__hub_deliver_all(struct dw_hub *hub, struct dw_msg *msg)
     return fanout_finish(&f);
 }
 
-/* The sends: here first, then, with a bus, to the other nodes (bus.h). */
+/* The connections of this node a send to user_id (or channel) would reach now: what a send
+ * through Redis answers (it is delivered here later, by the bus). */
+static size_t count_user(struct dw_hub *hub, const char *user_id)
+{
+    struct dw_user *u;
+    struct dw_conn *c;
+    size_t n = 0;
+
+    dw_rcu_read_lock();
+    u = find_user(hub, user_id);
+    if (u) {
+        dw_rlist_for_each_entry(c, &u->conns, struct dw_conn, user_link) {
+            (void)c;
+            n++;
+        }
+    }
+    dw_rcu_read_unlock();
+    return n;
+}
+
+static size_t count_channel(struct dw_hub *hub, const char *channel)
+{
+    struct dw_channel *ch;
+    struct dw_membership *m;
+    size_t n = 0;
+
+    dw_rcu_read_lock();
+    ch = find_channel(hub, channel);
+    if (ch) {
+        dw_rlist_for_each_entry(m, &ch->members, struct dw_membership, chan_link) {
+            (void)m;
+            n++;
+        }
+    }
+    dw_rcu_read_unlock();
+    return n;
+}
+
+/* The sends. Without a bus, to this node's connections. With one that is up, through Redis
+ * only: this node's connections get it when it comes back on the node's subscription, in the
+ * order Redis gives every node (bus.h, "Order"). With a bus that is down, here at once and to
+ * Redis as it can (dropped and counted while it is away). */
 size_t dw_hub_send_user(struct dw_hub *hub, const char *user_id, struct dw_msg *msg)
 {
-    size_t n = dw__hub_deliver_user(hub, user_id, msg);
-
-    if (hub->bus && !dw_hub_sealed(hub))
-        dw_bus_publish(hub->bus, DW_BUS_USER, user_id, msg);
-    return n;
+    if (!hub->bus || dw_hub_sealed(hub))
+        return dw__hub_deliver_user(hub, user_id, msg);
+    if (dw_bus_publish(hub->bus, DW_BUS_USER, user_id, msg))
+        return count_user(hub, user_id);
+    return dw__hub_deliver_user(hub, user_id, msg);
 }
 
 size_t dw_hub_send_channel(struct dw_hub *hub, const char *channel, struct dw_msg *msg)
 {
-    size_t n = dw__hub_deliver_channel(hub, channel, msg);
-
-    if (hub->bus && !dw_hub_sealed(hub))
-        dw_bus_publish(hub->bus, DW_BUS_CHANNEL_TARGET, channel, msg);
-    return n;
+    if (!hub->bus || dw_hub_sealed(hub))
+        return dw__hub_deliver_channel(hub, channel, msg);
+    if (dw_bus_publish(hub->bus, DW_BUS_CHANNEL_TARGET, channel, msg))
+        return count_channel(hub, channel);
+    return dw__hub_deliver_channel(hub, channel, msg);
 }
 
 size_t dw_hub_send_all(struct dw_hub *hub, struct dw_msg *msg)
 {
-    size_t n = dw__hub_deliver_all(hub, msg);
-
-    if (hub->bus && !dw_hub_sealed(hub))
-        dw_bus_publish(hub->bus, DW_BUS_ALL, NULL, msg);
-    return n;
+    if (!hub->bus || dw_hub_sealed(hub))
+        return dw__hub_deliver_all(hub, msg);
+    if (dw_bus_publish(hub->bus, DW_BUS_ALL, NULL, msg))
+        return dw_hub_connection_count(hub);
+    return dw__hub_deliver_all(hub, msg);
 }
 
 void dw_hub_set_bus(struct dw_hub *hub, struct dw_bus *bus)

@@ -3,11 +3,16 @@
  * nodes").
  *
  * Every message a node's producers send through the hub (publish API, monitors, planner,
- * inbox) is delivered to its own connections at once and published on one Redis channel; every
- * node subscribes to it and delivers what the others published to its own connections. So a
- * message reaches each matching connection once, on whichever node it is, and the messages of
- * one producer arrive in its order (one publishing connection per node, and Redis keeps the
- * order of one connection's publishes).
+ * inbox) is published on one Redis channel; every node subscribes to it and delivers what
+ * comes on it to its own connections, the node that published it included. So a message
+ * reaches each matching connection once, on whichever node it is.
+ *
+ * Order: every node delivers in the one order Redis gave the channel, its own messages too
+ * (that is what the round trip buys: a node delivering its own at once could put them before
+ * another node's that Redis had already passed on). The publish API answers once Redis took
+ * the messages (dw_bus_fence), so a publisher that waits for each answer, whichever node it
+ * goes to, has its messages in its order on every connection. While Redis is away, a node
+ * delivers its own messages at once, to its own connections only.
  *
  * Two threads, each with its own Redis connection (hiredis, blocking): the publisher takes
  * what the producers queued (a mutex and a condition variable; at most DW_BUS_QUEUE_BYTES) and
@@ -27,6 +32,7 @@
 #ifndef DEALWIRE_BUS_H
 #define DEALWIRE_BUS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -65,9 +71,14 @@ struct dw_bus_hooks {
 struct dw_bus *dw_bus_start(const char *url, struct dw_hub *hub, const char *node,
                             const struct dw_bus_hooks *hooks, char *why, size_t size);
 
-/* thread: any. Queues msg (a reference is taken) for the other nodes, to target (name: the user
- * or channel; NULL for everyone). Never blocks on Redis. */
-void dw_bus_publish(struct dw_bus *bus, enum dw_bus_target target, const char *name,
+/* thread: any. Queues msg (a reference is taken) for every node, to target (name: the user or
+ * channel; NULL for everyone). Never blocks on Redis. Returns true when the message goes round
+ * through Redis, to this node's connections too (both connections up: the bus delivers it
+ * here when it comes back on the subscription, or, when it could not be published at all,
+ * at once; when a publish failed on its way, it catches the connections up from the inbox).
+ * Returns false when the caller delivers it here itself: Redis is away (the message is queued
+ * for the other nodes as it can be, or dropped and counted). */
+bool dw_bus_publish(struct dw_bus *bus, enum dw_bus_target target, const char *name,
                     struct dw_msg *msg);
 
 /* thread: any. Calls fn(arg) once every message queued before this call is in Redis (Redis

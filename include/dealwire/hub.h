@@ -51,8 +51,10 @@ size_t dw_hub_send_channel(struct dw_hub *hub, const char *channel, struct dw_ms
 /* thread: any; rcu: registered. Queues msg for every connection. Returns the count. */
 size_t dw_hub_send_all(struct dw_hub *hub, struct dw_msg *msg);
 
-/* thread: main, before any send. With bus (--redis), every send also goes to the other nodes
- * (bus.h), after this node's connections got it. */
+/* thread: main, before any send. With bus (--redis), every send goes to every node's
+ * connections through Redis, this node's included, while the bus is up; while it is down,
+ * here at once (bus.h). The counts the sends return are then this node's connections that
+ * match when the message is published. */
 void dw_hub_set_bus(struct dw_hub *hub, struct dw_bus *bus);
 
 /* thread: any. Counts one published message of type (for the stats). */
