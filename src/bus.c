@@ -580,10 +580,9 @@ static struct dw_bus_peer *peer_slot(struct dw_bus *bus, const char *id, bool ad
     for (size_t i = 0; i < DW_BUS_PEERS_MAX; i++) {
         struct dw_bus_peer *p = &bus->peers[i];
 
-        if (p->node[0] && strcmp(p->id, id) == 0)
+        if (p->id[0] && strcmp(p->id, id) == 0)
             return p;
-        if (!free_slot &&
-            (!p->node[0] || dw_now_realtime_ns() - p->heard_at > DW_BUS_PEER_FORGET_NS))
+        if (!free_slot && (!p->id[0] || dw_now_realtime_ns() - p->heard_at > DW_BUS_PEER_FORGET_NS))
             free_slot = p;
     }
     return add ? free_slot : NULL;
@@ -603,8 +602,6 @@ static uint64_t json_u64(struct json_object *obj, const char *key)
 static void heard_from(struct dw_bus *bus, const char *id, char target, const char *text,
                        size_t len)
 {
-    const char *slash = strrchr(id, '/');
-    int name_len = slash ? (int)(slash - id) : (int)strlen(id);
     struct json_object *obj = NULL;
     struct dw_bus_peer *p;
 
@@ -622,14 +619,13 @@ static void heard_from(struct dw_bus *bus, const char *id, char target, const ch
     p = peer_slot(bus, id, obj != NULL);
     if (p && obj) {
         snprintf(p->id, sizeof(p->id), "%s", id);
-        snprintf(p->node, sizeof(p->node), "%.*s", name_len, id);
         p->figures.connections = json_u64(obj, "connections");
         p->figures.users = json_u64(obj, "users");
         p->figures.messages_sent = json_u64(obj, "messages_sent");
         p->figures.started_at = (int64_t)json_u64(obj, "started_at");
         p->heard_at = dw_now_realtime_ns();
     } else if (p) {
-        p->node[0] = '\0'; /* it left */
+        p->id[0] = '\0'; /* it left */
     }
     pthread_mutex_unlock(&bus->peers_lock);
     json_object_put(obj);
@@ -646,7 +642,7 @@ size_t dw_bus_peers(struct dw_bus *bus, struct dw_bus_peer *out, size_t max)
     for (size_t i = 0; i < DW_BUS_PEERS_MAX && n < max; i++) {
         const struct dw_bus_peer *p = &bus->peers[i];
 
-        if (p->node[0] && now - p->heard_at <= DW_BUS_PEER_FORGET_NS)
+        if (p->id[0] && now - p->heard_at <= DW_BUS_PEER_FORGET_NS)
             out[n++] = *p;
     }
     pthread_mutex_unlock(&bus->peers_lock);

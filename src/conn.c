@@ -278,7 +278,7 @@ static bool user_is_full(struct dw_server *srv, const char *user_id)
 
     dw_rcu_read_lock();
     u = dw__hub_find_user(srv->hub, user_id);
-    n = u ? u->nconns : 0;
+    n = u ? atomic_load_explicit(&u->nconns, memory_order_relaxed) : 0;
     dw_rcu_read_unlock();
     return n >= (unsigned)srv->cfg->max_connections_per_user;
 }
@@ -812,7 +812,8 @@ static void enforce_bound(struct dw_server *srv, struct dw_conn *conn)
 }
 
 /* The next message to write, borrowed: the replay's while one runs (the outbox waits), else
- * the outbox's, past the messages the replay already sent (each counted in *skipped). */
+ * the outbox's, past the messages the connection was already sent, by a replay (each counted
+ * in *skipped). */
 static struct dw_msg *next_msg(struct dw_conn *conn, unsigned long *skipped)
 {
     struct dw_msg *m;
@@ -820,7 +821,7 @@ static struct dw_msg *next_msg(struct dw_conn *conn, unsigned long *skipped)
     if (conn->io.replay)
         return dw__replay_peek(conn);
     while ((m = dw_outbox_peek(&conn->outbox)) != NULL && m->seq != 0 &&
-           m->seq <= conn->io.replayed_through) {
+           dw__replay_was_sent(conn, m->seq)) {
         dw_outbox_drop(&conn->outbox);
         (*skipped)++;
     }

@@ -58,11 +58,11 @@ struct dw_conn_io {
     const char *close_reason;  /* a static string */
     unsigned long flush_left;  /* FLUSHING: frames still to write before the close frame */
     /* The durable inbox (replay.c): while a replay runs, what it reads is written and the
-     * outbox waits; afterwards, outbox messages whose seq it covered are skipped. */
+     * outbox waits; afterwards, outbox messages the connection was sent are skipped. */
     struct dw_replay *replay;
-    int64_t replayed_through;
-    /* What the connection was sent of its user's seqs (replay.c, where a catch-up starts):
-     * every seq up to seq_through, and seq_through + 1 + i for each bit i set in seq_ahead
+    /* What the connection was sent of its user's seqs (replay.c: what the outbox skips, where
+     * a catch-up starts): every seq up to seq_through (written, covered by a replay, or the
+     * client's own last_seq), and seq_through + 1 + i for each bit i set in seq_ahead
      * (ahead_words words, allocated only while the connection has a gap). */
     int64_t seq_through;
     uint64_t *seq_ahead;

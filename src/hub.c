@@ -281,17 +281,11 @@ size_t dw__hub_deliver_all(struct dw_hub *hub, struct dw_msg *msg)
 static size_t count_user(struct dw_hub *hub, const char *user_id)
 {
     struct dw_user *u;
-    struct dw_conn *c;
-    size_t n = 0;
+    size_t n;
 
     dw_rcu_read_lock();
     u = find_user(hub, user_id);
-    if (u) {
-        dw_rlist_for_each_entry(c, &u->conns, struct dw_conn, user_link) {
-            (void)c;
-            n++;
-        }
-    }
+    n = u ? atomic_load_explicit(&u->nconns, memory_order_relaxed) : 0;
     dw_rcu_read_unlock();
     return n;
 }
@@ -299,17 +293,11 @@ static size_t count_user(struct dw_hub *hub, const char *user_id)
 static size_t count_channel(struct dw_hub *hub, const char *channel)
 {
     struct dw_channel *ch;
-    struct dw_membership *m;
-    size_t n = 0;
+    size_t n;
 
     dw_rcu_read_lock();
     ch = find_channel(hub, channel);
-    if (ch) {
-        dw_rlist_for_each_entry(m, &ch->members, struct dw_membership, chan_link) {
-            (void)m;
-            n++;
-        }
-    }
+    n = ch ? atomic_load_explicit(&ch->nmembers, memory_order_relaxed) : 0;
     dw_rcu_read_unlock();
     return n;
 }
@@ -447,7 +435,7 @@ void dw__hub_add(struct dw_hub *hub, struct dw_conn *conn, const char *user_id)
         atomic_fetch_add_explicit(&hub->nusers, 1, memory_order_relaxed);
     }
     conn->user = u;
-    u->nconns++;
+    atomic_fetch_add_explicit(&u->nconns, 1, memory_order_relaxed);
     dw_rlist_add_tail(&u->conns, &conn->user_link);
     dw_rlist_add_tail(&hub->all, &conn->all_link);
     DW_TSAN_RELEASE(conn);
@@ -486,7 +474,7 @@ static void leave_channel(struct dw_hub *hub, struct dw_membership *m)
     struct dw_channel *ch = m->chan;
 
     dw_rlist_del(&m->chan_link);
-    if (--ch->nmembers == 0) {
+    if (atomic_fetch_sub_explicit(&ch->nmembers, 1, memory_order_relaxed) == 1) {
         if (cds_lfht_del(hub->channels, &ch->node) == 0) {
             atomic_fetch_sub_explicit(&hub->nchannels, 1, memory_order_relaxed);
             dw_call_rcu(&ch->rcu, free_channel_rcu);
@@ -514,7 +502,7 @@ void dw__hub_remove(struct dw_hub *hub, struct dw_conn *conn)
     dw_rlist_del(&conn->all_link);
     if (cds_lfht_del(hub->conns, &conn->id_node) == 0)
         atomic_fetch_sub_explicit(&hub->nconns, 1, memory_order_relaxed);
-    if (--u->nconns == 0) {
+    if (atomic_fetch_sub_explicit(&u->nconns, 1, memory_order_relaxed) == 1) {
         if (cds_lfht_del(hub->users, &u->node) == 0) {
             atomic_fetch_sub_explicit(&hub->nusers, 1, memory_order_relaxed);
             dw_call_rcu(&u->rcu, free_user_rcu);
@@ -557,7 +545,7 @@ int dw__hub_subscribe(struct dw_hub *hub, struct dw_conn *conn, const char *chan
     m->next = conn->io.subs;
     conn->io.subs = m;
     conn->io.nsubs++;
-    ch->nmembers++;
+    atomic_fetch_add_explicit(&ch->nmembers, 1, memory_order_relaxed);
     dw_rlist_add_tail(&ch->members, &m->chan_link);
     dw_rcu_read_unlock();
     return 0;

@@ -21,7 +21,7 @@
 struct dw_user {
     struct cds_lfht_node node; /* in hub->users, keyed by id */
     struct dw_rlist conns;     /* dw_conn.user_link */
-    unsigned nconns;           /* io only */
+    _Atomic unsigned nconns;   /* written by io only; read by sends through the bus */
     struct rcu_head rcu;
     char id[];
 };
@@ -29,7 +29,7 @@ struct dw_user {
 struct dw_channel {
     struct cds_lfht_node node; /* in hub->channels, keyed by name */
     struct dw_rlist members;   /* dw_membership.chan_link */
-    unsigned nmembers;         /* io only */
+    _Atomic unsigned nmembers; /* written by io only; read by sends through the bus */
     uint64_t seen;             /* io only: the stats walk that last listed it (stats.c) */
     struct rcu_head rcu;
     char name[];

@@ -16,7 +16,6 @@
 #include "dealwire/db.h"
 #include "dealwire/log.h"
 #include "dealwire/bus.h"
-#include "dealwire/leader.h"
 #include "dealwire/monitor.h"
 #include "dealwire/rcu.h"
 #include "dealwire/server.h"
@@ -126,11 +125,10 @@ int main(int argc, char **argv)
         goto out_rcu;
     if (cfg.redis) {
         struct dw_bus_hooks hooks = {.catch_up = dw_server_catch_up, .arg = srv};
-        char node[128], why[384];
-        struct dw_bus *bus;
+        char why[384];
+        struct dw_bus *bus = dw_bus_start(cfg.redis, dw_server_hub(srv), dw_server_node(srv),
+                                          &hooks, why, sizeof(why));
 
-        dw_leader_node_name(cfg.port, node);
-        bus = dw_bus_start(cfg.redis, dw_server_hub(srv), node, &hooks, why, sizeof(why));
         if (!bus) {
             dw_log(DW_LOG_ERROR, "--redis: %s", why);
             exit_code = 2; /* a setting that cannot work, as a bad flag */

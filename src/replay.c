@@ -7,8 +7,9 @@
  * live (committed after it, delivered after that). While the replay runs the outbox waits,
  * and the socket gets the replay's answer (the welcome, or "resumed"), then the pages in seq
  * order. A page that ends at the user's last_seq of its snapshot ends the replay; from then on
- * the outbox flows, and a live message whose seq the replay covered is skipped
- * (conn->io.replayed_through): no gap, no message twice on one connection.
+ * the outbox flows, and a live message whose seq the connection was sent is skipped
+ * (dw__replay_was_sent: io.seq_through and io.seq_ahead, one record of what was sent, kept by
+ * the replays and the write path): no gap, no message twice on one connection.
  *
  * A catch-up (dw__replay_catch_up_all: the bus says this node may have missed messages from
  * the others) is the same replay without an answer, from the last seq the connection was sent
@@ -219,9 +220,10 @@ void dw__replay_note_sent(struct dw_conn *conn, int64_t seq)
     raise_through(io, io->seq_through);
 }
 
-/* Was seq sent to conn already (as far as the notes tell)? */
-static bool was_sent(const struct dw_conn_io *io, int64_t seq)
+bool dw__replay_was_sent(const struct dw_conn *conn, int64_t seq)
 {
+    const struct dw_conn_io *io = &conn->io;
+
     return seq <= io->seq_through || ahead_test(io, seq - io->seq_through - 1);
 }
 
@@ -246,8 +248,6 @@ static void finish(struct dw_server *srv, struct dw_conn *conn)
 {
     struct dw_replay *r = conn->io.replay;
 
-    if (r->high > conn->io.replayed_through)
-        conn->io.replayed_through = r->high;
     raise_through(&conn->io, r->high); /* the client had, or was sent, every seq up to it */
     front_clear(r);
     free(r);
@@ -289,7 +289,7 @@ static void take_page(struct dw_server *srv, struct dw_conn *conn, struct dw_rep
         int64_t last = p->n ? p->msgs[p->n - 1]->seq : 0; /* the page's, before any is taken */
 
         for (size_t i = 0; i < p->n; i++) {
-            if (r->kind == CATCH_UP && was_sent(&conn->io, p->msgs[i]->seq))
+            if (r->kind == CATCH_UP && dw__replay_was_sent(conn, p->msgs[i]->seq))
                 continue; /* a catch-up sends only what the connection missed */
             r->front[k++] = p->msgs[i];
             p->msgs[i] = NULL; /* taken */

@@ -630,6 +630,11 @@ struct dw_inbox *dw_server_inbox(struct dw_server *srv)
     return srv->inbox;
 }
 
+const char *dw_server_node(const struct dw_server *srv)
+{
+    return srv->node;
+}
+
 struct dw_hub *dw_server_hub(struct dw_server *srv)
 {
     return srv->hub;

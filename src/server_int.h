@@ -216,6 +216,10 @@ void dw__replay_catch_up_all(struct dw_server *srv);
  * the connection missed nor sends one again. */
 void dw__replay_note_sent(struct dw_conn *conn, int64_t seq);
 
+/* Was a message with seq (> 0) sent to conn already (written, covered by a replay, or held
+ * by the client by its own last_seq)? The outbox skips such a message. */
+bool dw__replay_was_sent(const struct dw_conn *conn, int64_t seq);
+
 /* Is conn's running replay a catch-up (which a resume may replace)? */
 bool dw__replay_is_catch_up(struct dw_conn *conn);
 

@@ -18,6 +18,7 @@
 #include "dealwire/time.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #include <json-c/json.h>
 
@@ -175,8 +176,10 @@ static struct json_object *node_doc(const struct dw_bus_peer *p, bool self, int6
     struct json_object *obj = json_object_new_object();
     bool stale = now - p->heard_at > DW_BUS_PEER_STALE_NS;
     int64_t heard_ms = (now - p->heard_at) / DW_NSEC_PER_MSEC; /* to the millisecond */
+    const char *slash = strrchr(p->id, '/'); /* its name is what comes before the instance */
+    size_t name_len = slash ? (size_t)(slash - p->id) : strlen(p->id);
 
-    json_object_object_add(obj, "node", json_object_new_string(p->node));
+    json_object_object_add(obj, "node", json_object_new_string_len(p->id, (int)name_len));
     json_object_object_add(obj, "self", json_object_new_boolean(self));
     json_object_object_add(obj, "active_connections", u64(p->figures.connections));
     json_object_object_add(obj, "total_users", u64(p->figures.users));
@@ -207,7 +210,7 @@ static struct json_object *cluster_doc(struct dw_server *srv)
     int64_t now = dw_now_realtime_ns();
     size_t n;
 
-    snprintf(peers[0].node, sizeof(peers[0].node), "%s", srv->node);
+    snprintf(peers[0].id, sizeof(peers[0].id), "%s", srv->node);
     dw__stats_figures(srv, &peers[0].figures);
     peers[0].heard_at = now;
     n = 1 + dw_bus_peers(srv->bus, peers + 1, DW_BUS_PEERS_MAX);

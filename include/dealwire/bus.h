@@ -109,8 +109,9 @@ void dw_bus_announce(struct dw_bus *bus, const struct dw_bus_figures *f);
 #define DW_BUS_PEERS_MAX 64
 
 struct dw_bus_peer {
-    char node[128]; /* its name, "host:port" */
-    char id[160];   /* what marks its messages: the name and an instance drawn at its start */
+    /* What marks its messages: its name ("host:port"), '/', and an instance drawn at its
+     * start; empty for a free slot. */
+    char id[160];
     struct dw_bus_figures figures;
     int64_t heard_at; /* realtime ns of its last announcement */
 };

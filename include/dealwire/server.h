@@ -68,6 +68,10 @@ void dw_server_catch_up(void *srv_arg);
 struct dw_inbox;
 struct dw_inbox *dw_server_inbox(struct dw_server *srv);
 
+/* thread: any. This node's name, "host:port" (leader.h). Borrowed for the server's
+ * lifetime. */
+const char *dw_server_node(const struct dw_server *srv);
+
 /* thread: any. The hub, for producers. Borrowed for the server's lifetime. */
 struct dw_hub *dw_server_hub(struct dw_server *srv);
 
