@@ -13,6 +13,13 @@
  * after lws kept part of the previous one (lws_partial_buffered), pings and closes. lws
  * drains a kept part before the next WRITEABLE.
  *
+ * A drain writes DW_DRAIN_SLICE connections, then lets the loop take a pass before the rest
+ * (self-woken), and the answers to publishes go out before it: a publisher that waits for
+ * each answer sends its next request while the drain still writes the previous message, its
+ * messages join the writes of the connections not yet written, and one write carries several
+ * of them. Without the slices a serial publisher moved in lock-step with the drain, one
+ * message per write (issue 14).
+ *
  * Slow consumers: the bound (--queue-size messages, --queue-bytes bytes) counts what the
  * socket could not take. A turn writes as much as the socket takes (up to WRITE_BURST_MAX
  * writes). Only a drain that finds the socket still full from an earlier turn (lws holds part
@@ -56,6 +63,10 @@
 #define CLOSE_TOKEN_EXPIRED 4001
 /* Seconds a slow consumer has to take its close frame before lws hangs up. */
 #define SLOW_CLOSE_GRACE_S 5
+
+/* Connections one drain writes before the loop takes another pass (dw__conn_drain_ready):
+ * about a millisecond of writes. */
+#define DW_DRAIN_SLICE 16
 
 /* RAW writes of up to DW_WRITE_BATCH one connection gets in one turn while its socket takes
  * them: 1 MiB, so a burst to a client that keeps up goes out at once, and one connection cannot
@@ -936,11 +947,14 @@ static bool may_write_now(const struct dw_conn *conn)
 
 void dw__conn_drain_ready(struct dw_server *srv)
 {
-    struct dw_readyq_batch batch;
     struct cds_wfcq_node *node;
+    unsigned n = 0;
 
-    dw__hub_take_ready(srv->hub, &batch);
-    while ((node = dw_readyq_batch_next(&batch)) != NULL) {
+    DW_ASSERT_THREAD(DW_THREAD_IO);
+    /* Behind what the previous call left: every connection has its turn in the order it
+     * became ready. */
+    dw__hub_take_ready(srv->hub, &srv->drain);
+    while ((node = dw_readyq_batch_next(&srv->drain)) != NULL) {
         struct dw_conn *conn = caa_container_of(node, struct dw_conn, ready_node);
         struct lws *wsi = conn->io.wsi;
 
@@ -972,7 +986,23 @@ void dw__conn_drain_ready(struct dw_server *srv)
         }
         /* The ready queue's reference, taken by the producer that scheduled conn. */
         dw__conn_unref(conn);
+        if (++n == DW_DRAIN_SLICE) {
+            /* The rest after the next pass of the loop, which reads what came meanwhile: a
+             * publisher's next request, whose messages then join the writes of every
+             * connection not yet written (conn.c, "Write path"). */
+            lws_cancel_service(srv->ctx);
+            return;
+        }
     }
+}
+
+void dw__conn_drain_release(struct dw_server *srv)
+{
+    struct cds_wfcq_node *node;
+
+    dw__hub_take_ready(srv->hub, &srv->drain);
+    while ((node = dw_readyq_batch_next(&srv->drain)) != NULL)
+        dw__conn_unref(caa_container_of(node, struct dw_conn, ready_node));
 }
 
 int dw__conn_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss)

@@ -19,10 +19,20 @@ bool dw_readyq_push(struct dw_readyq *q, struct cds_wfcq_node *node)
     return !cds_wfcq_enqueue(&q->_head, &q->_tail, node);
 }
 
-void dw_readyq_take_all(struct dw_readyq *q, struct dw_readyq_batch *batch)
+void dw_readyq_batch_init(struct dw_readyq_batch *batch)
 {
     __cds_wfcq_init(&batch->_head, &batch->_tail);
+}
+
+void dw_readyq_take_more(struct dw_readyq *q, struct dw_readyq_batch *batch)
+{
     __cds_wfcq_splice_blocking(&batch->_head, &batch->_tail, &q->_head, &q->_tail);
+}
+
+void dw_readyq_take_all(struct dw_readyq *q, struct dw_readyq_batch *batch)
+{
+    dw_readyq_batch_init(batch);
+    dw_readyq_take_more(q, batch);
 }
 
 struct cds_wfcq_node *dw_readyq_batch_next(struct dw_readyq_batch *batch)

@@ -197,11 +197,13 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         if (!srv)
             return 0;
+        /* Answers first: a publisher's next request can then arrive while the drain below
+         * writes, in slices, what the previous ones sent (dw__conn_drain_ready). */
+        dw__http_drain_done(srv);
         dw__replay_drain(srv);
         if (atomic_exchange(&srv->catch_up_due, 0))
             dw__replay_catch_up_all(srv);
         dw__conn_drain_ready(srv);
-        dw__http_drain_done(srv);
         if (atomic_exchange(&srv->reload_tls, 0))
             reload_tls(srv);
         check_shutdown(srv);
@@ -359,6 +361,7 @@ struct dw_server *dw_server_new(const struct dw_config *cfg, const struct dw_aut
     dw_readyq_init(&srv->replays);
     srv->ready_tail = &srv->ready_reqs;
     srv->wbuf = dw_xmalloc(LWS_PRE + DW_WRITE_BATCH);
+    dw_readyq_batch_init(&srv->drain);
     srv->wake = (struct dw_wake){.fn = wake, .arg = srv};
     srv->hub = dw_hub_new(&srv->wake);
 
@@ -588,6 +591,7 @@ void dw_server_free(struct dw_server *srv)
         free(srv->uv_loop);
     }
     dw__http_submit_ready(srv); /* every connection is closed: frees what waited */
+    dw__conn_drain_release(srv);
     dw__http_free_done(srv);
     dw__replay_free_all(srv); /* pages the stopped inbox answered after the loop ended */
     dw_hub_free(srv->hub);

@@ -119,6 +119,8 @@ struct dw_server {
     lws_sorted_usec_list_t announce;         /* with a bus: this node's figures, every
                                               * DW_ANNOUNCE_US */
     unsigned char *wbuf;                     /* LWS_PRE + DW_WRITE_BATCH, the one write buffer */
+    struct dw_readyq_batch drain;            /* io: connections taken from the ready queue and
+                                              * not yet written (dw__conn_drain_ready) */
     /* Requests whose body is complete, for the workers after this pass of the loop (http.c,
      * refuse_pipelined says why not at once), and the libuv loop's hook for that. */
     struct dw_http_req *ready_reqs;
@@ -183,8 +185,13 @@ void dw__conn_peer_close(struct dw_pss *pss);
 void dw__conn_closed(struct dw_server *srv, struct dw_pss *pss);
 
 /* Drains the ready queue: collects each connection's outbox and writes it at once, or asks
- * for WRITEABLE when something must go first (conn.c, "Write path"). */
+ * for WRITEABLE when something must go first (conn.c, "Write path"). At most DW_DRAIN_SLICE
+ * connections per call: what is left waits in srv->drain for the next pass of the loop,
+ * which it asks for. */
 void dw__conn_drain_ready(struct dw_server *srv);
+
+/* Lets go of the connections a drain left (at the end, once the loop has stopped). */
+void dw__conn_drain_release(struct dw_server *srv);
 
 /* The heartbeat sweep over every connection (pings, stale hang-ups). */
 void dw__conn_sweep(struct dw_server *srv, int64_t now);

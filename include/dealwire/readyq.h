@@ -38,6 +38,12 @@ bool dw_readyq_push(struct dw_readyq *q, struct cds_wfcq_node *node);
 /* thread: consumer. Moves everything queued so far into batch (initialized here). */
 void dw_readyq_take_all(struct dw_readyq *q, struct dw_readyq_batch *batch);
 
+/* thread: consumer. An empty batch, for dw_readyq_take_more. */
+void dw_readyq_batch_init(struct dw_readyq_batch *batch);
+
+/* thread: consumer. Appends everything queued so far to batch, behind what it holds. */
+void dw_readyq_take_more(struct dw_readyq *q, struct dw_readyq_batch *batch);
+
 /* thread: consumer. Next node of batch, or NULL. The node may be pushed again as soon as its
  * owner's scheduled flag is cleared. */
 struct cds_wfcq_node *dw_readyq_batch_next(struct dw_readyq_batch *batch);
