@@ -214,7 +214,7 @@ static int read_last_seq(struct lws *wsi, int64_t *out)
 
 /* Answers an upgrade request with status and a JSON error, written by hand: at this point
  * lws would label its own status line HTTP/1.0, which WebSocket clients reject. */
-static int refuse_upgrade(struct lws *wsi, int status, const char *why)
+int dw__refuse_upgrade(struct lws *wsi, int status, const char *why)
 {
     return dw__http_write_refusal(wsi, status, why) < 0 ? -1 : 1;
 }
@@ -304,7 +304,7 @@ static int refuse_full_user(struct dw_server *srv, struct lws *wsi, const char *
            srv->cfg->max_connections_per_user);
     snprintf(why, sizeof(why), "this user holds %d connections, the most allowed",
              srv->cfg->max_connections_per_user);
-    return refuse_upgrade(wsi, DW_HTTP_TOO_MANY_REQUESTS, why);
+    return dw__refuse_upgrade(wsi, DW_HTTP_TOO_MANY_REQUESTS, why);
 }
 
 int dw__conn_confirm_upgrade(struct dw_server *srv, struct lws *wsi)
@@ -313,13 +313,15 @@ int dw__conn_confirm_upgrade(struct dw_server *srv, struct lws *wsi)
     int status = 0;
     const char *why = NULL, *reason;
 
+    if (dw__stream_is_path(wsi))
+        return dw__stream_confirm_upgrade(srv, wsi);
     if (srv->draining) {
         status = HTTP_STATUS_SERVICE_UNAVAILABLE;
         why = "server is shutting down";
     } else if (lws_hdr_copy(wsi, path, sizeof(path), WSI_TOKEN_GET_URI) <= 0 ||
                strcmp(path, WS_PATH) != 0) {
         status = HTTP_STATUS_NOT_FOUND;
-        why = "WebSocket endpoint is " WS_PATH;
+        why = "WebSocket endpoints are " WS_PATH " and " DW_STREAM_PATH;
     } else if (dw_hub_connection_count(srv->hub) >= (size_t)srv->cfg->max_connections) {
         srv->refusals.capacity++;
         status = HTTP_STATUS_SERVICE_UNAVAILABLE;
@@ -369,7 +371,7 @@ int dw__conn_confirm_upgrade(struct dw_server *srv, struct lws *wsi)
         }
     }
     dw_log(DW_LOG_DEBUG, "upgrade refused (%d): %s", status, why);
-    return refuse_upgrade(wsi, status, why);
+    return dw__refuse_upgrade(wsi, status, why);
 }
 
 void dw__conn_send(struct dw_conn *conn, struct dw_msg *msg)

@@ -105,20 +105,18 @@ static struct dw_http_req *req_new(struct dw_server *srv, struct lws *wsi)
     return req;
 }
 
-/* thread: any. Frees a body of srv's that reserved max bytes, and gives them back to the
- * budget (--max-body-memory). */
-static void release_body(struct dw_server *srv, char *body, size_t max)
+void dw__body_release(struct dw_server *srv, char *body, size_t n)
 {
     free(body);
-    atomic_fetch_sub_explicit(&srv->body_bytes, max, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&srv->body_bytes, n, memory_order_relaxed);
 }
 
-/* thread: any. Frees req's body, if it still has one (release_body). */
+/* thread: any. Frees req's body, if it still has one (dw__body_release). */
 static void free_body(struct dw_http_req *req)
 {
     if (!req->body)
         return;
-    release_body(req->srv, req->body, req->body_max);
+    dw__body_release(req->srv, req->body, req->body_max);
     req->body = NULL;
 }
 
@@ -131,9 +129,7 @@ static void req_unref(struct dw_http_req *req)
     free(req);
 }
 
-/* Takes n bytes of --max-body-memory for a body about to be read. False when the bodies held
- * already take too much of it: the request is refused before anything of it is read. */
-static bool reserve_body(struct dw_server *srv, size_t n)
+bool dw__body_reserve(struct dw_server *srv, size_t n)
 {
     size_t held = atomic_fetch_add_explicit(&srv->body_bytes, n, memory_order_relaxed);
 
@@ -457,7 +453,7 @@ static void publish_job(void *arg)
     req->body = NULL;
     dw_wake_batch_begin();
     status = dw_publish_request(&env, body, body_len, &text, &len);
-    release_body(srv, body, body_max);
+    dw__body_release(srv, body, body_max);
     if (status != DW_PUBLISH_PENDING)
         publish_done(req, status, text, len); /* req is not touched after this */
     dw_wake_batch_end();
@@ -569,8 +565,7 @@ static const struct route *find_route(const char *path)
     return NULL;
 }
 
-/* Does the request carry the operator token (when --api-token is set)? */
-static bool api_allowed(struct dw_server *srv, struct lws *wsi)
+bool dw__http_api_allowed(struct dw_server *srv, struct lws *wsi)
 {
     char value[512];
 
@@ -695,7 +690,7 @@ int dw__http_request(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
     r = check_framing(wsi, pss, &n);
     if (r != 1)
         return r;
-    if (strncmp(path, "/api/", 5) == 0 && !api_allowed(srv, wsi)) {
+    if (strncmp(path, "/api/", 5) == 0 && !dw__http_api_allowed(srv, wsi)) {
         srv->refusals.api_auth++;
         pss->req = req_new(srv, wsi);
         pss->req->close_after = method_is(wsi, WSI_TOKEN_POST_URI); /* its body is not read */
@@ -737,7 +732,7 @@ int dw__http_request(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
         pss->req->close_after = true;
         return respond_error(pss, wsi, HTTP_STATUS_REQ_ENTITY_TOO_LARGE, "body too large");
     }
-    if (!reserve_body(srv, (size_t)n)) {
+    if (!dw__body_reserve(srv, (size_t)n)) {
         srv->refusals.body_memory++;
         pss->req->close_after = true;
         return respond_error(pss, wsi, HTTP_STATUS_SERVICE_UNAVAILABLE,

@@ -335,15 +335,55 @@ static char *json_error_body(const struct dw_json_error *e, size_t *len)
     return dw_answer_error("body is not valid JSON", NULL, len);
 }
 
+/* A frame of /ws/publish: its "request_id", written into out as JSON text, and the batch it
+ * wraps ({"request_id": R, "batch": [...]}), if it does. Returns NULL, or the error message
+ * (*field: what it names). */
+static const char *stream_envelope(struct json_object *root, char *out, struct json_object **batch,
+                                   const char **field)
+{
+    struct json_object *v;
+
+    *batch = NULL;
+    if (!json_object_is_type(root, json_type_object))
+        return NULL;
+    if (json_object_object_get_ex(root, "request_id", &v)) {
+        const char *text;
+        size_t n;
+
+        *field = "request_id";
+        if (json_object_is_type(v, json_type_string)) {
+            n = (size_t)json_object_get_string_len(v);
+            if (n == 0 || n > 128)
+                return "\"request_id\" must be a string of 1-128 characters or an integer";
+        } else if (!json_object_is_type(v, json_type_int)) {
+            return "\"request_id\" must be a string of 1-128 characters or an integer";
+        }
+        text = json_object_to_json_string_length(
+            v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &n);
+        if (n >= DW_PUBLISH_REQUEST_ID_MAX)
+            return "\"request_id\" must be a string of 1-128 characters or an integer";
+        memcpy(out, text, n + 1);
+    }
+    if (json_object_object_get_ex(root, "batch", &v)) {
+        *field = "batch";
+        if (!json_object_is_type(v, json_type_array))
+            return "\"batch\" must be an array of publish requests";
+        *batch = v;
+    }
+    return NULL;
+}
+
 int dw_publish_request(const struct dw_publish_env *env, const char *body, size_t len, char **resp,
                        size_t *resp_len)
 {
-    struct json_object *root;
+    struct json_object *root, *items;
     struct request *rq;
     struct verr err = {0};
     struct dw_json_error jerr;
     int status = 400;
 
+    if (env->request_id)
+        env->request_id[0] = '\0';
     if (dw_proto_parse_json_ex(body, len, PARSE_DEPTH, &root, &jerr) < 0) {
         *resp = json_error_body(&jerr, resp_len);
         return 400;
@@ -354,18 +394,32 @@ int dw_publish_request(const struct dw_publish_env *env, const char *body, size_
         json_object_put(root);
         return 400;
     }
+    items = root;
+    if (env->request_id) {
+        struct json_object *batch;
+        const char *field = NULL;
+        const char *why = stream_envelope(root, env->request_id, &batch, &field);
+
+        if (why) {
+            *resp = dw_answer_error(why, field, resp_len);
+            json_object_put(root);
+            return 400;
+        }
+        if (batch)
+            items = batch;
+    }
     rq = dw_xcalloc(1, sizeof(*rq));
     rq->env = *env;
     rq->root = root;
-    rq->batch = json_object_is_type(root, json_type_array);
-    rq->n = rq->batch ? json_object_array_length(root) : 1;
+    rq->batch = json_object_is_type(items, json_type_array);
+    rq->n = rq->batch ? json_object_array_length(items) : 1;
     if (rq->batch && (rq->n == 0 || rq->n > DW_PUBLISH_MAX_BATCH)) {
         *resp = dw_answer_error("a batch holds 1 to 10000 publish requests", "", resp_len);
         goto out;
     }
     rq->items = dw_xcalloc(rq->n, sizeof(*rq->items));
     for (size_t i = 0; i < rq->n; i++) {
-        struct json_object *obj = rq->batch ? json_object_array_get_idx(root, i) : root;
+        struct json_object *obj = rq->batch ? json_object_array_get_idx(items, i) : items;
 
         if (!parse_item(obj, rq->batch ? (int)i : -1, &rq->items[i], &err)) {
             *resp = dw_answer_error(err.message, err.field, resp_len);

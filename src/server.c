@@ -167,6 +167,7 @@ static bool uv_plugin_present(void)
 static void after_pass(uv_check_t *check)
 {
     dw__http_submit_ready(check->data);
+    dw__stream_submit_ready(check->data);
 }
 
 /* SIGHUP: the certificate and key files again, into the serving context. */
@@ -200,6 +201,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         /* Answers first: a publisher's next request can then arrive while the drain below
          * writes, in slices, what the previous ones sent (dw__conn_drain_ready). */
         dw__http_drain_done(srv);
+        dw__stream_drain_done(srv);
         dw__replay_drain(srv);
         if (atomic_exchange(&srv->catch_up_due, 0))
             dw__replay_catch_up_all(srv);
@@ -251,19 +253,32 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     switch (reason) {
     /* ---- WebSocket -------------------------------------------------------------------- */
     case LWS_CALLBACK_ESTABLISHED:
+        if (dw__stream_is_path(wsi))
+            return dw__stream_established(srv, wsi, pss);
         return dw__conn_established(srv, wsi, pss);
     case LWS_CALLBACK_RECEIVE:
+        if (pss->stream)
+            return dw__stream_receive(srv, wsi, pss, in, len);
         return dw__conn_receive(srv, wsi, pss, in, len);
     case LWS_CALLBACK_RECEIVE_PONG:
-        dw__conn_pong(srv, pss);
+        if (pss->stream)
+            dw__stream_pong(pss);
+        else
+            dw__conn_pong(srv, pss);
         return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:
+        if (pss->stream)
+            return dw__stream_writeable(srv, wsi, pss);
         return dw__conn_writeable(srv, wsi, pss);
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
-        dw__conn_peer_close(pss);
+        if (!pss->stream)
+            dw__conn_peer_close(pss);
         return 0;
     case LWS_CALLBACK_CLOSED:
-        dw__conn_closed(srv, pss);
+        if (pss->stream)
+            dw__stream_closed(srv, pss);
+        else
+            dw__conn_closed(srv, pss);
         if (srv->draining)
             check_shutdown(srv);
         return 0;
@@ -305,6 +320,7 @@ static void sweep_cb(lws_sorted_usec_list_t *sul)
     int64_t now = dw_now_mono_ns();
 
     dw__conn_sweep(srv, now);
+    dw__stream_sweep(srv, now);
     expire_sockets(srv, now);
     check_shutdown(srv);
     lws_sul_schedule(srv->ctx, 0, &srv->sweep, sweep_cb, srv->sweep_us);
@@ -359,6 +375,7 @@ struct dw_server *dw_server_new(const struct dw_config *cfg, const struct dw_aut
     dw_leader_node_name(cfg->port, srv->node);
     dw_readyq_init(&srv->done);
     dw_readyq_init(&srv->replays);
+    dw_readyq_init(&srv->streams_done);
     srv->ready_tail = &srv->ready_reqs;
     srv->wbuf = dw_xmalloc(LWS_PRE + DW_WRITE_BATCH);
     dw_readyq_batch_init(&srv->drain);
@@ -512,10 +529,11 @@ static void check_shutdown(struct dw_server *srv)
         /* Sealed first, so that each 1001 follows everything a publish was told it reached. */
         dw__hub_seal(srv->hub);
         dw__conn_close_all(srv);
+        dw__stream_close_all(srv);
     }
     if (srv->finished)
         return;
-    open = dw_hub_connection_count(srv->hub);
+    open = dw_hub_connection_count(srv->hub) + srv->streams.open;
     if (open > 0 && dw_now_mono_ns() < srv->drain_deadline)
         return;
     if (open > 0)
@@ -539,6 +557,7 @@ int dw_server_run(struct dw_server *srv)
             return -1;
         }
         dw__http_submit_ready(srv);
+        dw__stream_submit_ready(srv);
     }
     return 0;
 }
@@ -591,8 +610,10 @@ void dw_server_free(struct dw_server *srv)
         free(srv->uv_loop);
     }
     dw__http_submit_ready(srv); /* every connection is closed: frees what waited */
+    dw__stream_submit_ready(srv);
     dw__conn_drain_release(srv);
     dw__http_free_done(srv);
+    dw__stream_free_done(srv);
     dw__replay_free_all(srv); /* pages the stopped inbox answered after the loop ended */
     dw_hub_free(srv->hub);
     dw_ipcount_free(srv->ips);

@@ -137,8 +137,17 @@ struct dw_server {
     _Atomic size_t body_bytes;   /* any thread: request bodies held (http.c) */
     size_t socket_cap;           /* past it, new sockets are closed at accept */
     struct dw_refusals refusals; /* what the limits refused, for the stats */
-    struct dw_io_counters io;    /* what this thread did, for the stats */
-    uint64_t stats_walk;         /* numbers the stats walks over channels (stats.c) */
+    /* /ws/publish (stream.c): the open sockets, those with frames for the workers after this
+     * pass of the loop, the runs answered (any → io), and the counts for the stats. */
+    struct dw_stream *stream_list;
+    struct dw_stream *ready_streams;
+    struct dw_readyq streams_done;
+    struct {
+        uint64_t opened, frames, answered, refused;
+        size_t open;
+    } streams;
+    struct dw_io_counters io; /* what this thread did, for the stats */
+    uint64_t stats_walk;      /* numbers the stats walks over channels (stats.c) */
     /* The claims verified by the last upgrade, for its ESTABLISHED (lws calls it right after
      * CONFIRM_UPGRADE for the same wsi, so one slot is enough; a mismatch re-verifies). */
     struct lws *pending_wsi;
@@ -149,6 +158,7 @@ struct dw_server {
 struct dw_pss {
     struct dw_conn *conn;
     struct dw_http_req *req;
+    struct dw_stream *stream; /* a /ws/publish socket (stream.c) */
 };
 
 /* Hangs up wsi from outside its own callbacks, where returning -1 is not possible: lws
@@ -285,6 +295,53 @@ void dw__http_drain_done(struct dw_server *srv);
 
 /* Frees finished jobs whose connection is gone (at shutdown, after the workers stopped). */
 void dw__http_free_done(struct dw_server *srv);
+
+/* Takes n bytes of --max-body-memory for a request body about to be held: false when the
+ * bodies held already take too much of it. */
+bool dw__body_reserve(struct dw_server *srv, size_t n);
+
+/* thread: any. Frees a body of srv's that reserved n bytes, and gives them back. */
+void dw__body_release(struct dw_server *srv, char *body, size_t n);
+
+/* Does the request carry the operator token (when --api-token is set)? */
+bool dw__http_api_allowed(struct dw_server *srv, struct lws *wsi);
+
+/* ---- stream.c: /ws/publish ------------------------------------------------------------ */
+
+#define DW_STREAM_PATH "/ws/publish"
+
+/* Is wsi's request (an upgrade) for DW_STREAM_PATH? */
+bool dw__stream_is_path(struct lws *wsi);
+
+/* The upgrade to DW_STREAM_PATH: 0 to accept, else what CONFIRM_UPGRADE returns (refused:
+ * the operator token, shutting down). */
+int dw__stream_confirm_upgrade(struct dw_server *srv, struct lws *wsi);
+
+int dw__stream_established(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss);
+int dw__stream_receive(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss, const void *in,
+                       size_t len);
+int dw__stream_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss);
+void dw__stream_pong(struct dw_pss *pss);
+void dw__stream_closed(struct dw_server *srv, struct dw_pss *pss);
+
+/* Hands the frames read in this pass of the loop to the workers, a run per socket. */
+void dw__stream_submit_ready(struct dw_server *srv);
+
+/* Takes the runs the workers answered: their answers go out. */
+void dw__stream_drain_done(struct dw_server *srv);
+
+/* Drops the runs answered after the loop ended (shutdown). */
+void dw__stream_free_done(struct dw_server *srv);
+
+/* Shutting down: every socket closes (1001) once the frames it sent are answered. */
+void dw__stream_close_all(struct dw_server *srv);
+
+/* The heartbeat: pings idle sockets, hangs up those that stopped answering. */
+void dw__stream_sweep(struct dw_server *srv, int64_t now);
+
+/* conn.c: writes the refusal of an upgrade (an HTTP answer); returns what CONFIRM_UPGRADE
+ * returns. */
+int dw__refuse_upgrade(struct lws *wsi, int status, const char *why);
 
 /* ---- stats.c -------------------------------------------------------------------------- */
 

@@ -138,6 +138,19 @@ static struct json_object *measured(int64_t v)
 
 /* The nodes' bus (--redis): what this node shared and received, and what it caught up from
  * the inbox after the bus lost messages. */
+/* /ws/publish (stream.c): the sockets and what they carried. */
+static struct json_object *publish_sockets_doc(struct dw_server *srv)
+{
+    struct json_object *obj = json_object_new_object();
+
+    json_object_object_add(obj, "open", u64(srv->streams.open));
+    json_object_object_add(obj, "opened", u64(srv->streams.opened));
+    json_object_object_add(obj, "frames", u64(srv->streams.frames));
+    json_object_object_add(obj, "answered", u64(srv->streams.answered));
+    json_object_object_add(obj, "refused", u64(srv->streams.refused));
+    return obj;
+}
+
 static struct json_object *bus_doc(struct dw_server *srv)
 {
     struct json_object *obj = json_object_new_object();
@@ -304,6 +317,7 @@ struct json_object *dw__stats_service(struct dw_server *srv)
     json_object_object_add(obj, "security", security_doc(srv));
     json_object_object_add(obj, "inbox", inbox_doc(srv));
     json_object_object_add(obj, "bus", bus_doc(srv));
+    json_object_object_add(obj, "publish_sockets", publish_sockets_doc(srv));
     json_object_object_add(obj, "cluster", cluster_doc(srv));
     return obj;
 }

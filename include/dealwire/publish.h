@@ -32,12 +32,21 @@ struct dw_inbox;
  * it). */
 typedef void dw_publish_done_fn(void *arg, int status, char *resp, size_t len);
 
+/* Room for a request_id's JSON text (128 characters, each escaped at worst as \uXXXX) and
+ * its NUL. */
+#define DW_PUBLISH_REQUEST_ID_MAX 800
+
 /* Where a publish goes. */
 struct dw_publish_env {
     struct dw_hub *hub;
     struct dw_inbox *inbox; /* the durable inbox (--db), or NULL */
     dw_publish_done_fn *done;
     void *arg;
+    /* A frame of /ws/publish (stream.c), else NULL: the body may then carry a
+     * "request_id" (a string of 1-128 characters, or an integer), in a single publish or
+     * around a batch ({"request_id": R, "batch": [...]}); its JSON text is written here
+     * (DW_PUBLISH_REQUEST_ID_MAX bytes), "" when there is none or it is refused. */
+    char *request_id;
 };
 
 /* thread: worker (any RCU-registered thread). Publishes what body (len bytes, borrowed)

@@ -359,7 +359,9 @@ class RawWS:
     """A minimal client for behaviour a well-behaved library would not produce: never reading,
     never answering pings, sending invalid UTF-8.  Frames are (fin, opcode, payload)."""
 
-    def __init__(self, port, user_id, rcvbuf=None, timeout=None):
+    def __init__(self, port, user_id, rcvbuf=None, timeout=None, target=None, headers=()):
+        """target: the request target instead of /ws/events?user_id=<user_id>; headers:
+        extra request header lines ("Name: value")."""
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:
             # Set before connect so the window is small and autotuning stays off.
@@ -369,8 +371,9 @@ class RawWS:
         self.buf = b""
         key = base64.b64encode(os.urandom(16)).decode()
         req = (
-            f"GET /ws/events?user_id={user_id} HTTP/1.1\r\n"
+            f"GET {target or '/ws/events?user_id=' + user_id} HTTP/1.1\r\n"
             f"Host: 127.0.0.1:{port}\r\n"
+            + "".join(f"{h}\r\n" for h in headers) +
             "Upgrade: websocket\r\n"
             "Connection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key}\r\n"

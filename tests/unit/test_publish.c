@@ -203,6 +203,84 @@ static void test_accepted(void **state)
     assert_int_equal(published(hub), before + 1);
 }
 
+/* Publishes body as a frame of /ws/publish; returns the status, *answer (the caller puts it)
+ * and the request_id's JSON text in rid. */
+static int publish_frame(struct dw_hub *hub, const char *body, char rid[DW_PUBLISH_REQUEST_ID_MAX],
+                         struct json_object **answer)
+{
+    size_t len = 0;
+    char *resp = NULL;
+    const struct dw_publish_env env = {.hub = hub, .request_id = rid};
+    int status = dw_publish_request(&env, body, strlen(body), &resp, &len);
+
+    *answer = json_tokener_parse(resp);
+    free(resp);
+    return status;
+}
+
+/* /ws/publish: the request_id is read (a string or an integer, as JSON text), a batch may be
+ * wrapped with it, and a bad one is refused naming it; over HTTP it is an unknown member. */
+static void test_request_id(void **state)
+{
+    struct dw_hub *hub = *state;
+    char rid[DW_PUBLISH_REQUEST_ID_MAX];
+    struct json_object *answer, *v;
+    uint64_t before = published(hub);
+
+    memset(rid, 'x', sizeof(rid));
+    assert_int_equal(publish_frame(hub,
+                                   "{\"request_id\":\"r/1\\u0001\",\"target\":\"all\","
+                                   "\"message\":{\"type\":\"deal_alert\"}}",
+                                   rid, &answer),
+                     200);
+    assert_string_equal(rid, "\"r/1\\u0001\"");
+    json_object_put(answer);
+    assert_int_equal(publish_frame(hub,
+                                   "{\"request_id\":-42,\"batch\":[{\"target\":\"all\","
+                                   "\"message\":{\"type\":\"deal_alert\"}},{\"target\":\"all\","
+                                   "\"message\":{\"type\":\"deal_alert\"}}]}",
+                                   rid, &answer),
+                     200);
+    assert_string_equal(rid, "-42");
+    assert_true(json_object_object_get_ex(answer, "results", &v));
+    assert_int_equal(json_object_array_length(v), 2);
+    json_object_put(answer);
+    assert_int_equal(published(hub), before + 3);
+
+    /* No request_id: "" (not what the previous frame had). */
+    assert_int_equal(publish_frame(hub,
+                                   "{\"target\":\"all\",\"message\":{\"type\":\"deal_alert\"}}",
+                                   rid, &answer),
+                     200);
+    assert_string_equal(rid, "");
+    json_object_put(answer);
+
+    /* Refused, naming it; nothing published. */
+    before = published(hub);
+    for (const char *const *b =
+             (const char *const[]){
+                 "{\"request_id\":1.5,\"target\":\"all\",\"message\":{\"type\":\"deal_alert\"}}",
+                 "{\"request_id\":\"\",\"target\":\"all\",\"message\":{\"type\":\"deal_alert\"}}",
+                 "{\"request_id\":null,\"target\":\"all\",\"message\":{\"type\":\"deal_alert\"}}",
+                 NULL};
+         *b; b++) {
+        assert_int_equal(publish_frame(hub, *b, rid, &answer), 400);
+        assert_true(json_object_object_get_ex(answer, "field", &v));
+        assert_string_equal(json_object_get_string(v), "request_id");
+        json_object_put(answer);
+    }
+    assert_int_equal(publish_frame(hub, "{\"request_id\":\"b\",\"batch\":{}}", rid, &answer), 400);
+    assert_true(json_object_object_get_ex(answer, "field", &v));
+    assert_string_equal(json_object_get_string(v), "batch");
+    assert_string_equal(rid, "\"b\"");
+    json_object_put(answer);
+    assert_int_equal(published(hub), before);
+
+    /* Over HTTP, "batch" is no wrapper: the object is one publish without a target. */
+    expect_400(hub, "{\"batch\":[{\"target\":\"all\",\"message\":{\"type\":\"deal_alert\"}}]}",
+               "\"target\" is required", "target");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -210,6 +288,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_control_character, setup, teardown),
         cmocka_unit_test_setup_teardown(test_other_invalid_json, setup, teardown),
         cmocka_unit_test_setup_teardown(test_accepted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_request_id, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -221,7 +221,9 @@ static void assert_service_keys(struct json_object *doc)
     tj_assert_keys(doc, "active_connections", "total_users", "total_rooms", "message_stats",
                    "uptime_by_user", "uptime_by_user_truncated", "connections_opened",
                    "connections_closed", "queue_size", "uptime_seconds", "security", "inbox", "bus",
-                   "cluster", NULL);
+                   "cluster", "publish_sockets", NULL);
+    tj_assert_keys(tj_get(doc, "publish_sockets"), "open", "opened", "frames", "answered",
+                   "refused", NULL);
     tj_assert_keys(tj_get(doc, "bus"), "enabled", "connected", "published", "received", "dropped",
                    "reconnects", "drops_announced", "catch_up", NULL);
     tj_assert_keys(tj_get(tj_get(doc, "bus"), "catch_up"), "asked", "rounds", "connections",
