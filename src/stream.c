@@ -212,17 +212,21 @@ static void run_job(void *arg)
                                            .done = frame_done,
                                            .arg = st,
                                            .request_id = f->request_id};
-        size_t len;
-        char *text;
+        size_t len, reserved;
+        char *text, *body;
         int status;
 
         if (f->answer) {
             st->cur = f->next; /* answered when it was read */
             continue;
         }
-        status = dw_publish_request(&env, f->body, f->len, &text, &len);
-        dw__body_release(srv, f->body, f->reserved);
+        /* The body is the job's from here: once the frame is PENDING, the inbox's thread may
+         * answer it, and the I/O thread free it, before dw_publish_request returns. */
+        body = f->body;
+        reserved = f->reserved;
         f->body = NULL;
+        status = dw_publish_request(&env, body, f->len, &text, &len);
+        dw__body_release(srv, body, reserved);
         if (status == DW_PUBLISH_PENDING) {
             /* f and the rest belong to the inbox's callback now. */
             dw_wake_batch_end();
