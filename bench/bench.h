@@ -10,7 +10,9 @@
  * must get every message once, in order, whichever node it is on, while a publish answer counts
  * only the recipients on the node it went to (--publish-port). Module map:
  *   ws.c        RFC 6455 client: connect, handshake, frames, ping/pong, close
- *   http.c      keep-alive HTTP/1.1 publisher connections for POST /api/publish (/pub/<ch>)
+ *   http.c      the publisher connections, in one of three shapes (--publish-mode): HTTP/1.1
+ *               keep-alive with one request in flight, HTTP/1.1 pipelined, or a WebSocket
+ *               (dealwire's /ws/publish, nchan's websocket publisher)
  *   net.c       the byte stream under both: plain TCP or TLS (--tls), and its epoll interest
  *   scenario.c  what is published to whom, flow control, receive checks, completeness; the
  *               replay scenario's set-up (stored messages) and its checks of seqs
@@ -51,6 +53,13 @@ enum dwb_scenario {
     DWB_REPLAY, /* store M critical messages per user (untimed), then N reconnects replay them */
 };
 
+/* How a publisher connection carries its requests (--publish-mode). */
+enum dwb_publish_mode {
+    DWB_PUBLISH_HTTP,     /* keep-alive HTTP/1.1, one request in flight */
+    DWB_PUBLISH_PIPELINE, /* HTTP/1.1 pipelined: up to --in-flight requests sent back to back */
+    DWB_PUBLISH_WS,       /* WebSocket: up to --in-flight publish frames outstanding */
+};
+
 /* The server under test. */
 enum dwb_server {
     DWB_SERVER_DEALWIRE, /* /ws/events?user_id=, connection_established, POST /api/publish */
@@ -71,7 +80,7 @@ struct dwb_opts {
     enum dwb_scenario scenario;
     unsigned conns;      /* WebSocket clients */
     unsigned sources;    /* source addresses 127.0.0.1 .. 127.0.0.<sources> */
-    unsigned publishers; /* HTTP connections, one request in flight each */
+    unsigned publishers; /* publisher connections: P ordered producers */
     unsigned batch;      /* messages per publish request */
     unsigned msg_size;   /* approximate size of one delivered message, bytes */
     unsigned window;     /* W: messages outstanding per client */
@@ -98,6 +107,12 @@ struct dwb_opts {
     const char *tls_ca;          /* --tls-ca: PEM file of the certificates to trust */
     const char *tls_server_name; /* SNI, and the name the certificate must match */
     bool tls_resume;             /* --tls-resume: resume the last session when there is one */
+
+    /* How each publisher sends (--publish-mode), how many requests each connection may have
+     * outstanding (--in-flight; http: 1), and the token they carry (--api-token, or NULL). */
+    enum dwb_publish_mode publish_mode;
+    unsigned in_flight;
+    const char *api_token;
 };
 
 struct ssl_st;     /* OpenSSL's SSL */
@@ -160,28 +175,42 @@ struct dwb_conn {
     struct dwb_stream *streams;
 };
 
-enum dwb_pub_state { DWB_PUB_CLOSED, DWB_PUB_CONNECTING, DWB_PUB_IDLE, DWB_PUB_BUSY };
+/* A publisher connection's life: CLOSED -> CONNECTING (TCP, then TLS) -> [UPGRADING (ws: the
+ * upgrade request sent, waiting for 101)] -> READY -> CLOSED. Requests go out only when READY. */
+enum dwb_pub_state { DWB_PUB_CLOSED, DWB_PUB_CONNECTING, DWB_PUB_UPGRADING, DWB_PUB_READY };
 
-struct dwb_pub {
-    struct dwb_fd ev;
-    uint32_t index; /* the producer id carried in every message */
-    uint8_t state;
-    char *req;      /* the request being written: req_buf + some headroom */
-    char *req_buf;  /* storage, DWB_PUB_HEADROOM + body capacity */
-    size_t req_cap; /* body capacity */
-    size_t req_len, req_off;
-    char *resp; /* answer bytes read so far */
-    size_t resp_len, resp_cap;
-    uint32_t nmsgs;           /* messages in the outstanding request */
+/* One publish request written (or queued to be) and not answered yet. */
+struct dwb_req {
+    uint64_t id;              /* ws to dealwire: its "request_id", "r<id>" */
+    uint32_t nmsgs;           /* messages in it */
     uint64_t want_recipients; /* recipients its answer should count: --publish-port's clients */
     uint64_t want_deliveries; /* deliveries it should make, on every port */
     uint32_t *targets;        /* its targets (connection or channel), batch entries */
     uint32_t *pseqs;          /* replay: each entry's index among its user's messages */
-    uint64_t cursor;          /* replay set-up: messages of its users sent so far */
 };
 
-/* Room in front of a request body for its headers. */
-#define DWB_PUB_HEADROOM 256
+struct dwb_pub {
+    struct dwb_fd ev;
+    uint32_t index; /* the producer id carried in every message */
+    uint8_t state;  /* enum dwb_pub_state */
+    int64_t opened_ns;
+    char *body;      /* the next request's body, written by the scenario */
+    size_t body_cap; /* its capacity */
+    char *out;       /* bytes queued for the socket: [out_off, out_len) not taken yet */
+    size_t out_off, out_len, out_cap;
+    char *resp; /* answer bytes read so far */
+    size_t resp_len, resp_cap;
+    /* Requests outstanding, oldest first: a ring of depth (--in-flight) slots. Answers come
+     * back in order, so the oldest is the one the next answer is for. */
+    struct dwb_req *reqs;
+    unsigned depth, head, nreqs;
+    uint64_t next_id; /* ws: the next request_id */
+    char key[28];     /* ws: Sec-WebSocket-Key, base64 */
+    uint64_t cursor;  /* replay set-up: messages of its users sent so far */
+};
+
+/* Longest --api-token. */
+#define DWB_MAX_TOKEN 256
 
 /* When CPU times are read (report.c, dwb_cpu_mark): replay, from the set-up's start to the
  * first connection to the last replayed message; the publishing scenarios, from the start of
@@ -312,10 +341,12 @@ void dwb_on_conn_failed(struct dwb_run *run, struct dwb_conn *c, bool was_ready)
 /* Whether status answers a publish that the server accepted: 200 from dealwire, 201 (the
  * channel had subscribers) or 202 (it had none) from nchan. */
 bool dwb_publish_ok(const struct dwb_run *run, unsigned status);
-/* A publish answer arrived: HTTP status, its "recipients" (-1 when absent) and its body
- * (borrowed for the call; NULL and 0 when no answer came: status 0). */
-void dwb_on_answer(struct dwb_run *run, struct dwb_pub *pub, unsigned status, long long recipients,
-                   const char *body, size_t len);
+/* The answer to pub's request req arrived: its status (HTTP, or the one a WebSocket answer
+ * carries), its "recipients" (-1 when absent) and its body (borrowed for the call; NULL and 0
+ * when no answer came: status 0, its fate unknown). req is pub's oldest outstanding request,
+ * already taken off its ring: it is the caller's again after the call. */
+void dwb_on_answer(struct dwb_run *run, struct dwb_pub *pub, const struct dwb_req *req,
+                   unsigned status, long long recipients, const char *body, size_t len);
 
 /* ---- scenario.c: called by main.c ------------------------------------------------------ */
 
@@ -328,10 +359,11 @@ void dwb_scenario_subscribe(struct dwb_run *run);
 unsigned dwb_scenario_subscribed(const struct dwb_run *run);
 /* replay: opens the publishers for the set-up. */
 void dwb_scenario_setup_start(struct dwb_run *run, int64_t now);
-/* replay: gives every idle publisher its next batch of set-up messages. Returns whether the
- * set-up is over: every message sent and answered. */
+/* replay: gives every ready publisher its next batches of set-up messages. Returns whether
+ * the set-up is over: every message sent and answered. */
 bool dwb_scenario_setup_step(struct dwb_run *run, int64_t now);
-/* Gives every idle publisher a request when flow control and pacing allow. */
+/* Gives every ready publisher requests, up to its --in-flight, when flow control and pacing
+ * allow. */
 void dwb_scenario_pump(struct dwb_run *run, int64_t now);
 /* Whether publishing should stop now (duration or message count reached). */
 bool dwb_scenario_publish_done(const struct dwb_run *run, int64_t now);
@@ -343,6 +375,7 @@ void dwb_scenario_missing(const struct dwb_run *run, unsigned port, uint64_t *mi
 unsigned dwb_scenario_window(const struct dwb_run *run);
 const char *dwb_scenario_name(enum dwb_scenario s);
 const char *dwb_server_name(enum dwb_server s);
+const char *dwb_publish_mode_name(enum dwb_publish_mode m);
 /* nchan: the channel connection c subscribes to (/sub/<channel>), into out. */
 void dwb_scenario_channel(const struct dwb_run *run, const struct dwb_conn *c, char *out,
                           size_t size);

@@ -15,7 +15,9 @@
  * bench/compare: see bench.h and bench/README.md for what changes. --tls runs every
  * connection over TLS (wss, https; net.c), verified against --tls-ca unless --tls-insecure.
  * --ports spreads the clients over several dealwire nodes sharing messages over Redis
- * (bench/cluster), and --publish-port names the one the publishers post to.
+ * (bench/cluster), and --publish-port names the one the publishers post to. --publish-mode
+ * picks the publishers' shape (http.c): one HTTP request in flight each, up to --in-flight
+ * pipelined requests, or up to --in-flight frames on a publish WebSocket.
  */
 #include "bench.h"
 #include "http.h"
@@ -99,7 +101,15 @@ static void usage(FILE *f)
             "  --sources K            source addresses 127.0.0.1..127.0.0.K (N/5000 rounded up)\n"
             "  --parallel N           connection attempts in flight (500)\n"
             "  --connect-timeout S    per connection, connect + handshake (10)\n"
-            "  --publishers P         HTTP publisher connections, 1 request in flight each (16)\n"
+            "  --publishers P         publisher connections, each one ordered producer (16)\n"
+            "  --publish-mode MODE    http|pipeline|ws: how each publisher sends: keep-alive\n"
+            "                         HTTP, 1 request in flight; HTTP pipelined, --in-flight\n"
+            "                         requests sent back to back; or a WebSocket (dealwire:\n"
+            "                         /ws/publish; nchan: /pub/all), --in-flight frames\n"
+            "                         outstanding (http)\n"
+            "  --in-flight D          pipeline, ws: requests outstanding per publisher (16)\n"
+            "  --api-token TOKEN      Authorization: Bearer TOKEN on every publish request and\n"
+            "                         publish socket (the daemon's --api-token)\n"
             "  --batch B              messages per publish request, a JSON array if > 1 (1;\n"
             "                         replay: 100)\n"
             "  --msg-size BYTES       size of one delivered message (300)\n"
@@ -178,6 +188,9 @@ enum {
     OPT_PARALLEL,
     OPT_CONNECT_TIMEOUT,
     OPT_PUBLISHERS,
+    OPT_PUBLISH_MODE,
+    OPT_IN_FLIGHT,
+    OPT_API_TOKEN,
     OPT_BATCH,
     OPT_MSG_SIZE,
     OPT_WINDOW,
@@ -216,6 +229,9 @@ static const struct option long_opts[] = {
     {"parallel", required_argument, NULL, OPT_PARALLEL},
     {"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},
     {"publishers", required_argument, NULL, OPT_PUBLISHERS},
+    {"publish-mode", required_argument, NULL, OPT_PUBLISH_MODE},
+    {"in-flight", required_argument, NULL, OPT_IN_FLIGHT},
+    {"api-token", required_argument, NULL, OPT_API_TOKEN},
     {"batch", required_argument, NULL, OPT_BATCH},
     {"msg-size", required_argument, NULL, OPT_MSG_SIZE},
     {"window", required_argument, NULL, OPT_WINDOW},
@@ -253,6 +269,17 @@ static int parse_scenario(const char *v, enum dwb_scenario *out)
     }
     return bad("--scenario", v,
                "expected fanout, targeted, channels, paced, idle, connect or replay");
+}
+
+static int parse_publish_mode(const char *v, enum dwb_publish_mode *out)
+{
+    for (int m = DWB_PUBLISH_HTTP; m <= DWB_PUBLISH_WS; m++) {
+        if (strcmp(v, dwb_publish_mode_name((enum dwb_publish_mode)m)) == 0) {
+            *out = (enum dwb_publish_mode)m;
+            return 0;
+        }
+    }
+    return bad("--publish-mode", v, "expected http, pipeline or ws");
 }
 
 static int parse_server(const char *v, enum dwb_server *out)
@@ -326,7 +353,7 @@ static int parse_opts(int argc, char **argv, struct dwb_opts *o)
     static char replay_prefix[64];
     bool window_set = false, duration_set = false, tls_name_set = false, batch_set = false;
     bool prefix_set = false, messages_set = false, backlog_set = false, last_seq_set = false;
-    bool port_set = false;
+    bool port_set = false, in_flight_set = false, mode_set = false;
     const char *host = "127.0.0.1";
     unsigned port = 8000;
     unsigned long long u;
@@ -390,6 +417,24 @@ static int parse_opts(int argc, char **argv, struct dwb_opts *o)
         case OPT_PUBLISHERS:
             err = parse_uint("--publishers", optarg, 1, 1024, &u);
             o->publishers = (unsigned)u;
+            break;
+        case OPT_PUBLISH_MODE:
+            err = parse_publish_mode(optarg, &o->publish_mode);
+            mode_set = true;
+            break;
+        case OPT_IN_FLIGHT:
+            err = parse_uint("--in-flight", optarg, 1, 1024, &u);
+            o->in_flight = (unsigned)u;
+            in_flight_set = true;
+            break;
+        case OPT_API_TOKEN:
+            o->api_token = optarg;
+            /* It goes into a header line as is. */
+            if (!*optarg || strlen(optarg) > DWB_MAX_TOKEN ||
+                strspn(optarg, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+                               "-._~+/=!#$%&'*^`|:@") != strlen(optarg))
+                err = bad("--api-token", "(not shown)",
+                          "expected 1-256 visible ASCII characters, no spaces or quotes");
             break;
         case OPT_BATCH:
             err = parse_uint("--batch", optarg, 1, 10000, &u);
@@ -569,6 +614,21 @@ static int parse_opts(int argc, char **argv, struct dwb_opts *o)
         return bad("--tls", "", "needs --tls-ca FILE (verify the server) or --tls-insecure");
     if (o->tls_ca && o->tls_insecure)
         return bad("--tls-insecure", "", "not with --tls-ca (verify, or do not)");
+    if (in_flight_set && o->publish_mode == DWB_PUBLISH_HTTP)
+        return bad("--in-flight", "",
+                   "only with --publish-mode pipeline or ws (http has 1 request in flight)");
+    o->in_flight = o->publish_mode == DWB_PUBLISH_HTTP ? 1 : in_flight_set ? o->in_flight : 16;
+    if ((mode_set || in_flight_set || o->api_token) &&
+        (o->scenario == DWB_IDLE || o->scenario == DWB_CONNECT))
+        return bad("--publish-mode, --in-flight or --api-token", "",
+                   "only with a scenario that publishes");
+    if (o->server == DWB_SERVER_NCHAN && o->api_token)
+        return bad("--api-token", "(not shown)", "not with --server nchan (it takes no token)");
+    if (o->server == DWB_SERVER_NCHAN && o->publish_mode == DWB_PUBLISH_WS &&
+        o->scenario != DWB_FANOUT && o->scenario != DWB_PACED)
+        return bad("--publish-mode", "ws",
+                   "with --server nchan only for fanout and paced (nchan's publish socket is "
+                   "bound to one channel, /pub/all)");
     if (o->scenario == DWB_IDLE && !o->npids)
         fprintf(stderr, DWB_NAME ": no --server-pid: the server's RSS is not measured\n");
     return 0;
@@ -708,13 +768,37 @@ static void step_connect(struct dwb_run *run, int64_t now)
     }
 }
 
-static bool pubs_busy(const struct dwb_run *run, enum dwb_pub_state state)
+/* Whether a publisher has requests outstanding. */
+static bool pubs_outstanding(const struct dwb_run *run)
 {
     for (unsigned i = 0; i < run->opt.publishers; i++) {
-        if (run->pubs[i].state == state)
+        if (run->pubs[i].nreqs > 0)
             return true;
     }
     return false;
+}
+
+/* Whether a publisher is still connecting (ws: or upgrading). One that takes longer than
+ * --connect-timeout ends the run. */
+static bool pubs_opening(struct dwb_run *run, int64_t now)
+{
+    bool opening = false;
+
+    for (unsigned i = 0; i < run->opt.publishers; i++) {
+        struct dwb_pub *pub = &run->pubs[i];
+
+        if (!dwb_pub_is_opening(pub))
+            continue;
+        if (since(pub->opened_ns, now) >= run->opt.connect_timeout) {
+            dwb_note_error(run, "publisher %u: connect%s timed out", i,
+                           run->opt.publish_mode == DWB_PUBLISH_WS ? " or upgrade" : "");
+            dwb_pub_close(pub);
+            run->aborted = true;
+            continue;
+        }
+        opening = true;
+    }
+    return opening;
 }
 
 /* Moves the run on: phase ends, timeouts, pacing. */
@@ -770,7 +854,7 @@ static void tick(struct dwb_run *run, int64_t now)
         }
         break;
     case DWB_PHASE_PUBLISH:
-        if (pubs_busy(run, DWB_PUB_CONNECTING))
+        if (pubs_opening(run, now))
             break;
         if (dwb_scenario_publish_done(run, now))
             enter(run, DWB_PHASE_DRAIN, now);
@@ -779,7 +863,7 @@ static void tick(struct dwb_run *run, int64_t now)
         break;
     case DWB_PHASE_DRAIN:
         last = run->last_delivery > run->phase_started ? run->last_delivery : run->phase_started;
-        if (!pubs_busy(run, DWB_PUB_BUSY) && run->recv_total >= run->expected_total) {
+        if (!pubs_outstanding(run) && run->recv_total >= run->expected_total) {
             dwb_cpu_mark(run, DWB_CPU_END);
             enter(run, DWB_PHASE_CLOSE, now);
         } else if (since(last, now) >= o->drain_timeout) {
@@ -863,7 +947,7 @@ static int setup(struct dwb_run *run)
         c->local = c->port == o->publish_port;
     }
     for (unsigned i = 0; i < o->publishers; i++) {
-        if (dwb_pub_init(&run->pubs[i], i, body_cap, o->batch) < 0)
+        if (dwb_pub_init(&run->pubs[i], i, body_cap, o->batch, o->in_flight) < 0)
             return -ENOMEM;
     }
     dwb_hist_init(&run->lat);

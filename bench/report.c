@@ -354,7 +354,8 @@ bool dwb_report_final(struct dwb_run *run)
            dwb_scenario_name(o->scenario), dwb_server_name(o->server), o->conns, o->sources,
            o->sources == 1 ? "" : "es");
     if (publishing)
-        printf(", %u publishers, W=%u, batch %u, message ~%u B", o->publishers,
+        printf(", %u publishers (%s, %u in flight each), W=%u, batch %u, message ~%u B",
+               o->publishers, dwb_publish_mode_name(o->publish_mode), o->in_flight,
                dwb_scenario_window(run), o->batch, o->msg_size);
     if (o->scenario == DWB_CHANNELS)
         printf(", %u channels, %u per connection", o->channels, o->subs);
@@ -373,7 +374,8 @@ bool dwb_report_final(struct dwb_run *run)
         print_nodes(run);
     if (replay)
         printf("  set-up      stored %llu of %llu messages in %llu requests in %.3f s (%.0f/s, "
-               "untimed); %llu HTTP errors, %llu recipient mismatches, %llu seqs out of turn\n",
+               "untimed); %llu refused or unanswered, %llu recipient mismatches, %llu seqs out "
+               "of turn\n",
                (unsigned long long)run->n.stored, (unsigned long long)o->conns * o->backlog,
                (unsigned long long)run->n.answered_reqs, setup_s, rate(run->n.stored, setup_s),
                (unsigned long long)run->n.http_errors,
@@ -391,8 +393,8 @@ bool dwb_report_final(struct dwb_run *run)
                rate((uint64_t)run->subscribed * o->subs,
                     (double)(run->subscribe_end - run->subscribe_start) / NS));
     if (publishing) {
-        printf("  published   %llu messages (%.0f/s) in %llu requests (%llu answered, %llu HTTP "
-               "errors, %llu recipient mismatches)\n",
+        printf("  published   %llu messages (%.0f/s) in %llu requests (%llu answered, %llu "
+               "refused or unanswered, %llu recipient mismatches)\n",
                (unsigned long long)run->n.sent_msgs, rate(run->n.sent_msgs, send_s),
                (unsigned long long)run->n.sent_reqs, (unsigned long long)run->n.answered_reqs,
                (unsigned long long)run->n.http_errors,
@@ -460,9 +462,11 @@ bool dwb_report_final(struct dwb_run *run)
            run->aborted ? " (aborted)" : "");
 
     printf("{\"bench\":\"%s\",\"server\":\"%s\",\"scenario\":\"%s\",\"connections\":%u,"
-           "\"sources\":%u,\"publishers\":%u,\"W\":%u,\"batch\":%u,\"msg_size\":%u,\"tls\":%s,",
+           "\"sources\":%u,\"publishers\":%u,\"publish_mode\":\"%s\",\"in_flight\":%u,"
+           "\"W\":%u,\"batch\":%u,\"msg_size\":%u,\"tls\":%s,",
            DWB_NAME, dwb_server_name(o->server), dwb_scenario_name(o->scenario), o->conns,
-           o->sources, publishing || replay ? o->publishers : 0, dwb_scenario_window(run), o->batch,
+           o->sources, publishing || replay ? o->publishers : 0,
+           dwb_publish_mode_name(o->publish_mode), o->in_flight, dwb_scenario_window(run), o->batch,
            o->msg_size, o->tls ? "true" : "false");
     printf("\"ports\":[");
     for (unsigned k = 0; k < o->nports; k++)

@@ -1,12 +1,13 @@
 /*
  * scenario — DESIGN: what the bench publishes to whom, and what it expects back.
  *
- * Streams: every message carries its producer p (the publisher connection, which has one
- * request in flight, so its messages are ordered) and a seq that counts p's messages to one
- * key: everyone (fanout, paced), one user (targeted) or one channel (channels). A connection
- * keeps one stream (next expected seq + a 64-bit window of what arrived below it) per producer
- * and key it receives, so order, gaps and duplicates are checked per connection and producer.
- * Completeness is counted: what was published to a connection, minus what reached it once.
+ * Streams: every message carries its producer p (the publisher connection, which the server
+ * reads in order, one request or up to --in-flight at a time, so its messages are ordered) and
+ * a seq that counts p's messages to one key: everyone (fanout, paced), one user (targeted) or
+ * one channel (channels). A connection keeps one stream (next expected seq + a 64-bit window
+ * of what arrived below it) per producer and key it receives, so order, gaps and duplicates
+ * are checked per connection and producer. Completeness is counted: what was published to a
+ * connection, minus what reached it once.
  *
  * Several nodes (--ports): the clients are spread over dealwire nodes that share messages over
  * Redis, and the publishers post to one of them (--publish-port). Every client is owed every
@@ -17,9 +18,10 @@
  * deliveries it owes over all the nodes.
  *
  * Flow control: a connection may have at most W messages published to it and not yet
- * received. For fanout, that is "sent - min(received) <= W", and the minimum is kept in O(1)
- * per delivery with a ring counting connections per received value over [min, min + W]. For
- * targeted and channels, each recipient's own count is checked before it is picked.
+ * received (what a publisher connection may have outstanding is bounded apart, by
+ * --in-flight). For fanout, that is "sent - min(received) <= W", and the minimum is kept in
+ * O(1) per delivery with a ring counting connections per received value over [min, min + W].
+ * For targeted and channels, each recipient's own count is checked before it is picked.
  *
  * Receive path: one word-at-a-time search for "producer": and a few hand-rolled integer parses; no
  * JSON parser and no allocation per message.
@@ -392,18 +394,19 @@ static unsigned room_now(struct dwb_run *run, int64_t now)
     return (unsigned)k;
 }
 
-/* Builds and sends one request on pub. Returns the messages sent (0: nothing may go now). */
+/* Builds and queues one request on pub. Returns the messages sent (0: nothing may go now). */
 static unsigned publish_one(struct dwb_run *run, struct dwb_pub *pub, int64_t now)
 {
     unsigned want = room_now(run, now), k = 0, p = pub->index;
     bool array = run->opt.batch > 1;
     char *body = dwb_pub_body(pub), *w = body;
-    size_t cap = pub->req_cap;
+    size_t cap = pub->body_cap;
     uint64_t recipients = 0, deliveries = 0;
     char path[160] = "/api/publish";
+    struct dwb_req *req = dwb_pub_next(pub);
     int err;
 
-    if (want == 0)
+    if (want == 0 || !req)
         return 0;
     if (array)
         *w++ = '[';
@@ -418,7 +421,7 @@ static unsigned publish_one(struct dwb_run *run, struct dwb_pub *pub, int64_t no
                 /* A user with no connection: a lookup that finds nobody, 0 recipients. */
                 key = (uint32_t)u;
                 run->n.offline++;
-                pub->targets[k] = key;
+                req->targets[k] = key;
                 if (k > 0)
                     *w++ = ',';
                 w += format_item(run, w, cap - (size_t)(w - body) - 2, p, key, 0, now);
@@ -450,7 +453,7 @@ static unsigned publish_one(struct dwb_run *run, struct dwb_pub *pub, int64_t no
             deliveries += run->ready;
             recipients += run->ready_local;
         }
-        pub->targets[k] = key;
+        req->targets[k] = key;
         if (k > 0)
             *w++ = ',';
         w += format_item(run, w, cap - (size_t)(w - body) - 2, p, key,
@@ -465,24 +468,23 @@ static unsigned publish_one(struct dwb_run *run, struct dwb_pub *pub, int64_t no
     run->expected_total += deliveries;
     run->n.sent_msgs += k;
     run->n.sent_reqs++;
-    pub->nmsgs = k;
-    pub->want_recipients = recipients;
-    pub->want_deliveries = deliveries;
+    req->nmsgs = k;
+    req->want_recipients = recipients;
+    req->want_deliveries = deliveries;
     if (!run->pub_start)
         run->pub_start = now;
     if (nchan(run)) {
         /* One message per request (no batch): its channel is the path. */
         if (run->opt.scenario == DWB_TARGETED)
-            snprintf(path, sizeof(path), "/pub/%s%u", run->opt.prefix, pub->targets[0]);
+            snprintf(path, sizeof(path), "/pub/%s%u", run->opt.prefix, req->targets[0]);
         else
             snprintf(path, sizeof(path), "/pub/all");
     }
     err = dwb_pub_send(run, pub, path, (size_t)(w - body));
     if (err < 0) {
         dwb_note_error(run, "publisher %u: send: %s", p, strerror(-err));
-        dwb_pub_close(pub);
         run->n.http_errors++;
-        run->aborted = true;
+        run->aborted = true; /* its messages stay expected: the drain gives up on them */
     }
     return k;
 }
@@ -503,24 +505,27 @@ static bool setup_next(const struct dwb_run *run, const struct dwb_pub *pub, uin
     return true;
 }
 
-/* Sends pub's next batch of set-up messages: critical price alerts to users nobody is
- * connected as. Returns the messages sent (0: pub has sent all of its own). */
+/* Queues pub's next batch of set-up messages: critical price alerts to users nobody is
+ * connected as. Returns the messages sent (0: pub has sent all of its own, or has no room). */
 static unsigned publish_setup(struct dwb_run *run, struct dwb_pub *pub, int64_t now)
 {
     char *body = dwb_pub_body(pub), *w = body;
     bool array = run->opt.batch > 1;
+    struct dwb_req *req = dwb_pub_next(pub);
     uint32_t user, k;
     unsigned n = 0;
     int err;
 
+    if (!req)
+        return 0;
     if (array)
         *w++ = '[';
     for (; n < run->opt.batch && setup_next(run, pub, &user, &k); n++) {
-        pub->targets[n] = user;
-        pub->pseqs[n] = k;
+        req->targets[n] = user;
+        req->pseqs[n] = k;
         if (n > 0)
             *w++ = ',';
-        w += format_item(run, w, pub->req_cap - (size_t)(w - body) - 2, pub->index, user, k, now);
+        w += format_item(run, w, pub->body_cap - (size_t)(w - body) - 2, pub->index, user, k, now);
         pub->cursor++;
     }
     if (n == 0)
@@ -529,12 +534,11 @@ static unsigned publish_setup(struct dwb_run *run, struct dwb_pub *pub, int64_t 
         *w++ = ']';
     run->n.sent_msgs += n;
     run->n.sent_reqs++;
-    pub->nmsgs = n;
-    pub->want_recipients = pub->want_deliveries = 0;
+    req->nmsgs = n;
+    req->want_recipients = req->want_deliveries = 0;
     err = dwb_pub_send(run, pub, "/api/publish", (size_t)(w - body));
     if (err < 0) {
         dwb_note_error(run, "publisher %u: send: %s", pub->index, strerror(-err));
-        dwb_pub_close(pub);
         run->n.http_errors++;
         run->aborted = true;
     }
@@ -564,9 +568,9 @@ bool dwb_scenario_setup_step(struct dwb_run *run, int64_t now)
         bool more = setup_next(run, pub, &user, &k);
         int err;
 
-        if (pub->state == DWB_PUB_CONNECTING || pub->state == DWB_PUB_BUSY) {
+        if (dwb_pub_is_opening(pub) || pub->nreqs > 0)
             done = false;
-        } else if (more && pub->state == DWB_PUB_CLOSED) {
+        if (more && pub->state == DWB_PUB_CLOSED) {
             /* an idle keep-alive connection the daemon closed: opened again */
             done = false;
             err = dwb_pub_open(run, pub);
@@ -574,9 +578,11 @@ bool dwb_scenario_setup_step(struct dwb_run *run, int64_t now)
                 dwb_note_error(run, "publisher %u: connect: %s", i, strerror(-err));
                 run->aborted = true;
             }
-        } else if (more) {
+        } else if (more && pub->state == DWB_PUB_READY) {
             done = false;
-            publish_setup(run, pub, now);
+            while (!run->aborted && publish_setup(run, pub, now) > 0)
+                continue;
+            dwb_pub_flush(run, pub);
         }
     }
     return done && !run->aborted;
@@ -584,15 +590,15 @@ bool dwb_scenario_setup_step(struct dwb_run *run, int64_t now)
 
 /* The answer to a set-up request: 200, no recipient (nobody is connected as these users),
  * and one "seq" per item, each user's following the last one it got. */
-static void setup_answer(struct dwb_run *run, struct dwb_pub *pub, long long recipients,
-                         const char *body, size_t len)
+static void setup_answer(struct dwb_run *run, const struct dwb_pub *pub, const struct dwb_req *req,
+                         long long recipients, const char *body, size_t len)
 {
     const char *q = body, *end = body + len;
 
-    for (uint32_t i = 0; i < pub->nmsgs; i++) {
+    for (uint32_t i = 0; i < req->nmsgs; i++) {
         const char *v = memmem(q, (size_t)(end - q), "\"seq\":", 6);
-        struct dwb_conn *c = &run->conns[pub->targets[i]];
-        uint32_t k = pub->pseqs[i];
+        struct dwb_conn *c = &run->conns[req->targets[i]];
+        uint32_t k = req->pseqs[i];
         long long seq;
         char *e;
 
@@ -600,7 +606,7 @@ static void setup_answer(struct dwb_run *run, struct dwb_pub *pub, long long rec
             dwb_note_error(run,
                            "the replay scenario needs a daemon started with --db: the answer "
                            "to a critical message to user %s%u has no \"seq\": %.*s",
-                           run->opt.prefix, pub->targets[i], (int)(len > 120 ? 120 : len), body);
+                           run->opt.prefix, req->targets[i], (int)(len > 120 ? 120 : len), body);
             run->n.http_errors++;
             run->aborted = true;
             return;
@@ -618,7 +624,7 @@ static void setup_answer(struct dwb_run *run, struct dwb_pub *pub, long long rec
             dwb_note_error(run,
                            "publish answer: message %u to user %s%u (one publisher, in order) got "
                            "seq %lld, expected %lld",
-                           k, run->opt.prefix, pub->targets[i], seq,
+                           k, run->opt.prefix, req->targets[i], seq,
                            c->seq_first > 0 ? (long long)c->seq_first + k : 1);
         }
     }
@@ -648,6 +654,7 @@ void dwb_scenario_pump(struct dwb_run *run, int64_t now)
     ring_start(run);
     for (unsigned i = 0; i < run->opt.publishers; i++) {
         struct dwb_pub *pub = &run->pubs[i];
+        bool stalled = false;
         int err;
 
         if (dwb_scenario_publish_done(run, now))
@@ -660,8 +667,17 @@ void dwb_scenario_pump(struct dwb_run *run, int64_t now)
             }
             continue;
         }
-        if (pub->state == DWB_PUB_IDLE && publish_one(run, pub, now) == 0)
-            return; /* flow control or pacing: the others would wait too */
+        if (pub->state != DWB_PUB_READY)
+            continue;
+        while (dwb_pub_next(pub) && !dwb_scenario_publish_done(run, now)) {
+            if (publish_one(run, pub, now) == 0) {
+                stalled = true; /* flow control or pacing: the others would wait too */
+                break;
+            }
+        }
+        dwb_pub_flush(run, pub); /* what was queued, with one send() */
+        if (stalled)
+            return;
     }
 }
 
@@ -670,8 +686,8 @@ bool dwb_publish_ok(const struct dwb_run *run, unsigned status)
     return nchan(run) ? status == 201 || status == 202 : status == 200;
 }
 
-void dwb_on_answer(struct dwb_run *run, struct dwb_pub *pub, unsigned status, long long recipients,
-                   const char *body, size_t len)
+void dwb_on_answer(struct dwb_run *run, struct dwb_pub *pub, const struct dwb_req *req,
+                   unsigned status, long long recipients, const char *body, size_t len)
 {
     int shown = (int)(len > 200 ? 200 : len);
 
@@ -683,11 +699,13 @@ void dwb_on_answer(struct dwb_run *run, struct dwb_pub *pub, unsigned status, lo
                            "up: POST /api/publish answered 503: %.*s",
                            shown, body);
         else
-            dwb_note_error(run, "publisher %u: HTTP %u: %.*s", pub->index, status, shown, body);
+            dwb_note_error(run, "publisher %u: %s %u: %.*s", pub->index,
+                           run->opt.publish_mode == DWB_PUBLISH_WS ? "answer status" : "HTTP",
+                           status, shown, body);
     }
     if (replay(run)) {
         if (status == 200) {
-            setup_answer(run, pub, recipients, body, len);
+            setup_answer(run, pub, req, recipients, body, len);
         } else {
             run->n.http_errors++; /* the set-up cannot go on: what to replay is unknown */
             run->aborted = true;
@@ -701,11 +719,11 @@ void dwb_on_answer(struct dwb_run *run, struct dwb_pub *pub, unsigned status, lo
         run->aborted = true;
         if (status == 0)
             return; /* no answer: its fate is unknown, so it stays expected */
-        run->expected_total -= pub->want_deliveries;
+        run->expected_total -= req->want_deliveries;
         if (to_all(run))
-            run->refused_all += pub->nmsgs;
-        for (uint32_t i = 0; i < pub->nmsgs && !to_all(run); i++) {
-            uint32_t key = pub->targets[i];
+            run->refused_all += req->nmsgs;
+        for (uint32_t i = 0; i < req->nmsgs && !to_all(run); i++) {
+            uint32_t key = req->targets[i];
 
             if (run->opt.scenario == DWB_TARGETED && key < run->opt.conns)
                 run->conns[key].expected--; /* not an offline user's */
@@ -720,10 +738,10 @@ void dwb_on_answer(struct dwb_run *run, struct dwb_pub *pub, unsigned status, lo
     }
     if (nchan(run))
         return; /* no recipient count in nchan's answer */
-    if (recipients < 0 || (unsigned long long)recipients != pub->want_recipients) {
+    if (recipients < 0 || (unsigned long long)recipients != req->want_recipients) {
         run->n.recipient_mismatch++;
         dwb_note_error(run, "publisher %u: %lld recipients, expected %llu%s", pub->index,
-                       recipients, (unsigned long long)pub->want_recipients,
+                       recipients, (unsigned long long)req->want_recipients,
                        run->opt.nports > 1 ? " (the clients of --publish-port's node)" : "");
     }
 }

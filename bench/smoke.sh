@@ -15,6 +15,12 @@
 # (scripts/pg.sh; about a second to start), a private server and a daemon with --db are started
 # and the replay scenario runs (several users, a history of more than one page, a second run
 # on the same users resuming from --last-seq); otherwise those runs are skipped, and said so.
+# Publisher shapes: --publish-mode ws runs on the daemon's publish socket once it has one (an
+# upgrade on /ws/publish answers 101; else those runs are skipped, and said so; over TLS, with
+# replay and on the cluster too), and
+# --publish-mode pipeline must either run COMPLETE or fail by itself saying that the daemon
+# refused the pipelining (it prints which). --api-token: a daemon started with one must take
+# the bench's publishes that carry it (HTTP, and the publish socket) and refuse those without.
 # Cluster: when redis-server and PostgreSQL are installed, two daemons share a private Redis
 # (--redis) and database, the bench spreads its clients over both (--ports) and publishes on
 # one (--publish-port): every client must still get every message once and in order.
@@ -159,6 +165,47 @@ check paced --scenario paced --connections 30 --rate 200 --duration 1.5
 check idle --scenario idle --connections 50 --settle 0.5 --server-pid "$daemon_pid"
 check connect --scenario connect --connections 50 --parallel 10
 
+# has_ws_publish: an upgrade on the daemon's /ws/publish answers 101 (404 before it had one).
+has_ws_publish() {
+    local code
+    code=$(curl -s -o /dev/null --max-time 1 -w '%{http_code}' -H 'Connection: Upgrade' \
+        -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' \
+        -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' "$@" "http://127.0.0.1:$port/ws/publish")
+    [ "$code" = 101 ]
+}
+ws_publish=false
+has_ws_publish && ws_publish=true
+if $ws_publish; then
+    check publish-ws --scenario fanout --connections 40 --messages 300 --publish-mode ws \
+        --publishers 2
+    check publish-ws-batch --scenario fanout --connections 30 --messages 400 --batch 8 \
+        --window 32 --publish-mode ws --publishers 1 --in-flight 4
+    check publish-ws-targeted --scenario targeted --connections 40 --messages 400 \
+        --publish-mode ws --publishers 4
+else
+    echo "skip publish-ws runs: $daemon has no publish socket (/ws/publish does not upgrade)"
+fi
+
+# check_pipeline NAME ARGS...: --publish-mode pipeline runs COMPLETE, or ends by itself (exit 1)
+# saying the daemon refused the pipelining; either passes, and says which.
+check_pipeline() {
+    local name=$1 rc
+    shift
+    "$bench" --port "$port" --quiet --timeout 20 --drain-timeout 2 "$@" >"$work/$name.out" \
+        2>"$work/$name.err"
+    rc=$?
+    if [ $rc -eq 0 ] && grep -q '^  result      COMPLETE' "$work/$name.out"; then
+        pass "$name" "COMPLETE, the daemon reads pipelined requests ($*)"
+    elif [ $rc -eq 1 ] && grep -q '^  first error .*pipelining refused by the server' \
+        "$work/$name.out"; then
+        pass "$name" "refused, as expected today: $(grep -o 'first error .*' "$work/$name.out")"
+    else
+        fail_check "$name" "(exit $rc, expected COMPLETE or 'pipelining refused'): $*"
+    fi
+}
+check_pipeline publish-pipeline --scenario fanout --connections 40 --messages 300 \
+    --publish-mode pipeline --publishers 2
+
 # Options --server nchan cannot honour, and TLS options that do not fit together, are
 # refused before any connection (exit 2).
 check_usage() {
@@ -182,6 +229,12 @@ check_usage tls-ca-unreadable --tls --tls-ca "$work/none.pem" --messages 10
 check_usage ports-and-port --ports 8001,8002 --messages 10
 check_usage ports-nchan --server nchan --publish-port 8001 --messages 10
 check_usage publish-port-idle --scenario idle --publish-port 8001
+# --in-flight is for the shapes that have more than one request in flight; nchan's publish
+# socket is bound to one channel, so not for targeted.
+check_usage publish-mode-name --publish-mode http2 --messages 10
+check_usage in-flight-http --in-flight 4 --messages 10
+check_usage ws-nchan-targeted --server nchan --publish-mode ws --scenario targeted --messages 10
+check_usage publish-mode-idle --scenario idle --publish-mode ws
 
 # check_fails NAME PATTERN ARGS...: a run that must end by itself, exit 1 and name PATTERN.
 check_fails() {
@@ -218,6 +271,25 @@ stop_daemon() {
 }
 stop_daemon
 
+# --api-token: publishes carry it (HTTP, and the publish socket's upgrade); without it, 401.
+token=smoke-token-$$-0123456789abcdef
+if start_daemon --api-token "$token"; then
+    echo "bench smoke: $daemon with --api-token (pid $daemon_pid) on 127.0.0.1:$port"
+    check publish-token --scenario fanout --connections 20 --messages 100 --api-token "$token"
+    check_fails publish-no-token 'HTTP 401' --connections 5 --messages 10
+    if has_ws_publish -H "Authorization: Bearer $token"; then
+        check publish-ws-token --scenario fanout --connections 20 --messages 100 \
+            --publish-mode ws --api-token "$token"
+        check_fails publish-ws-no-token 'upgrade refused: HTTP/1.1 401' --connections 5 \
+            --messages 10 --publish-mode ws
+    else
+        echo "skip publish-ws-token runs: $daemon has no publish socket"
+    fi
+    stop_daemon "with --api-token"
+else
+    fail_check daemon "cannot start $daemon with --api-token"
+fi
+
 # wss, once the daemon terminates TLS itself (--tls-cert, --tls-key).
 if "$daemon" --help 2>&1 | grep -q -- '--tls-cert'; then
     bash scripts/devcert.sh "$work" >/dev/null
@@ -227,6 +299,10 @@ if "$daemon" --help 2>&1 | grep -q -- '--tls-cert'; then
             --messages 300
         check connect-tls --tls --tls-ca "$work/cert.pem" --scenario connect --connections 50 \
             --parallel 10
+        if $ws_publish; then
+            check publish-ws-tls --tls --tls-ca "$work/cert.pem" --scenario fanout \
+                --connections 20 --messages 200 --publish-mode ws --publishers 2
+        fi
         bash scripts/devcert.sh "$work/other" >/dev/null
         check_fails tls-wrong-ca 'certificate verify failed' --tls --tls-ca \
             "$work/other/cert.pem" --connections 5 --messages 10
@@ -281,6 +357,10 @@ elif start_daemon --db "$pg_url"; then
     check replay-users --scenario replay --connections 10 --backlog 20 --user-prefix "smoke-$$-"
     check replay-resume --scenario replay --connections 10 --backlog 20 \
         --user-prefix "smoke-$$-" --last-seq 20
+    if $ws_publish; then
+        check replay-ws --scenario replay --connections 10 --backlog 40 --publishers 2 \
+            --batch 8 --publish-mode ws --in-flight 4
+    fi
     stop_daemon "with --db"
 else
     fail_check daemon "cannot start $daemon with --db"
@@ -344,6 +424,10 @@ elif start_pg && start_redis; then
                 --user-prefix "cluster-$$-p-"
             check cluster-targeted --scenario targeted --connections 40 --messages 400 \
                 --publishers 4 --user-prefix "cluster-$$-t-"
+            if $ws_publish; then
+                check cluster-fanout-ws --scenario fanout --connections 40 --messages 300 \
+                    --publish-mode ws --publishers 2 --user-prefix "cluster-$$-w-"
+            fi
             # messages stored through the first node, replayed by both
             check cluster-replay --scenario replay --connections 20 --backlog 30 --publishers 4 \
                 --batch 8

@@ -45,15 +45,6 @@
 #define MAX_HANDSHAKE    8192
 #define MAX_CLIENT_FRAME 1024
 
-enum {
-    OP_CONT = 0x0,
-    OP_TEXT = 0x1,
-    OP_BINARY = 0x2,
-    OP_CLOSE = 0x8,
-    OP_PING = 0x9,
-    OP_PONG = 0xa,
-};
-
 static unsigned char scratch[DWB_MAX_FRAME + 16 + DWB_READ_CHUNK];
 
 /* ---- helpers --------------------------------------------------------------------------- */
@@ -167,39 +158,91 @@ static int flush_out(struct dwb_run *run, struct dwb_conn *c)
     return dwb_watch(run, &c->ev, false, false);
 }
 
+size_t dwb_ws_put_head(struct dwb_run *run, unsigned char *out, unsigned op, uint64_t len,
+                       unsigned char mask[4])
+{
+    uint32_t key = (uint32_t)dwb_rand(run);
+    size_t h = 2;
+
+    out[0] = (unsigned char)(0x80 | op);
+    if (len < 126) {
+        out[1] = (unsigned char)(0x80 | len);
+    } else if (len <= 0xffff) {
+        out[1] = 0x80 | 126;
+        out[2] = (unsigned char)(len >> 8);
+        out[3] = (unsigned char)len;
+        h = 4;
+    } else {
+        out[1] = 0x80 | 127;
+        for (int i = 0; i < 8; i++)
+            out[2 + i] = (unsigned char)(len >> (56 - 8 * i));
+        h = 10;
+    }
+    memcpy(mask, &key, 4);
+    memcpy(out + h, mask, 4);
+    return h + 4;
+}
+
+void dwb_ws_mask(unsigned char *dst, const void *src, size_t n, const unsigned char mask[4],
+                 size_t off)
+{
+    const unsigned char *s = src;
+
+    for (size_t i = 0; i < n; i++)
+        dst[i] = s[i] ^ mask[(off + i) & 3];
+}
+
 /* One masked client frame (RFC 6455 5.3): the mask is random per frame. */
 static int send_frame(struct dwb_run *run, struct dwb_conn *c, unsigned op, const void *payload,
                       size_t len)
 {
-    unsigned char f[MAX_CLIENT_FRAME + 8], *mask;
-    const unsigned char *src = payload;
-    size_t h = 2;
-    uint32_t key = (uint32_t)dwb_rand(run);
+    unsigned char f[DWB_WS_CLIENT_HEAD + MAX_CLIENT_FRAME], mask[4];
+    size_t h;
 
     if (len > MAX_CLIENT_FRAME)
         return -EMSGSIZE;
-    f[0] = (unsigned char)(0x80 | op);
-    if (len < 126) {
-        f[1] = (unsigned char)(0x80 | len);
-    } else {
-        f[1] = 0x80 | 126;
-        f[2] = (unsigned char)(len >> 8);
-        f[3] = (unsigned char)len;
-        h = 4;
-    }
-    mask = f + h;
-    memcpy(mask, &key, 4);
-    for (size_t i = 0; i < len; i++)
-        f[h + 4 + i] = src[i] ^ mask[i & 3];
-    return send_bytes(run, c, f, h + 4 + len);
+    h = dwb_ws_put_head(run, f, op, len, mask);
+    dwb_ws_mask(f + h, payload, len, mask, 0);
+    return send_bytes(run, c, f, h + len);
 }
 
 int dwb_ws_send_text(struct dwb_run *run, struct dwb_conn *c, const char *text, size_t len)
 {
-    return send_frame(run, c, OP_TEXT, text, len);
+    return send_frame(run, c, DWB_WS_OP_TEXT, text, len);
 }
 
 /* ---- connecting ------------------------------------------------------------------------ */
+
+void dwb_ws_new_key(struct dwb_run *run, char key[28])
+{
+    unsigned char raw[16];
+
+    for (int i = 0; i < 16; i += 8) {
+        uint64_t r = dwb_rand(run);
+
+        memcpy(raw + i, &r, 8);
+    }
+    base64(raw, 16, key);
+}
+
+int dwb_ws_check_upgrade(const char *head, const char *key, char *why, size_t size)
+{
+    char accept[29];
+    const char *v;
+    size_t vlen = 0;
+
+    if (strncmp(head, "HTTP/1.1 101", 12) != 0) {
+        snprintf(why, size, "upgrade refused: %.*s", (int)strcspn(head, "\r\n"), head);
+        return -1;
+    }
+    expected_accept(key, accept);
+    v = dwb_http_find_header(head, "Sec-WebSocket-Accept", &vlen);
+    if (!v || vlen != 28 || memcmp(v, accept, 28) != 0) {
+        snprintf(why, size, "wrong or missing Sec-WebSocket-Accept");
+        return -1;
+    }
+    return 0;
+}
 
 int dwb_ws_start(struct dwb_run *run, struct dwb_conn *c)
 {
@@ -240,16 +283,10 @@ int dwb_ws_start(struct dwb_run *run, struct dwb_conn *c)
 
 static void send_upgrade(struct dwb_run *run, struct dwb_conn *c)
 {
-    unsigned char raw[16];
     char req[512], channel[128], resume[40] = "";
     int n, err;
 
-    for (int i = 0; i < 16; i += 8) {
-        uint64_t r = dwb_rand(run);
-
-        memcpy(raw + i, &r, 8);
-    }
-    base64(raw, 16, c->key);
+    dwb_ws_new_key(run, c->key);
     if (run->opt.server == DWB_SERVER_NCHAN)
         dwb_scenario_channel(run, c, channel, sizeof(channel));
     else
@@ -289,9 +326,9 @@ static void on_connecting(struct dwb_run *run, struct dwb_conn *c)
  * the connection failed. */
 static long parse_upgrade(struct dwb_run *run, struct dwb_conn *c, unsigned char *buf, size_t n)
 {
-    char head[MAX_HANDSHAKE + 1], accept[29], why[128];
-    const char *end = memmem(buf, n, "\r\n\r\n", 4), *v;
-    size_t hlen, vlen = 0;
+    char head[MAX_HANDSHAKE + 1], why[128];
+    const char *end = memmem(buf, n, "\r\n\r\n", 4);
+    size_t hlen;
 
     if (!end) {
         if (n > MAX_HANDSHAKE) {
@@ -307,15 +344,8 @@ static long parse_upgrade(struct dwb_run *run, struct dwb_conn *c, unsigned char
     }
     memcpy(head, buf, hlen);
     head[hlen] = '\0';
-    if (strncmp(head, "HTTP/1.1 101", 12) != 0) {
-        snprintf(why, sizeof(why), "upgrade refused: %.*s", (int)strcspn(head, "\r\n"), head);
+    if (dwb_ws_check_upgrade(head, c->key, why, sizeof(why)) < 0) {
         fail(run, c, why, 0);
-        return -1;
-    }
-    expected_accept(c->key, accept);
-    v = dwb_http_find_header(head, "Sec-WebSocket-Accept", &vlen);
-    if (!v || vlen != 28 || memcmp(v, accept, 28) != 0) {
-        fail(run, c, "wrong or missing Sec-WebSocket-Accept", 0);
         return -1;
     }
     c->state = DWB_WS_OPEN;
@@ -345,7 +375,7 @@ static void on_close_frame(struct dwb_run *run, struct dwb_conn *c, const unsign
     c->state = DWB_WS_CLOSING;
     c->we_closed = true;
     /* RFC 6455 5.5.1: answer with a close frame; 1005 means none was given, so send none. */
-    send_frame(run, c, OP_CLOSE, echo, code == 1005 ? 0 : 2);
+    send_frame(run, c, DWB_WS_OP_CLOSE, echo, code == 1005 ? 0 : 2);
 }
 
 static void on_text_frame(struct dwb_run *run, struct dwb_conn *c, const char *p, size_t len,
@@ -372,40 +402,33 @@ static long parse_frames(struct dwb_run *run, struct dwb_conn *c, const unsigned
 {
     size_t off = 0;
 
-    while (n - off >= 2 && c->ev.fd >= 0) {
+    while (c->ev.fd >= 0) {
         const unsigned char *f = buf + off;
-        unsigned op = f[0] & 0x0f, fin = f[0] & 0x80;
-        uint64_t len = f[1] & 0x7f;
-        size_t h = 2;
+        struct dwb_ws_frame fr;
+        unsigned op;
+        uint64_t len;
+        size_t h;
 
-        if (f[1] & 0x80) {
+        if (!dwb_ws_frame_head(f, n - off, &fr))
+            break;
+        if (fr.masked) {
             fail(run, c, "masked server frame", 0);
             return -1;
         }
-        if (len == 126) {
-            if (n - off < 4)
-                break;
-            len = (uint64_t)f[2] << 8 | f[3];
-            h = 4;
-        } else if (len == 127) {
-            if (n - off < 10)
-                break;
-            len = 0;
-            for (int i = 0; i < 8; i++)
-                len = len << 8 | f[2 + i];
-            h = 10;
-        }
-        if (len > DWB_MAX_FRAME) {
+        if (fr.len > DWB_MAX_FRAME) {
             fail(run, c, "server frame larger than 1 MiB", 0);
             return -1;
         }
+        op = fr.op;
+        len = fr.len;
+        h = fr.hlen;
         if (n - off < h + len)
             break;
         off += h + (size_t)len;
 
         switch (op) {
-        case OP_TEXT:
-            if (!fin) {
+        case DWB_WS_OP_TEXT:
+            if (!fr.fin) {
                 /* The daemon never fragments its messages. */
                 run->n.ws_errors++;
                 dwb_note_error(run, "connection %u: fragmented text frame", c->index);
@@ -414,18 +437,18 @@ static long parse_frames(struct dwb_run *run, struct dwb_conn *c, const unsigned
             run->n.recv_bytes += h + len;
             on_text_frame(run, c, (const char *)f + h, (size_t)len, now);
             break;
-        case OP_PING:
+        case DWB_WS_OP_PING:
             run->n.pings++;
-            if (send_frame(run, c, OP_PONG, f + h, (size_t)len) < 0)
+            if (send_frame(run, c, DWB_WS_OP_PONG, f + h, (size_t)len) < 0)
                 run->n.ws_errors++;
             break;
-        case OP_PONG:
+        case DWB_WS_OP_PONG:
             break;
-        case OP_CLOSE:
+        case DWB_WS_OP_CLOSE:
             on_close_frame(run, c, f + h, (size_t)len);
             break;
-        case OP_CONT:
-        case OP_BINARY:
+        case DWB_WS_OP_CONT:
+        case DWB_WS_OP_BINARY:
         default:
             run->n.ws_errors++;
             dwb_note_error(run, "connection %u: unexpected frame opcode %u", c->index, op);
@@ -552,7 +575,7 @@ void dwb_ws_close(struct dwb_run *run, struct dwb_conn *c)
     }
     c->we_closed = true;
     c->state = DWB_WS_CLOSING;
-    if (send_frame(run, c, OP_CLOSE, normal, 2) < 0)
+    if (send_frame(run, c, DWB_WS_OP_CLOSE, normal, 2) < 0)
         dwb_ws_drop(run, c, DWB_WS_CLOSED);
 }
 
