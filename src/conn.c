@@ -321,7 +321,7 @@ int dw__conn_confirm_upgrade(struct dw_server *srv, struct lws *wsi)
     } else if (lws_hdr_copy(wsi, path, sizeof(path), WSI_TOKEN_GET_URI) <= 0 ||
                strcmp(path, WS_PATH) != 0) {
         status = HTTP_STATUS_NOT_FOUND;
-        why = "WebSocket endpoints are " WS_PATH " and " DW_STREAM_PATH;
+        why = "WebSocket endpoint is " WS_PATH " (publishers: " DW_STREAM_PATH ")";
     } else if (dw_hub_connection_count(srv->hub) >= (size_t)srv->cfg->max_connections) {
         srv->refusals.capacity++;
         status = HTTP_STATUS_SERVICE_UNAVAILABLE;
@@ -955,7 +955,7 @@ void dw__conn_drain_ready(struct dw_server *srv)
     DW_ASSERT_THREAD(DW_THREAD_IO);
     /* Behind what the previous call left: every connection has its turn in the order it
      * became ready. */
-    dw__hub_take_ready(srv->hub, &srv->drain);
+    dw__hub_take_more(srv->hub, &srv->drain);
     while ((node = dw_readyq_batch_next(&srv->drain)) != NULL) {
         struct dw_conn *conn = caa_container_of(node, struct dw_conn, ready_node);
         struct lws *wsi = conn->io.wsi;
@@ -1002,7 +1002,7 @@ void dw__conn_drain_release(struct dw_server *srv)
 {
     struct cds_wfcq_node *node;
 
-    dw__hub_take_ready(srv->hub, &srv->drain);
+    dw__hub_take_more(srv->hub, &srv->drain);
     while ((node = dw_readyq_batch_next(&srv->drain)) != NULL)
         dw__conn_unref(caa_container_of(node, struct dw_conn, ready_node));
 }

@@ -598,5 +598,10 @@ void dw__hub_for_each_user(struct dw_hub *hub, bool (*fn)(struct dw_user *user, 
 
 void dw__hub_take_ready(struct dw_hub *hub, struct dw_readyq_batch *batch)
 {
+    dw_readyq_take_all(&hub->ready, batch);
+}
+
+void dw__hub_take_more(struct dw_hub *hub, struct dw_readyq_batch *batch)
+{
     dw_readyq_take_more(&hub->ready, batch);
 }

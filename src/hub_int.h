@@ -90,7 +90,11 @@ size_t dw__hub_deliver_all(struct dw_hub *hub, struct dw_msg *msg);
 void dw__hub_for_each_user(struct dw_hub *hub, bool (*fn)(struct dw_user *user, void *arg),
                            void *arg);
 
-/* thread: io. Moves the ready queue onto the tail of batch. */
+/* thread: io. Detaches the ready queue into batch. */
 void dw__hub_take_ready(struct dw_hub *hub, struct dw_readyq_batch *batch);
+
+/* thread: io. Moves the ready queue onto the tail of batch (the drain's, which may still hold
+ * connections from its previous slice). */
+void dw__hub_take_more(struct dw_hub *hub, struct dw_readyq_batch *batch);
 
 #endif

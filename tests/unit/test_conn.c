@@ -173,9 +173,10 @@ static void test_upgrade_refused(void **state)
                            "user_id is given more than once");
     expect_refused_upgrade(ts, "/ws/events?user_id=a;b", "", 400,
                            "query arguments are name=value, separated by &");
-    expect_refused_upgrade(ts, "/ws?user_id=alice", "", 404, "WebSocket endpoint is /ws/events");
+    expect_refused_upgrade(ts, "/ws?user_id=alice", "", 404,
+                           "WebSocket endpoint is /ws/events (publishers: /ws/publish)");
     expect_refused_upgrade(ts, "/ws/events/x?user_id=alice", "", 404,
-                           "WebSocket endpoint is /ws/events");
+                           "WebSocket endpoint is /ws/events (publishers: /ws/publish)");
     tserver_wait_connections(ts, 0);
     tserver_stop(ts);
 }
