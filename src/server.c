@@ -39,14 +39,41 @@
 static void check_shutdown(struct dw_server *srv);
 static void log_security(struct dw_server *srv);
 
+/* Sockets accepted in one pass of the loop; then the listening socket waits for the next pass
+ * (new_pass). lws accepts for as long as the backlog holds connections, so a reconnect storm
+ * (every client of a deploy at once) held the I/O thread until the backlog was empty, and the
+ * established connections' messages waited behind thousands of accepts (issue 14). */
+#define ACCEPT_BUDGET 64
+
+/* After each pass of the loop: the listening socket takes connections again. */
+static void new_pass(struct dw_server *srv)
+{
+    srv->accepts = 0;
+    if (srv->listen_held) {
+        lws_rx_flow_control(srv->listen_held, 1);
+        srv->listen_held = NULL;
+    }
+}
+
+/* Counts an accept of this pass on listener (the listening socket's wsi); at the budget, the
+ * listener is not read until new_pass: lws's accept loop ends with this socket. */
+static void charge_accept(struct dw_server *srv, struct lws *listener)
+{
+    if (++srv->accepts < ACCEPT_BUDGET || srv->listen_held)
+        return;
+    srv->listen_held = listener;
+    lws_rx_flow_control(listener, 0);
+}
+
 /* A socket just accepted (fd): closed at once (-1) while shutting down, at the socket cap, or
  * when its address already holds --max-connections-per-ip sockets. Nothing has been read
  * from it, so there is no one to answer: the client sees the connection reset. */
-static int admit_socket(struct dw_server *srv, int fd)
+static int admit_socket(struct dw_server *srv, struct lws *listener, int fd)
 {
     struct dw_ip ip;
     char text[DW_IP_TEXT_MAX];
 
+    charge_accept(srv, listener);
     if (srv->draining)
         return -1;
     if (srv->sockets >= srv->socket_cap) {
@@ -168,6 +195,7 @@ static void after_pass(uv_check_t *check)
 {
     dw__http_submit_ready(check->data);
     dw__stream_submit_ready(check->data);
+    new_pass(check->data);
 }
 
 /* SIGHUP: the certificate and key files again, into the serving context. */
@@ -214,7 +242,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     /* ---- admission -------------------------------------------------------------------- */
     case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
         /* in is the accepted socket (user, in lws 4.1, its struct lws_filter_network_conn_args) */
-        return srv ? admit_socket(srv, (int)(lws_intptr_t)in) : 0;
+        return srv ? admit_socket(srv, wsi, (int)(lws_intptr_t)in) : 0;
     case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
         /* Not WSI_CREATE: lws calls that before the wsi has its socket. */
         if (srv)
@@ -558,6 +586,7 @@ int dw_server_run(struct dw_server *srv)
         }
         dw__http_submit_ready(srv);
         dw__stream_submit_ready(srv);
+        new_pass(srv);
     }
     return 0;
 }

@@ -136,6 +136,8 @@ struct dw_server {
     struct dw_sock deadlines;    /* list head: sockets with a deadline, soonest first */
     _Atomic size_t body_bytes;   /* any thread: request bodies held (http.c) */
     size_t socket_cap;           /* past it, new sockets are closed at accept */
+    unsigned accepts;            /* sockets accepted in this pass of the loop (server.c) */
+    struct lws *listen_held;     /* the listening socket, not read until the next pass */
     struct dw_refusals refusals; /* what the limits refused, for the stats */
     /* /ws/publish (stream.c): the open sockets, those with frames for the workers after this
      * pass of the loop, the runs answered (any → io), and the counts for the stats. */
