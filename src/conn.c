@@ -214,6 +214,16 @@ static int read_last_seq(struct lws *wsi, int64_t *out)
 
 /* Answers an upgrade request with status and a JSON error, written by hand: at this point
  * lws would label its own status line HTTP/1.0, which WebSocket clients reject. */
+int dw__write_ping(struct lws *wsi, int64_t sent_at)
+{
+    /* A payload (the send time) because lws does not report empty pongs. */
+    unsigned char ping[LWS_PRE + 8];
+
+    for (int i = 0; i < 8; i++)
+        ping[LWS_PRE + i] = (unsigned char)((uint64_t)sent_at >> (56 - 8 * i));
+    return lws_write(wsi, ping + LWS_PRE, 8, LWS_WRITE_PING) < 0 ? -1 : 0;
+}
+
 int dw__refuse_upgrade(struct lws *wsi, int status, const char *why)
 {
     return dw__http_write_refusal(wsi, status, why) < 0 ? -1 : 1;
@@ -1018,13 +1028,8 @@ int dw__conn_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
     if (io->state == DW_CONN_LET_GO)
         return 0;
     if (io->want_ping) {
-        /* A payload (our send time) because lws does not report empty pongs. */
-        unsigned char ping[LWS_PRE + 8];
-
         io->want_ping = false;
-        for (int i = 0; i < 8; i++)
-            ping[LWS_PRE + i] = (unsigned char)((uint64_t)io->ping_sent_at >> (56 - 8 * i));
-        if (lws_write(wsi, ping + LWS_PRE, 8, LWS_WRITE_PING) < 0)
+        if (dw__write_ping(wsi, io->ping_sent_at) < 0)
             return -1;
         io->pong_due = true;
         lws_callback_on_writable(wsi);

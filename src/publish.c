@@ -341,6 +341,8 @@ static char *json_error_body(const struct dw_json_error *e, size_t *len)
 static const char *stream_envelope(struct json_object *root, char *out, struct json_object **batch,
                                    const char **field)
 {
+    static const char bad_id[] =
+        "\"request_id\" must be a string of 1-128 characters or an integer";
     struct json_object *v;
 
     *batch = NULL;
@@ -354,14 +356,14 @@ static const char *stream_envelope(struct json_object *root, char *out, struct j
         if (json_object_is_type(v, json_type_string)) {
             n = (size_t)json_object_get_string_len(v);
             if (n == 0 || n > 128)
-                return "\"request_id\" must be a string of 1-128 characters or an integer";
+                return bad_id;
         } else if (!json_object_is_type(v, json_type_int)) {
-            return "\"request_id\" must be a string of 1-128 characters or an integer";
+            return bad_id;
         }
         text = json_object_to_json_string_length(
             v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &n);
         if (n >= DW_PUBLISH_REQUEST_ID_MAX)
-            return "\"request_id\" must be a string of 1-128 characters or an integer";
+            return bad_id;
         memcpy(out, text, n + 1);
     }
     if (json_object_object_get_ex(root, "batch", &v)) {

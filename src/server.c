@@ -561,7 +561,7 @@ static void check_shutdown(struct dw_server *srv)
     }
     if (srv->finished)
         return;
-    open = dw_hub_connection_count(srv->hub) + srv->streams.open;
+    open = dw_hub_connection_count(srv->hub) + dw__stream_count(srv);
     if (open > 0 && dw_now_mono_ns() < srv->drain_deadline)
         return;
     if (open > 0)

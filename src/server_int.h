@@ -146,7 +146,6 @@ struct dw_server {
     struct dw_readyq streams_done;
     struct {
         uint64_t opened, frames, answered, refused;
-        size_t open;
     } streams;
     struct dw_io_counters io; /* what this thread did, for the stats */
     uint64_t stats_walk;      /* numbers the stats walks over channels (stats.c) */
@@ -338,8 +337,15 @@ void dw__stream_free_done(struct dw_server *srv);
 /* Shutting down: every socket closes (1001) once the frames it sent are answered. */
 void dw__stream_close_all(struct dw_server *srv);
 
+/* The publish sockets open now (a walk: for the stats and the shutdown). */
+size_t dw__stream_count(struct dw_server *srv);
+
 /* The heartbeat: pings idle sockets, hangs up those that stopped answering. */
 void dw__stream_sweep(struct dw_server *srv, int64_t now);
+
+/* conn.c: writes a WebSocket ping carrying sent_at (from WRITEABLE). Returns -1 when the
+ * socket failed. */
+int dw__write_ping(struct lws *wsi, int64_t sent_at);
 
 /* conn.c: writes the refusal of an upgrade (an HTTP answer); returns what CONFIRM_UPGRADE
  * returns. */

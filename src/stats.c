@@ -142,8 +142,9 @@ static struct json_object *measured(int64_t v)
 static struct json_object *publish_sockets_doc(struct dw_server *srv)
 {
     struct json_object *obj = json_object_new_object();
+    size_t open = dw__stream_count(srv);
 
-    json_object_object_add(obj, "open", u64(srv->streams.open));
+    json_object_object_add(obj, "open", u64(open));
     json_object_object_add(obj, "opened", u64(srv->streams.opened));
     json_object_object_add(obj, "frames", u64(srv->streams.frames));
     json_object_object_add(obj, "answered", u64(srv->streams.answered));

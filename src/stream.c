@@ -376,7 +376,6 @@ int dw__stream_established(struct dw_server *srv, struct lws *wsi, struct dw_pss
     srv->stream_list = st;
     pss->stream = st;
     srv->streams.opened++;
-    srv->streams.open++;
     dw_log(DW_LOG_DEBUG, "publish socket opened");
     return 0;
 }
@@ -539,11 +538,8 @@ int dw__stream_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *
     if (!st || st->closed_sent)
         return 0;
     if (st->want_ping) {
-        /* A payload: lws does not report empty pongs (conn.c does the same). */
-        unsigned char ping[LWS_PRE + 8] = {0};
-
         st->want_ping = false;
-        if (lws_write(wsi, ping + LWS_PRE, 8, LWS_WRITE_PING) < 0)
+        if (dw__write_ping(wsi, st->ping_sent_at) < 0)
             return -1;
         lws_callback_on_writable(wsi);
         return 0;
@@ -584,7 +580,6 @@ void dw__stream_closed(struct dw_server *srv, struct dw_pss *pss)
     st->queued = st->answered = NULL;
     free(st->rx);
     st->rx = NULL;
-    srv->streams.open--;
     dw_log(DW_LOG_DEBUG, "publish socket closed");
     stream_unref(st); /* the I/O thread's; a run or the ready list may still hold one */
 }
@@ -617,4 +612,13 @@ void dw__stream_sweep(struct dw_server *srv, int64_t now)
             lws_callback_on_writable(st->wsi);
         }
     }
+}
+
+size_t dw__stream_count(struct dw_server *srv)
+{
+    size_t n = 0;
+
+    for (const struct dw_stream *st = srv->stream_list; st; st = st->next)
+        n++;
+    return n;
 }
