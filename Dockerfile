@@ -6,12 +6,14 @@
 FROM debian:bookworm AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        build-essential cmake pkg-config \
-        libwebsockets-dev liburcu-dev libjson-c-dev libpq-dev libssl-dev libuv1-dev libhiredis-dev \
+        build-essential cmake pkg-config curl ca-certificates \
+        libcap-dev zlib1g-dev liburcu-dev libjson-c-dev libpq-dev libssl-dev libuv1-dev libhiredis-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 # Tests and bench are not built here (no cmocka in this image); scripts/test.sh runs them.
+# libwebsockets: Debian's source package, fetched and built by scripts/lws.sh at configure
+# time (release settings, cmake/lws/*.patch), linked statically.
 RUN cmake --preset release -DDW_BUILD_TESTS=OFF -DDW_BUILD_BENCH=OFF \
  && cmake --build --preset release -j"$(nproc)" \
  && cmake --install build/release --prefix /out/usr/local --strip \
@@ -21,7 +23,7 @@ RUN cmake --preset release -DDW_BUILD_TESTS=OFF -DDW_BUILD_BENCH=OFF \
 FROM debian:bookworm-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        libwebsockets17 libwebsockets-evlib-uv liburcu8 libjson-c5 libpq5 libssl3 libuv1 libhiredis0.14 \
+        libcap2 zlib1g liburcu8 libjson-c5 libpq5 libssl3 libuv1 libhiredis0.14 \
         ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin dealwire

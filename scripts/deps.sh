@@ -9,9 +9,11 @@ set -euo pipefail
 PACKAGES=(
     # toolchain
     build-essential cmake pkg-config clang libclang-rt-14-dev clang-format clang-tidy
-    # libraries (libwebsockets-evlib-uv: the libuv event-loop plugin lws loads at run time)
+    # libraries. libwebsockets is built from Debian's source package by scripts/lws.sh (curl
+    # fetches it, dpkg-source unpacks it; libcap-dev for it); libwebsockets-dev and its libuv
+    # plugin are Debian's build, for -DDW_LWS=system.
     libwebsockets-dev libwebsockets-evlib-uv liburcu-dev libjson-c-dev libpq-dev libssl-dev
-    libuv1-dev libhiredis-dev
+    libuv1-dev libhiredis-dev libcap-dev zlib1g-dev curl dpkg-dev
     # tests
     libcmocka-dev python3-websockets python3-pytest
     # line coverage of src/ from gcc's .gcda files (scripts/coverage.sh, the coverage preset)

@@ -18,6 +18,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <libwebsockets.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,14 @@
 
 #ifndef DW_VERSION
 #define DW_VERSION "0.1.0"
+#endif
+
+/* Which libwebsockets: the one scripts/lws.sh builds (DW_LWS=source) takes pipelined HTTP/1.1
+ * requests behind a POST (docs/protocol.md, "Pipelining"); Debian's refuses them. */
+#if defined(LWS_DW_H1_PIPELINING)
+#define DW_LWS_BUILD "dealwire's build: release settings, HTTP/1.1 pipelining"
+#else
+#define DW_LWS_BUILD "Debian's build: pipelined POSTs refused"
 #endif
 
 /* ------------------------------------------------------------------------------------------
@@ -1014,7 +1023,8 @@ int dw_config_load(struct dw_config *cfg, int argc, char **argv, char **envp, FI
             return DW_CONFIG_EXIT_OK;
         }
         if (strcmp(argv[i], "--version") == 0) {
-            fputs("dealwire " DW_VERSION "\n", out);
+            fprintf(out, "dealwire " DW_VERSION "\nlibwebsockets %s (%s)\n",
+                    lws_get_library_version(), DW_LWS_BUILD);
             return DW_CONFIG_EXIT_OK;
         }
     }

@@ -183,13 +183,23 @@ static void untrack_socket(struct dw_server *srv, struct lws *wsi)
     free(s);
 }
 
-/* lws 4.1 loads its libuv support at run time, as a plugin from its library directory. */
+#if defined(LWS_WITH_EVLIB_PLUGINS)
+/* Debian's lws 4.1 loads its libuv support at run time, as a plugin from its library
+ * directory; dealwire's own build of lws (DW_LWS=source) has it linked in. */
 #define UV_PLUGIN LWS_INSTALL_LIBDIR "/libwebsockets-evlib_uv.so"
 
 static bool uv_plugin_present(void)
 {
     return access(UV_PLUGIN, R_OK) == 0;
 }
+#else
+#define UV_PLUGIN "(linked in)"
+
+static bool uv_plugin_present(void)
+{
+    return true;
+}
+#endif
 
 static void after_pass(uv_check_t *check)
 {
