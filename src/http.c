@@ -4,12 +4,19 @@
  * GET endpoints are answered at once from the I/O thread's own state (it owns the per-
  * connection statistics). POST /api/publish and POST /api/ai/trip/plan collect their body,
  * then, after the pass of the event loop that completed it, hand it to a worker as a
- * refcounted request (refuse_pipelined says why not at once); the worker publishes (or plans
+ * refcounted request (the requests of one pass go together); the worker publishes (or plans
  * the trip, planner.h), writes the answer into the request and puts it on the done queue
  * (MPSC) with one wake-up. The I/O thread then writes the answer as it drains that queue, if
  * the client is still there. The I/O thread never parses a body, fans out or waits on the
- * database. A request pipelined behind a POST waits in the socket (rx flow control) until
- * the POST is answered; one already read with it gets the POST refused (refuse_pipelined).
+ * database.
+ *
+ * Pipelining (HTTP/1.1 requests sent before the previous answer): a request behind a POST
+ * waits, unread or unparsed, until the POST's answer is written (rx flow control, ours and,
+ * in dealwire's build of lws, lws's own: cmake/lws/01-h1-pipelining.patch), then lws parses
+ * it from what it had read. So requests are answered one after another, in order, and a
+ * client that sends faster than it reads is held by its socket, never buffered here without
+ * bound. With Debian's lws (DW_LWS=system) a POST with a request already read behind it is
+ * refused instead (refuse_pipelined).
  * GET /api/websocket/users/<id>/inbox is the one GET that reads the database: its URL is
  * checked here, then it goes to a worker at once (it has no body to wait for) and comes back
  * through the done queue like a POST; requests behind it wait in the socket the same way.
@@ -761,11 +768,12 @@ int dw__http_body(struct dw_server *srv, struct dw_pss *pss, const void *in, siz
     return 0;
 }
 
-/* A POST with another request pipelined behind it, already read. lws 4.1 then calls
- * BODY_COMPLETION again and again without consuming anything, until the transaction is
- * completed inside that callback; ours completes when a worker has answered. So such a POST
- * is refused before anything of it is done: 400, and the connection closes (the requests
- * behind it are not read). Returns what the callback returns. */
+#if !defined(LWS_DW_H1_PIPELINING)
+/* Debian's lws 4.1.6 only: a POST with another request pipelined behind it, already read.
+ * That lws then calls BODY_COMPLETION again and again without consuming anything, until the
+ * transaction is completed inside that callback; ours completes when a worker has answered.
+ * So such a POST is refused before anything of it is done: 400, and the connection closes
+ * (the requests behind it are not read). Returns what the callback returns. */
 static int refuse_pipelined(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss)
 {
     dw_log(DW_LOG_DEBUG, "refused a POST with a request pipelined behind it");
@@ -775,6 +783,7 @@ static int refuse_pipelined(struct dw_server *srv, struct lws *wsi, struct dw_ps
     dw__http_writeable(srv, wsi, pss);
     return -1;
 }
+#endif
 
 int dw__http_body_done(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss)
 {
@@ -782,8 +791,10 @@ int dw__http_body_done(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
 
     if (!req)
         return 0;
+#if !defined(LWS_DW_H1_PIPELINING)
     if (req->state == REQ_READY)
         return refuse_pipelined(srv, wsi, pss);
+#endif
     if (req->state == REQ_WORKING)
         return -1; /* the same, once the worker has it: its answer can no longer be sent */
     if (req->state != REQ_READING)
@@ -792,7 +803,8 @@ int dw__http_body_done(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
         req->close_after = true;
         return respond_error(pss, wsi, HTTP_STATUS_REQ_ENTITY_TOO_LARGE, "body too large");
     }
-    /* Not submitted from here: see refuse_pipelined. The ready list holds a reference. */
+    /* Submitted after this pass of the loop, with the others it completed (and, with Debian's
+     * lws, not from inside lws's read: refuse_pipelined). The ready list holds a reference. */
     req->state = REQ_READY;
     atomic_fetch_add_explicit(&req->refs, 1, memory_order_relaxed);
     *srv->ready_tail = req;

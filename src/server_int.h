@@ -122,7 +122,7 @@ struct dw_server {
     struct dw_readyq_batch drain;            /* io: connections taken from the ready queue and
                                               * not yet written (dw__conn_drain_ready) */
     /* Requests whose body is complete, for the workers after this pass of the loop (http.c,
-     * refuse_pipelined says why not at once), and the libuv loop's hook for that. */
+     * dw__http_body_done), and the libuv loop's hook for that. */
     struct dw_http_req *ready_reqs;
     struct dw_http_req **ready_tail;
     uv_check_t after_pass;
