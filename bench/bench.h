@@ -113,6 +113,13 @@ struct dwb_opts {
     enum dwb_publish_mode publish_mode;
     unsigned in_flight;
     const char *api_token;
+
+    /* fanout, paced: the channel the clients subscribe to and the messages go to (--channel;
+     * NULL: "target":"all", nchan's channel "all"). */
+    const char *channel;
+    /* --marks: SIGUSR1 opens a span and a second one closes it; the latencies of the messages
+     * published inside it are kept apart (bench/compare's storm scenario). */
+    bool marks;
 };
 
 struct ssl_st;     /* OpenSSL's SSL */
@@ -252,7 +259,7 @@ struct dwb_run {
     int64_t t0; /* start of the run */
     int64_t phase_started;
     int64_t connect_start, connect_end;
-    int64_t subscribe_start, subscribe_end; /* channels: subscribe commands sent, confirmed */
+    int64_t subscribe_start, subscribe_end; /* channels, --channel: subscribes sent, confirmed */
     int64_t pub_start, pub_end;             /* first request written, publishing stopped */
     int64_t setup_start, setup_end;         /* replay: the untimed set-up */
     int64_t last_delivery;
@@ -276,6 +283,12 @@ struct dwb_run {
     struct dwb_hist lat;     /* publish to receive, ns */
     struct dwb_hist hs;      /* connect() to connection_established, ns */
     struct dwb_hist catchup; /* replay: connect() to the connection's last replayed message */
+    /* --marks: publish to receive, ns, of the messages published inside the marked span:
+     * from the first SIGUSR1 (mark_open) to the second (mark_close; 0 while open). */
+    struct dwb_hist marked;
+    int64_t mark_open, mark_close;
+    unsigned marks_taken; /* SIGUSR1s seen (a third and later ones change nothing) */
+    uint64_t marked_msgs; /* messages published inside the span */
 
     /* Publishing state (scenario.c). */
     unsigned keys;        /* seq spaces per producer: 1 (all), conns (targeted), channels */
@@ -353,8 +366,10 @@ void dwb_on_answer(struct dwb_run *run, struct dwb_pub *pub, const struct dwb_re
 /* Allocates the scenario state (seqs, streams, ring, channel members). Returns 0 or -ENOMEM. */
 int dwb_scenario_init(struct dwb_run *run);
 void dwb_scenario_free(struct dwb_run *run);
-/* Sends every connection its subscribe commands (channels scenario). */
+/* Sends every connection its subscribe commands (channels scenario, --channel). */
 void dwb_scenario_subscribe(struct dwb_run *run);
+/* The channel a message to everyone goes to: --channel, or nchan's "all". */
+const char *dwb_scenario_all_channel(const struct dwb_run *run);
 /* Number of connections whose subscriptions are all confirmed. */
 unsigned dwb_scenario_subscribed(const struct dwb_run *run);
 /* replay: opens the publishers for the set-up. */
@@ -376,7 +391,8 @@ unsigned dwb_scenario_window(const struct dwb_run *run);
 const char *dwb_scenario_name(enum dwb_scenario s);
 const char *dwb_server_name(enum dwb_server s);
 const char *dwb_publish_mode_name(enum dwb_publish_mode m);
-/* nchan: the channel connection c subscribes to (/sub/<channel>), into out. */
+/* nchan: the channel connection c subscribes to (/sub/<channel>), into out: --channel, "all"
+ * or (targeted) the user's own. */
 void dwb_scenario_channel(const struct dwb_run *run, const struct dwb_conn *c, char *out,
                           size_t size);
 

@@ -695,16 +695,20 @@ static void on_readable(struct dwb_run *run, struct dwb_pub *pub)
     } while (pub->ev.fd >= 0 && dwb_net_has_pending(&pub->ev));
 }
 
-/* ws: the upgrade request, to dealwire's /ws/publish or nchan's /pub/all (its answers in
- * JSON). */
+/* ws: the upgrade request, to dealwire's /ws/publish or nchan's /pub/all (--channel:
+ * /pub/<channel>; its answers in JSON). */
 static int send_upgrade(struct dwb_run *run, struct dwb_pub *pub)
 {
-    char req[1024], auth[DWB_MAX_TOKEN + 32];
+    char req[1024], auth[DWB_MAX_TOKEN + 32], path[80];
     bool nchan = run->opt.server == DWB_SERVER_NCHAN;
     int n;
 
     dwb_ws_new_key(run, pub->key);
     auth_header(run, auth, sizeof(auth));
+    if (nchan)
+        snprintf(path, sizeof(path), "/pub/%s", dwb_scenario_all_channel(run));
+    else
+        snprintf(path, sizeof(path), "/ws/publish");
     n = snprintf(req, sizeof(req),
                  "GET %s HTTP/1.1\r\n"
                  "Host: %s:%u\r\n"
@@ -713,8 +717,8 @@ static int send_upgrade(struct dwb_run *run, struct dwb_pub *pub)
                  "Sec-WebSocket-Key: %s\r\n"
                  "Sec-WebSocket-Version: 13\r\n"
                  "%s%s\r\n",
-                 nchan ? "/pub/all" : "/ws/publish", run->opt.host_text, run->opt.publish_port,
-                 pub->key, nchan ? "Accept: application/json\r\n" : "", auth);
+                 path, run->opt.host_text, run->opt.publish_port, pub->key,
+                 nchan ? "Accept: application/json\r\n" : "", auth);
     if (n <= 0 || (size_t)n >= sizeof(req) || out_reserve(pub, (size_t)n) < 0)
         return -ENOMEM;
     out_put(pub, req, (size_t)n);

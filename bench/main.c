@@ -17,7 +17,9 @@
  * --ports spreads the clients over several dealwire nodes sharing messages over Redis
  * (bench/cluster), and --publish-port names the one the publishers post to. --publish-mode
  * picks the publishers' shape (http.c): one HTTP request in flight each, up to --in-flight
- * pipelined requests, or up to --in-flight frames on a publish WebSocket.
+ * pipelined requests, or up to --in-flight frames on a publish WebSocket. --channel sends
+ * fanout's and paced's messages to one channel the clients join, instead of to everyone, and
+ * --marks lets another process mark a span of the run with SIGUSR1 (its latencies apart).
  */
 #include "bench.h"
 #include "http.h"
@@ -44,6 +46,7 @@
 #define EXIT_USAGE       2
 
 static volatile sig_atomic_t stop_signal;
+static volatile sig_atomic_t mark_signals; /* --marks: SIGUSR1s received */
 
 int64_t dwb_now_ns(void)
 {
@@ -67,6 +70,12 @@ void dwb_note_error(struct dwb_run *run, const char *fmt, ...)
 static void on_signal(int sig)
 {
     stop_signal = sig;
+}
+
+static void on_mark(int sig)
+{
+    (void)sig;
+    mark_signals++; /* only this handler writes it, and SIGUSR1 is blocked while it runs */
 }
 
 /* ---- options --------------------------------------------------------------------------- */
@@ -105,8 +114,8 @@ static void usage(FILE *f)
             "  --publish-mode MODE    http|pipeline|ws: how each publisher sends: keep-alive\n"
             "                         HTTP, 1 request in flight; HTTP pipelined, --in-flight\n"
             "                         requests sent back to back; or a WebSocket (dealwire:\n"
-            "                         /ws/publish; nchan: /pub/all), --in-flight frames\n"
-            "                         outstanding (http)\n"
+            "                         /ws/publish; nchan: /pub/all or /pub/<channel>),\n"
+            "                         --in-flight frames outstanding (http)\n"
             "  --in-flight D          pipeline, ws: requests outstanding per publisher (16)\n"
             "  --api-token TOKEN      Authorization: Bearer TOKEN on every publish request and\n"
             "                         publish socket (the daemon's --api-token)\n"
@@ -118,6 +127,12 @@ static void usage(FILE *f)
             "  --duration S           seconds of publishing (10; 0 with --messages)\n"
             "  --messages M           messages to publish (no bound)\n"
             "  --rate R               paced: messages per second (1000)\n"
+            "  --channel NAME         fanout, paced: every client joins channel NAME (dealwire:\n"
+            "                         a subscribe command; nchan: /sub/NAME) and the messages\n"
+            "                         go to it instead of to everyone (all)\n"
+            "  --marks                fanout, targeted, channels, paced: SIGUSR1 opens a span,\n"
+            "                         a second one closes it; the latency of the messages\n"
+            "                         published inside it is reported apart (marked_*)\n"
             "  --channels M           channels: number of channels (100)\n"
             "  --subs-per-conn S      channels: subscriptions per connection (4)\n"
             "  --users U              targeted: draw each message's user from U user ids, of\n"
@@ -197,6 +212,8 @@ enum {
     OPT_DURATION,
     OPT_MESSAGES,
     OPT_RATE,
+    OPT_CHANNEL,
+    OPT_MARKS,
     OPT_CHANNELS,
     OPT_SUBS,
     OPT_USERS,
@@ -238,6 +255,8 @@ static const struct option long_opts[] = {
     {"duration", required_argument, NULL, OPT_DURATION},
     {"messages", required_argument, NULL, OPT_MESSAGES},
     {"rate", required_argument, NULL, OPT_RATE},
+    {"channel", required_argument, NULL, OPT_CHANNEL},
+    {"marks", no_argument, NULL, OPT_MARKS},
     {"channels", required_argument, NULL, OPT_CHANNELS},
     {"subs-per-conn", required_argument, NULL, OPT_SUBS},
     {"users", required_argument, NULL, OPT_USERS},
@@ -462,6 +481,22 @@ static int parse_opts(int argc, char **argv, struct dwb_opts *o)
         case OPT_RATE:
             err = parse_num("--rate", optarg, 0.001, 1e8, &o->rate);
             break;
+        case OPT_CHANNEL:
+            o->channel = optarg;
+            /* dealwire's channel names (the bench's "chN" and nchan.conf's /sub/ too) */
+            if (!*optarg || strlen(optarg) > 64 ||
+                strspn(optarg,
+                       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-") !=
+                    strlen(optarg))
+                err = bad("--channel", optarg, "expected 1-64 of A-Z a-z 0-9 _ . : -");
+            else if (strncmp(optarg, "user:", 5) == 0 || strncmp(optarg, "private-", 8) == 0)
+                err = bad("--channel", optarg,
+                          "user:<id> and private-* are private channels (dealwire refuses them "
+                          "without a token that grants them)");
+            break;
+        case OPT_MARKS:
+            o->marks = true;
+            break;
         case OPT_CHANNELS:
             err = parse_uint("--channels", optarg, 1, 1000000, &u);
             o->channels = (unsigned)u;
@@ -628,7 +663,16 @@ static int parse_opts(int argc, char **argv, struct dwb_opts *o)
         o->scenario != DWB_FANOUT && o->scenario != DWB_PACED)
         return bad("--publish-mode", "ws",
                    "with --server nchan only for fanout and paced (nchan's publish socket is "
-                   "bound to one channel, /pub/all)");
+                   "bound to one channel, /pub/all or /pub/<--channel>)");
+    if (o->channel && o->scenario != DWB_FANOUT && o->scenario != DWB_PACED)
+        return bad("--channel", o->channel,
+                   "only with --scenario fanout or paced (the messages to everyone)");
+    if (o->channel)
+        o->subs = 1; /* dealwire: one subscribe command per connection, confirmed */
+    if (o->marks &&
+        (o->scenario == DWB_IDLE || o->scenario == DWB_CONNECT || o->scenario == DWB_REPLAY))
+        return bad("--marks", "",
+                   "only with a scenario that publishes (fanout, targeted, channels, paced)");
     if (o->scenario == DWB_IDLE && !o->npids)
         fprintf(stderr, DWB_NAME ": no --server-pid: the server's RSS is not measured\n");
     return 0;
@@ -759,8 +803,8 @@ static void step_connect(struct dwb_run *run, int64_t now)
         enter(run, DWB_PHASE_CLOSE, now);
     } else if (o->scenario == DWB_IDLE) {
         enter(run, DWB_PHASE_SETTLE, now);
-    } else if (o->scenario == DWB_CHANNELS) {
-        enter(run, DWB_PHASE_SUBSCRIBE, now);
+    } else if (o->scenario == DWB_CHANNELS || (o->channel && o->server == DWB_SERVER_DEALWIRE)) {
+        enter(run, DWB_PHASE_SUBSCRIBE, now); /* nchan: subscribed by the upgrade's path */
     } else if (o->scenario == DWB_REPLAY) {
         enter(run, DWB_PHASE_DRAIN, now); /* nothing to publish: wait for the replays */
     } else {
@@ -801,11 +845,28 @@ static bool pubs_opening(struct dwb_run *run, int64_t now)
     return opening;
 }
 
+/* --marks: the SIGUSR1s that arrived since the last tick, at now (the loop wakes at once: a
+ * signal interrupts epoll_wait). The first opens the span, the second closes it. */
+static void take_marks(struct dwb_run *run, int64_t now)
+{
+    unsigned seen = (unsigned)mark_signals;
+
+    for (; run->marks_taken < seen; run->marks_taken++) {
+        if (run->marks_taken == 0)
+            run->mark_open = now;
+        else if (run->marks_taken == 1)
+            run->mark_close = now;
+    }
+}
+
 /* Moves the run on: phase ends, timeouts, pacing. */
 static void tick(struct dwb_run *run, int64_t now)
 {
     const struct dwb_opts *o = &run->opt;
     int64_t last;
+
+    if (o->marks)
+        take_marks(run, now);
 
     if (run->phase < DWB_PHASE_CLOSE) {
         if (stop_signal) {
@@ -953,6 +1014,7 @@ static int setup(struct dwb_run *run)
     dwb_hist_init(&run->lat);
     dwb_hist_init(&run->hs);
     dwb_hist_init(&run->catchup);
+    dwb_hist_init(&run->marked);
     run->rng = o->seed ? o->seed : 1;
     return dwb_scenario_init(run);
 }
@@ -991,6 +1053,11 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    if (run.opt.marks) {
+        struct sigaction mark = {.sa_handler = on_mark};
+
+        sigaction(SIGUSR1, &mark, NULL);
+    }
 
     if (dwb_net_init(&run) < 0)
         return EXIT_USAGE;

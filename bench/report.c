@@ -11,6 +11,8 @@
  * With several ports (--ports, nodes sharing messages over Redis), a nodes line says how the
  * clients were spread and where the publishers posted, with each port's deliveries and
  * missing ones, so a node that loses messages shows.
+ * With --marks, a marked line gives the latency of the messages published inside the span the
+ * SIGUSR1s marked, and when it was, in seconds from the start of publishing (marked_* in JSON).
  */
 #include "bench.h"
 
@@ -310,6 +312,56 @@ static void print_tls(const struct dwb_run *run)
            (unsigned long long)run->n.tls_resumed, o->tls_resume ? " (--tls-resume)" : "");
 }
 
+/* --marks: seconds from the start of publishing (the run's start before it) to mark t. */
+static double mark_s(const struct dwb_run *run, int64_t t)
+{
+    return (double)(t - (run->pub_start ? run->pub_start : run->t0)) / NS;
+}
+
+/* --marks: the marked line, the latency of the messages published inside the span. */
+static void print_marked(const struct dwb_run *run)
+{
+    const struct dwb_hist *m = &run->marked;
+
+    if (!run->mark_open) {
+        printf("  marked      no span: no SIGUSR1 arrived\n");
+        return;
+    }
+    printf("  marked      span from %.3f s to ", mark_s(run, run->mark_open));
+    if (run->mark_close)
+        printf("%.3f s", mark_s(run, run->mark_close));
+    else
+        printf("the end (one SIGUSR1)");
+    printf(" of publishing: %llu messages published in it, %llu deliveries; p50 %.0f us, p99 "
+           "%.0f us, p99.9 %.0f us, max %.0f us\n",
+           (unsigned long long)run->marked_msgs, (unsigned long long)m->count,
+           us(dwb_hist_quantile(m, 0.5)), us(dwb_hist_quantile(m, 0.99)),
+           us(dwb_hist_quantile(m, 0.999)), us(m->count ? m->max : 0));
+}
+
+/* --marks: the marked_* members of the JSON line (and a comma); null when there is no span or
+ * it was not closed. */
+static void print_json_marked(const struct dwb_run *run)
+{
+    const struct dwb_hist *m = &run->marked;
+
+    printf("\"marks\":%u,\"marked_from_s\":", run->marks_taken);
+    if (run->mark_open)
+        printf("%.3f", mark_s(run, run->mark_open));
+    else
+        printf("null");
+    printf(",\"marked_to_s\":");
+    if (run->mark_close)
+        printf("%.3f", mark_s(run, run->mark_close));
+    else
+        printf("null");
+    printf(",\"marked_messages\":%llu,\"marked_samples\":%llu,\"marked_p50_us\":%.1f,"
+           "\"marked_p99_us\":%.1f,\"marked_p999_us\":%.1f,\"marked_max_us\":%.1f,",
+           (unsigned long long)run->marked_msgs, (unsigned long long)m->count,
+           us(dwb_hist_quantile(m, 0.5)), us(dwb_hist_quantile(m, 0.99)),
+           us(dwb_hist_quantile(m, 0.999)), us(m->count ? m->max : 0));
+}
+
 bool dwb_report_final(struct dwb_run *run)
 {
     const struct dwb_opts *o = &run->opt;
@@ -361,6 +413,8 @@ bool dwb_report_final(struct dwb_run *run)
         printf(", %u channels, %u per connection", o->channels, o->subs);
     if (o->scenario == DWB_PACED)
         printf(", %.0f messages/s", o->rate);
+    if (o->channel)
+        printf(", to channel %s", o->channel);
     if (replay)
         printf(", %u critical messages of ~%u B stored per user %s<i> (%u publishers, batch "
                "%u), resuming from last_seq=%llu",
@@ -392,6 +446,9 @@ bool dwb_report_final(struct dwb_run *run)
                run->subscribed, o->subs, (double)(run->subscribe_end - run->subscribe_start) / NS,
                rate((uint64_t)run->subscribed * o->subs,
                     (double)(run->subscribe_end - run->subscribe_start) / NS));
+    if (o->channel && run->subscribe_end)
+        printf("  subscribed  %u connections to channel %s in %.3f s\n", run->subscribed,
+               o->channel, (double)(run->subscribe_end - run->subscribe_start) / NS);
     if (publishing) {
         printf("  published   %llu messages (%.0f/s) in %llu requests (%llu answered, %llu "
                "refused or unanswered, %llu recipient mismatches)\n",
@@ -415,6 +472,8 @@ bool dwb_report_final(struct dwb_run *run)
                us(dwb_hist_quantile(h, 0.5)), us(dwb_hist_quantile(h, 0.99)),
                us(dwb_hist_quantile(h, 0.999)), us(h->count ? h->max : 0),
                (unsigned long long)h->count);
+        if (o->marks)
+            print_marked(run);
         print_cpu(run, "publishing", DWB_CPU_PUBLISH, DWB_CPU_END, run->n.recv_msgs, "delivery");
         printf("  checks      missing %llu, extra %llu, duplicate %llu, out-of-order %llu, "
                "malformed %llu, misrouted %llu\n",
@@ -482,6 +541,13 @@ bool dwb_report_final(struct dwb_run *run)
         printf("\"channels\":%u,\"subs_per_conn\":%u,", o->channels, o->subs);
     if (o->scenario == DWB_PACED)
         printf("\"rate\":%.0f,", o->rate);
+    if (o->channel) {
+        printf("\"channel\":");
+        print_json_string(o->channel);
+        putchar(',');
+    }
+    if (o->marks)
+        print_json_marked(run);
     if (o->scenario == DWB_TARGETED)
         printf("\"users\":%llu,\"offline\":%llu,", (unsigned long long)o->users,
                (unsigned long long)run->n.offline);

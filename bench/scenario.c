@@ -41,6 +41,16 @@
  * the same size with both servers. Connections subscribe to the channel "all" (fanout, paced,
  * idle, connect) or to their own channel <prefix><i> (targeted); a message is published to
  * that channel. nchan answers 201/202 without a recipient count, so none is checked.
+ *
+ * --channel NAME (fanout, paced): the messages to everyone go to one channel instead, which
+ * every client joins before publishing starts (dealwire: a subscribe command each, confirmed;
+ * nchan: /sub/NAME), so that other clients of the same server (bench/compare's storm, another
+ * bench process) receive none of them. Flow control and checks are those of "all".
+ *
+ * --marks: the first SIGUSR1 opens a span and the second closes it (main.c takes them in the
+ * loop); a delivery whose message was published inside the span ("t" between the two) is also
+ * recorded apart, so that one run tells the latency while something else happened (another
+ * process's connection storm) from the rest.
  */
 #include "bench.h"
 #include "http.h"
@@ -77,13 +87,18 @@ static bool nchan(const struct dwb_run *run)
     return run->opt.server == DWB_SERVER_NCHAN;
 }
 
+const char *dwb_scenario_all_channel(const struct dwb_run *run)
+{
+    return run->opt.channel ? run->opt.channel : "all";
+}
+
 void dwb_scenario_channel(const struct dwb_run *run, const struct dwb_conn *c, char *out,
                           size_t size)
 {
     if (run->opt.scenario == DWB_TARGETED)
         snprintf(out, size, "%s%u", run->opt.prefix, c->index);
     else
-        snprintf(out, size, "all");
+        snprintf(out, size, "%s", dwb_scenario_all_channel(run));
 }
 
 static bool publishes(const struct dwb_run *run)
@@ -239,7 +254,7 @@ void dwb_scenario_free(struct dwb_run *run)
 
 void dwb_scenario_subscribe(struct dwb_run *run)
 {
-    char cmd[96];
+    char cmd[128];
 
     for (unsigned i = 0; i < run->opt.conns; i++) {
         struct dwb_conn *c = &run->conns[i];
@@ -247,8 +262,12 @@ void dwb_scenario_subscribe(struct dwb_run *run)
         if (c->state != DWB_WS_READY)
             continue;
         for (unsigned j = 0; j < run->opt.subs && c->ev.fd >= 0; j++) {
-            int n = snprintf(cmd, sizeof(cmd), "{\"type\":\"subscribe\",\"channel\":\"ch%u\"}",
-                             c->subs[j]);
+            /* --channel: the one channel (opt.subs is 1); else the connection's j-th */
+            int n = run->opt.channel
+                        ? snprintf(cmd, sizeof(cmd), "{\"type\":\"subscribe\",\"channel\":\"%s\"}",
+                                   run->opt.channel)
+                        : snprintf(cmd, sizeof(cmd),
+                                   "{\"type\":\"subscribe\",\"channel\":\"ch%u\"}", c->subs[j]);
 
             if (dwb_ws_send_text(run, c, cmd, (size_t)n) < 0) {
                 run->n.subs_failed++;
@@ -335,6 +354,8 @@ static int format_item(struct dwb_run *run, char *out, size_t room, unsigned p, 
         snprintf(target, sizeof(target), "{\"user_id\":\"%s%u\"}", run->opt.prefix, key);
     else if (run->opt.scenario == DWB_CHANNELS)
         snprintf(target, sizeof(target), "{\"channel\":\"ch%u\"}", key);
+    else if (run->opt.channel)
+        snprintf(target, sizeof(target), "{\"channel\":\"%s\"}", run->opt.channel);
     else
         snprintf(target, sizeof(target), "\"all\"");
     /* nchan: the body is the message; the channel is in the URL. */
@@ -473,12 +494,14 @@ static unsigned publish_one(struct dwb_run *run, struct dwb_pub *pub, int64_t no
     req->want_deliveries = deliveries;
     if (!run->pub_start)
         run->pub_start = now;
+    if (run->mark_open && !run->mark_close)
+        run->marked_msgs += k; /* --marks: published inside the span */
     if (nchan(run)) {
         /* One message per request (no batch): its channel is the path. */
         if (run->opt.scenario == DWB_TARGETED)
             snprintf(path, sizeof(path), "/pub/%s%u", run->opt.prefix, req->targets[0]);
         else
-            snprintf(path, sizeof(path), "/pub/all");
+            snprintf(path, sizeof(path), "/pub/%s", dwb_scenario_all_channel(run));
     }
     err = dwb_pub_send(run, pub, path, (size_t)(w - body));
     if (err < 0) {
@@ -966,8 +989,14 @@ void dwb_on_text(struct dwb_run *run, struct dwb_conn *c, const char *p, size_t 
         run->n.malformed++;
         return;
     }
-    if (t <= (uint64_t)now)
+    if (t <= (uint64_t)now) {
         dwb_hist_record(&run->lat, (uint64_t)now - t);
+        /* --marks: published inside the span, [open, close) as marked_msgs counts them (a
+         * message of the tick that closes it went out after the close) */
+        if (run->mark_open && (int64_t)t >= run->mark_open &&
+            (!run->mark_close || (int64_t)t < run->mark_close))
+            dwb_hist_record(&run->marked, (uint64_t)now - t);
+    }
 
     if (run->opt.scenario == DWB_TARGETED && key != c->index) {
         run->n.misrouted++;

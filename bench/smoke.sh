@@ -21,6 +21,9 @@
 # --publish-mode pipeline must either run COMPLETE or fail by itself saying that the daemon
 # refused the pipelining (it prints which). --api-token: a daemon started with one must take
 # the bench's publishes that carry it (HTTP, and the publish socket) and refuse those without.
+# Storm (bench/compare --scenario storm, small): a paced run on a channel of its own with
+# --marks, and a connect run of other clients between two SIGUSR1s; the span must hold
+# deliveries and the storm's clients must get none of the stream.
 # Cluster: when redis-server and PostgreSQL are installed, two daemons share a private Redis
 # (--redis) and database, the bench spreads its clients over both (--ports) and publishes on
 # one (--publish-port): every client must still get every message once and in order.
@@ -164,6 +167,40 @@ check channels --scenario channels --connections 40 --messages 300 --channels 10
 check paced --scenario paced --connections 30 --rate 200 --duration 1.5
 check idle --scenario idle --connections 50 --settle 0.5 --server-pid "$daemon_pid"
 check connect --scenario connect --connections 50 --parallel 10
+check paced-channel --scenario paced --connections 30 --rate 200 --duration 1.5 \
+    --channel smoke-paced
+check fanout-channel --scenario fanout --connections 20 --messages 200 --channel smoke.fan:1
+
+# check_storm NAME ARGS...: a paced run with --marks (and ARGS), and while it runs a connect run
+# of 60 other clients, with a SIGUSR1 to the paced run before the connect run and one after it
+# (bench/compare's storm scenario, small). Both must be COMPLETE, the marked span must hold
+# deliveries, and the connect run's clients must have received nothing.
+check_storm() {
+    local name=$1 rc storm_rc pid
+    shift
+    "$bench" --port "$port" --quiet --timeout 40 --scenario paced --connections 30 --rate 500 \
+        --duration 2 --marks "$@" >"$work/$name.out" 2>"$work/$name.err" &
+    pid=$!
+    sleep 0.8
+    kill -0 "$pid" 2>/dev/null && kill -USR1 "$pid"
+    "$bench" --port "$port" --quiet --timeout 40 --scenario connect --connections 60 \
+        --parallel 20 --user-prefix "storm-$$-" >"$work/$name-storm.out" 2>&1
+    storm_rc=$?
+    kill -0 "$pid" 2>/dev/null && kill -USR1 "$pid"
+    wait "$pid"
+    rc=$?
+    if [ $rc -eq 0 ] && [ $storm_rc -eq 0 ] &&
+        grep -q '^{"bench":"dealwire-bench".*"complete":true' "$work/$name.out" &&
+        grep -q '"marks":2,.*"marked_samples":[1-9]' "$work/$name.out" &&
+        grep -q '^{"bench".*"deliveries":0,.*"complete":true' "$work/$name-storm.out"; then
+        pass "$name" "$(grep -o '^  marked .*' "$work/$name.out" | sed 's/^  marked *//' |
+            cut -d';' -f1) ($*)"
+    else
+        cat "$work/$name-storm.out" >>"$work/$name.err"
+        fail_check "$name" "(exit $rc, storm exit $storm_rc): $*"
+    fi
+}
+check_storm storm --channel smoke-storm
 
 # has_ws_publish: an upgrade on the daemon's /ws/publish answers 101 (404 before it had one).
 has_ws_publish() {
@@ -182,6 +219,8 @@ if $ws_publish; then
         --window 32 --publish-mode ws --publishers 1 --in-flight 4
     check publish-ws-targeted --scenario targeted --connections 40 --messages 400 \
         --publish-mode ws --publishers 4
+    check publish-ws-channel --scenario paced --connections 20 --rate 200 --duration 1 \
+        --publish-mode ws --publishers 2 --channel smoke-ws
 else
     echo "skip publish-ws runs: $daemon has no publish socket (/ws/publish does not upgrade)"
 fi
@@ -235,6 +274,12 @@ check_usage publish-mode-name --publish-mode http2 --messages 10
 check_usage in-flight-http --in-flight 4 --messages 10
 check_usage ws-nchan-targeted --server nchan --publish-mode ws --scenario targeted --messages 10
 check_usage publish-mode-idle --scenario idle --publish-mode ws
+# --channel: fanout and paced only, a name dealwire takes from anyone; --marks: a run that
+# publishes.
+check_usage channel-targeted --scenario targeted --channel x --messages 10
+check_usage channel-name --channel 'a b' --messages 10
+check_usage channel-private --channel private-x --messages 10
+check_usage marks-connect --scenario connect --marks
 
 # check_fails NAME PATTERN ARGS...: a run that must end by itself, exit 1 and name PATTERN.
 check_fails() {
