@@ -18,7 +18,10 @@
  * each answer sends its next request while the drain still writes the previous message, its
  * messages join the writes of the connections not yet written, and one write carries several
  * of them. Without the slices a serial publisher moved in lock-step with the drain, one
- * message per write (issue 14).
+ * message per write (issue 14). A slice grows when the pass between two slices took longer
+ * than the slice itself (next_slice): in a storm of connects or closes a pass holds hundreds of
+ * handshakes, and 63 slices of 16 to reach 1,000 clients held a message for hundreds of
+ * milliseconds; so the connections already in get at least half of the loop's time.
  *
  * Slow consumers: the bound (--queue-size messages, --queue-bytes bytes) counts what the
  * socket could not take. A turn writes as much as the socket takes (up to WRITE_BURST_MAX
@@ -66,7 +69,9 @@
 
 /* Connections one drain writes before the loop takes another pass (dw__conn_drain_ready):
  * about a millisecond of writes. */
-#define DW_DRAIN_SLICE 16
+#define DW_DRAIN_SLICE     16
+#define DW_DRAIN_SLICE_MAX 65536
+#define DW_DRAIN_LOADED_NS (1000 * 1000)
 
 /* RAW writes of up to DW_WRITE_BATCH one connection gets in one turn while its socket takes
  * them: 1 MiB, so a burst to a client that keeps up goes out at once, and one connection cannot
@@ -957,12 +962,43 @@ static bool may_write_now(const struct dw_conn *conn)
     return io->state == DW_CONN_OPEN && !io->want_ping && !lws_partial_buffered(io->wsi);
 }
 
+/* Connections for this slice of the drain, at now. Back from a pass the drain yielded to that
+ * took over DW_DRAIN_LOADED_NS (a loaded loop: a storm of connects or closes), the slice is
+ * scaled by how long that pass took against how long the slice before it took, so that writing
+ * to the connections already in gets at least as much of the loop as whatever else the pass
+ * did. A pass that only read a publisher's next request (tens of microseconds) keeps the
+ * slices small: that is what lets a serial publisher's messages join the writes (measured: a
+ * ratio without the threshold grew the slices there too, and halved the serial shape). A new
+ * drain starts at half the last size, so the slices come back down once the loop is quiet. */
+static unsigned next_slice(struct dw_server *srv, int64_t now)
+{
+    uint64_t slice = srv->drain_slice;
+
+    if (srv->drain_yield_ns) {
+        int64_t gap = now - srv->drain_yield_ns;
+        int64_t busy = srv->drain_busy_ns > 0 ? srv->drain_busy_ns : 1;
+
+        if (gap > DW_DRAIN_LOADED_NS && gap > busy)
+            slice = slice * (uint64_t)gap / (uint64_t)busy;
+    } else {
+        slice /= 2;
+    }
+    if (slice < DW_DRAIN_SLICE)
+        slice = DW_DRAIN_SLICE;
+    if (slice > DW_DRAIN_SLICE_MAX)
+        slice = DW_DRAIN_SLICE_MAX;
+    srv->drain_slice = (unsigned)slice;
+    return srv->drain_slice;
+}
+
 void dw__conn_drain_ready(struct dw_server *srv)
 {
     struct cds_wfcq_node *node;
-    unsigned n = 0;
+    int64_t start = dw_now_mono_ns();
+    unsigned n = 0, slice = next_slice(srv, start);
 
     DW_ASSERT_THREAD(DW_THREAD_IO);
+    srv->drain_yield_ns = 0;
     /* Behind what the previous call left: every connection has its turn in the order it
      * became ready. */
     dw__hub_take_more(srv->hub, &srv->drain);
@@ -998,10 +1034,12 @@ void dw__conn_drain_ready(struct dw_server *srv)
         }
         /* The ready queue's reference, taken by the producer that scheduled conn. */
         dw__conn_unref(conn);
-        if (++n == DW_DRAIN_SLICE) {
+        if (++n == slice) {
             /* The rest after the next pass of the loop, which reads what came meanwhile: a
              * publisher's next request, whose messages then join the writes of every
              * connection not yet written (conn.c, "Write path"). */
+            srv->drain_yield_ns = dw_now_mono_ns();
+            srv->drain_busy_ns = srv->drain_yield_ns - start;
             lws_cancel_service(srv->ctx);
             return;
         }

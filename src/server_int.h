@@ -121,6 +121,9 @@ struct dw_server {
     unsigned char *wbuf;                     /* LWS_PRE + DW_WRITE_BATCH, the one write buffer */
     struct dw_readyq_batch drain;            /* io: connections taken from the ready queue and
                                               * not yet written (dw__conn_drain_ready) */
+    unsigned drain_slice;                    /* io: connections per slice (conn.c next_slice) */
+    int64_t drain_yield_ns;                  /* io: when the drain last yielded mid-way, or 0 */
+    int64_t drain_busy_ns;                   /* io: how long that slice took */
     /* Requests whose body is complete, for the workers after this pass of the loop (http.c,
      * dw__http_body_done), and the libuv loop's hook for that. */
     struct dw_http_req *ready_reqs;
@@ -196,9 +199,9 @@ void dw__conn_peer_close(struct dw_pss *pss);
 void dw__conn_closed(struct dw_server *srv, struct dw_pss *pss);
 
 /* Drains the ready queue: collects each connection's outbox and writes it at once, or asks
- * for WRITEABLE when something must go first (conn.c, "Write path"). At most DW_DRAIN_SLICE
- * connections per call: what is left waits in srv->drain for the next pass of the loop,
- * which it asks for. */
+ * for WRITEABLE when something must go first (conn.c, "Write path"). One slice of
+ * connections per call (conn.c next_slice: 16, more when the loop is loaded): what is left
+ * waits in srv->drain for the next pass of the loop, which it asks for. */
 void dw__conn_drain_ready(struct dw_server *srv);
 
 /* Lets go of the connections a drain left (at the end, once the loop has stopped). */
