@@ -406,6 +406,33 @@ static void reply(struct dw_conn *conn, struct dw_msg *msg)
     dw_msg_unref(msg);
 }
 
+static bool has_pending(struct dw_conn *conn);
+static int write_queued(struct dw_server *srv, struct dw_conn *conn, struct lws *wsi);
+static bool may_write_now(const struct dw_conn *conn);
+
+/* Sends msg (the welcome) to conn, just upgraded, and drops the caller's reference: written at
+ * once, since the socket has just taken the 101. Through WRITEABLE each connection cost a trip
+ * through the loop and two epoll_ctl (POLLOUT on, then off) in a storm of connects. What the
+ * socket does not take waits for WRITEABLE as usual. Returns -1 when the write failed. */
+static int reply_now(struct dw_server *srv, struct dw_conn *conn, struct dw_msg *msg)
+{
+    struct lws *wsi = conn->io.wsi;
+
+    if (dw_outbox_push(&conn->outbox, msg))
+        dw_outbox_unschedule(&conn->outbox);
+    dw_msg_unref(msg);
+    if (!may_write_now(conn)) {
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    dw_outbox_splice(&conn->outbox);
+    if (write_queued(srv, conn, wsi) < 0)
+        return -1;
+    if (has_pending(conn))
+        lws_callback_on_writable(wsi);
+    return 0;
+}
+
 /* Makes the connection of wsi for user_id and registers it with the hub. */
 static struct dw_conn *open_conn(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
                                  const char *user_id, int64_t now)
@@ -472,9 +499,11 @@ int dw__conn_established(struct dw_server *srv, struct lws *wsi, struct dw_pss *
         dw__replay_start(srv, conn, after, false);
     } else {
         struct json_object *obj = dw__conn_welcome(srv, conn);
+        int rc = reply_now(srv, conn, dw_msg_new_json(DW_MSG_CONNECTION_ESTABLISHED, 0, obj));
 
-        reply(conn, dw_msg_new_json(DW_MSG_CONNECTION_ESTABLISHED, 0, obj));
         json_object_put(obj);
+        if (rc < 0)
+            return -1;
     }
     conn_log(DW_LOG_DEBUG, conn, "opened");
     return 0;
