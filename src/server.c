@@ -74,6 +74,7 @@ static int admit_socket(struct dw_server *srv, struct lws *listener, int fd)
     char text[DW_IP_TEXT_MAX];
 
     charge_accept(srv, listener);
+    srv->churn++;
     if (srv->draining)
         return -1;
     if (srv->sockets >= srv->socket_cap) {
@@ -180,6 +181,7 @@ static void untrack_socket(struct dw_server *srv, struct lws *wsi)
     if (s->counted)
         dw_ipcount_remove(srv->ips, &s->ip);
     srv->sockets--;
+    srv->churn++;
     free(s);
 }
 
