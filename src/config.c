@@ -30,7 +30,7 @@
 #endif
 
 /* Which libwebsockets: the one scripts/lws.sh builds (DW_LWS=source) takes pipelined HTTP/1.1
- * requests behind a POST (docs/protocol.md, "Pipelining"); Debian's refuses them. */
+ * requests behind a POST (docs/protocol.md, "HTTP API"); Debian's refuses them. */
 #if defined(LWS_DW_H1_PIPELINING)
 #define DW_LWS_BUILD "dealwire's build: release settings, HTTP/1.1 pipelining"
 #else

@@ -18,10 +18,10 @@
  * each answer sends its next request while the drain still writes the previous message, its
  * messages join the writes of the connections not yet written, and one write carries several
  * of them. Without the slices a serial publisher moved in lock-step with the drain, one
- * message per write (issue 14). A slice grows when the pass between two slices took longer
- * than the slice itself (next_slice): in a storm of connects or closes a pass holds hundreds of
- * handshakes, and 63 slices of 16 to reach 1,000 clients held a message for hundreds of
- * milliseconds; so the connections already in get at least half of the loop's time.
+ * message per write (issue 14). A slice grows after a pass that accepted or lost sockets and
+ * took longer than the slice itself (next_slice): in a storm of connects or closes a pass
+ * holds hundreds of handshakes, and 63 slices of 16 to reach 1,000 clients held a message for
+ * a hundred milliseconds; so the connections already in get at least half of the loop's time.
  *
  * Slow consumers: the bound (--queue-size messages, --queue-bytes bytes) counts what the
  * socket could not take. A turn writes as much as the socket takes (up to WRITE_BURST_MAX
