@@ -71,7 +71,7 @@
  * about a millisecond of writes. */
 #define DW_DRAIN_SLICE     16
 #define DW_DRAIN_SLICE_MAX 65536
-#define DW_DRAIN_LOADED_NS (1000 * 1000)
+#define DW_DRAIN_LOADED_NS (DW_NSEC_PER_SEC / 1000)
 #define DW_DRAIN_CHURN     16
 
 /* RAW writes of up to DW_WRITE_BATCH one connection gets in one turn while its socket takes
