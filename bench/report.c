@@ -312,6 +312,22 @@ static void print_tls(const struct dwb_run *run)
            (unsigned long long)run->n.tls_resumed, o->tls_resume ? " (--tls-resume)" : "");
 }
 
+/* h's p50, p99, p99.9 and max, as the table prints them. */
+static void print_quantiles(const struct dwb_hist *h)
+{
+    printf("p50 %.0f us, p99 %.0f us, p99.9 %.0f us, max %.0f us", us(dwb_hist_quantile(h, 0.5)),
+           us(dwb_hist_quantile(h, 0.99)), us(dwb_hist_quantile(h, 0.999)),
+           us(h->count ? h->max : 0));
+}
+
+/* The same as JSON members <prefix>p50_us ... <prefix>max_us, each followed by a comma. */
+static void print_json_quantiles(const char *prefix, const struct dwb_hist *h)
+{
+    printf("\"%sp50_us\":%.1f,\"%sp99_us\":%.1f,\"%sp999_us\":%.1f,\"%smax_us\":%.1f,", prefix,
+           us(dwb_hist_quantile(h, 0.5)), prefix, us(dwb_hist_quantile(h, 0.99)), prefix,
+           us(dwb_hist_quantile(h, 0.999)), prefix, us(h->count ? h->max : 0));
+}
+
 /* --marks: seconds from the start of publishing (the run's start before it) to mark t. */
 static double mark_s(const struct dwb_run *run, int64_t t)
 {
@@ -332,11 +348,10 @@ static void print_marked(const struct dwb_run *run)
         printf("%.3f s", mark_s(run, run->mark_close));
     else
         printf("the end (one SIGUSR1)");
-    printf(" of publishing: %llu messages published in it, %llu deliveries; p50 %.0f us, p99 "
-           "%.0f us, p99.9 %.0f us, max %.0f us\n",
-           (unsigned long long)run->marked_msgs, (unsigned long long)m->count,
-           us(dwb_hist_quantile(m, 0.5)), us(dwb_hist_quantile(m, 0.99)),
-           us(dwb_hist_quantile(m, 0.999)), us(m->count ? m->max : 0));
+    printf(" of publishing: %llu messages published in it, %llu deliveries; ",
+           (unsigned long long)run->marked_msgs, (unsigned long long)m->count);
+    print_quantiles(m);
+    putchar('\n');
 }
 
 /* --marks: the marked_* members of the JSON line (and a comma); null when there is no span or
@@ -355,11 +370,9 @@ static void print_json_marked(const struct dwb_run *run)
         printf("%.3f", mark_s(run, run->mark_close));
     else
         printf("null");
-    printf(",\"marked_messages\":%llu,\"marked_samples\":%llu,\"marked_p50_us\":%.1f,"
-           "\"marked_p99_us\":%.1f,\"marked_p999_us\":%.1f,\"marked_max_us\":%.1f,",
-           (unsigned long long)run->marked_msgs, (unsigned long long)m->count,
-           us(dwb_hist_quantile(m, 0.5)), us(dwb_hist_quantile(m, 0.99)),
-           us(dwb_hist_quantile(m, 0.999)), us(m->count ? m->max : 0));
+    printf(",\"marked_messages\":%llu,\"marked_samples\":%llu,",
+           (unsigned long long)run->marked_msgs, (unsigned long long)m->count);
+    print_json_quantiles("marked_", m);
 }
 
 bool dwb_report_final(struct dwb_run *run)
@@ -467,11 +480,9 @@ bool dwb_report_final(struct dwb_run *run)
             printf("  warning     the publishers reached %.0f of the %.0f messages/s asked: the "
                    "daemon answered too slowly\n",
                    rate(run->n.sent_msgs, send_s), o->rate);
-        printf("  latency     publish to receive: p50 %.0f us, p99 %.0f us, p99.9 %.0f us, "
-               "max %.0f us (%llu samples)\n",
-               us(dwb_hist_quantile(h, 0.5)), us(dwb_hist_quantile(h, 0.99)),
-               us(dwb_hist_quantile(h, 0.999)), us(h->count ? h->max : 0),
-               (unsigned long long)h->count);
+        printf("  latency     publish to receive: ");
+        print_quantiles(h);
+        printf(" (%llu samples)\n", (unsigned long long)h->count);
         if (o->marks)
             print_marked(run);
         print_cpu(run, "publishing", DWB_CPU_PUBLISH, DWB_CPU_END, run->n.recv_msgs, "delivery");
@@ -581,12 +592,10 @@ bool dwb_report_final(struct dwb_run *run)
         putchar(',');
         print_json_cpu(run, "server_cpu_ms", from, DWB_CPU_END);
     }
-    printf("\"messages\":%llu,\"deliveries\":%llu,\"deliveries_per_s\":%.0f,\"bytes_per_s\":%.0f,"
-           "\"p50_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,\"max_us\":%.1f,",
+    printf("\"messages\":%llu,\"deliveries\":%llu,\"deliveries_per_s\":%.0f,\"bytes_per_s\":%.0f,",
            (unsigned long long)run->n.sent_msgs, (unsigned long long)run->n.recv_msgs,
-           rate(run->n.recv_msgs, pub_s), rate(run->n.recv_bytes, pub_s),
-           us(dwb_hist_quantile(h, 0.5)), us(dwb_hist_quantile(h, 0.99)),
-           us(dwb_hist_quantile(h, 0.999)), us(h->count ? h->max : 0));
+           rate(run->n.recv_msgs, pub_s), rate(run->n.recv_bytes, pub_s));
+    print_json_quantiles("", h);
     printf("\"connected\":%llu,\"conn_per_s\":%.0f,\"handshake_p50_us\":%.1f,"
            "\"handshake_p99_us\":%.1f,\"handshake_p999_us\":%.1f,",
            (unsigned long long)run->n.connected, rate(run->n.connected, conn_s),
