@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The test command (README; .ci/run calls it): installs missing packages, checks formatting
-# (clang-format) and runs clang-tidy (scripts/tidy.sh), then for each of the presets debug,
-# asan (ASan+UBSan) and tsan configures, builds and runs every ctest test (labels unit,
-# stress, integration, smoke). Then runs them all once more in
-# the coverage preset and checks the line coverage of src/ against its minimum
+# (clang-format) and runs clang-tidy (scripts/tidy.sh), then for each of the presets asan
+# (ASan+UBSan) and tsan configures, builds and runs every ctest test (labels unit, stress,
+# integration, smoke). Then runs them all once more in the coverage preset (the debug preset's
+# gcc -O0 with asserts, plus --coverage: so the debug preset is not run a second time by
+# default) and checks the line coverage of src/ against its minimum
 # (scripts/coverage.sh; its tests count in the totals like a preset's). Then runs the libFuzzer
 # targets for a bounded time (scripts/fuzz.sh, the fuzz preset; each target counts as one
 # test). Finally builds the release preset (build only, so `scripts/run.sh` cannot break
@@ -11,7 +12,7 @@
 #
 #   DW_TEST_PRESETS="debug"  run only these test presets (and skip the release build); the
 #                            coverage and fuzz stages run only if the list names "coverage"
-#                            and "fuzz" (default: "debug asan tsan coverage fuzz")
+#                            and "fuzz" (default: "asan tsan coverage fuzz")
 #   DW_COVERAGE_MIN=92       minimum line coverage of src/ (see scripts/coverage.sh)
 #   DW_FUZZ_SECONDS=60       fuzzing time per fuzz target (see scripts/fuzz.sh)
 #   DW_SKIP_DEPS=1           do not check packages (see scripts/deps.sh)
@@ -21,7 +22,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # "coverage" and "fuzz" select the stages of those names, which run after the presets.
 presets=()
 run_coverage=0 run_fuzz=0
-for p in ${DW_TEST_PRESETS:-debug asan tsan coverage fuzz}; do
+for p in ${DW_TEST_PRESETS:-asan tsan coverage fuzz}; do
     case $p in
         coverage) run_coverage=1 ;;
         fuzz) run_fuzz=1 ;;
