@@ -1,6 +1,8 @@
 """WebSocket protocol: handshake, every client command and its reply, every protocol error."""
 
 import json
+import socket
+import struct
 
 import pytest
 import websockets
@@ -29,6 +31,23 @@ def test_welcome_message(dealwire):
         await ws.close()
 
     run(main())
+
+
+# struct tcp_info (linux/tcp.h): tcpi_data_segs_in, the segments with data this end received.
+TCP_INFO_DATA_SEGS_IN = 152
+
+
+def test_the_101_and_the_welcome_arrive_in_one_segment(daemon):
+    """The daemon corks the socket from the upgrade to the welcome: one packet to carry and to
+    read per connection where there were two (connect rate)."""
+    ws = RawWS(daemon.port, "corked")
+    try:
+        assert ws.recv_json()["type"] == "connection_established"
+        info = ws.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+        (segs,) = struct.unpack_from("I", info, TCP_INFO_DATA_SEGS_IN)
+        assert segs == 1, f"the 101 and the welcome came in {segs} segments"
+    finally:
+        ws.sock.close()
 
 
 def test_welcome_default_heartbeat_interval_is_30(daemon):
