@@ -22,6 +22,7 @@
 #include "dealwire/thread.h"
 #include "dealwire/tls.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -70,6 +71,33 @@ static void raise_open_file_limit(void)
                (unsigned long long)rl.rlim_max);
 }
 
+/* Grows the table of file descriptors to the size the daemon will use, now, while the process
+ * has one thread. The kernel doubles the table as descriptors are opened, and in a process of
+ * several threads every doubling waits for an RCU grace period (expand_fdtable() calls
+ * synchronize_rcu()) inside the accept() that needed it: a fresh daemon taking 10,000 clients
+ * at once sat idle through eight of them (the connect shape, 10,000 clients with 500
+ * attempts in flight: 27,000 connections/s on a fresh daemon against 40,000 on one that had
+ * held as many before). The table costs 8 bytes and 2 bits per descriptor. */
+static void presize_fd_table(int max_connections)
+{
+    struct rlimit rl;
+    long long top = (long long)max_connections + 256; /* max_connections_default()'s margin */
+    int fd, high;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur != RLIM_INFINITY && (rlim_t)top > rl.rlim_cur)
+        top = (long long)rl.rlim_cur;
+    fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    /* The lowest free descriptor from top - 1 up: the table grows to hold it. */
+    high = top > fd + 1 ? fcntl(fd, F_DUPFD_CLOEXEC, (int)(top - 1)) : -1;
+    if (high >= 0)
+        close(high);
+    close(fd);
+}
+
 /* The db keeper's way to stop the daemon when the schema cannot be brought up to date. */
 static void on_db_fatal(void *srv)
 {
@@ -95,6 +123,7 @@ int main(int argc, char **argv)
         return 2;
     dw_log_set_level((enum dw_log_level)cfg.log_level);
     raise_open_file_limit();
+    presize_fd_table(cfg.max_connections);
     if (cfg.tls_cert && dw_tls_check_files(cfg.tls_cert, cfg.tls_key, err, sizeof(err)) < 0) {
         fprintf(stderr, "dealwire: --tls-cert/--tls-key: %s\n", err);
         goto out;

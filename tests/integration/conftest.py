@@ -176,6 +176,15 @@ def problem_lines(daemon, pattern=r" (warn |error) "):
             if rx.search(line) and not DEV_MODE_WARNING.search(line)]
 
 
+def proc_status(pid, field):
+    """A number from /proc/PID/status: proc_status(pid, "VmRSS") in KiB, "FDSize" in slots."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
 def wait_until(predicate, timeout, what):
     """Poll predicate() until true, within a bounded deadline (for states with no event)."""
     deadline = time.monotonic() + timeout

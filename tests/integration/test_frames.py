@@ -32,7 +32,8 @@ import uuid
 import pytest
 
 from conftest import (
-    RawWS, ServerClosed, apublish, connect_user, http_get, recv_json, request, run, t,
+    RawWS, ServerClosed, apublish, connect_user, http_get, proc_status, recv_json, request, run,
+    t,
 )
 
 # Opcodes (RFC 6455 5.2)
@@ -594,33 +595,25 @@ def test_oversized_message_still_arriving_is_closed_1009(srv, shape):
     scenario(srv, sends_ignoring_reset(*frames_), closes_with(1009, hangup=False))
 
 
-def vm_rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def test_frame_announcing_2_pow_40_bytes_is_closed_1009_without_allocating_it(srv):
     """A header announcing 2^40 bytes, followed by a little more than --max-message-size of
     payload: the daemon must not try to buffer what the header promises (lws hands payload
     over in chunks; the daemon's buffer is bounded by the cap) and closes with 1009 once the
     cap is passed.  The daemon's resident memory must not jump."""
-    rss_before = vm_rss_kib(srv.pid)
+    rss_before = proc_status(srv.pid, "VmRSS")
     scenario(srv, sends(frame(TEXT, b"x" * (MAX_MESSAGE + 64), length=1 << 40)),
              closes_with(1009, hangup=False))
-    grown = vm_rss_kib(srv.pid) - rss_before
+    grown = proc_status(srv.pid, "VmRSS") - rss_before
     assert grown < 64 * 1024, f"the daemon's RSS grew by {grown} KiB"
 
 
 def test_frame_announcing_2_pow_40_bytes_then_streaming_is_closed_1009(srv):
     """The same header followed by 64 KiB (more than the daemon reads before it decides):
     closed with 1009 all the same, and the daemon does not grow."""
-    rss_before = vm_rss_kib(srv.pid)
+    rss_before = proc_status(srv.pid, "VmRSS")
     scenario(srv, sends_ignoring_reset(frame(TEXT, b"x" * (64 * 1024), length=1 << 40)),
              closes_with(1009, hangup=False))
-    grown = vm_rss_kib(srv.pid) - rss_before
+    grown = proc_status(srv.pid, "VmRSS") - rss_before
     assert grown < 64 * 1024, f"the daemon's RSS grew by {grown} KiB"
 
 

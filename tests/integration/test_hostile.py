@@ -23,8 +23,8 @@ import time
 import pytest
 
 from conftest import (
-    OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawWS, ServerClosed, http_get, publish, t,
-    wait_until,
+    OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawWS, ServerClosed, http_get, proc_status,
+    publish, t, wait_until,
 )
 
 # The longest a control client's pong may wait while a hostile client works. The defects this
@@ -614,14 +614,6 @@ def _sendall_quietly(sock, data):
         pass  # the server closed the connection: that is the point
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def test_a_protocol_ping_flood_is_bounded(dealwire):
     """lws 4.1 answers protocol pings itself and tells the daemon nothing of them, so they
     cannot be charged to the rate limit (docs/security.md): what keeps a flood harmless is
@@ -632,7 +624,7 @@ def test_a_protocol_ping_flood_is_bounded(dealwire):
     raw = RawWS(d.port, "pinger")
     try:
         assert raw.recv_json()["type"] == "connection_established"
-        before = rss_kib(d.pid)
+        before = proc_status(d.pid, "VmRSS")
         raw.sock.sendall(masked(OP_PING, b"p") * 5000)
         raw.send_frame(OP_TEXT, b'{"type":"ping"}')  # after the flood, in order
         pongs = 0
@@ -644,7 +636,7 @@ def test_a_protocol_ping_flood_is_bounded(dealwire):
             elif op == OP_TEXT:
                 assert json.loads(payload)["type"] == "pong"
                 break
-        grew = rss_kib(d.pid) - before
+        grew = proc_status(d.pid, "VmRSS") - before
     finally:
         raw.close()
     assert 1 <= pongs < 5000, pongs

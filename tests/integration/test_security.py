@@ -30,7 +30,7 @@ import websockets.exceptions
 
 from conftest import (
     OP_CLOSE, OP_TEXT, RawWS, close_all, close_code, connect_user, expect_close, recv_json,
-    request, run, run_bad_start, t, wait_until, ws_connect,
+    proc_status, request, run, run_bad_start, t, wait_until, ws_connect,
 )
 
 SECRET = "integration-test-secret-0123456789abcdef"  # --jwt-secret: at least 32 bytes
@@ -747,6 +747,16 @@ def test_global_cap_503_and_recovery(dealwire):
     run(main())
     sec = security(d.port)
     assert sec["refused"]["capacity"] == 1 and sec["limits"]["max_connections"] == 2, sec
+
+
+@pytest.mark.parametrize("cap", [3000, 9000])
+def test_fd_table_is_sized_for_the_cap_at_start(dealwire, cap):
+    """Grown once at start-up, before any thread: growing it later, while accepting, waits for
+    an RCU grace period in the kernel at every doubling (a fresh daemon's connect rate)."""
+    d = dealwire("--max-connections", cap)
+    size = proc_status(d.pid, "FDSize")
+    assert size >= cap + 256, size
+    assert size < 2 * (cap + 256) + 64, f"{size}: larger than the cap needs"
 
 
 # ---------------------------------------------------------------------------------------------
