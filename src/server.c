@@ -45,6 +45,17 @@ static void log_security(struct dw_server *srv);
  * handshakes of the sockets already accepted waited (issue 14: 1.36x the connections/s). */
 #define ACCEPT_BUDGET 64
 
+#if defined(LWS_DW_UV_DEFER)
+/* The loop's time for sockets' events in one pass. Past it, the events of sockets other than
+ * publishers wait (lws patch 03 stops their watchers, the kernel keeps the events), and each
+ * pass takes back RESUME_PER_PASS of them, oldest first. A burst of thousands of ready
+ * sockets, such as every client of a deploy closing at once, is served over many passes, and
+ * between them the loop reads the publishers and writes to the clients already connected: in
+ * one pass it held the loop for 70-210 ms (issue 14, the storm scenario). */
+#define PASS_BUDGET_NS  (DW_NSEC_PER_SEC / 500)
+#define RESUME_PER_PASS 128
+#endif
+
 /* After each pass of the loop: the listening socket takes connections again. */
 static void new_pass(struct dw_server *srv)
 {
@@ -132,6 +143,71 @@ void dw__sock_disarm(struct dw_server *srv, struct lws *wsi)
         deadline_unlink(s);
 }
 
+void dw__sock_publisher(struct lws *wsi)
+{
+    struct dw_sock *s = lws_get_opaque_user_data(wsi);
+
+    if (s)
+        s->publisher = true;
+}
+
+static void deferred_unlink(struct dw_sock *s)
+{
+    if (!s->deferred)
+        return;
+    s->dprev->dnext = s->dnext;
+    s->dnext->dprev = s->dprev;
+    s->dprev = s->dnext = NULL;
+    s->deferred = false;
+}
+
+#if defined(LWS_DW_UV_DEFER)
+/* lws_dw_uv_defer: asked by lws's libuv loop before it serves an event of wsi (a socket, not
+ * the listener or lws's wake pipe). 1: not in this pass (PASS_BUDGET_NS). */
+static int defer_event(struct lws *wsi)
+{
+    struct dw_sock *s = lws_get_opaque_user_data(wsi), *head;
+    struct dw_server *srv;
+    int64_t now;
+
+    if (!s || s->publisher)
+        return 0;
+    srv = lws_context_user(lws_get_context(wsi));
+    now = dw_now_mono_ns();
+    if (!srv->pass_began) {
+        srv->pass_began = now;
+        return 0;
+    }
+    if (now - srv->pass_began < PASS_BUDGET_NS)
+        return 0;
+    srv->deferrals++;
+    if (!s->deferred) {
+        head = &srv->deferred;
+        s->dprev = head->dprev;
+        s->dnext = head;
+        head->dprev->dnext = s;
+        head->dprev = s;
+        s->deferred = true;
+    }
+    return 1;
+}
+
+/* After a pass: the oldest deferred sockets are polled again, and the next pass's budget
+ * starts with its first event. */
+static void resume_deferred(struct dw_server *srv)
+{
+    struct dw_sock *head = &srv->deferred;
+
+    for (int i = 0; i < RESUME_PER_PASS && head->dnext != head; i++) {
+        struct dw_sock *s = head->dnext;
+
+        deferred_unlink(s);
+        lws_dw_uv_resume(s->wsi);
+    }
+    srv->pass_began = 0;
+}
+#endif
+
 /* From the sweep: hangs up every socket past its deadline, whatever it was doing (a request
  * or body trickled, an idle keep-alive connection). Synchronously, as lws's own timeouts do
  * from their timer: the sweep runs in no callback of the socket's, and an asynchronous kill
@@ -178,6 +254,7 @@ static void untrack_socket(struct dw_server *srv, struct lws *wsi)
         return;
     lws_set_opaque_user_data(wsi, NULL);
     deadline_unlink(s);
+    deferred_unlink(s);
     if (s->counted)
         dw_ipcount_remove(srv->ips, &s->ip);
     srv->sockets--;
@@ -205,6 +282,9 @@ static bool uv_plugin_present(void)
 
 static void after_pass(uv_check_t *check)
 {
+#if defined(LWS_DW_UV_DEFER)
+    resume_deferred(check->data);
+#endif
     dw__http_submit_ready(check->data);
     dw__stream_submit_ready(check->data);
     new_pass(check->data);
@@ -411,6 +491,7 @@ struct dw_server *dw_server_new(const struct dw_config *cfg, const struct dw_aut
     srv->ips = dw_ipcount_new();
     srv->socket_cap = socket_cap();
     srv->deadlines.prev = srv->deadlines.next = &srv->deadlines;
+    srv->deferred.dprev = srv->deferred.dnext = &srv->deferred;
     srv->started_at = dw_now_realtime_ns();
     dw_leader_node_name(cfg->port, srv->node);
     dw_readyq_init(&srv->done);
@@ -455,6 +536,9 @@ struct dw_server *dw_server_new(const struct dw_config *cfg, const struct dw_aut
         srv->after_pass.data = srv;
         uv_check_start(&srv->after_pass, after_pass);
         uv_unref((uv_handle_t *)&srv->after_pass);
+#if defined(LWS_DW_UV_DEFER)
+        lws_dw_uv_defer = defer_event;
+#endif
         srv->foreign_loops[0] = srv->uv_loop;
         info.foreign_loops = srv->foreign_loops;
         info.options |= LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_UV_NO_SIGSEGV_SIGFPE_SPIN;

@@ -53,8 +53,11 @@ struct dw_sock {
     struct lws *wsi;
     struct dw_ip ip;
     bool counted;     /* against ip, in dw_server.ips */
+    bool publisher;   /* it made an API request or is a /ws/publish socket: never deferred */
+    bool deferred;    /* on srv->deferred: its events wait for a later pass (server.c) */
     int64_t deadline; /* monotonic ns; 0: none */
-    struct dw_sock *prev, *next;
+    struct dw_sock *prev, *next;   /* srv->deadlines, while it has a deadline */
+    struct dw_sock *dprev, *dnext; /* srv->deferred, while deferred */
 };
 
 /* What the I/O thread did with connections and frames (stats "message_stats" and
@@ -142,6 +145,9 @@ struct dw_server {
     _Atomic size_t body_bytes;   /* any thread: request bodies held (http.c) */
     size_t socket_cap;           /* past it, new sockets are closed at accept */
     unsigned accepts;            /* sockets accepted in this pass of the loop (server.c) */
+    int64_t pass_began;          /* monotonic ns of this pass's first socket event, or 0 */
+    struct dw_sock deferred;     /* list head: sockets whose events wait, oldest first */
+    uint64_t deferrals;          /* socket events put off to a later pass, ever */
     struct lws *listen_held;     /* the listening socket, not read until the next pass */
     struct dw_refusals refusals; /* what the limits refused, for the stats */
     /* /ws/publish (stream.c): the open sockets, those with frames for the workers after this
@@ -184,6 +190,10 @@ void dw__sock_arm(struct dw_server *srv, struct lws *wsi);
 
 /* wsi has no deadline any more: it became a WebSocket, or a worker holds its request. */
 void dw__sock_disarm(struct dw_server *srv, struct lws *wsi);
+
+/* wsi publishes (an API request, a /ws/publish socket): its events are never put off to a
+ * later pass of the loop when a pass runs long (server.c, defer_event). */
+void dw__sock_publisher(struct lws *wsi);
 
 /* ---- conn.c --------------------------------------------------------------------------- */
 

@@ -95,6 +95,7 @@ static struct json_object *security_doc(struct dw_server *srv)
     json_object_object_add(doc, "refused", refused);
 
     json_object_object_add(doc, "sockets", u64(srv->sockets));
+    json_object_object_add(doc, "socket_events_deferred", u64(srv->deferrals));
     json_object_object_add(doc, "body_bytes",
                            u64(atomic_load_explicit(&srv->body_bytes, memory_order_relaxed)));
     json_object_object_add(doc, "client_addresses", u64(dw_ipcount_addresses(srv->ips)));

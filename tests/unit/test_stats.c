@@ -316,7 +316,7 @@ static void test_service_document_empty(void **state)
 
     sec = tj_get(doc, "security");
     tj_assert_keys(sec, "tls", "auth", "api_token", "origins_enforced", "limits", "refused",
-                   "sockets", "body_bytes", "client_addresses", NULL);
+                   "sockets", "socket_events_deferred", "body_bytes", "client_addresses", NULL);
     assert_false(tj_bool(sec, "tls"));
     assert_string_equal(tj_str(sec, "auth"), "off");
     assert_false(tj_bool(sec, "api_token"));
@@ -343,7 +343,8 @@ static void test_service_document_empty(void **state)
     assert_int_equal(json_object_object_length(ref), sizeof(refusals) / sizeof(refusals[0]));
     for (size_t i = 0; i < sizeof(refusals) / sizeof(refusals[0]); i++)
         assert_int_equal(tj_int(ref, refusals[i]), 0);
-    assert_int_equal(tj_int(sec, "sockets"), 1); /* this request's */
+    assert_int_equal(tj_int(sec, "sockets"), 1);                /* this request's */
+    assert_int_equal(tj_int(sec, "socket_events_deferred"), 0); /* publishers never wait */
     assert_int_equal(tj_int(sec, "body_bytes"), 0);
     assert_int_equal(tj_int(sec, "client_addresses"), 1);
     json_object_put(doc);
