@@ -724,7 +724,7 @@ def test_methods_and_targets_not_served_get_one_answer_and_a_close(daemon, reque
 # A burst of ready sockets (every client of a deploy closing at once)
 # --------------------------------------------------------------------------------------------
 
-BURST = 1500
+CLOSERS = 1500
 
 
 def open_upgraded(port, n, prefix):
@@ -753,8 +753,8 @@ def test_a_burst_of_closes_is_served_over_several_passes(dealwire):
     for the whole burst (70-210 ms in a release build for 15,000); past a pass's budget the
     daemon puts the rest off to later passes, so the control client keeps its pongs and its
     messages, and every closing client still gets its close echoed."""
-    d = dealwire("--max-connections-per-ip", BURST + 100)
-    socks = open_upgraded(d.port, BURST, "burst-")
+    d = dealwire("--max-connections-per-ip", CLOSERS + 100)
+    socks = open_upgraded(d.port, CLOSERS, "burst-")
     close = bytes([0x88, 0x82]) + b"\x00\x00\x00\x00" + struct.pack("!H", 1000)
     # Every close frame in the daemon's receive queues before it runs again: one burst.
     os.kill(d.pid, signal.SIGSTOP)
