@@ -1095,6 +1095,7 @@ void dw__conn_drain_ready(struct dw_server *srv)
             /* The rest after the next pass of the loop, which reads what came meanwhile: a
              * publisher's next request, whose messages then join the writes of every
              * connection not yet written (conn.c, "Write path"). */
+            srv->traffic_at = start;
             srv->drain_yield_ns = dw_now_mono_ns();
             srv->drain_busy_ns = srv->drain_yield_ns - start;
             srv->drain_churn = srv->churn;
@@ -1102,6 +1103,8 @@ void dw__conn_drain_ready(struct dw_server *srv)
             return;
         }
     }
+    if (n)
+        srv->traffic_at = start;
 }
 
 void dw__conn_drain_release(struct dw_server *srv)

@@ -51,9 +51,13 @@ static void log_security(struct dw_server *srv);
  * pass takes back RESUME_PER_PASS of them, oldest first. A burst of thousands of ready
  * sockets, such as every client of a deploy closing at once, is served over many passes, and
  * between them the loop reads the publishers and writes to the clients already connected: in
- * one pass it held the loop for 70-210 ms (issue 14, the storm scenario). */
-#define PASS_BUDGET_NS  (DW_NSEC_PER_SEC / 500)
-#define RESUME_PER_PASS 128
+ * one pass it held the loop for 70-210 ms (issue 14, the storm scenario). Only while there is
+ * traffic to keep moving (a drain wrote messages within TRAFFIC_WINDOW_NS): with none, a
+ * deferred event would cost two epoll_ctl and a later pass for nothing, and a storm of
+ * connections to an idle daemon is admitted at full speed. */
+#define PASS_BUDGET_NS    (DW_NSEC_PER_SEC / 500)
+#define RESUME_PER_PASS   128
+#define TRAFFIC_WINDOW_NS DW_NSEC_PER_SEC
 #endif
 
 /* After each pass of the loop: the listening socket takes connections again. */
@@ -178,7 +182,7 @@ static int defer_event(struct lws *wsi)
         srv->pass_began = now;
         return 0;
     }
-    if (now - srv->pass_began < PASS_BUDGET_NS)
+    if (now - srv->pass_began < PASS_BUDGET_NS || now - srv->traffic_at > TRAFFIC_WINDOW_NS)
         return 0;
     srv->deferrals++;
     if (!s->deferred) {

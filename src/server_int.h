@@ -146,6 +146,7 @@ struct dw_server {
     size_t socket_cap;           /* past it, new sockets are closed at accept */
     unsigned accepts;            /* sockets accepted in this pass of the loop (server.c) */
     int64_t pass_began;          /* monotonic ns of this pass's first socket event, or 0 */
+    int64_t traffic_at;          /* monotonic ns of the last drain that wrote messages */
     struct dw_sock deferred;     /* list head: sockets whose events wait, oldest first */
     uint64_t deferrals;          /* socket events put off to a later pass, ever */
     struct lws *listen_held;     /* the listening socket, not read until the next pass */

@@ -755,6 +755,13 @@ def test_a_burst_of_closes_is_served_over_several_passes(dealwire):
     messages, and every closing client still gets its close echoed."""
     d = dealwire("--max-connections-per-ip", CLOSERS + 100)
     socks = open_upgraded(d.port, CLOSERS, "burst-")
+    # Traffic to keep moving (the daemon defers only then): a message a client got.
+    watcher = RawWS(d.port, "watcher")
+    assert watcher.recv_json()["type"] == "connection_established"
+    publish(d.port, {"target": {"user_id": "watcher"},
+                     "message": {"type": "notification", "message": "hi", "level": "info"}})
+    assert watcher.recv_json()["type"] == "notification"
+    control = Control(d.port)
     close = bytes([0x88, 0x82]) + b"\x00\x00\x00\x00" + struct.pack("!H", 1000)
     # Every close frame in the daemon's receive queues before it runs again: one burst.
     os.kill(d.pid, signal.SIGSTOP)
@@ -763,7 +770,6 @@ def test_a_burst_of_closes_is_served_over_several_passes(dealwire):
             s.sendall(close)
     finally:
         os.kill(d.pid, signal.SIGCONT)
-    control = Control(d.port)
     for s in socks:
         data = b""
         s.settimeout(t(30))  # select() cannot watch descriptors above 1023
@@ -771,6 +777,7 @@ def test_a_burst_of_closes_is_served_over_several_passes(dealwire):
             data += chunk
         assert data[:2] == b"\x88\x02" and data[2:4] == struct.pack("!H", 1000), data[:8]
         s.close()
+    watcher.close()
     control.stop()
     assert security(d.port)["socket_events_deferred"] > 0
     wait_until(lambda: http_get(d.port, "/healthz")[1]["connections"] == 0, t(10),
