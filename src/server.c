@@ -209,6 +209,10 @@ static void resume_deferred(struct dw_server *srv)
         lws_dw_uv_resume(s->wsi);
     }
     srv->pass_began = 0;
+    /* Sockets still waiting: the next pass must come even if no socket is ready meanwhile
+     * (the ones just resumed may have nothing left to read). */
+    if (head->dnext != head)
+        lws_cancel_service(srv->ctx);
 }
 #endif
 
