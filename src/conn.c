@@ -1095,12 +1095,11 @@ void dw__conn_drain_ready(struct dw_server *srv)
             /* The rest after the next pass of the loop, which reads what came meanwhile: a
              * publisher's next request, whose messages then join the writes of every
              * connection not yet written (conn.c, "Write path"). */
-            srv->traffic_at = start;
             srv->drain_yield_ns = dw_now_mono_ns();
             srv->drain_busy_ns = srv->drain_yield_ns - start;
             srv->drain_churn = srv->churn;
             lws_cancel_service(srv->ctx);
-            return;
+            break;
         }
     }
     if (n)

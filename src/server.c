@@ -155,22 +155,12 @@ void dw__sock_publisher(struct lws *wsi)
         s->publisher = true;
 }
 
-static void deferred_unlink(struct dw_sock *s)
-{
-    if (!s->deferred)
-        return;
-    s->dprev->dnext = s->dnext;
-    s->dnext->dprev = s->dprev;
-    s->dprev = s->dnext = NULL;
-    s->deferred = false;
-}
-
 #if defined(LWS_DW_UV_DEFER)
 /* lws_dw_uv_defer: asked by lws's libuv loop before it serves an event of wsi (a socket, not
  * the listener or lws's wake pipe). 1: not in this pass (PASS_BUDGET_NS). */
 static int defer_event(struct lws *wsi)
 {
-    struct dw_sock *s = lws_get_opaque_user_data(wsi), *head;
+    struct dw_sock *s = lws_get_opaque_user_data(wsi);
     struct dw_server *srv;
     int64_t now;
 
@@ -185,14 +175,8 @@ static int defer_event(struct lws *wsi)
     if (now - srv->pass_began < PASS_BUDGET_NS || now - srv->traffic_at > TRAFFIC_WINDOW_NS)
         return 0;
     srv->deferrals++;
-    if (!s->deferred) {
-        head = &srv->deferred;
-        s->dprev = head->dprev;
-        s->dnext = head;
-        head->dprev->dnext = s;
-        head->dprev = s;
-        s->deferred = true;
-    }
+    if (lws_dll2_is_detached(&s->deferred))
+        lws_dll2_add_tail(&s->deferred, &srv->deferred);
     return 1;
 }
 
@@ -200,18 +184,16 @@ static int defer_event(struct lws *wsi)
  * starts with its first event. */
 static void resume_deferred(struct dw_server *srv)
 {
-    struct dw_sock *head = &srv->deferred;
+    for (int i = 0; i < RESUME_PER_PASS && srv->deferred.head; i++) {
+        struct dw_sock *s = lws_container_of(srv->deferred.head, struct dw_sock, deferred);
 
-    for (int i = 0; i < RESUME_PER_PASS && head->dnext != head; i++) {
-        struct dw_sock *s = head->dnext;
-
-        deferred_unlink(s);
+        lws_dll2_remove(&s->deferred);
         lws_dw_uv_resume(s->wsi);
     }
     srv->pass_began = 0;
     /* Sockets still waiting: the next pass must come even if no socket is ready meanwhile
      * (the ones just resumed may have nothing left to read). */
-    if (head->dnext != head)
+    if (srv->deferred.head)
         lws_cancel_service(srv->ctx);
 }
 #endif
@@ -262,7 +244,7 @@ static void untrack_socket(struct dw_server *srv, struct lws *wsi)
         return;
     lws_set_opaque_user_data(wsi, NULL);
     deadline_unlink(s);
-    deferred_unlink(s);
+    lws_dll2_remove(&s->deferred); /* nothing if it is on no list */
     if (s->counted)
         dw_ipcount_remove(srv->ips, &s->ip);
     srv->sockets--;
@@ -499,7 +481,6 @@ struct dw_server *dw_server_new(const struct dw_config *cfg, const struct dw_aut
     srv->ips = dw_ipcount_new();
     srv->socket_cap = socket_cap();
     srv->deadlines.prev = srv->deadlines.next = &srv->deadlines;
-    srv->deferred.dprev = srv->deferred.dnext = &srv->deferred;
     srv->started_at = dw_now_realtime_ns();
     dw_leader_node_name(cfg->port, srv->node);
     dw_readyq_init(&srv->done);

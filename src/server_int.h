@@ -54,10 +54,9 @@ struct dw_sock {
     struct dw_ip ip;
     bool counted;     /* against ip, in dw_server.ips */
     bool publisher;   /* it made an API request or is a /ws/publish socket: never deferred */
-    bool deferred;    /* on srv->deferred: its events wait for a later pass (server.c) */
     int64_t deadline; /* monotonic ns; 0: none */
-    struct dw_sock *prev, *next;   /* srv->deadlines, while it has a deadline */
-    struct dw_sock *dprev, *dnext; /* srv->deferred, while deferred */
+    struct dw_sock *prev, *next; /* srv->deadlines, while it has a deadline */
+    lws_dll2_t deferred;         /* on srv->deferred while its events wait (server.c) */
 };
 
 /* What the I/O thread did with connections and frames (stats "message_stats" and
@@ -147,7 +146,7 @@ struct dw_server {
     unsigned accepts;            /* sockets accepted in this pass of the loop (server.c) */
     int64_t pass_began;          /* monotonic ns of this pass's first socket event, or 0 */
     int64_t traffic_at;          /* monotonic ns of the last drain that wrote messages */
-    struct dw_sock deferred;     /* list head: sockets whose events wait, oldest first */
+    lws_dll2_owner_t deferred;   /* sockets whose events wait, oldest first */
     uint64_t deferrals;          /* socket events put off to a later pass, ever */
     struct lws *listen_held;     /* the listening socket, not read until the next pass */
     struct dw_refusals refusals; /* what the limits refused, for the stats */
