@@ -125,7 +125,6 @@ struct dw_server {
                                               * not yet written (dw__conn_drain_ready) */
     unsigned drain_slice;                    /* io: connections per slice (conn.c next_slice) */
     int64_t drain_yield_ns;                  /* io: when the drain last yielded mid-way, or 0 */
-    int64_t drain_busy_ns;                   /* io: how long that slice took */
     uint64_t drain_churn;                    /* io: srv->churn at that moment */
     uint64_t churn;                          /* io: sockets accepted and sockets gone, ever */
     /* Requests whose body is complete, for the workers after this pass of the loop (http.c,
