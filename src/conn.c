@@ -486,6 +486,7 @@ int dw__conn_established(struct dw_server *srv, struct lws *wsi, struct dw_pss *
     DW_ASSERT_THREAD(DW_THREAD_IO);
     /* A WebSocket now: the heartbeat sweep watches it, not a socket deadline. */
     dw__sock_disarm(srv, wsi);
+    dw__sock_role(wsi, DW_SOCK_CLIENT);
     if (dw_auth_jwt_required(srv->auth)) {
         struct dw_jwt_claims again, *claims = &srv->pending;
         const char *reason;

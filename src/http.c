@@ -694,7 +694,7 @@ int dw__http_request(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
     }
     /* The request, its body and its answer within --handshake-timeout from here. */
     dw__sock_arm(srv, wsi);
-    dw__sock_publisher(wsi);
+    dw__sock_role(wsi, DW_SOCK_API);
     r = check_framing(wsi, pss, &n);
     if (r != 1)
         return r;

@@ -23,6 +23,7 @@
 #include "dealwire/retention.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
+#include "dealwire/peek.h"
 #include "dealwire/server.h"
 #include "dealwire/thread.h"
 #include "dealwire/tls.h"
@@ -33,6 +34,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -47,8 +49,9 @@ static void log_security(struct dw_server *srv);
 
 #if defined(LWS_DW_UV_DEFER)
 /* The loop's time for sockets' events in one pass. Past it, the events of sockets other than
- * publishers wait (lws patch 03 stops their watchers, the kernel keeps the events), and each
- * pass takes back RESUME_PER_PASS of them, oldest first. A burst of thousands of ready
+ * the API's (publishers, operators, health checks: peek_role) wait (lws patch 03 stops their
+ * watchers, the kernel keeps the events), and each pass takes back RESUME_PER_PASS of them,
+ * oldest first. A burst of thousands of ready
  * sockets, such as every client of a deploy closing at once, is served over many passes, and
  * between them the loop reads the publishers and writes to the clients already connected: in
  * one pass it held the loop for 70-210 ms (issue 14, the storm scenario). Only while there is
@@ -147,15 +150,37 @@ void dw__sock_disarm(struct dw_server *srv, struct lws *wsi)
         deadline_unlink(s);
 }
 
-void dw__sock_publisher(struct lws *wsi)
+void dw__sock_role(struct lws *wsi, enum dw_sock_role role)
 {
     struct dw_sock *s = lws_get_opaque_user_data(wsi);
 
     if (s)
-        s->publisher = true;
+        s->role = role;
 }
 
 #if defined(LWS_DW_UV_DEFER)
+/* The role of s, which has sent nothing the loop has read, from its first bytes (left in the
+ * socket): a publisher's new keep-alive connection (its pool grew) is then served in the pass
+ * as its others are. Deferred behind thousands of closing clients, such a connection's first
+ * publish waited 160-330 ms (issue 14, the storm scenario). One recv per new socket whose
+ * event is deferred; none for an established client. */
+static enum dw_sock_role peek_role(const struct dw_sock *s)
+{
+    char head[DW_PEEK_HEAD];
+    ssize_t n = recv(lws_get_socket_fd(s->wsi), head, sizeof(head), MSG_PEEK | MSG_DONTWAIT);
+
+    if (n <= 0)
+        return n == 0 ? DW_SOCK_CLIENT : DW_SOCK_UNKNOWN; /* 0: the peer has closed */
+    switch (dw_peek_request(head, (size_t)n)) {
+    case DW_PEEK_API:
+        return DW_SOCK_API;
+    case DW_PEEK_OTHER:
+        return DW_SOCK_CLIENT;
+    default:
+        return DW_SOCK_UNKNOWN;
+    }
+}
+
 /* lws_dw_uv_defer: asked by lws's libuv loop before it serves an event of wsi (a socket, not
  * the listener or lws's wake pipe). 1: not in this pass (PASS_BUDGET_NS). */
 static int defer_event(struct lws *wsi)
@@ -164,7 +189,7 @@ static int defer_event(struct lws *wsi)
     struct dw_server *srv;
     int64_t now;
 
-    if (!s || s->publisher)
+    if (!s || s->role == DW_SOCK_API)
         return 0;
     srv = lws_context_user(lws_get_context(wsi));
     now = dw_now_mono_ns();
@@ -173,6 +198,8 @@ static int defer_event(struct lws *wsi)
         return 0;
     }
     if (now - srv->pass_began < PASS_BUDGET_NS || now - srv->traffic_at > TRAFFIC_WINDOW_NS)
+        return 0;
+    if (s->role == DW_SOCK_UNKNOWN && (s->role = peek_role(s)) == DW_SOCK_API)
         return 0;
     srv->deferrals++;
     if (lws_dll2_is_detached(&s->deferred))

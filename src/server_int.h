@@ -46,15 +46,24 @@ struct dw_db;
 #define DW_ANNOUNCE_US  ((lws_usec_t)2 * 1000 * 1000)
 #define DW_SWEEP_MAX_US ((lws_usec_t)1000 * 1000)
 
+/* What a socket turned out to be: until the loop knows, its events may be deferred as a new
+ * client's are, unless its first bytes show a request for the API (server.c, defer_event). */
+enum dw_sock_role {
+    DW_SOCK_UNKNOWN, /* nothing of it read yet */
+    DW_SOCK_API,     /* an HTTP request (a publisher, an operator, a health check) or a
+                      * /ws/publish socket: its events are never deferred */
+    DW_SOCK_CLIENT,  /* a WebSocket client, or a request for something other than the API */
+};
+
 /* Every socket the server accepted, from SERVER_NEW_CLIENT_INSTANTIATED to WSI_DESTROY (lws
  * opaque user data of its wsi; server.c). While it has a deadline it is on srv->deadlines,
  * which is in deadline order because every deadline is "now + --handshake-timeout". */
 struct dw_sock {
     struct lws *wsi;
     struct dw_ip ip;
-    bool counted;     /* against ip, in dw_server.ips */
-    bool publisher;   /* it made an API request or is a /ws/publish socket: never deferred */
-    int64_t deadline; /* monotonic ns; 0: none */
+    bool counted;                /* against ip, in dw_server.ips */
+    enum dw_sock_role role;      /* what it turned out to be (server.c, defer_event) */
+    int64_t deadline;            /* monotonic ns; 0: none */
     struct dw_sock *prev, *next; /* srv->deadlines, while it has a deadline */
     lws_dll2_t deferred;         /* on srv->deferred while its events wait (server.c) */
 };
@@ -190,9 +199,10 @@ void dw__sock_arm(struct dw_server *srv, struct lws *wsi);
 /* wsi has no deadline any more: it became a WebSocket, or a worker holds its request. */
 void dw__sock_disarm(struct dw_server *srv, struct lws *wsi);
 
-/* wsi publishes (an API request, a /ws/publish socket): its events are never put off to a
- * later pass of the loop when a pass runs long (server.c, defer_event). */
-void dw__sock_publisher(struct lws *wsi);
+/* What wsi turned out to be: DW_SOCK_API (an API request, a /ws/publish socket), whose
+ * events are never put off to a later pass of the loop when a pass runs long, or
+ * DW_SOCK_CLIENT (an established WebSocket client), whose are (server.c, defer_event). */
+void dw__sock_role(struct lws *wsi, enum dw_sock_role role);
 
 /* ---- conn.c --------------------------------------------------------------------------- */
 

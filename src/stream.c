@@ -364,7 +364,7 @@ int dw__stream_established(struct dw_server *srv, struct lws *wsi, struct dw_pss
 
     DW_ASSERT_THREAD(DW_THREAD_IO);
     dw__sock_disarm(srv, wsi); /* the heartbeat watches it from now on (dw__stream_sweep) */
-    dw__sock_publisher(wsi);
+    dw__sock_role(wsi, DW_SOCK_API);
     atomic_init(&st->refs, 1);
     st->srv = srv;
     st->wsi = wsi;
