@@ -353,6 +353,9 @@ int dw__conn_confirm_upgrade(struct dw_server *srv, struct lws *wsi)
     int status = 0;
     const char *why = NULL, *reason;
 
+    why = dw__http_line_error(wsi);
+    if (why)
+        return dw__refuse_upgrade(wsi, HTTP_STATUS_BAD_REQUEST, why);
     if (dw__stream_is_path(wsi))
         return dw__stream_confirm_upgrade(srv, wsi);
     if (srv->draining) {

@@ -649,25 +649,37 @@ static int content_length(struct lws *wsi, unsigned long long *n)
     return 0;
 }
 
-/* Refuses a request whose framing is not one plain Content-Length (or none), and closes its
- * connection, since where its body ends is not known (RFC 9112, 6.1 and 6.3): bodies are
- * read by Content-Length only, and a request with Transfer-Encoding, which a proxy in front
- * would frame by that instead, is how requests are smuggled. Returns what the callback
- * returns, or 1 when the framing is fine (*n: the body's length, 0 when none). */
+const char *dw__http_line_error(struct lws *wsi)
+{
+    char version[16];
+
+    if (lws_hdr_copy(wsi, version, sizeof(version), WSI_TOKEN_HTTP) == 8 &&
+        (strcmp(version, "HTTP/1.1") == 0 || strcmp(version, "HTTP/1.0") == 0))
+        return NULL;
+    return "malformed request line: it must be METHOD, a space, the target, a space and "
+           "HTTP/1.1 (encode a space in the target as %20)";
+}
+
+/* Refuses a request whose line is malformed (dw__http_line_error) or whose framing is not one
+ * plain Content-Length (or none), and closes its connection, since where its body ends is not
+ * known (RFC 9112, 6.1 and 6.3): bodies are read by Content-Length only, and a request with
+ * Transfer-Encoding, which a proxy in front would frame by that instead, is how requests are
+ * smuggled. Returns what the callback returns, or 1 when the framing is fine (*n: the body's
+ * length, 0 when none). */
 static int check_framing(struct lws *wsi, struct dw_pss *pss, unsigned long long *n)
 {
     int r = content_length(wsi, n);
-    const char *why = NULL;
+    const char *why = dw__http_line_error(wsi);
     unsigned status = HTTP_STATUS_BAD_REQUEST;
 
-    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) {
+    if (!why && lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) {
         if (r == -ENOENT) {
             status = HTTP_STATUS_LENGTH_REQUIRED;
             why = "Transfer-Encoding is not accepted: send the body with a Content-Length";
         } else {
             why = "Transfer-Encoding and Content-Length together: the request is refused";
         }
-    } else if (r == -EINVAL) {
+    } else if (!why && r == -EINVAL) {
         why = "Content-Length must be one decimal number";
     } else if (r == -ENOENT) {
         *n = 0;

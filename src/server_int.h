@@ -304,6 +304,11 @@ int dw__http_write_refusal(struct lws *wsi, int status, const char *why);
  * second 501, each with a JSON error; the last is closed unanswered. Returns -1 (close). */
 int dw__http_raw(struct dw_server *srv, struct lws *wsi, const void *in, size_t len);
 
+/* NULL when wsi's request line ends in its version (HTTP/1.0 or HTTP/1.1), else why not. lws
+ * takes the target up to the first space and files the rest of the line as the version, so a
+ * raw space in the target ("?user_id=bad user") would otherwise pass as a shorter target. */
+const char *dw__http_line_error(struct lws *wsi);
+
 /* The HTTP callbacks. Return what the lws callback returns. */
 int dw__http_request(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss, const char *path);
 int dw__http_body(struct dw_server *srv, struct dw_pss *pss, const void *in, size_t len);

@@ -13,6 +13,7 @@
 #include "server_int.h"
 #include "dealwire/bus.h"
 #include "dealwire/inbox.h"
+#include "dealwire/mem.h"
 #include "dealwire/msg.h"
 #include "dealwire/retention.h"
 #include "dealwire/time.h"
@@ -102,6 +103,21 @@ static struct json_object *security_doc(struct dw_server *srv)
     return doc;
 }
 
+/* ns (0 or more) as seconds to the millisecond, written so: "4.722", where json-c would print
+ * the double with 17 digits ("4.7215816610000001"). */
+static struct json_object *seconds(int64_t ns)
+{
+    long long ms = ns > 0 ? (long long)(ns / 1000000) : 0;
+    char text[32];
+    struct json_object *num;
+
+    snprintf(text, sizeof(text), "%lld.%03lld", ms / 1000, ms % 1000);
+    num = json_object_new_double_s((double)ms / 1000.0, text);
+    if (!num)
+        dw_panic("out of memory");
+    return num;
+}
+
 struct uptime_walk {
     struct json_object *doc;
     int64_t now;
@@ -124,9 +140,7 @@ static bool add_uptime(struct dw_user *u, void *arg)
         return false;
     }
     oldest = caa_container_of(first, struct dw_conn, user_link);
-    json_object_object_add(
-        up->doc, u->id,
-        json_object_new_double((double)(up->now - oldest->io.connected_at) / DW_NSEC_PER_SEC));
+    json_object_object_add(up->doc, u->id, seconds(up->now - oldest->io.connected_at));
     up->listed++;
     return true;
 }
@@ -201,8 +215,7 @@ static struct json_object *node_doc(const struct dw_bus_peer *p, bool self, int6
     json_object_object_add(obj, "messages_sent", u64(p->figures.messages_sent));
     json_object_object_add(obj, "started_at", time_string(p->figures.started_at));
     json_object_object_add(obj, "last_heard", time_string(p->heard_at));
-    json_object_object_add(obj, "seconds_since_heard",
-                           json_object_new_double((double)heard_ms / 1000.0));
+    json_object_object_add(obj, "seconds_since_heard", seconds(heard_ms * 1000000));
     json_object_object_add(obj, "stale", json_object_new_boolean(stale));
     if (!stale) {
         total->connections += p->figures.connections;
@@ -313,9 +326,7 @@ struct json_object *dw__stats_service(struct dw_server *srv)
     json_object_object_add(obj, "connections_opened", u64(srv->io.opened));
     json_object_object_add(obj, "connections_closed", u64(srv->io.closed));
     json_object_object_add(obj, "queue_size", json_object_new_int(srv->cfg->queue_size));
-    json_object_object_add(
-        obj, "uptime_seconds",
-        json_object_new_double((double)(now - srv->started_at) / DW_NSEC_PER_SEC));
+    json_object_object_add(obj, "uptime_seconds", seconds(now - srv->started_at));
     json_object_object_add(obj, "security", security_doc(srv));
     json_object_object_add(obj, "inbox", inbox_doc(srv));
     json_object_object_add(obj, "bus", bus_doc(srv));

@@ -11,8 +11,8 @@ import json
 import re
 
 from conftest import (
-    aget, apublish, barrier, connect_user, free_port, http_get, publish, recv_json, run,
-    run_bad_start, t, wait_until,
+    aget, apublish, barrier, connect_user, free_port, http_get, http_request, publish, recv_json,
+    run, run_bad_start, t, wait_until,
 )
 from conftest_pg import pg_db, postgres  # noqa: F401
 from conftest_redis import redis_server  # noqa: F401
@@ -359,6 +359,10 @@ def test_every_node_says_the_cluster_figures(dealwire, pg_db, redis_server):
         assert me["node"] == names[0] and c["node"] == names[0]
         for n in c["nodes"]:
             assert not n["stale"] and 0 <= n["seconds_since_heard"] < 10, n
+        # to the millisecond in the text, not json-c's 17 digits
+        heard = re.findall(r'"seconds_since_heard":([^,}]*)',
+                           http_request(ds[0].port, "GET", "/api/websocket/stats").raw.decode())
+        assert len(heard) == 3 and all(re.fullmatch(r"\d+\.\d{3}", h) for h in heard), heard
         status, doc = await aget(ds[1].port, "/api/websocket/connections")
         assert doc["active_connections"] == 2 and doc["cluster"]["active_connections"] == 6
         for ws in conns:

@@ -127,6 +127,22 @@ def test_stats_counts_connections_users_rooms(daemon):
     run(main())
 
 
+def test_stats_seconds_are_written_to_the_millisecond(daemon):
+    # json-c wrote these doubles with 17 significant digits ("4.7215816610000001"): now
+    # seconds, a point and three decimals, in the document's text.
+    async def main():
+        ws, _ = await connect_user(daemon.port, "alice")
+        r = http_request(daemon.port, "GET", "/api/websocket/stats")
+        text = r.raw.decode()
+        for key in ("uptime_seconds", "alice"):
+            m = re.search(r'"%s":([^,}]*)[,}]' % key, text)
+            assert m and re.fullmatch(r"\d+\.\d{3}", m.group(1)), (key, text)
+        assert r.json["uptime_by_user"]["alice"] <= r.json["uptime_seconds"]
+        await close_all([ws])
+
+    run(main())
+
+
 def test_stats_message_counters(daemon):
     async def main():
         a, _ = await connect_user(daemon.port, "alice")
@@ -517,6 +533,23 @@ def raw_exchange(port, payload):
         answers.append((int(lines[0].split()[1]), json.loads(rest[:length])))
         data = rest[length:]
     return answers, closed
+
+
+@pytest.mark.parametrize("line", [
+    b"GET /ws/events?user_id=bad user HTTP/1.1",     # an upgrade: was user "bad"
+    b"GET /api/websocket/stats?x=1 2 HTTP/1.1",      # was answered as HTTP/1.0
+    b"GET /api/websocket/stats HTTP/1.1 extra",
+    b"GET /api/websocket/stats",                     # no version at all
+])
+def test_a_request_line_with_a_raw_space_is_refused(daemon, line):
+    upgrade = (b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")
+    answers, closed = raw_exchange(daemon.port, line + b"\r\nHost: x\r\n" +
+                                   (upgrade if b"/ws/" in line else b"") + b"\r\n")
+    assert len(answers) == 1 and closed, answers
+    status, body = answers[0]
+    assert status == 400 and "malformed request line" in body["error"], body
+    assert http_get(daemon.port, "/api/websocket/stats")[1]["active_connections"] == 0
 
 
 def post_bytes(body, close=False):
