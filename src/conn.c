@@ -612,6 +612,58 @@ static bool take_token(struct dw_server *srv, struct dw_conn_io *io, int64_t now
     return true;
 }
 
+/* Whether every channel of a is in b (grants of a token, in any order). */
+static bool grants_within(const char (*a)[DW_CHANNEL_MAX + 1], unsigned na,
+                          const char (*b)[DW_CHANNEL_MAX + 1], unsigned nb)
+{
+    for (unsigned i = 0; i < na; i++) {
+        unsigned j = 0;
+
+        while (j < nb && strcmp(a[i], b[j]) != 0)
+            j++;
+        if (j == nb)
+            return false;
+    }
+    return true;
+}
+
+/* {"type":"refresh","token":...}: the token is taken when it verifies as the upgrade's would,
+ * names the connection's user and grants the channels the connection's token granted, no more
+ * and no fewer (other grants: reconnect with it, so that subscriptions are checked again). The
+ * connection is then closed at its expiry instead (4001). Anything else changes nothing. */
+static struct dw_msg *refresh(struct dw_server *srv, struct dw_conn *conn, const struct dw_cmd *cmd)
+{
+    struct dw_conn_io *io = &conn->io;
+    struct dw_jwt_claims *claims;
+    const char *reason;
+    char text[160], end[DW_TIME_ISO_LEN];
+    struct dw_msg *m;
+
+    if (!dw_auth_jwt_required(srv->auth))
+        return dw_proto_error("no_token_auth", "this server runs without token authentication: "
+                                               "there is no token to refresh");
+    claims = dw_xmalloc(sizeof(*claims));
+    if (dw_auth_verify(srv->auth, cmd->token, cmd->token_len,
+                       dw_now_realtime_ns() / DW_NSEC_PER_SEC, claims, &reason) != 0) {
+        snprintf(text, sizeof(text), "the token was refused (%s): nothing changed", reason);
+        m = dw_proto_error("invalid_token", text);
+    } else if (strcmp(claims->sub, conn->user->id) != 0) {
+        m = dw_proto_error("wrong_user", "the token names another user: nothing changed");
+    } else if (claims->n_channels != io->ngrants ||
+               !grants_within(claims->channels, claims->n_channels, io->grants, io->ngrants) ||
+               !grants_within(io->grants, io->ngrants, claims->channels, claims->n_channels)) {
+        m = dw_proto_error("grants_changed", "the token grants other channels than this "
+                                             "connection's: reconnect with it");
+    } else {
+        io->token_end = claims->exp + dw_auth_leeway(srv->auth);
+        dw_time_format_iso(end, io->token_end * DW_NSEC_PER_SEC);
+        conn_log(DW_LOG_DEBUG, conn, "token refreshed, closing at %s", end);
+        m = dw_proto_refresh_notice(end);
+    }
+    free(claims);
+    return m;
+}
+
 /* One complete text message from the client. */
 static void handle_text(struct dw_server *srv, struct dw_conn *conn, const char *text, size_t len)
 {
@@ -664,6 +716,9 @@ static void handle_text(struct dw_server *srv, struct dw_conn *conn, const char 
                                "a replay is running on this connection: resume after it");
         else
             dw__replay_start(srv, conn, cmd.seq, true); /* a catch-up running gives way */
+        break;
+    case DW_CMD_REFRESH:
+        m = refresh(srv, conn, &cmd);
         break;
     case DW_CMD_OTHER:
         m = dw_proto_ack(cmd.obj);

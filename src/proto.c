@@ -13,6 +13,7 @@
  */
 #define DW_LOG_MODULE "proto"
 #include "dealwire/proto.h"
+#include "dealwire/jwt.h"
 #include "dealwire/msg.h"
 
 #include <errno.h>
@@ -85,6 +86,25 @@ static enum dw_cmd_kind parse_channel_cmd(struct dw_cmd *cmd, enum dw_cmd_kind k
                        "channel names are 1-64 characters of A-Z a-z 0-9 _ . : -");
     cmd->kind = kind;
     return kind;
+}
+
+/* {"type":"refresh","token":"..."}: a string of 1 to DW_JWT_MAX_LEN bytes (what it holds is
+ * for the connection's verifier to judge). */
+static enum dw_cmd_kind parse_refresh(struct dw_cmd *cmd)
+{
+    struct json_object *token;
+    int len;
+
+    if (!json_object_object_get_ex(cmd->obj, "token", &token) ||
+        !json_object_is_type(token, json_type_string))
+        return invalid(cmd, "invalid_token", "\"token\" must be a string");
+    len = json_object_get_string_len(token);
+    if (len < 1 || len > DW_JWT_MAX_LEN)
+        return invalid(cmd, "invalid_token", "\"token\" must be 1-8192 characters");
+    cmd->token = json_object_get_string(token);
+    cmd->token_len = (size_t)len;
+    cmd->kind = DW_CMD_REFRESH;
+    return DW_CMD_REFRESH;
 }
 
 /* {"type":"ack","seq":N} (N from 1) and {"type":"resume","last_seq":N} (N from 0): N a whole
@@ -545,6 +565,8 @@ enum dw_cmd_kind dw_proto_parse(const char *text, size_t len, struct dw_cmd *cmd
     else if (strcmp(name, "resume") == 0)
         return parse_seq_cmd(cmd, DW_CMD_RESUME, "last_seq", 0,
                              "\"last_seq\" must be an integer of at least 0");
+    else if (strcmp(name, "refresh") == 0)
+        return parse_refresh(cmd);
     else
         cmd->kind = DW_CMD_OTHER;
     return cmd->kind;
@@ -592,6 +614,17 @@ struct dw_msg *dw_proto_ack(struct json_object *received)
 
     json_object_object_add(obj, "received", json_object_get(received));
     return finish(DW_MSG_ACK, obj);
+}
+
+struct dw_msg *dw_proto_refresh_notice(const char *expires_iso)
+{
+    struct json_object *obj = new_typed(DW_MSG_NOTIFICATION);
+
+    json_object_object_add(obj, "message", json_object_new_string("Token refreshed"));
+    json_object_object_add(obj, "level", json_object_new_string("success"));
+    json_object_object_add(obj, "action", json_object_new_string("refresh"));
+    json_object_object_add(obj, "token_expires_at", json_object_new_string(expires_iso));
+    return finish(DW_MSG_NOTIFICATION, obj);
 }
 
 struct dw_msg *dw_proto_subscription_notice(const char *channel, bool subscribed)

@@ -19,6 +19,11 @@
  *   (jitter, so that clients dropped together do not come back together), and at once when
  *   the browser says it is back online; the delay starts over once a connection is welcomed;
  * - subscribes again, on every new connection, to the channels it was subscribed to;
+ * - when `token` is a function, asks it for a new token before the connection's one expires
+ *   (refreshLeadMs before the welcome's token_expires_at, or halfway there when that is
+ *   sooner) and sends {"type":"refresh"}: the connection goes on, nothing is missed. A
+ *   refresh the server refuses (another user, other channel grants) changes nothing, and
+ *   the close at expiry then comes as without one;
  * - on close 4001 (token expired) reconnects at once when `token` is a function (it is asked
  *   for a fresh one each time), and stops when it is a fixed string.
  *
@@ -139,8 +144,9 @@ export class DealwireClient {
      * whose stored last seq to start from), token (a string, or a function returning one or
      * a promise of one), backoff ({initialMs, maxMs, factor}), pingIntervalMs (0: off),
      * storage (where lastSeq is kept: default localStorage, null for memory only),
-     * storagePrefix, ackDelayMs, ackEvery, resumeTimeoutMs (DEFAULT_DURABLE), WebSocket (the
-     * constructor to use; default the global one).
+     * storagePrefix, ackDelayMs, ackEvery, resumeTimeoutMs (DEFAULT_DURABLE), refreshLeadMs
+     * (how long before the token's expiry a token function is asked for the next one:
+     * default 60000), WebSocket (the constructor to use; default the global one).
      */
     constructor(options = {}) {
         this.url = options.url || defaultUrl();
@@ -148,6 +154,7 @@ export class DealwireClient {
         this.token = options.token || null;
         this.backoff = { ...DEFAULT_BACKOFF, ...(options.backoff || {}) };
         this.pingIntervalMs = options.pingIntervalMs || 0;
+        this.refreshLeadMs = options.refreshLeadMs || 60000;
         const durable = { ...DEFAULT_DURABLE };
         for (const key of Object.keys(durable)) {
             if (options[key] !== undefined && options[key] !== null) durable[key] = options[key];
@@ -168,6 +175,7 @@ export class DealwireClient {
         this._ws = null;
         this._retryTimer = null;
         this._pingTimer = null;
+        this._refreshTimer = null;
         this._lastSeen = 0;
         this._stopped = true;
         this._generation = 0; /* bumped by each _open and _drop: a late _open gives up */
@@ -354,9 +362,12 @@ export class DealwireClient {
             lost = this._onWelcome(msg);
             for (const channel of this.channels) this.send({ type: "subscribe", channel });
             this._startPings();
+            this._scheduleRefresh(msg.token_expires_at);
             this._setState("connected");
         } else if (msg.type === "resumed") {
             lost = this._onResumed(msg);
+        } else if (msg.type === "notification" && msg.action === "refresh") {
+            this._scheduleRefresh(msg.token_expires_at);
         }
         this._emit(msg.type, msg);
         this._emit("message", msg);
@@ -485,8 +496,36 @@ export class DealwireClient {
         }
     }
 
+    /* With a token function: the next token is asked for and sent refreshLeadMs before
+     * expiresAt (the server's ISO time), or halfway there when that is sooner. */
+    _scheduleRefresh(expiresAt) {
+        clearTimeout(this._refreshTimer);
+        this._refreshTimer = null;
+        const at = typeof expiresAt === "string" ? Date.parse(expiresAt) : NaN;
+        if (typeof this.token !== "function" || Number.isNaN(at)) return;
+        const left = at - Date.now();
+        const ws = this._ws;
+        this._refreshTimer = setTimeout(
+            () => this._refresh(ws),
+            Math.max(0, left - Math.min(this.refreshLeadMs, left / 2))
+        );
+    }
+
+    async _refresh(ws) {
+        this._refreshTimer = null;
+        let token;
+        try {
+            token = await this.token();
+        } catch (err) {
+            return; /* no new token: the close at expiry reconnects, asking again */
+        }
+        if (ws === this._ws && token) this.send({ type: "refresh", token });
+    }
+
     /* A new socket, or none: nothing of the last one's replay or resume carries over. */
     _resetConnection() {
+        clearTimeout(this._refreshTimer);
+        this._refreshTimer = null;
         this._durable = false;
         this._replayUntil = null;
         this._resuming = false;

@@ -50,16 +50,19 @@ enum dw_cmd_kind {
     DW_CMD_SUBSCRIBE,
     DW_CMD_UNSUBSCRIBE,
     DW_CMD_GET_STATS,
-    DW_CMD_ACK,    /* "ack" with "seq": the user's messages through seq were handled */
-    DW_CMD_RESUME, /* "resume" with "last_seq": replay the user's messages after it */
-    DW_CMD_OTHER,  /* any other "type": acknowledged with an echo */
+    DW_CMD_ACK,     /* "ack" with "seq": the user's messages through seq were handled */
+    DW_CMD_RESUME,  /* "resume" with "last_seq": replay the user's messages after it */
+    DW_CMD_REFRESH, /* "refresh" with "token": a new token for the connection (JWT auth) */
+    DW_CMD_OTHER,   /* any other "type": acknowledged with an echo */
 };
 
 struct dw_cmd {
     enum dw_cmd_kind kind;
-    struct json_object *obj;   /* the parsed frame, owned; NULL when it did not parse */
-    const char *channel;       /* subscribe/unsubscribe: borrowed from obj, validated */
-    int64_t seq;               /* ack: 1 .. INT64_MAX; resume (its last_seq): 0 .. INT64_MAX */
+    struct json_object *obj; /* the parsed frame, owned; NULL when it did not parse */
+    const char *channel;     /* subscribe/unsubscribe: borrowed from obj, validated */
+    int64_t seq;             /* ack: 1 .. INT64_MAX; resume (its last_seq): 0 .. INT64_MAX */
+    const char *token;       /* refresh: borrowed from obj, token_len bytes (1 .. 8192) */
+    size_t token_len;
     const char *error_code;    /* DW_CMD_INVALID: "invalid_json", "invalid_number", ... */
     const char *error_message; /* static, or in _error_text: valid until dw_cmd_release */
     char _error_text[DW_JSON_FIELD_MAX + 96];
@@ -111,5 +114,9 @@ struct dw_msg *dw_proto_ack(struct json_object *received);
 /* thread: any. The notification answering subscribe (subscribed = true) or unsubscribe.
  * Returns a new message with one reference. */
 struct dw_msg *dw_proto_subscription_notice(const char *channel, bool subscribed);
+
+/* thread: any. The notification answering a refresh that was taken: the connection is now
+ * closed (4001) at expires_iso, an ISO 8601 time. Returns a new message with one reference. */
+struct dw_msg *dw_proto_refresh_notice(const char *expires_iso);
 
 #endif

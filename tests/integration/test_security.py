@@ -534,6 +534,57 @@ def test_connection_closes_4001_at_token_expiry_after_its_queue(dealwire):
     assert "(user alice): token expired, closing" in d.stderr_text()
 
 
+def test_refresh_moves_the_expiry_and_a_refused_one_changes_nothing(dealwire):
+    d = dealwire("--jwt-secret", SECRET, "--jwt-leeway", "0")
+
+    async def main():
+        exp = int(time.time()) + 3
+        kept, _ = await connect_token(d.port, make_jwt(claims("alice", exp=exp)))
+        lapsed, _ = await connect_token(d.port, make_jwt(claims("alice", exp=exp)))
+        refused = {
+            "wrong_user": make_jwt(claims("bob", ttl=600)),
+            "invalid_token": make_jwt(claims("alice", ttl=600), sign=hs256("another-secret-" * 3)),
+            "grants_changed": make_jwt(claims("alice", ttl=600, channels=["vip"])),
+        }
+        expired = make_jwt(claims("alice", exp=int(time.time()) - 10))
+        for code, token in list(refused.items()) + [("invalid_token", expired)]:
+            reply = await request(lapsed, {"type": "refresh", "token": token})
+            assert reply["type"] == "error" and reply["code"] == code, (code, reply)
+        reply = await request(lapsed, {"type": "refresh", "token": 42})
+        assert reply["type"] == "error" and reply["code"] == "invalid_token", reply
+        new_exp = int(time.time()) + 600
+        reply = await request(kept, {"type": "refresh",
+                                     "token": make_jwt(claims("alice", exp=new_exp))})
+        assert reply["type"] == "notification" and reply["action"] == "refresh", reply
+        assert epoch_of(reply["token_expires_at"]) == new_exp, reply
+        # The refused refreshes changed nothing: closed at the first token's expiry.
+        exc, _ = await expect_close(lapsed, timeout=3 + t(3))
+        assert close_code(exc) == 4001, repr(exc)
+        assert time.time() >= exp - 0.05
+        # The refreshed one outlives it: past the first expiry it still gets its messages.
+        answer = await apublish_to(d.port, {"user_id": "alice"}, "after the first expiry")
+        assert answer["recipients"] == 1, answer
+        assert (await recv_json(kept))["message"] == "after the first expiry"
+        await still_served(d.port, kept, "alice")
+        await kept.close()
+
+    run(main())
+    wait_until(lambda: security(d.port)["refused"]["token_expired_closes"] == 1, t(5),
+               "token_expired_closes == 1")
+
+
+def test_refresh_without_token_auth_is_an_error(dealwire):
+    d = dealwire()
+
+    async def main():
+        ws, _ = await connect_user(d.port, "alice")
+        reply = await request(ws, {"type": "refresh", "token": make_jwt(claims("alice"))})
+        assert reply["type"] == "error" and reply["code"] == "no_token_auth", reply
+        await ws.close()
+
+    run(main())
+
+
 # ---------------------------------------------------------------------------------------------
 # 5. Private channels
 # ---------------------------------------------------------------------------------------------

@@ -441,6 +441,50 @@ def test_page_with_a_token_and_allowed_origins(dealwire, page):
     assert console_errors(page) == []
 
 
+REFRESHING_CLIENT = """
+const [port, tokens, firstExp] = arguments;
+const done = arguments[arguments.length - 1];
+(async () => {
+    const { DealwireClient } = await import("/dealwire.js");
+    const asked = [], states = [], refreshes = [];
+    let welcome = null;
+    const c = new DealwireClient({
+        url: `ws://127.0.0.1:${port}/ws/events`, storage: null,
+        token: () => { asked.push(Date.now()); return tokens[asked.length - 1]; },
+    });
+    c.on("state", (s) => states.push(s.state));
+    c.on("connection_established", (m) => { welcome = m; });
+    c.on("notification", (m) => { if (m.action === "refresh") refreshes.push(m); });
+    c.connect();
+    /* past the first token's expiry by a second, then as it stands */
+    while (Date.now() < (firstExp + 1) * 1000) await new Promise((r) => setTimeout(r, 100));
+    done({ asked: asked.length, states, refreshes, welcome, state: c.state,
+           sent: c.send({ type: "ping" }) });
+})().catch((e) => done({ error: String(e && e.stack || e) }));
+"""
+
+
+def test_client_refreshes_its_token_before_it_expires(dealwire, page):
+    d = dealwire("--jwt-secret", SECRET, "--jwt-leeway", "0")
+    open_page(page, d.port, "?user_id=bad%20id")  # the page's own client stays idle
+    first_exp = int(time.time()) + 4
+    later = int(time.time()) + 600
+    tokens = [make_jwt(claims("web-dave", exp=first_exp)), make_jwt(claims("web-dave", exp=later))]
+    page.set_script_timeout(30)
+    out = page.execute_async_script(REFRESHING_CLIENT, d.port, tokens, first_exp)
+    assert "error" not in out, out.get("error")
+    # asked once to connect and once to refresh, halfway to the first expiry; never closed
+    assert out["asked"] == 2, out
+    assert out["welcome"]["user_id"] == "web-dave", out
+    assert len(out["refreshes"]) == 1, out
+    assert out["refreshes"][0]["token_expires_at"].startswith(
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(later))), out
+    assert out["states"] == ["connecting", "connected"] and out["state"] == "connected", out
+    assert out["sent"] is True, out
+    assert http_get(d.port, "/api/websocket/stats")[1]["active_connections"] == 1
+    assert console_errors(page) == []
+
+
 def test_page_is_refused_when_its_origin_is_not_allowed(dealwire, page):
     d = dealwire("--allowed-origins", "https://deals.example")
     open_page(page, d.port, "?user_id=web-erin")

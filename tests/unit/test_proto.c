@@ -206,6 +206,45 @@ static void test_parse_resume(void **state)
     }
 }
 
+/* {"type":"refresh","token":T}: T a string of 1-8192 bytes, borrowed with its length; the
+ * token itself is the verifier's to judge (conn.c). */
+static void test_parse_refresh(void **state)
+{
+    static const char *const bad[] = {
+        "{\"type\":\"refresh\"}",
+        "{\"type\":\"refresh\",\"token\":\"\"}",
+        "{\"type\":\"refresh\",\"token\":42}",
+        "{\"type\":\"refresh\",\"token\":[\"a.b.c\"]}",
+        "{\"type\":\"refresh\",\"token\":null}",
+    };
+    char big[8192 + 64];
+    struct dw_cmd cmd;
+    int n;
+
+    (void)state;
+    assert_int_equal(parse_str("{\"type\":\"refresh\",\"token\":\"a.b\\u0000c\"}", &cmd),
+                     DW_CMD_REFRESH);
+    assert_int_equal(cmd.token_len, 5); /* the NUL counts: the verifier refuses it */
+    assert_memory_equal(cmd.token, "a.b\0c", 5);
+    dw_cmd_release(&cmd);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (parse_str(bad[i], &cmd) != DW_CMD_INVALID)
+            fail_msg("%s: accepted", bad[i]);
+        assert_string_equal(cmd.error_code, "invalid_token");
+        dw_cmd_release(&cmd);
+    }
+    /* 8192 characters are taken, 8193 are not */
+    for (size_t len = 8192; len <= 8193; len++) {
+        n = snprintf(big, sizeof(big), "{\"type\":\"refresh\",\"token\":\"%0*d\"}", (int)len, 0);
+        assert_true(n > 0 && (size_t)n < sizeof(big));
+        assert_int_equal(dw_proto_parse(big, (size_t)n, &cmd),
+                         len == 8192 ? DW_CMD_REFRESH : DW_CMD_INVALID);
+        if (len == 8192)
+            assert_int_equal(cmd.token_len, 8192);
+        dw_cmd_release(&cmd);
+    }
+}
+
 static void test_parse_uses_len_only(void **state)
 {
     static const char buf[] = "{\"type\":\"ping\"}{\"type\":\"get_stats\"}";
@@ -903,6 +942,7 @@ int main(void)
         cmocka_unit_test(test_parse_uses_len_only),
         cmocka_unit_test(test_parse_ack),
         cmocka_unit_test(test_parse_resume),
+        cmocka_unit_test(test_parse_refresh),
         cmocka_unit_test(test_invalid_json),
         cmocka_unit_test(test_valid_json_edges),
         cmocka_unit_test(test_integers_at_the_limits_kept),
