@@ -14,6 +14,7 @@
  * The frame is passed as libFuzzer holds it, with no copy and no NUL after it, as lws hands a
  * frame over, so ASan sees any read past its end. How to run: tests/fuzz/README.md.
  */
+#include "dealwire/jwt.h"
 #include "dealwire/msg.h"
 #include "dealwire/proto.h"
 #include "fuzz_util.h"
@@ -72,6 +73,11 @@ static struct dw_msg *reply(const struct dw_cmd *cmd)
     case DW_CMD_RESUME:
         assert(cmd->seq >= 0); /* answered by the replay (replay.c) */
         return NULL;
+    case DW_CMD_REFRESH:
+        /* the token verified by the connection's verifier (conn.c); answered, when taken,
+         * with the refresh notice */
+        assert(cmd->token && cmd->token_len >= 1 && cmd->token_len <= DW_JWT_MAX_LEN);
+        return dw_proto_refresh_notice("2026-12-07T04:20:00.000000Z");
     case DW_CMD_OTHER:
         return dw_proto_ack(cmd->obj);
     }
