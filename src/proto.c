@@ -616,28 +616,35 @@ struct dw_msg *dw_proto_ack(struct json_object *received)
     return finish(DW_MSG_ACK, obj);
 }
 
-struct dw_msg *dw_proto_refresh_notice(const char *expires_iso)
+/* {"type":"notification","message":...,"level":...,"action":...}, the answer to a command
+ * that was taken; the caller adds what is particular to it. */
+static struct json_object *new_notice(const char *message, const char *level, const char *action)
 {
     struct json_object *obj = new_typed(DW_MSG_NOTIFICATION);
 
-    json_object_object_add(obj, "message", json_object_new_string("Token refreshed"));
-    json_object_object_add(obj, "level", json_object_new_string("success"));
-    json_object_object_add(obj, "action", json_object_new_string("refresh"));
+    json_object_object_add(obj, "message", json_object_new_string(message));
+    json_object_object_add(obj, "level", json_object_new_string(level));
+    json_object_object_add(obj, "action", json_object_new_string(action));
+    return obj;
+}
+
+struct dw_msg *dw_proto_refresh_notice(const char *expires_iso)
+{
+    struct json_object *obj = new_notice("Token refreshed", "success", "refresh");
+
     json_object_object_add(obj, "token_expires_at", json_object_new_string(expires_iso));
     return finish(DW_MSG_NOTIFICATION, obj);
 }
 
 struct dw_msg *dw_proto_subscription_notice(const char *channel, bool subscribed)
 {
-    struct json_object *obj = new_typed(DW_MSG_NOTIFICATION);
+    struct json_object *obj;
     char text[DW_CHANNEL_MAX + 40];
 
     snprintf(text, sizeof(text),
              subscribed ? "Subscribed to %s updates" : "Unsubscribed from %s updates", channel);
-    json_object_object_add(obj, "message", json_object_new_string(text));
-    json_object_object_add(obj, "level", json_object_new_string(subscribed ? "success" : "info"));
-    json_object_object_add(obj, "action",
-                           json_object_new_string(subscribed ? "subscribe" : "unsubscribe"));
+    obj =
+        new_notice(text, subscribed ? "success" : "info", subscribed ? "subscribe" : "unsubscribe");
     json_object_object_add(obj, "channel", json_object_new_string(channel));
     return finish(DW_MSG_NOTIFICATION, obj);
 }
