@@ -15,6 +15,7 @@
 #include "dealwire/config.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
+#include "dealwire/proxy.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -178,6 +179,10 @@ static const struct setting settings[] = {
     STRING("allowed-origins", allowed_origins, "LIST", NULL,
            "comma-separated origins (scheme://host[:port]) a browser may connect from; "
            "without it, any origin"),
+    STRING("trusted-proxies", trusted_proxies, "LIST", NULL,
+           "comma-separated addresses and networks (CIDR) of load balancers and proxies: from "
+           "them only, a client's address is read from the PROXY protocol (v1, v2) or "
+           "X-Forwarded-For's last address"),
     INT_COMPUTED("max-connections", max_connections, "N", max_connections_default,
                  "open-file limit - 256", 1, 10000000,
                  "WebSocket connections held at once; past it, upgrades get 503"),
@@ -816,6 +821,13 @@ static int split_origins(struct dw_config *cfg)
     return 0;
 }
 
+/* Parses --trusted-proxies into cfg->trusted, or returns -EINVAL with why filled. */
+static int split_trusted(struct dw_config *cfg, char *why, size_t size)
+{
+    cfg->trusted = dw_xcalloc(DW_TRUSTED_MAX, sizeof(*cfg->trusted));
+    return dw_trusted_parse(cfg->trusted_proxies, cfg->trusted, &cfg->ntrusted, why, size);
+}
+
 /* "dealwire: invalid value V for --FLAG (from SOURCE): why" for a value the table accepts but a
  * check below does not. */
 static int report_check(struct loader *ld, size_t field, const char *why)
@@ -843,6 +855,7 @@ static int report_relation(struct loader *ld, size_t a, const char *relation, si
 static int check_values(struct loader *ld)
 {
     struct dw_config *cfg = ld->cfg;
+    char why[160];
 
     if (cfg->jwt_secret && strlen(cfg->jwt_secret) < 32)
         return report_check(ld, FIELD(jwt_secret),
@@ -854,6 +867,8 @@ static int check_values(struct loader *ld)
         return report_check(ld, FIELD(allowed_origins),
                             "expected a comma-separated list of scheme://host[:port] "
                             "(http or https, no path, no trailing slash)");
+    if (cfg->trusted_proxies && split_trusted(cfg, why, sizeof(why)) < 0)
+        return report_check(ld, FIELD(trusted_proxies), why);
     if (cfg->tls_cert && !cfg->tls_key)
         return report_relation(ld, FIELD(tls_cert), "needs", FIELD(tls_key));
     if (cfg->tls_key && !cfg->tls_cert)
@@ -1063,4 +1078,7 @@ void dw_config_destroy(struct dw_config *cfg)
         free(cfg->origins[i]);
     free(cfg->origins);
     cfg->origins = NULL;
+    free(cfg->trusted);
+    cfg->trusted = NULL;
+    cfg->ntrusted = 0;
 }

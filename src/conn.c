@@ -289,17 +289,6 @@ static int authenticate(struct dw_server *srv, struct lws *wsi, struct dw_jwt_cl
                           reason);
 }
 
-/* The peer's address as text, for log lines about refusals. */
-static void peer_text(struct lws *wsi, char *buf)
-{
-    struct dw_ip ip;
-
-    if (dw_ip_from_peer(lws_get_socket_fd(wsi), &ip) == 0)
-        dw_ip_format(&ip, buf);
-    else
-        snprintf(buf, DW_IP_TEXT_MAX, "?");
-}
-
 /* Does user_id hold --max-connections-per-user connections already? Past it a new one is
  * refused, not the oldest closed (docs/security.md says why). */
 static bool user_is_full(struct dw_server *srv, const char *user_id)
@@ -356,6 +345,9 @@ int dw__conn_confirm_upgrade(struct dw_server *srv, struct lws *wsi)
     why = dw__http_line_error(wsi);
     if (why)
         return dw__refuse_upgrade(wsi, HTTP_STATUS_BAD_REQUEST, why);
+    if (dw__sock_forwarded(srv, wsi) < 0)
+        return dw__refuse_upgrade(wsi, DW_HTTP_TOO_MANY_REQUESTS,
+                                  "this address holds the most connections allowed");
     if (dw__stream_is_path(wsi))
         return dw__stream_confirm_upgrade(srv, wsi);
     if (srv->draining) {
@@ -384,7 +376,7 @@ int dw__conn_confirm_upgrade(struct dw_server *srv, struct lws *wsi)
             return accept_upgrade(srv, wsi);
         }
         srv->refusals.auth++;
-        peer_text(wsi, peer);
+        dw__sock_address(wsi, peer);
         dw_log(DW_LOG_INFO, "upgrade from %s refused: %s", peer, reason);
         snprintf(why_buf, sizeof(why_buf), "a valid token is required (%s)", reason);
         status = HTTP_STATUS_UNAUTHORIZED;

@@ -710,6 +710,12 @@ int dw__http_request(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
     r = check_framing(wsi, pss, &n);
     if (r != 1)
         return r;
+    if (dw__sock_forwarded(srv, wsi) < 0) {
+        pss->req = req_new(srv, wsi);
+        pss->req->close_after = true;
+        return respond_error(pss, wsi, DW_HTTP_TOO_MANY_REQUESTS,
+                             "this address holds the most connections allowed");
+    }
     if (strncmp(path, "/api/", 5) == 0 && !dw__http_api_allowed(srv, wsi)) {
         srv->refusals.api_auth++;
         pss->req = req_new(srv, wsi);

@@ -24,6 +24,7 @@
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
 #include "dealwire/peek.h"
+#include "dealwire/proxy.h"
 #include "dealwire/server.h"
 #include "dealwire/thread.h"
 #include "dealwire/tls.h"
@@ -32,6 +33,7 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -83,16 +85,93 @@ static void charge_accept(struct dw_server *srv, struct lws *listener)
     lws_rx_flow_control(listener, 0);
 }
 
+/* ==========================================================================================
+ * The client's address: the socket's peer, or, from a peer in --trusted-proxies, the client
+ * that proxy names in a PROXY header before the socket's own bytes, or else in each request's
+ * X-Forwarded-For (include/dealwire/proxy.h). A trusted proxy's own address is never counted
+ * against --max-connections-per-ip (all its clients would share it); the clients it names are.
+ */
+
+/* Reads a PROXY header off fd when it is there whole (the connection's own bytes stay in the
+ * socket for lws). Returns 1: read (s->ip and s->proxied set when it names a client); 0: none
+ * (the first bytes are something else, the peer closed, an error lws will see); -EAGAIN: a
+ * header begun, or nothing yet; -EPROTO: malformed. */
+static int take_proxy(int fd, struct dw_sock *s)
+{
+    unsigned char buf[DW_PROXY_HEADER_MAX];
+    struct dw_proxy_header h;
+    ssize_t n = recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
+
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : 0;
+    switch (n == 0 ? DW_PROXY_NONE : dw_proxy_parse(buf, (size_t)n, &h)) {
+    case DW_PROXY_NONE:
+        return 0;
+    case DW_PROXY_MORE:
+        return -EAGAIN;
+    case DW_PROXY_BAD:
+        return -EPROTO;
+    case DW_PROXY_OK:
+        break;
+    }
+    /* the bytes peeked are in the socket: this takes exactly them */
+    if (recv(fd, buf, h.len, MSG_DONTWAIT) != (ssize_t)h.len)
+        return -EPROTO;
+    if (h.has_address) {
+        s->ip = h.address;
+        s->proxied = true;
+    }
+    return 1;
+}
+
+/* Is ip at --max-connections-per-ip (s's own count, if ip is what it counts, aside)? */
+static bool address_full(struct dw_server *srv, const struct dw_sock *s, const struct dw_ip *ip)
+{
+    unsigned n = dw_ipcount_get(srv->ips, ip);
+
+    if (s->counted && memcmp(s->ip.addr, ip->addr, sizeof(ip->addr)) == 0)
+        n--;
+    return n >= (unsigned)srv->cfg->max_connections_per_ip;
+}
+
+/* Counts s against its address, unless that is a trusted proxy's own. */
+static void count_address(struct dw_server *srv, struct dw_sock *s)
+{
+    if (s->via_proxy && memcmp(s->ip.addr, s->peer.addr, sizeof(s->ip.addr)) == 0 && !s->proxied)
+        return;
+    s->counted = true;
+    dw_ipcount_add(srv->ips, &s->ip);
+}
+
+static void uncount_address(struct dw_server *srv, struct dw_sock *s)
+{
+    if (s->counted)
+        dw_ipcount_remove(srv->ips, &s->ip);
+    s->counted = false;
+}
+
+static void refuse_address(struct dw_server *srv, const struct dw_ip *ip, const char *what)
+{
+    char text[DW_IP_TEXT_MAX];
+
+    srv->refusals.per_ip++;
+    dw_ip_format(ip, text);
+    dw_log(DW_LOG_DEBUG, "%s from %s refused: it holds %d sockets already", what, text,
+           srv->cfg->max_connections_per_ip);
+}
+
 /* A socket just accepted (fd): closed at once (-1) while shutting down, at the socket cap, or
- * when its address already holds --max-connections-per-ip sockets. Nothing has been read
- * from it, so there is no one to answer: the client sees the connection reset. */
+ * when its client's address already holds --max-connections-per-ip sockets. Nothing has been
+ * read from it, so there is no one to answer: the client sees the connection reset. What it
+ * learnt of the socket's addresses waits in srv->admitted for track_socket. */
 static int admit_socket(struct dw_server *srv, struct lws *listener, int fd)
 {
-    struct dw_ip ip;
+    struct dw_sock *a = &srv->admitted;
     char text[DW_IP_TEXT_MAX];
 
     charge_accept(srv, listener);
     srv->churn++;
+    memset(a, 0, sizeof(*a));
     if (srv->draining)
         return -1;
     if (srv->sockets >= srv->socket_cap) {
@@ -101,12 +180,29 @@ static int admit_socket(struct dw_server *srv, struct lws *listener, int fd)
                srv->sockets);
         return -1;
     }
-    if (dw_ip_from_peer(fd, &ip) == 0 &&
-        dw_ipcount_get(srv->ips, &ip) >= (unsigned)srv->cfg->max_connections_per_ip) {
-        srv->refusals.per_ip++;
-        dw_ip_format(&ip, text);
-        dw_log(DW_LOG_DEBUG, "socket from %s refused: it holds %d sockets already", text,
-               srv->cfg->max_connections_per_ip);
+    if (dw_ip_from_peer(fd, &a->peer) < 0)
+        return 0; /* not an IP socket: nothing to count it against */
+    a->ip = a->peer;
+    a->via_proxy =
+        srv->cfg->ntrusted && dw_trusted_has(srv->cfg->trusted, srv->cfg->ntrusted, &a->peer);
+    /* The header usually came with the connection; if not, the loop reads it before lws
+     * reads anything (defer_event), which only the libuv loop of dealwire's lws can do. */
+    if (a->via_proxy) {
+        int r = take_proxy(fd, a);
+
+        if (r == -EPROTO) {
+            srv->refusals.proxy_header++;
+            dw_ip_format(&a->peer, text);
+            dw_log(DW_LOG_WARN, "socket from proxy %s closed: malformed PROXY protocol header",
+                   text);
+            return -1;
+        }
+#if defined(LWS_DW_UV_DEFER)
+        a->proxy_pending = r == -EAGAIN && srv->uv_loop;
+#endif
+    }
+    if ((!a->via_proxy || a->proxied) && address_full(srv, a, &a->ip)) {
+        refuse_address(srv, &a->ip, "socket");
         return -1;
     }
     return 0;
@@ -158,6 +254,44 @@ void dw__sock_role(struct lws *wsi, enum dw_sock_role role)
         s->role = role;
 }
 
+int dw__sock_forwarded(struct dw_server *srv, struct lws *wsi)
+{
+    struct dw_sock *s = lws_get_opaque_user_data(wsi);
+    char value[1024];
+    struct dw_ip ip;
+    int len;
+
+    if (!s || !s->via_proxy || s->proxied)
+        return 0;
+    len = lws_hdr_copy(wsi, value, sizeof(value), WSI_TOKEN_X_FORWARDED_FOR);
+    /* none, or not an address: the proxy itself (longer than value: not one lws's limits
+     * would let a real chain of proxies reach) */
+    if (len <= 0 || dw_forwarded_last(value, (size_t)len, &ip) < 0)
+        ip = s->peer;
+    if (memcmp(ip.addr, s->ip.addr, sizeof(ip.addr)) == 0)
+        return 0; /* the keep-alive connection's client again */
+    if (memcmp(ip.addr, s->peer.addr, sizeof(ip.addr)) != 0 && address_full(srv, s, &ip)) {
+        refuse_address(srv, &ip, "request");
+        return -1;
+    }
+    uncount_address(srv, s);
+    s->ip = ip;
+    count_address(srv, s);
+    return 0;
+}
+
+void dw__sock_address(struct lws *wsi, char *buf)
+{
+    struct dw_sock *s = lws_get_opaque_user_data(wsi);
+
+    if (s && !s->via_proxy && !s->counted)
+        s = NULL; /* not an IP socket (its address was never read) */
+    if (s)
+        dw_ip_format(&s->ip, buf);
+    else
+        snprintf(buf, DW_IP_TEXT_MAX, "?");
+}
+
 #if defined(LWS_DW_UV_DEFER)
 /* The role of s, which has sent nothing the loop has read, from its first bytes (left in the
  * socket): a publisher's new keep-alive connection (its pool grew) is then served in the pass
@@ -181,6 +315,37 @@ static enum dw_sock_role peek_role(const struct dw_sock *s)
     }
 }
 
+/* The first event of a socket from a trusted proxy whose PROXY header had not come whole at
+ * accept: the header is read before lws reads anything. Returns what defer_event does: 0,
+ * lws serves the event; 1, not now (the rest of a header is awaited: the socket is polled
+ * again after the pass, until it comes or --handshake-timeout closes it; or the socket is
+ * being closed: a malformed header, or its client's address is full). */
+static int proxy_event(struct dw_server *srv, struct dw_sock *s)
+{
+    int r = take_proxy(lws_get_socket_fd(s->wsi), s);
+
+    if (r == -EAGAIN) {
+        if (lws_dll2_is_detached(&s->deferred))
+            lws_dll2_add_tail(&s->deferred, &srv->deferred);
+        return 1;
+    }
+    s->proxy_pending = false;
+    if (r == -EPROTO) {
+        char text[DW_IP_TEXT_MAX];
+
+        srv->refusals.proxy_header++;
+        dw_ip_format(&s->peer, text);
+        dw_log(DW_LOG_WARN, "socket from proxy %s closed: malformed PROXY protocol header", text);
+    } else if (s->proxied && address_full(srv, s, &s->ip)) {
+        refuse_address(srv, &s->ip, "socket");
+    } else {
+        count_address(srv, s);
+        return 0;
+    }
+    lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+    return 1;
+}
+
 /* lws_dw_uv_defer: asked by lws's libuv loop before it serves an event of wsi (a socket, not
  * the listener or lws's wake pipe). 1: not in this pass (PASS_BUDGET_NS). */
 static int defer_event(struct lws *wsi)
@@ -189,6 +354,8 @@ static int defer_event(struct lws *wsi)
     struct dw_server *srv;
     int64_t now;
 
+    if (s && s->proxy_pending)
+        return proxy_event(lws_context_user(lws_get_context(wsi)), s);
     if (!s || s->role == DW_SOCK_API)
         return 0;
     srv = lws_context_user(lws_get_context(wsi));
@@ -253,11 +420,10 @@ static void track_socket(struct dw_server *srv, struct lws *wsi)
     lws_sockfd_type fd = lws_get_socket_fd(wsi);
     struct dw_sock *s = dw_xcalloc(1, sizeof(*s));
 
+    *s = srv->admitted;
     s->wsi = wsi;
-    if (fd != LWS_SOCK_INVALID && dw_ip_from_peer(fd, &s->ip) == 0) {
-        s->counted = true;
-        dw_ipcount_add(srv->ips, &s->ip);
-    }
+    if (fd != LWS_SOCK_INVALID && !s->proxy_pending)
+        count_address(srv, s);
     srv->sockets++;
     lws_set_opaque_user_data(wsi, s);
     dw__sock_arm(srv, wsi);
@@ -272,8 +438,7 @@ static void untrack_socket(struct dw_server *srv, struct lws *wsi)
     lws_set_opaque_user_data(wsi, NULL);
     deadline_unlink(s);
     lws_dll2_remove(&s->deferred); /* nothing if it is on no list */
-    if (s->counted)
-        dw_ipcount_remove(srv->ips, &s->ip);
+    uncount_address(srv, s);
     srv->sockets--;
     srv->churn++;
     free(s);
@@ -648,6 +813,19 @@ static void log_security(struct dw_server *srv)
            "(burst %d) per connection, origins %s",
            cfg->max_connections, cfg->max_connections_per_ip, cfg->handshake_timeout,
            cfg->rate_limit, cfg->rate_burst, cfg->allowed_origins ? cfg->allowed_origins : "any");
+    if (!cfg->trusted_proxies)
+        return;
+    dw_log(DW_LOG_INFO,
+           "trusted proxies: %s (their clients' addresses from PROXY headers and "
+           "X-Forwarded-For)",
+           cfg->trusted_proxies);
+#if defined(LWS_DW_UV_DEFER)
+    if (srv->uv_loop)
+        return;
+#endif
+    dw_log(DW_LOG_WARN, "a PROXY header is read only when it came with the connection: the "
+                        "libuv loop of dealwire's libwebsockets build (--event-loop uv, DW_LWS "
+                        "source) reads one that comes later");
 }
 
 /* Starts the shutdown once it was asked for, and ends the loop once it is complete: every

@@ -60,8 +60,12 @@ enum dw_sock_role {
  * which is in deadline order because every deadline is "now + --handshake-timeout". */
 struct dw_sock {
     struct lws *wsi;
-    struct dw_ip ip;
+    struct dw_ip ip;             /* the client's (server.c, "The client's address") */
+    struct dw_ip peer;           /* the socket's own peer: ip, or the proxy that named ip */
     bool counted;                /* against ip, in dw_server.ips */
+    bool via_proxy;              /* peer is in --trusted-proxies */
+    bool proxy_pending;          /* from a trusted proxy; a PROXY header may still come */
+    bool proxied;                /* ip came from a PROXY header: X-Forwarded-For is not read */
     enum dw_sock_role role;      /* what it turned out to be (server.c, defer_event) */
     int64_t deadline;            /* monotonic ns; 0: none */
     struct dw_sock *prev, *next; /* srv->deadlines, while it has a deadline */
@@ -88,7 +92,9 @@ struct dw_io_counters {
 struct dw_refusals {
     uint64_t auth;            /* upgrades without a valid token */
     uint64_t origin;          /* upgrades from an Origin not allowed */
-    uint64_t per_ip;          /* sockets closed at accept: the address had its maximum */
+    uint64_t per_ip;          /* sockets closed at accept (or, behind a trusted proxy, requests
+                               * refused): the client's address had its maximum */
+    uint64_t proxy_header;    /* sockets from a trusted proxy closed: malformed PROXY header */
     uint64_t capacity;        /* upgrades refused at --max-connections, sockets at the cap */
     uint64_t per_user;        /* upgrades refused: the user had --max-connections-per-user */
     uint64_t api_auth;        /* operator API requests without the operator token */
@@ -149,6 +155,7 @@ struct dw_server {
     struct dw_ipcount *ips;      /* sockets per client address */
     size_t sockets;              /* sockets accepted and not yet destroyed */
     struct dw_sock deadlines;    /* list head: sockets with a deadline, soonest first */
+    struct dw_sock admitted;     /* what admit_socket learnt of the socket track_socket tracks */
     _Atomic size_t body_bytes;   /* any thread: request bodies held (http.c) */
     size_t socket_cap;           /* past it, new sockets are closed at accept */
     unsigned accepts;            /* sockets accepted in this pass of the loop (server.c) */
@@ -203,6 +210,17 @@ void dw__sock_disarm(struct dw_server *srv, struct lws *wsi);
  * events are never put off to a later pass of the loop when a pass runs long, or
  * DW_SOCK_CLIENT (an established WebSocket client), whose are (server.c, defer_event). */
 void dw__sock_role(struct lws *wsi, enum dw_sock_role role);
+
+/* thread: io. At a request's headers (an HTTP request, an upgrade): from a trusted proxy
+ * whose PROXY header named no client, the client is X-Forwarded-For's last address (none:
+ * the proxy itself, which no per-address limit counts). Returns 0, or -1 when that address
+ * holds --max-connections-per-ip sockets already (counted as a refusal; the caller answers
+ * 429 and closes). */
+int dw__sock_forwarded(struct dw_server *srv, struct lws *wsi);
+
+/* thread: io. The client's address of wsi as text (DW_IP_TEXT_MAX bytes): behind a trusted
+ * proxy, the one it named; "?" when there is none (not an IP socket). */
+void dw__sock_address(struct lws *wsi, char *buf);
 
 /* ---- conn.c --------------------------------------------------------------------------- */
 

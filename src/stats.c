@@ -68,6 +68,9 @@ static struct json_object *security_doc(struct dw_server *srv)
 
     add_int(limits, "max_connections", cfg->max_connections);
     add_int(limits, "max_connections_per_ip", cfg->max_connections_per_ip);
+    json_object_object_add(limits, "trusted_proxies",
+                           cfg->trusted_proxies ? json_object_new_string(cfg->trusted_proxies)
+                                                : NULL);
     add_int(limits, "max_connections_per_user", cfg->max_connections_per_user);
     add_int(limits, "handshake_timeout", cfg->handshake_timeout);
     add_int(limits, "rate_limit", cfg->rate_limit);
@@ -85,6 +88,7 @@ static struct json_object *security_doc(struct dw_server *srv)
     json_object_object_add(refused, "origin", u64(r->origin));
     json_object_object_add(refused, "per_ip", u64(r->per_ip));
     json_object_object_add(refused, "per_user", u64(r->per_user));
+    json_object_object_add(refused, "proxy_header", u64(r->proxy_header));
     json_object_object_add(refused, "capacity", u64(r->capacity));
     json_object_object_add(refused, "api_auth", u64(r->api_auth));
     json_object_object_add(refused, "rate_limited_messages", u64(r->rate_limited));
@@ -351,11 +355,13 @@ static struct json_object *conn_doc(struct dw_conn *conn, unsigned *budget)
     struct json_object *obj = json_object_new_object();
     struct json_object *subs = json_object_new_array();
     unsigned listed = 0;
-    char id[24];
+    char id[24], address[DW_IP_TEXT_MAX];
 
     snprintf(id, sizeof(id), "%llu", (unsigned long long)conn->id);
     json_object_object_add(obj, "connection_id", json_object_new_string(id));
     json_object_object_add(obj, "user_id", json_object_new_string(conn->user->id));
+    dw__sock_address(conn->io.wsi, address);
+    json_object_object_add(obj, "address", json_object_new_string(address));
     json_object_object_add(obj, "connected_at", time_string(conn->io.connected_at));
     json_object_object_add(obj, "last_activity", time_string(conn->io.last_activity_rt));
     json_object_object_add(obj, "last_heartbeat", time_string(conn->io.last_heartbeat_rt));

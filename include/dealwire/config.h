@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
+struct dw_cidr;
+
 enum dw_event_loop {
     DW_EVENT_LOOP_POLL = 0,
     DW_EVENT_LOOP_UV = 1,
@@ -47,6 +49,7 @@ struct dw_config {
     int jwt_leeway;             /* --jwt-leeway, seconds, default 30, 0..600 */
     char *api_token;            /* --api-token for the publish and planner APIs, or NULL */
     char *allowed_origins;      /* --allowed-origins, comma list, or NULL (any origin) */
+    char *trusted_proxies;      /* --trusted-proxies, comma list of addresses/CIDRs, or NULL */
     int max_connections;        /* --max-connections, default: open-file limit - 256 */
     int max_connections_per_ip; /* --max-connections-per-ip, sockets, default 1000 */
     int max_connections_per_user;  /* --max-connections-per-user, default 32 */
@@ -59,6 +62,8 @@ struct dw_config {
 
     /* Derived at load time. */
     char **origins; /* --allowed-origins split and checked, NULL-terminated; NULL: any origin */
+    struct dw_cidr *trusted; /* --trusted-proxies parsed: ntrusted entries (proxy.h) */
+    size_t ntrusted;
 };
 
 /* Results of dw_config_load() other than 0. */

@@ -59,7 +59,8 @@ def cluster(request, dealwire, pg_db, redis_server, load_balancer):
     front of them."""
     require_lb(request.param)
     server, db, url = pg_db
-    ds = start_nodes(dealwire, url, redis_server)
+    # the balancer (127.0.0.1) names its clients: HAProxy in a PROXY header, nginx in XFF
+    ds = start_nodes(dealwire, url, redis_server, 3, "--trusted-proxies", "127.0.0.1")
     return Cluster(server, db, url, ds, load_balancer(request.param, ds))
 
 

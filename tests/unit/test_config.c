@@ -6,6 +6,7 @@
  */
 #include "dealwire/config.h"
 #include "dealwire/log.h"
+#include "dealwire/proxy.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -353,6 +354,28 @@ static void test_origin_list(void **state)
     load(&r, no_args, NULL);
     assert_int_equal(r.rc, 0);
     assert_null(r.cfg.origins);
+    release(&r);
+}
+
+/* --trusted-proxies is parsed once, at load, into cfg.trusted; none means no entries. */
+static void test_trusted_list(void **state)
+{
+    char *argv[] = {"dealwire", "--trusted-proxies", "127.0.0.1, 10.0.0.0/8,2001:db8::/32", NULL};
+    char *no_args[] = {"dealwire", NULL};
+    struct run r;
+
+    (void)state;
+    load(&r, argv, NULL);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.cfg.ntrusted, 3);
+    assert_int_equal(r.cfg.trusted[1].bits, 96 + 8);
+    assert_int_equal(r.cfg.trusted[2].bits, 32);
+    release(&r);
+    assert_null(r.cfg.trusted);
+
+    load(&r, no_args, NULL);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.cfg.ntrusted, 0);
     release(&r);
 }
 
@@ -837,6 +860,17 @@ static const struct bad_case {
      {0},
      NULL,
      {"--allowed-origins"}},
+    {"trusted proxy that is a host name",
+     {"--trusted-proxies", "10.0.0.0/8,lb.example"},
+     {0},
+     NULL,
+     {"\"10.0.0.0/8,lb.example\" for --trusted-proxies",
+      "\"lb.example\" is not an address or address/prefix-length"}},
+    {"trusted network with a prefix too long",
+     {0},
+     {"DEALWIRE_TRUSTED_PROXIES=10.0.0.0/33"},
+     NULL,
+     {"--trusted-proxies (from DEALWIRE_TRUSTED_PROXIES)", "is not an address"}},
     {"tls cert without key",
      {"--tls-cert", "/etc/ssl/cert.pem"},
      {0},
@@ -939,7 +973,7 @@ static void test_help(void **state)
         assert_non_null(strstr(r.out, want));
         rows++;
     }
-    assert_int_equal(rows, 36);
+    assert_int_equal(rows, 37);
     release(&r);
     free(md.text);
 }
@@ -1053,6 +1087,7 @@ int main(void)
         cmocka_unit_test(test_each_source_sets_each_int),
         cmocka_unit_test(test_strings_and_enums),
         cmocka_unit_test(test_origin_list),
+        cmocka_unit_test(test_trusted_list),
         cmocka_unit_test(test_precedence),
         cmocka_unit_test(test_last_one_wins),
         cmocka_unit_test(test_config_file_from_env),

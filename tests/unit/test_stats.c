@@ -253,7 +253,7 @@ static void assert_user_keys(struct json_object *user)
 
 static void assert_conn_keys(struct json_object *entry)
 {
-    tj_assert_keys(entry, "connection_id", "user_id", "connected_at", "last_activity",
+    tj_assert_keys(entry, "connection_id", "user_id", "address", "connected_at", "last_activity",
                    "last_heartbeat", "messages_sent", "messages_failed", "messages_dropped",
                    "queue_size", "queue_bytes", "subscriptions", "subscription_count",
                    "subscriptions_truncated", NULL);
@@ -277,6 +277,7 @@ static void test_service_document_empty(void **state)
         "origin",
         "per_ip",
         "per_user",
+        "proxy_header",
         "capacity",
         "api_auth",
         "rate_limited_messages",
@@ -322,12 +323,13 @@ static void test_service_document_empty(void **state)
     assert_false(tj_bool(sec, "api_token"));
     assert_false(tj_bool(sec, "origins_enforced"));
     limits = tj_get(sec, "limits");
-    tj_assert_keys(limits, "max_connections", "max_connections_per_ip", "max_connections_per_user",
-                   "handshake_timeout", "rate_limit", "rate_burst", "max_subscriptions",
-                   "max_message_size", "max_publish_size", "max_body_memory", "queue_size",
-                   "queue_bytes", "jwt_leeway", NULL);
+    tj_assert_keys(limits, "max_connections", "max_connections_per_ip", "trusted_proxies",
+                   "max_connections_per_user", "handshake_timeout", "rate_limit", "rate_burst",
+                   "max_subscriptions", "max_message_size", "max_publish_size", "max_body_memory",
+                   "queue_size", "queue_bytes", "jwt_leeway", NULL);
     assert_int_equal(tj_int(limits, "max_connections"), 50);
     assert_int_equal(tj_int(limits, "max_connections_per_ip"), 60);
+    assert_null(tj_get(limits, "trusted_proxies"));
     assert_int_equal(tj_int(limits, "max_connections_per_user"), 3);
     assert_int_equal(tj_int(limits, "handshake_timeout"), 7);
     assert_int_equal(tj_int(limits, "rate_limit"), 9);
@@ -650,6 +652,7 @@ static void test_connections_document(void **state)
     }
     e = json_object_array_get_idx(list, 0);
     assert_string_equal(tj_str(e, "user_id"), "alice");
+    assert_string_equal(tj_str(e, "address"), "127.0.0.1");
     assert_int_equal(tj_int(e, "messages_sent"), 3); /* welcome, 2 answers */
     assert_string_set(tj_array(e, "subscriptions"), "hot_deals", "x", NULL);
     assert_int_equal(tj_int(e, "subscription_count"), 2);
