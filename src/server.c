@@ -346,6 +346,19 @@ static int proxy_event(struct dw_server *srv, struct dw_sock *s)
     return 1;
 }
 
+#if defined(LWS_DW_TLS_HOLD)
+/* lws_dw_tls_hold: asked by lws for a TLS socket just accepted (admit_socket saw it last),
+ * before it peeks at it and calls SSL_accept. 1 while a PROXY header may still come: lws
+ * would take its bytes for the handshake's, so the handshake waits for the socket's first
+ * POLLIN, which proxy_event sees first. */
+static int tls_hold(struct lws *wsi)
+{
+    struct dw_server *srv = lws_context_user(lws_get_context(wsi));
+
+    return srv && srv->admitted.proxy_pending;
+}
+#endif
+
 /* lws_dw_uv_defer: asked by lws's libuv loop before it serves an event of wsi (a socket, not
  * the listener or lws's wake pipe). 1: not in this pass (PASS_BUDGET_NS). */
 static int defer_event(struct lws *wsi)
@@ -719,6 +732,9 @@ struct dw_server *dw_server_new(const struct dw_config *cfg, const struct dw_aut
         uv_unref((uv_handle_t *)&srv->after_pass);
 #if defined(LWS_DW_UV_DEFER)
         lws_dw_uv_defer = defer_event;
+#endif
+#if defined(LWS_DW_UV_DEFER) && defined(LWS_DW_TLS_HOLD)
+        lws_dw_tls_hold = tls_hold;
 #endif
         srv->foreign_loops[0] = srv->uv_loop;
         info.foreign_loops = srv->foreign_loops;

@@ -17,6 +17,7 @@ import websockets
 
 from conftest import http_get, t, wait_until
 from conftest_lb import load_balancer, require_lb  # noqa: F401 (load_balancer: a fixture)
+from test_tls import certs, https, tls_dealwire, unverified  # noqa: F401 (fixtures)
 
 
 def v1(src, dst="127.0.0.1", sport=40000, dport=8000):
@@ -210,3 +211,25 @@ def test_a_forwarded_header_that_is_no_address_leaves_the_proxy_address(dealwire
         assert addresses(d.port) == {"u": ["127.0.0.1"]}
     finally:
         u.close()
+
+
+@pytest.mark.parametrize("split", [None, 8], ids=["whole", "split"])
+def test_a_proxy_header_before_tls_passed_through(tls_dealwire, certs, split):
+    """HAProxy in TCP mode passing wss through: the header, then the TLS handshake."""
+    d = tls_dealwire(certs, "--trusted-proxies", "127.0.0.1")
+    header = v2("198.51.100.99")
+    raw = socket.create_connection(("127.0.0.1", d.port), timeout=t(10))
+    if split:
+        raw.sendall(header[:split])
+        time.sleep(0.2)  # apart, as in Upgrade: the test passes the same either way
+        header = header[split:]
+    raw.sendall(header)
+    with unverified().wrap_socket(raw, server_hostname="localhost") as tls:
+        key = base64.b64encode(os.urandom(16)).decode()
+        tls.sendall((f"GET /ws/events?user_id=tls HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                     f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        assert tls.recv(4096).startswith(b"HTTP/1.1 101")
+        status, doc = https(d.port, "GET", "/api/websocket/connections", unverified())
+        assert status == 200
+        assert [c["address"] for c in doc["connections"]] == ["198.51.100.99"]
