@@ -240,6 +240,7 @@ static void assert_service_keys(struct json_object *doc)
                    "trip_updates", "notifications", NULL);
 }
 
+/* The user document of a client's get_stats. */
 static void assert_user_keys(struct json_object *user)
 {
     tj_assert_keys(user, "user_id", "connections", "connection_ids", "connected_at",
@@ -251,9 +252,32 @@ static void assert_user_keys(struct json_object *user)
     assert_iso_time(tj_str(user, "last_heartbeat"));
 }
 
+/* The operator's (HTTP) user document: the same, each connection's address, and the ban. */
+static void assert_http_user_keys(struct json_object *user)
+{
+    struct json_object *list = tj_array(user, "connection_list");
+
+    tj_assert_keys(user, "user_id", "connections", "connection_ids", "connection_list",
+                   "connected_at", "last_activity", "last_heartbeat", "messages_sent",
+                   "messages_failed", "messages_dropped", "queue_size", "queue_bytes",
+                   "subscriptions", "subscription_count", "subscriptions_truncated", "banned_until",
+                   NULL);
+    assert_int_equal(json_object_array_length(list), tj_int(user, "connections"));
+    for (size_t i = 0; i < json_object_array_length(list); i++) {
+        struct json_object *e = json_object_array_get_idx(list, i);
+
+        tj_assert_keys(e, "connection_id", "address", "connected_at", NULL);
+        assert_string_equal(tj_str(e, "address"), "127.0.0.1");
+        assert_iso_time(tj_str(e, "connected_at"));
+    }
+    assert_iso_time(tj_str(user, "connected_at"));
+    assert_iso_time(tj_str(user, "last_activity"));
+    assert_iso_time(tj_str(user, "last_heartbeat"));
+}
+
 static void assert_conn_keys(struct json_object *entry)
 {
-    tj_assert_keys(entry, "connection_id", "user_id", "connected_at", "last_activity",
+    tj_assert_keys(entry, "connection_id", "user_id", "address", "connected_at", "last_activity",
                    "last_heartbeat", "messages_sent", "messages_failed", "messages_dropped",
                    "queue_size", "queue_bytes", "subscriptions", "subscription_count",
                    "subscriptions_truncated", NULL);
@@ -285,6 +309,7 @@ static void test_service_document_empty(void **state)
         "token_expired_closes",
         "deadline_closes",
         "body_memory",
+        "banned",
     };
 
     tserver_start(ts, "--queue-size", "77", "--rate-limit", "9", "--rate-burst", "11",
@@ -848,7 +873,7 @@ static void test_user_document(void **state)
     e1 = json_object_array_get_idx(tj_array(conns, "connections"), 0);
     e2 = json_object_array_get_idx(tj_array(conns, "connections"), 2);
     user = get(ts, "/api/websocket/users/alice");
-    assert_user_keys(user);
+    assert_http_user_keys(user);
     assert_string_equal(tj_str(user, "user_id"), "alice");
     assert_int_equal(tj_int(user, "connections"), 2);
     ids = tj_array(user, "connection_ids");
@@ -878,7 +903,7 @@ static void test_user_document(void **state)
     assert_string_set(tj_array(user, "subscriptions"), "hot_deals", "x", "y", NULL);
     json_object_put(user);
     user = get(ts, "/api/websocket/users/bob");
-    assert_user_keys(user);
+    assert_http_user_keys(user);
     assert_int_equal(tj_int(user, "connections"), 1);
     assert_string_set(tj_array(user, "subscriptions"), "bob_only", NULL);
     assert_int_equal(tj_int(user, "messages_sent"), 2);
