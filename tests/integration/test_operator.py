@@ -14,7 +14,6 @@ import asyncio
 import json
 
 import pytest
-import websockets.exceptions
 
 from conftest import (
     barrier, close_all, close_code, connect_user, expect_close, handshake_status, http_get,
@@ -378,5 +377,40 @@ def test_paths(daemon):
         assert r.status == 405 and r.headers.get("allow") == "POST", r
         assert await barrier(alice) == []
         await alice.close()
+
+    run(main())
+
+
+def test_pipelined_operator_requests_are_answered_in_order(daemon):
+    """Answered on the I/O thread as each body completes: requests pipelined in one write get
+    their answers one after another, in order, the last on a kept-alive connection."""
+    sub, ban = b'{"channel":"deals"}', b'{"ban_seconds":3600}'
+
+    def post(action, body):
+        return (f"POST /api/websocket/users/alice/{action} HTTP/1.1\r\nHost: x\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+    async def main():
+        alice, _ = await connect_user(daemon.port, "alice")
+        reader, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
+        writer.write(post("subscribe", sub) + post("disconnect", ban) + post("disconnect", b"")
+                     + b"GET /api/websocket/users/alice HTTP/1.1\r\nHost: x\r\n\r\n")
+        answers = []
+        for _ in range(4):
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), t(10))
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:")))
+            answers.append((int(head.split()[1]),
+                            json.loads(await reader.readexactly(length))))
+        writer.close()
+        assert [s for s, _ in answers] == [200, 200, 200, 200], answers
+        assert answers[0][1]["channel"] == "deals" and answers[0][1]["connections"] == 1
+        assert answers[1][1]["connections"] == 1 and answers[1][1]["banned_until"]
+        # The first disconnect started the close: the second finds nothing open.
+        assert answers[2][1]["connections"] == 0, answers[2]
+        assert answers[3][1]["banned_until"] == answers[1][1]["banned_until"], answers[3]
+        assert (await recv_json(alice))["by"] == "server"
+        exc, _ = await expect_close(alice)
+        assert close_code(exc) == 4003
 
     run(main())
