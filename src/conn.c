@@ -104,6 +104,7 @@ void dw__conn_unref(struct dw_conn *conn)
     free(conn->io.rx);
     free(conn->io.grants);
     free(conn->io.seq_ahead);
+    free(conn->io.close_text);
     free(conn);
 }
 
@@ -336,6 +337,25 @@ static int accept_upgrade(struct dw_server *srv, struct lws *wsi)
     return 0;
 }
 
+/* Refuses the upgrade of a user the operator API banned (403, saying until when), or of one
+ * that holds its maximum of connections (user_is_full); else accepts it. */
+static int admit_user(struct dw_server *srv, struct lws *wsi, const char *user_id)
+{
+    int64_t until = dw__operator_banned_until(srv, user_id);
+    char why[96], ts[DW_TIME_ISO_LEN];
+
+    if (until) {
+        srv->refusals.banned++;
+        dw_time_format_iso(ts, until);
+        dw_log(DW_LOG_DEBUG, "upgrade for user %s refused: banned until %s", user_id, ts);
+        snprintf(why, sizeof(why), "this user is banned until %s", ts);
+        return dw__refuse_upgrade(wsi, HTTP_STATUS_FORBIDDEN, why);
+    }
+    if (user_is_full(srv, user_id))
+        return refuse_full_user(srv, wsi, user_id);
+    return accept_upgrade(srv, wsi);
+}
+
 int dw__conn_confirm_upgrade(struct dw_server *srv, struct lws *wsi)
 {
     char path[128], uid[DW_USER_ID_MAX + 1], peer[DW_IP_TEXT_MAX], why_buf[128];
@@ -370,10 +390,11 @@ int dw__conn_confirm_upgrade(struct dw_server *srv, struct lws *wsi)
         why = "last_seq must be given once, as a whole number from 0 to 9223372036854775807";
     } else if (dw_auth_jwt_required(srv->auth)) {
         if (authenticate(srv, wsi, &srv->pending, &reason) == 0) {
-            if (user_is_full(srv, srv->pending.sub))
-                return refuse_full_user(srv, wsi, srv->pending.sub);
-            srv->pending_wsi = wsi;
-            return accept_upgrade(srv, wsi);
+            int r = admit_user(srv, wsi, srv->pending.sub);
+
+            if (r == 0)
+                srv->pending_wsi = wsi;
+            return r;
         }
         srv->refusals.auth++;
         dw__sock_address(wsi, peer);
@@ -384,9 +405,7 @@ int dw__conn_confirm_upgrade(struct dw_server *srv, struct lws *wsi)
     } else {
         switch (read_user_id(wsi, uid)) {
         case 0:
-            if (user_is_full(srv, uid))
-                return refuse_full_user(srv, wsi, uid);
-            return accept_upgrade(srv, wsi);
+            return admit_user(srv, wsi, uid);
         case -ENOENT:
             status = HTTP_STATUS_BAD_REQUEST;
             why = "user_id query parameter is required";
@@ -559,7 +578,7 @@ struct json_object *dw__conn_welcome(struct dw_server *srv, struct dw_conn *conn
 static struct dw_msg *stats_reply(struct dw_server *srv, struct dw_conn *conn)
 {
     struct json_object *obj = json_object_new_object();
-    struct json_object *stats = dw__stats_user(srv, conn->user->id);
+    struct json_object *stats = dw__stats_user(srv, conn->user->id, false);
     struct dw_msg *m;
 
     json_object_object_add(obj, "type", json_object_new_string("stats"));
@@ -902,6 +921,47 @@ static bool begin_close(struct dw_conn *conn, enum lws_close_status code, const 
     conn->io.close_reason = reason;
     lws_callback_on_writable(conn->io.wsi);
     return true;
+}
+
+/* ==========================================================================================
+ * What the operator API does to a connection (operator.c)
+ */
+
+bool dw__conn_kick(struct dw_conn *conn, unsigned short code, const char *reason)
+{
+    DW_ASSERT_THREAD(DW_THREAD_IO);
+    if (!begin_close(conn, (enum lws_close_status)code, "", true))
+        return false;
+    free(conn->io.close_text);
+    conn->io.close_text = dw_xstrdup(reason);
+    conn->io.close_reason = conn->io.close_text;
+    /* A client that reads nothing holds its close as long as its queue: lws hangs up after
+     * the grace period, as for a slow consumer. */
+    lws_set_timeout(conn->io.wsi, PENDING_TIMEOUT_USER_OK, SLOW_CLOSE_GRACE_S);
+    conn_log(DW_LOG_INFO, conn, "disconnected by the operator API (%u)", code);
+    return true;
+}
+
+int dw__conn_server_subscribe(struct dw_server *srv, struct dw_conn *conn, const char *channel,
+                              bool subscribe)
+{
+    int r;
+
+    DW_ASSERT_THREAD(DW_THREAD_IO);
+    r = subscribe
+            ? dw__hub_subscribe(srv->hub, conn, channel, (unsigned)srv->cfg->max_subscriptions)
+            : dw__hub_unsubscribe(srv->hub, conn, channel);
+    if (r == 0)
+        reply(conn, dw_proto_server_subscription_notice(channel, subscribe));
+    return r;
+}
+
+void dw__conn_address(const struct dw_conn *conn, char *buf)
+{
+    if (conn->io.wsi)
+        dw__sock_address(conn->io.wsi, buf);
+    else
+        snprintf(buf, DW_IP_TEXT_MAX, "?");
 }
 
 /* After a turn whose writes the socket refused in part: trims what is left to the bound, oldest

@@ -55,7 +55,8 @@ struct dw_conn_io {
     bool pong_due;             /* our ping is unanswered: its pong is not charged (rate limit) */
     enum dw_conn_state state;  /* the close lifecycle, conn_state.h */
     unsigned short close_code; /* FLUSHING, DROPPING: the code the close frame carries */
-    const char *close_reason;  /* a static string */
+    const char *close_reason;  /* a static string, or close_text */
+    char *close_text;          /* an operator's close reason (dw__conn_kick), owned; or NULL */
     unsigned long flush_left;  /* FLUSHING: frames still to write before the close frame */
     /* The durable inbox (replay.c): while a replay runs, what it reads is written and the
      * outbox waits; afterwards, outbox messages the connection was sent are skipped. */

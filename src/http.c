@@ -7,8 +7,12 @@
  * refcounted request (the requests of one pass go together); the worker publishes (or plans
  * the trip, planner.h), writes the answer into the request and puts it on the done queue
  * (MPSC) with one wake-up. The I/O thread then writes the answer as it drains that queue, if
- * the client is still there. The I/O thread never parses a body, fans out or waits on the
- * database.
+ * the client is still there. The I/O thread never parses a publish's body, fans out or waits
+ * on the database.
+ * The operator's POSTs on a user (/api/websocket/users/<id>/disconnect, subscribe,
+ * unsubscribe: operator.c) are the exception: they act on connections, which the I/O thread
+ * owns, so their small body (DW_OPERATOR_BODY_MAX) is parsed and acted on here, as soon as it
+ * is read, and answered at once like a GET.
  *
  * Pipelining (HTTP/1.1 requests sent before the previous answer): a request behind a POST
  * waits, unread or unparsed, until the POST's answer is written (rx flow control, ours and,
@@ -96,9 +100,11 @@ struct dw_http_req {
     bool head_only;                 /* an answer to HEAD: the headers, no body */
     const char *allow;              /* a 405's Allow header (RFC 9110 15.5.6), or NULL */
     struct dw_http_req *next_ready; /* io only: in srv->ready_reqs */
-    /* GET .../users/<id>/inbox: what inbox_job reads, set before it is submitted. */
+    /* GET .../users/<id>/inbox: what inbox_job reads, set before it is submitted; and the
+     * user of an operator POST (.../users/<id>/disconnect: operator.c). */
     char user_id[DW_USER_ID_MAX + 1];
-    int64_t after; /* < 0: the user's acked_seq */
+    enum dw_operator_action action; /* an operator POST, answered on the I/O thread */
+    int64_t after;                  /* < 0: the user's acked_seq */
     unsigned limit;
 };
 
@@ -399,7 +405,9 @@ static int get_user(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss, 
     /* A user id has no '/' (proto.h): <id>/inbox is never a user's id. */
     if (id_len >= suffix && strcmp(id + id_len - suffix, INBOX_SUFFIX) == 0)
         return get_inbox(srv, wsi, pss, id, id_len - suffix);
-    obj = dw__stats_user(srv, id);
+    if (strchr(id, '/') && dw__operator_action(strrchr(id, '/') + 1) != DW_OPERATOR_NONE)
+        return respond_not_allowed(pss, wsi, "POST", "use POST");
+    obj = dw__stats_user(srv, id, true);
     if (!obj)
         return respond_error(pss, wsi, HTTP_STATUS_NOT_FOUND, "unknown user");
     return respond_json(pss, wsi, HTTP_STATUS_OK, obj);
@@ -541,6 +549,60 @@ static int get_inbox(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
     /* A request pipelined behind this one waits in the socket until its answer is written. */
     lws_rx_flow_control(wsi, 0);
     submit(srv, req);
+    return 0;
+}
+
+/* Does the operator POST of req (its body read, or none) on the I/O thread, and answers. */
+static int answer_operator(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
+                           struct dw_http_req *req)
+{
+    size_t len;
+    char *text;
+    unsigned status =
+        dw__operator_run(srv, req->action, req->user_id, req->body, req->body_len, &text, &len);
+
+    free_body(req);
+    return respond(pss, wsi, status, text, len);
+}
+
+/* POST /api/websocket/users/<id>/<action> (operator.c), whose body of n bytes (0: none)
+ * follows: checks the path and the length, then answers at once (no body) or once the body is
+ * read (dw__http_body_done). Any other POST under the users' path is not allowed. */
+static int post_user(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss, const char *path,
+                     unsigned long long n)
+{
+    const char *id = path + strlen(USERS_PREFIX), *slash = strrchr(id, '/');
+    enum dw_operator_action action = slash ? dw__operator_action(slash + 1) : DW_OPERATOR_NONE;
+    size_t id_len = slash ? (size_t)(slash - id) : 0;
+    struct dw_http_req *req;
+
+    if (action == DW_OPERATOR_NONE)
+        return respond_not_allowed(pss, wsi, "GET", "method not allowed");
+    req = req_new(srv, wsi);
+    pss->req = req;
+    if (id_len >= sizeof(req->user_id))
+        return respond_bad_arg(pss, wsi, "invalid user id", "user_id");
+    memcpy(req->user_id, id, id_len);
+    req->user_id[id_len] = '\0';
+    if (!dw_proto_user_id_is_valid(req->user_id))
+        return respond_bad_arg(pss, wsi, "invalid user id", "user_id");
+    req->action = action;
+    if (n == 0)
+        return answer_operator(srv, wsi, pss, req);
+    if (n > DW_OPERATOR_BODY_MAX) {
+        req->close_after = true; /* the body is not read */
+        return respond_error(pss, wsi, HTTP_STATUS_REQ_ENTITY_TOO_LARGE,
+                             "body too large: an operator request takes at most 1024 bytes");
+    }
+    if (!dw__body_reserve(srv, (size_t)n)) {
+        srv->refusals.body_memory++;
+        req->close_after = true;
+        return respond_error(pss, wsi, HTTP_STATUS_SERVICE_UNAVAILABLE,
+                             "too many request bodies in flight: try again shortly");
+    }
+    req->body_max = (size_t)n;
+    req->body = dw_xmalloc((size_t)n + 1);
+    req->state = REQ_READING;
     return 0;
 }
 
@@ -734,6 +796,9 @@ int dw__http_request(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
             return respond_not_allowed(pss, wsi, "POST", "use POST");
         return respond_error(pss, wsi, HTTP_STATUS_NOT_FOUND, "no such endpoint");
     }
+    /* The users' path takes the operator's POSTs, answered here (operator.c), not by a job. */
+    if (method_is(wsi, WSI_TOKEN_POST_URI) && route && route->get == get_user)
+        return post_user(srv, wsi, pss, path, n);
     if (!method_is(wsi, WSI_TOKEN_POST_URI) || !route || !route->post) {
         if (page)
             return respond_not_allowed(pss, wsi, "GET, HEAD", "method not allowed");
@@ -822,6 +887,8 @@ int dw__http_body_done(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
         req->close_after = true;
         return respond_error(pss, wsi, HTTP_STATUS_REQ_ENTITY_TOO_LARGE, "body too large");
     }
+    if (req->action != DW_OPERATOR_NONE)
+        return answer_operator(srv, wsi, pss, req); /* on this thread, which owns connections */
     /* Submitted after this pass of the loop, with the others it completed (and, with Debian's
      * lws, not from inside lws's read: refuse_pipelined). The ready list holds a reference. */
     req->state = REQ_READY;

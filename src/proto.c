@@ -636,15 +636,29 @@ struct dw_msg *dw_proto_refresh_notice(const char *expires_iso)
     return finish(DW_MSG_NOTIFICATION, obj);
 }
 
-struct dw_msg *dw_proto_subscription_notice(const char *channel, bool subscribed)
+/* The subscription notice; by_server: the operator API made the change (it says so). */
+static struct dw_msg *subscription_notice(const char *channel, bool subscribed, bool by_server)
 {
     struct json_object *obj;
-    char text[DW_CHANNEL_MAX + 40];
+    char text[DW_CHANNEL_MAX + 60];
 
     snprintf(text, sizeof(text),
-             subscribed ? "Subscribed to %s updates" : "Unsubscribed from %s updates", channel);
+             subscribed ? "Subscribed to %s updates%s" : "Unsubscribed from %s updates%s", channel,
+             by_server ? " by the server" : "");
     obj =
         new_notice(text, subscribed ? "success" : "info", subscribed ? "subscribe" : "unsubscribe");
     json_object_object_add(obj, "channel", json_object_new_string(channel));
+    if (by_server)
+        json_object_object_add(obj, "by", json_object_new_string("server"));
     return finish(DW_MSG_NOTIFICATION, obj);
+}
+
+struct dw_msg *dw_proto_subscription_notice(const char *channel, bool subscribed)
+{
+    return subscription_notice(channel, subscribed, false);
+}
+
+struct dw_msg *dw_proto_server_subscription_notice(const char *channel, bool subscribed)
+{
+    return subscription_notice(channel, subscribed, true);
 }

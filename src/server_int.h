@@ -104,6 +104,21 @@ struct dw_refusals {
     uint64_t token_expired;   /* connections closed at their token's expiry */
     uint64_t deadline;        /* sockets closed at their deadline (dw__sock_arm) */
     uint64_t body_memory;     /* requests refused: the bodies held reached --max-body-memory */
+    uint64_t banned;          /* upgrades refused: the operator API banned the user */
+};
+
+/* Users the operator API banned (operator.c): at most DW_BANS_MAX, each until a monotonic
+ * time. I/O thread only. Embedded in dw_server, so it needs neither allocation nor freeing. */
+#define DW_BANS_MAX 1000
+struct dw_ban {
+    int64_t until;    /* monotonic ns */
+    int64_t until_rt; /* the same as realtime ns, for the documents */
+    uint32_t hash;    /* of user_id, compared before the string */
+    char user_id[DW_USER_ID_MAX + 1];
+};
+struct dw_bans {
+    unsigned n;
+    struct dw_ban list[DW_BANS_MAX];
 };
 
 struct dw_server {
@@ -165,6 +180,7 @@ struct dw_server {
     uint64_t deferrals;          /* socket events put off to a later pass, ever */
     struct lws *listen_held;     /* the listening socket, not read until the next pass */
     struct dw_refusals refusals; /* what the limits refused, for the stats */
+    struct dw_bans bans;         /* io: users the operator API banned (operator.c) */
     /* /ws/publish (stream.c): the open sockets, those with frames for the workers after this
      * pass of the loop, the runs answered (any → io), and the counts for the stats. */
     struct dw_stream *stream_list;
@@ -398,6 +414,48 @@ int dw__write_ping(struct lws *wsi, int64_t sent_at);
  * returns. */
 int dw__refuse_upgrade(struct lws *wsi, int status, const char *why);
 
+/* conn.c: the operator API's actions on one connection (operator.c). */
+
+/* Starts conn's close with code and reason (copied; at most 123 bytes), after what is queued
+ * now, within a few seconds whatever the client does. False when it was closing already. */
+bool dw__conn_kick(struct dw_conn *conn, unsigned short code, const char *reason);
+
+/* Subscribes (subscribe) or unsubscribes conn to channel, unchecked but for
+ * --max-subscriptions, and tells the client the server did it when something changed. Returns
+ * what dw__hub_subscribe or dw__hub_unsubscribe returned. */
+int dw__conn_server_subscribe(struct dw_server *srv, struct dw_conn *conn, const char *channel,
+                              bool subscribe);
+
+/* The client address of conn as text into buf (DW_IP_TEXT_MAX bytes); "?" once its socket is
+ * gone. The one place the operator API and the stats read it from. */
+void dw__conn_address(const struct dw_conn *conn, char *buf);
+
+/* ---- operator.c: POST /api/websocket/users/<id>/<action>, and bans --------------------- */
+
+enum dw_operator_action {
+    DW_OPERATOR_NONE = 0,
+    DW_OPERATOR_DISCONNECT,
+    DW_OPERATOR_SUBSCRIBE,
+    DW_OPERATOR_UNSUBSCRIBE,
+};
+
+/* Largest body an operator POST takes (413 past it). */
+#define DW_OPERATOR_BODY_MAX 1024
+
+/* The action named by the last part of a user's path ("disconnect"), or DW_OPERATOR_NONE. */
+enum dw_operator_action dw__operator_action(const char *name);
+
+/* thread: io. Does action for user_id with body (len bytes, NULL or len 0: none), borrowed for
+ * the duration of the call. Returns the HTTP status; *text (a new string of *len bytes) is
+ * the JSON answer. */
+unsigned dw__operator_run(struct dw_server *srv, enum dw_operator_action action,
+                          const char *user_id, const char *body, size_t len, char **text,
+                          size_t *text_len);
+
+/* thread: io. Until when (realtime ns) user_id is banned, or 0 when it is not. An expired ban
+ * is dropped here. */
+int64_t dw__operator_banned_until(struct dw_server *srv, const char *user_id);
+
 /* ---- stats.c -------------------------------------------------------------------------- */
 
 /* The /api/websocket/stats document. Returns a new object. */
@@ -410,7 +468,9 @@ void dw__stats_figures(struct dw_server *srv, struct dw_bus_figures *out);
 /* The /api/websocket/connections document, at most limit connections listed. New object. */
 struct json_object *dw__stats_connections(struct dw_server *srv, unsigned limit);
 
-/* The per-user document, or NULL when user_id has no connection. New object. */
-struct json_object *dw__stats_user(struct dw_server *srv, const char *user_id);
+/* The per-user document, or NULL when user_id has no connection (and, for the operator, no
+ * ban). for_operator (the HTTP API) adds each connection's address and the ban; a client's
+ * get_stats gets neither. New object. */
+struct json_object *dw__stats_user(struct dw_server *srv, const char *user_id, bool for_operator);
 
 #endif

@@ -97,6 +97,7 @@ static struct json_object *security_doc(struct dw_server *srv)
     json_object_object_add(refused, "token_expired_closes", u64(r->token_expired));
     json_object_object_add(refused, "deadline_closes", u64(r->deadline));
     json_object_object_add(refused, "body_memory", u64(r->body_memory));
+    json_object_object_add(refused, "banned", u64(r->banned));
     json_object_object_add(doc, "refused", refused);
 
     json_object_object_add(doc, "sockets", u64(srv->sockets));
@@ -348,6 +349,15 @@ static size_t pending_bytes(struct dw_conn *conn)
     return dw_outbox_pending_bytes(&conn->outbox);
 }
 
+/* The client address of conn (conn.c says where it comes from). */
+static struct json_object *address(const struct dw_conn *conn)
+{
+    char text[DW_IP_TEXT_MAX];
+
+    dw__conn_address(conn, text);
+    return json_object_new_string(text);
+}
+
 /* One connection's entry; its channel names come out of *budget (names the document may
  * still list). */
 static struct json_object *conn_doc(struct dw_conn *conn, unsigned *budget)
@@ -355,13 +365,12 @@ static struct json_object *conn_doc(struct dw_conn *conn, unsigned *budget)
     struct json_object *obj = json_object_new_object();
     struct json_object *subs = json_object_new_array();
     unsigned listed = 0;
-    char id[24], address[DW_IP_TEXT_MAX];
+    char id[24];
 
     snprintf(id, sizeof(id), "%llu", (unsigned long long)conn->id);
     json_object_object_add(obj, "connection_id", json_object_new_string(id));
     json_object_object_add(obj, "user_id", json_object_new_string(conn->user->id));
-    dw__sock_address(conn->io.wsi, address);
-    json_object_object_add(obj, "address", json_object_new_string(address));
+    json_object_object_add(obj, "address", address(conn));
     json_object_object_add(obj, "connected_at", time_string(conn->io.connected_at));
     json_object_object_add(obj, "last_activity", time_string(conn->io.last_activity_rt));
     json_object_object_add(obj, "last_heartbeat", time_string(conn->io.last_heartbeat_rt));
@@ -407,9 +416,41 @@ struct json_object *dw__stats_connections(struct dw_server *srv, unsigned limit)
     return obj;
 }
 
-struct json_object *dw__stats_user(struct dw_server *srv, const char *user_id)
+/* The operator's part of the per-user document: when the user's ban ends, or null. */
+static void add_ban(struct dw_server *srv, struct json_object *obj, const char *user_id)
 {
-    struct json_object *obj, *subs, *conns;
+    int64_t until = dw__operator_banned_until(srv, user_id);
+
+    json_object_object_add(obj, "banned_until", until ? time_string(until) : NULL);
+}
+
+/* The per-user document of a user without connections here whom the operator banned. */
+static struct json_object *banned_user_doc(struct dw_server *srv, const char *user_id)
+{
+    struct json_object *obj = json_object_new_object();
+
+    json_object_object_add(obj, "user_id", json_object_new_string(user_id));
+    json_object_object_add(obj, "connections", json_object_new_int(0));
+    json_object_object_add(obj, "connection_ids", json_object_new_array());
+    json_object_object_add(obj, "connection_list", json_object_new_array());
+    add_ban(srv, obj, user_id);
+    return obj;
+}
+
+/* One entry of the operator's list of a user's connections. */
+static struct json_object *conn_entry(const struct dw_conn *conn, const char *id)
+{
+    struct json_object *obj = json_object_new_object();
+
+    json_object_object_add(obj, "connection_id", json_object_new_string(id));
+    json_object_object_add(obj, "address", address(conn));
+    json_object_object_add(obj, "connected_at", time_string(conn->io.connected_at));
+    return obj;
+}
+
+struct json_object *dw__stats_user(struct dw_server *srv, const char *user_id, bool for_operator)
+{
+    struct json_object *obj, *subs, *conns, *list = NULL;
     struct dw_user *u;
     struct dw_conn *conn;
     int64_t connected_at = INT64_MAX, last_activity = 0, last_heartbeat = 0;
@@ -421,10 +462,14 @@ struct json_object *dw__stats_user(struct dw_server *srv, const char *user_id)
     u = dw__hub_find_user(srv->hub, user_id);
     if (!u) {
         dw_rcu_read_unlock();
+        if (for_operator && dw__operator_banned_until(srv, user_id))
+            return banned_user_doc(srv, user_id);
         return NULL;
     }
     subs = json_object_new_array();
     conns = json_object_new_array();
+    if (for_operator)
+        list = json_object_new_array();
     dw_rlist_for_each_entry(conn, &u->conns, struct dw_conn, user_link) {
         char id[24];
 
@@ -442,6 +487,8 @@ struct json_object *dw__stats_user(struct dw_server *srv, const char *user_id)
         queued_bytes += pending_bytes(conn);
         snprintf(id, sizeof(id), "%llu", (unsigned long long)conn->id);
         json_object_array_add(conns, json_object_new_string(id));
+        if (list)
+            json_object_array_add(list, conn_entry(conn, id));
         for (struct dw_membership *m = conn->io.subs; m; m = m->next) {
             if (m->chan->seen == walk)
                 continue; /* listed already, from another of the user's connections */
@@ -456,6 +503,8 @@ struct json_object *dw__stats_user(struct dw_server *srv, const char *user_id)
 
     json_object_object_add(obj, "connections", json_object_new_int((int)n));
     json_object_object_add(obj, "connection_ids", conns);
+    if (list)
+        json_object_object_add(obj, "connection_list", list);
     json_object_object_add(obj, "connected_at", time_string(connected_at));
     json_object_object_add(obj, "last_activity", time_string(last_activity));
     json_object_object_add(obj, "last_heartbeat", time_string(last_heartbeat));
@@ -468,5 +517,7 @@ struct json_object *dw__stats_user(struct dw_server *srv, const char *user_id)
     json_object_object_add(obj, "subscription_count", json_object_new_int((int)distinct));
     json_object_object_add(obj, "subscriptions_truncated",
                            json_object_new_boolean(distinct > USER_SUBS_LISTED_MAX));
+    if (for_operator)
+        add_ban(srv, obj, user_id);
     return obj;
 }

@@ -115,6 +115,10 @@ struct dw_msg *dw_proto_ack(struct json_object *received);
  * Returns a new message with one reference. */
 struct dw_msg *dw_proto_subscription_notice(const char *channel, bool subscribed);
 
+/* thread: any. The same notification when the operator API (re)moved the subscription: its
+ * message says "by the server" and it has "by": "server". A new message with one reference. */
+struct dw_msg *dw_proto_server_subscription_notice(const char *channel, bool subscribed);
+
 /* thread: any. The notification answering a refresh that was taken: the connection is now
  * closed (4001) at expires_iso, an ISO 8601 time. Returns a new message with one reference. */
 struct dw_msg *dw_proto_refresh_notice(const char *expires_iso);

@@ -1060,7 +1060,7 @@ def test_security_stats_in_dev_mode(daemon):
     assert set(sec["refused"]) == {"auth", "origin", "per_ip", "per_user", "capacity",
                                    "api_auth", "rate_limited_messages", "rate_limit_closes",
                                    "private_channel", "token_expired_closes", "deadline_closes",
-                                   "body_memory"}, sec["refused"]
+                                   "body_memory", "banned", "proxy_header"}, sec["refused"]
     assert all(v == 0 for v in sec["refused"].values()), sec["refused"]
     assert isinstance(sec["sockets"], int) and isinstance(sec["client_addresses"], int), sec
     log = daemon.stderr_text()

@@ -931,6 +931,18 @@ static void test_reply_subscription_notice(void **state)
     assert_string_equal(get_str(obj, "message"), want);
     assert_string_equal(get_str(obj, "channel"), longest);
     json_object_put(obj);
+
+    /* Done by the operator API: it says so, in the message and in "by". */
+    obj = reply_obj(dw_proto_server_subscription_notice(longest, true), DW_MSG_NOTIFICATION, 7);
+    snprintf(want, sizeof(want), "Subscribed to %s updates by the server", longest);
+    assert_string_equal(get_str(obj, "message"), want);
+    assert_string_equal(get_str(obj, "action"), "subscribe");
+    assert_string_equal(get_str(obj, "by"), "server");
+    json_object_put(obj);
+    obj = reply_obj(dw_proto_server_subscription_notice("x", false), DW_MSG_NOTIFICATION, 7);
+    assert_string_equal(get_str(obj, "message"), "Unsubscribed from x updates by the server");
+    assert_string_equal(get_str(obj, "by"), "server");
+    json_object_put(obj);
 }
 
 int main(void)

@@ -240,12 +240,36 @@ static void assert_service_keys(struct json_object *doc)
                    "trip_updates", "notifications", NULL);
 }
 
+/* The user document of a client's get_stats. */
 static void assert_user_keys(struct json_object *user)
 {
     tj_assert_keys(user, "user_id", "connections", "connection_ids", "connected_at",
                    "last_activity", "last_heartbeat", "messages_sent", "messages_failed",
                    "messages_dropped", "queue_size", "queue_bytes", "subscriptions",
                    "subscription_count", "subscriptions_truncated", NULL);
+    assert_iso_time(tj_str(user, "connected_at"));
+    assert_iso_time(tj_str(user, "last_activity"));
+    assert_iso_time(tj_str(user, "last_heartbeat"));
+}
+
+/* The operator's (HTTP) user document: the same, each connection's address, and the ban. */
+static void assert_http_user_keys(struct json_object *user)
+{
+    struct json_object *list = tj_array(user, "connection_list");
+
+    tj_assert_keys(user, "user_id", "connections", "connection_ids", "connection_list",
+                   "connected_at", "last_activity", "last_heartbeat", "messages_sent",
+                   "messages_failed", "messages_dropped", "queue_size", "queue_bytes",
+                   "subscriptions", "subscription_count", "subscriptions_truncated", "banned_until",
+                   NULL);
+    assert_int_equal(json_object_array_length(list), tj_int(user, "connections"));
+    for (size_t i = 0; i < json_object_array_length(list); i++) {
+        struct json_object *e = json_object_array_get_idx(list, i);
+
+        tj_assert_keys(e, "connection_id", "address", "connected_at", NULL);
+        assert_string_equal(tj_str(e, "address"), "127.0.0.1");
+        assert_iso_time(tj_str(e, "connected_at"));
+    }
     assert_iso_time(tj_str(user, "connected_at"));
     assert_iso_time(tj_str(user, "last_activity"));
     assert_iso_time(tj_str(user, "last_heartbeat"));
@@ -286,6 +310,7 @@ static void test_service_document_empty(void **state)
         "token_expired_closes",
         "deadline_closes",
         "body_memory",
+        "banned",
     };
 
     tserver_start(ts, "--queue-size", "77", "--rate-limit", "9", "--rate-burst", "11",
@@ -851,7 +876,7 @@ static void test_user_document(void **state)
     e1 = json_object_array_get_idx(tj_array(conns, "connections"), 0);
     e2 = json_object_array_get_idx(tj_array(conns, "connections"), 2);
     user = get(ts, "/api/websocket/users/alice");
-    assert_user_keys(user);
+    assert_http_user_keys(user);
     assert_string_equal(tj_str(user, "user_id"), "alice");
     assert_int_equal(tj_int(user, "connections"), 2);
     ids = tj_array(user, "connection_ids");
@@ -881,7 +906,7 @@ static void test_user_document(void **state)
     assert_string_set(tj_array(user, "subscriptions"), "hot_deals", "x", "y", NULL);
     json_object_put(user);
     user = get(ts, "/api/websocket/users/bob");
-    assert_user_keys(user);
+    assert_http_user_keys(user);
     assert_int_equal(tj_int(user, "connections"), 1);
     assert_string_set(tj_array(user, "subscriptions"), "bob_only", NULL);
     assert_int_equal(tj_int(user, "messages_sent"), 2);
