@@ -122,6 +122,7 @@ int main(int argc, char **argv)
     if (rc != 0)
         return 2;
     dw_log_set_level((enum dw_log_level)cfg.log_level);
+    dw_log_set_format((enum dw_log_format)cfg.log_format);
     raise_open_file_limit();
     presize_fd_table(cfg.max_connections);
     if (cfg.tls_cert && dw_tls_check_files(cfg.tls_cert, cfg.tls_key, err, sizeof(err)) < 0) {
