@@ -8,8 +8,9 @@
  * read: so every line must parse, whatever bytes a message or a field holds (a user id, a
  * peer's reason phrase). Strings are escaped here, bytes that are not UTF-8 become U+FFFD,
  * and a line longer than its buffer is cut between characters, closed properly and marked
- * "truncated":true. The room for that ending (and for "message") is set aside before the
- * fields are written, so nothing written later can push it out.
+ * "truncated":true. The room for that ending, and for the message (as much as it needs, up to
+ * half the line), is set aside before the fields are written: a long field cannot push them
+ * out, and every line keeps its message.
  */
 #define DW_LOG_MODULE "log"
 #include "dealwire/log.h"
@@ -138,11 +139,10 @@ struct jline {
     bool cut; /* something did not fit */
 };
 
-/* What every line ends with, kept free from the start; and the least a message takes. */
+/* What every line ends with, kept free from the start, and the message's key. */
 static const char tail_cut[] = ",\"truncated\":true}\n";
 static const char message_key[] = ",\"message\":";
-#define TAIL_ROOM   (sizeof(tail_cut) - 1)
-#define MESSAGE_MIN (sizeof(message_key) - 1 + 2)
+#define TAIL_ROOM (sizeof(tail_cut) - 1)
 
 /* Appends n bytes if they all fit. */
 static bool put_raw(struct jline *j, const char *s, size_t n)
@@ -187,13 +187,51 @@ static size_t utf8_len(const unsigned char *p, size_t n)
     return len;
 }
 
-/* Appends s (n bytes) as a JSON string. Quotes, backslashes and control characters are
- * escaped, and each byte that starts no well-formed UTF-8 sequence becomes \ufffd. What does
- * not fit is left out between two characters and the string is closed all the same. Returns
- * true when all of s was written; false when part or all of it (then nothing) was not. */
+/* How the character at s[i] (of n bytes) is written in a JSON string: sets *piece (s + i, or
+ * esc, 8 bytes) and returns its length, and *step to the bytes of s it stands for. Quotes,
+ * backslashes and control characters are escaped, and each byte that starts no well-formed
+ * UTF-8 sequence becomes \ufffd. */
+static size_t next_piece(const char *s, size_t n, size_t i, char *esc, const char **piece,
+                         size_t *step)
+{
+    const unsigned char c = (unsigned char)s[i];
+
+    *piece = esc;
+    *step = 1;
+    if (c == '"' || c == '\\' || c == '\n' || c == '\t' || c == '\r') {
+        esc[0] = '\\';
+        esc[1] = (char)(c == '\n' ? 'n' : c == '\t' ? 't' : c == '\r' ? 'r' : c);
+        return 2;
+    }
+    if (c < 0x20 || c == 0x7f)
+        return (size_t)snprintf(esc, 8, "\\u%04x", c);
+    *step = utf8_len((const unsigned char *)s + i, n - i);
+    if (*step > 0) {
+        *piece = s + i;
+        return *step;
+    }
+    *step = 1;
+    *piece = "\\ufffd";
+    return 6;
+}
+
+/* The length of s (n bytes) written as a JSON string, quotes included. */
+static size_t string_len(const char *s, size_t n)
+{
+    char esc[8];
+    const char *piece;
+    size_t len = 2, step;
+
+    for (size_t i = 0; i < n; i += step)
+        len += next_piece(s, n, i, esc, &piece, &step);
+    return len;
+}
+
+/* Appends s (n bytes) as a JSON string (next_piece). What does not fit is left out between two
+ * characters and the string is closed all the same. Returns true when all of s was written;
+ * false when part or all of it (then nothing) was not. */
 static bool put_string(struct jline *j, const char *s, size_t n)
 {
-    const unsigned char *p = (const unsigned char *)s;
     char esc[8];
     size_t i = 0;
 
@@ -203,27 +241,9 @@ static bool put_string(struct jline *j, const char *s, size_t n)
     }
     j->buf[j->len++] = '"';
     while (i < n) {
-        const char *piece = esc;
-        size_t len, step = 1;
+        const char *piece;
+        size_t step, len = next_piece(s, n, i, esc, &piece, &step);
 
-        if (p[i] == '"' || p[i] == '\\') {
-            esc[0] = '\\';
-            esc[1] = (char)p[i];
-            len = 2;
-        } else if (p[i] == '\n' || p[i] == '\t' || p[i] == '\r') {
-            esc[0] = '\\';
-            esc[1] = (char)(p[i] == '\n' ? 'n' : p[i] == '\t' ? 't' : 'r');
-            len = 2;
-        } else if (p[i] < 0x20 || p[i] == 0x7f) {
-            len = (size_t)snprintf(esc, sizeof(esc), "\\u%04x", p[i]);
-        } else if ((step = utf8_len(p + i, n - i)) > 0) {
-            piece = s + i;
-            len = step;
-        } else {
-            piece = "\\ufffd";
-            len = 6;
-            step = 1;
-        }
         /* One byte stays free for the closing quote. */
         if (len > j->end - j->len - 1) {
             j->cut = true;
@@ -266,28 +286,34 @@ undo:
 }
 
 /* Renders r as one JSON object and a newline into buf (cap bytes, at least 256); returns the
- * line's length. The result always parses: see the DESIGN comment. */
+ * line's length. The result always parses: see the DESIGN comment. The message keeps the room
+ * it needs, up to half the line, out of the reach of the fields. */
 static size_t render_json(char *buf, size_t cap, const struct record *r)
 {
-    struct jline j = {.buf = buf, .end = cap - TAIL_ROOM - MESSAGE_MIN};
-    const char *event = r->event ? r->event : DW_LOG_EVENT_NONE;
+    size_t msg_room = string_len(r->msg, r->msg_len);
+    struct jline j = {.buf = buf};
+    const struct dw_log_field head[] = {
+        DW_LOG_STR("level", dw_log_level_name(r->level)),
+        DW_LOG_STR("module", r->module),
+        DW_LOG_STR("event", r->event ? r->event : DW_LOG_EVENT_NONE),
+    };
     char time_text[40];
-    const char *level = dw_log_level_name(r->level);
 
+    if (msg_room > cap / 2)
+        msg_room = cap / 2;
+    j.end = cap - TAIL_ROOM - (sizeof(message_key) - 1) - msg_room;
+    /* The time always fits (cap is at least 256); the rest goes member by member, each
+     * whole or cut inside its value, so a long module or event cannot break the object. */
     put_raw(&j, "{\"time\":", 8);
     put_string(&j, time_text, put_time(time_text, sizeof(time_text), &r->ts));
-    put_raw(&j, ",\"level\":", 9);
-    put_string(&j, level, strlen(level));
-    put_raw(&j, ",\"module\":", 10);
-    put_string(&j, r->module, strlen(r->module));
-    put_raw(&j, ",\"event\":", 9);
-    put_string(&j, event, strlen(event));
+    for (size_t i = 0; i < sizeof(head) / sizeof(head[0]); i++)
+        put_field(&j, &head[i]);
     for (size_t i = 0; i < r->n_fields; i++) {
         if (!put_field(&j, &r->fields[i]))
             break; /* the next ones would not fit either, or barely */
     }
 
-    /* The message, last and always there: its room was kept out of the fields' reach. */
+    /* The message, last and always there. */
     j.end = cap - TAIL_ROOM;
     put_raw(&j, message_key, sizeof(message_key) - 1);
     put_string(&j, r->msg, r->msg_len);

@@ -206,6 +206,8 @@ static void test_a_cut_line_still_parses_at_every_buffer_size(void **state)
         /* The message is the start of what was formatted, cut between characters. */
         assert_true(strlen(m) <= len);
         assert_int_equal(memcmp(m, msg, strlen(m)), 0);
+        /* Cut only when it needs more than half the line, whatever the fields take. */
+        assert_true(strlen(m) == len || string_len(msg, len) > cap / 2);
         if (strlen(m) == len && has(obj, "n")) {
             assert_false(has(obj, "truncated"));
             assert_string_equal(member_str(obj, "big"), big);
@@ -213,6 +215,32 @@ static void test_a_cut_line_still_parses_at_every_buffer_size(void **state)
             assert_true(json_object_object_get_ex(obj, "truncated", &v));
             assert_true(json_object_get_boolean(v));
         }
+        json_object_put(obj);
+    }
+}
+
+/* A module or an event name longer than the line is cut inside its value, and the line
+ * still parses with its message member. */
+static void test_long_names_are_cut_inside_their_value(void **state)
+{
+    char name[400], line[LINE_MAX_JSON];
+
+    (void)state;
+    memset(name, 'm', sizeof(name) - 1);
+    name[sizeof(name) - 1] = '\0';
+    for (size_t cap = 256; cap <= 1000; cap++) {
+        const struct dw_log_field fields[] = {DW_LOG_INT("n", 1)};
+        struct record r = record_of("hello", fields, 1);
+        struct json_object *obj;
+
+        r.module = name;
+        r.event = name;
+        obj = parse_line(line, render_json(line, cap, &r));
+        assert_string_equal(member_str(obj, "message"), "hello");
+        assert_int_equal(strncmp(member_str(obj, "module"), name, 10), 0);
+        /* Marked exactly when something is not all there. */
+        assert_true(has(obj, "truncated") != (has(obj, "event") && has(obj, "n") &&
+                                              strcmp(member_str(obj, "event"), name) == 0));
         json_object_put(obj);
     }
 }
@@ -405,6 +433,7 @@ int main(void)
         cmocka_unit_test(test_members_and_fields),
         cmocka_unit_test(test_escaping_quotes_controls_and_bad_utf8),
         cmocka_unit_test(test_a_cut_line_still_parses_at_every_buffer_size),
+        cmocka_unit_test(test_long_names_are_cut_inside_their_value),
         cmocka_unit_test(test_message_cut_is_marked),
         cmocka_unit_test(test_text_format_unchanged),
         cmocka_unit_test(test_json_lines_written),
