@@ -117,6 +117,10 @@ static const char *peer_text(struct lws *wsi, char *buf);
  * and its fields start with conn, user and address. */
 static void conn_vlog(enum dw_log_level level, const struct dw_conn *conn, const char *event,
                       const struct dw_log_field *fields, size_t n, const char *fmt, va_list ap)
+    __attribute__((format(printf, 6, 0)));
+
+static void conn_vlog(enum dw_log_level level, const struct dw_conn *conn, const char *event,
+                      const struct dw_log_field *fields, size_t n, const char *fmt, va_list ap)
 {
     char text[256], peer[DW_IP_TEXT_MAX];
     struct dw_log_field all[12] = {DW_LOG_INT("conn", conn->id), DW_LOG_STR("user", conn->user->id),

@@ -92,6 +92,9 @@ static size_t put_time(char *buf, size_t cap, const struct timespec *ts)
  */
 
 static void write_text(enum dw_log_level level, const char *module, const struct timespec *ts,
+                       const char *fmt, va_list ap) __attribute__((format(printf, 4, 0)));
+
+static void write_text(enum dw_log_level level, const char *module, const struct timespec *ts,
                        const char *fmt, va_list ap)
 {
     char line[LINE_MAX_TEXT];
@@ -331,6 +334,9 @@ static size_t render_json(char *buf, size_t cap, const struct record *r)
 }
 
 static void write_json(const struct record *head, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
+static void write_json(const struct record *head, const char *fmt, va_list ap)
 {
     char msg[LINE_MAX_TEXT], line[LINE_MAX_JSON];
     struct record r = *head;
@@ -348,6 +354,10 @@ static void write_json(const struct record *head, const char *fmt, va_list ap)
 /* ==========================================================================================
  * Entry points
  */
+
+static void log_vevent(enum dw_log_level level, const char *module, const char *event,
+                       const struct dw_log_field *fields, size_t n, const char *fmt, va_list ap)
+    __attribute__((format(printf, 6, 0)));
 
 static void log_vevent(enum dw_log_level level, const char *module, const char *event,
                        const struct dw_log_field *fields, size_t n, const char *fmt, va_list ap)
