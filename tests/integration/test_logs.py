@@ -4,8 +4,9 @@ With --log-format json every stderr line is one JSON object (json.loads, no dupl
 with "time" (RFC 3339, UTC, milliseconds), "level", "module", "event" and "message", and the
 events an operator alerts on carry their fields: start-up (version, listening address),
 connections opened and closed, upgrades refused (reason, address, status, user when known),
-closes the server initiates (reason, conn, user, address), the shutdown. DEALWIRE_LOG_FORMAT
-does the same; the text format stays as it was; a bad value is refused at start-up.
+closes the server initiates (reason, conn, user, address), SIGHUP, the shutdown.
+DEALWIRE_LOG_FORMAT does the same; the text format stays as it was; a bad value is refused at
+start-up.
 """
 
 import json
@@ -13,7 +14,7 @@ import re
 import signal
 
 from conftest import (connect_user, expect_close, close_code, handshake_status, run,
-                      run_bad_start, ws_connect)
+                      run_bad_start, t, wait_until, ws_connect)
 
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 TEXT_LINE_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (error|warn |info |debug) "
@@ -115,21 +116,23 @@ def test_json_lines_for_a_session(dealwire):
 
 
 def test_json_from_the_environment_at_info(dealwire):
-    """DEALWIRE_LOG_FORMAT=json; at info, the refusals that matter (a bad token), a user id and
-    a reason that need escaping stay valid JSON."""
+    """DEALWIRE_LOG_FORMAT=json at info: a refused token (401), a SIGHUP without TLS, SIGINT."""
     d = dealwire("--jwt-secret", JWT_SECRET, env={"DEALWIRE_LOG_FORMAT": "json"})
 
     async def refused():
-        return await handshake_status(d.port, query="token=not.a.jwt%22%5C%01")
+        return await handshake_status(d.port, query="token=not.a.jwt")
 
     assert run(refused()) == 401
+    d.send_signal(signal.SIGHUP)
+    wait_until(lambda: '"event":"tls.reload"' in d.stderr_text(), t(10), "the tls.reload line")
     assert d.stop(signal.SIGINT) == 0
     lines = json_lines(d)
     refusal = one(lines, "upgrade.refused", status=401)
     assert refusal["level"] == "info" and refusal["address"] == "127.0.0.1", refusal
     assert refusal["reason"] and refusal["reason"] in refusal["message"], refusal
-    assert one(lines, "signal")["signal"] == "INT"
-    assert not events(lines, "conn.open")  # not at info
+    assert one(lines, "tls.reload")["result"] == "off"
+    assert [o["signal"] for o in events(lines, "signal")] == ["HUP", "INT"]
+    assert not events(lines, "conn.open")  # debug only
 
 
 def test_text_format_is_unchanged(dealwire):
