@@ -488,7 +488,8 @@ static void *pub_main(void *arg)
             if (bus->pub) {
                 redisSetTimeout(bus->pub, pub_timeout);
                 if (logged) {
-                    dw_log(DW_LOG_INFO, "Redis reachable again (publishing)");
+                    dw_log_event(DW_LOG_INFO, "redis.up", (DW_LOG_STR("direction", "publishing")),
+                                 "Redis reachable again (publishing)");
                     atomic_fetch_add_explicit(&bus->reconnects, 1, memory_order_relaxed);
                 }
                 logged = false;
@@ -514,10 +515,12 @@ static void *pub_main(void *arg)
                 count_dropped(bus, messages);
             lost_here(bus, batch, tried);
             if (!logged)
-                dw_log(DW_LOG_WARN,
-                       "Redis unreachable at %s:%d (%s): live messages are not shared with the "
-                       "other nodes until it is back (retrying with backoff)",
-                       bus->host, bus->port, why);
+                dw_log_event(DW_LOG_WARN, "redis.down",
+                             (DW_LOG_STR("direction", "publishing"), DW_LOG_STR("host", bus->host),
+                              DW_LOG_INT("port", bus->port), DW_LOG_STR("error", why)),
+                             "Redis unreachable at %s:%d (%s): live messages are not shared with "
+                             "the other nodes until it is back (retrying with backoff)",
+                             bus->host, bus->port, why);
             logged = true;
         }
         run_fences(batch);
@@ -751,7 +754,8 @@ static void *sub_main(void *arg)
             pthread_mutex_unlock(&bus->lock);
             if (logged) {
                 /* What the others published meanwhile never came: read it again. */
-                dw_log(DW_LOG_INFO, "Redis reachable again (receiving): catching up");
+                dw_log_event(DW_LOG_INFO, "redis.up", (DW_LOG_STR("direction", "receiving")),
+                             "Redis reachable again (receiving): catching up");
                 atomic_fetch_add_explicit(&bus->reconnects, 1, memory_order_relaxed);
                 ask_catch_up(bus);
             }
@@ -772,10 +776,12 @@ static void *sub_main(void *arg)
             if (stop)
                 break;
             if (!logged)
-                dw_log(DW_LOG_WARN,
-                       "lost Redis at %s:%d (%s): messages from the other nodes do not arrive "
-                       "until it is back (retrying with backoff)",
-                       bus->host, bus->port, why);
+                dw_log_event(DW_LOG_WARN, "redis.down",
+                             (DW_LOG_STR("direction", "receiving"), DW_LOG_STR("host", bus->host),
+                              DW_LOG_INT("port", bus->port), DW_LOG_STR("error", why)),
+                             "lost Redis at %s:%d (%s): messages from the other nodes do not "
+                             "arrive until it is back (retrying with backoff)",
+                             bus->host, bus->port, why);
             logged = true;
             continue;
         }

@@ -84,6 +84,8 @@ static const char *const bool_words[] = {"true", "false", "yes", "no", "on", "of
 static const char *const log_level_words[] = {"error", "warn", "info", "debug", NULL};
 _Static_assert(DW_LOG_ERROR == 0 && DW_LOG_WARN == 1 && DW_LOG_INFO == 2 && DW_LOG_DEBUG == 3,
                "log_level_words' order");
+static const char *const log_format_words[] = {"text", "json", NULL};
+_Static_assert(DW_LOG_TEXT == 0 && DW_LOG_JSON == 1, "log_format_words' order");
 
 static long long workers_default(void);
 static long long max_connections_default(void);
@@ -200,6 +202,8 @@ static const struct setting settings[] = {
     ENUM("event-loop", event_loop, "uv", event_loop_words,
          "event loop under libwebsockets: uv (libuv, epoll) or poll (lws's own, poll(2))"),
     ENUM("log-level", log_level, "info", log_level_words, "most verbose level logged"),
+    ENUM("log-format", log_format, "text", log_format_words,
+         "how log lines look; json: one JSON object per line (docs/operations.md, Logs)"),
     STRING("config", config_file, "FILE", NULL, "read settings from this key = value file first"),
 };
 

@@ -112,22 +112,66 @@ void dw__conn_unref(struct dw_conn *conn)
  * Admission, the welcome and client commands
  */
 
-/* dw_log for one connection: each line starts "connection <id> (user <user id>): ". */
+static const char *peer_text(struct lws *wsi, char *buf);
+
+/* dw_log_event for one connection: each line starts "connection <id> (user <user id>): ",
+ * and its fields start with conn, user and address. */
+static void conn_vlog(enum dw_log_level level, const struct dw_conn *conn, const char *event,
+                      const struct dw_log_field *fields, size_t n, const char *fmt, va_list ap)
+    __attribute__((format(printf, 6, 0)));
+
+static void conn_vlog(enum dw_log_level level, const struct dw_conn *conn, const char *event,
+                      const struct dw_log_field *fields, size_t n, const char *fmt, va_list ap)
+{
+    char text[256], peer[DW_IP_TEXT_MAX];
+    struct dw_log_field all[12] = {DW_LOG_INT("conn", conn->id), DW_LOG_STR("user", conn->user->id),
+                                   DW_LOG_STR("address", peer)};
+    size_t k = 2;
+
+    if (conn->io.wsi) { /* NULL once closed: the line of the open had the address */
+        peer_text(conn->io.wsi, peer);
+        k = 3;
+    }
+    for (size_t i = 0; i < n && k < sizeof(all) / sizeof(all[0]); i++)
+        all[k++] = fields[i];
+    vsnprintf(text, sizeof(text), fmt, ap);
+    dw__log_event(level, DW_LOG_MODULE, event, all, k, "connection %llu (user %s): %s",
+                  (unsigned long long)conn->id, conn->user->id, text);
+}
+
 static void conn_log(enum dw_log_level level, const struct dw_conn *conn, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static void conn_log(enum dw_log_level level, const struct dw_conn *conn, const char *fmt, ...)
 {
-    char text[256];
     va_list ap;
 
     if ((int)level > atomic_load_explicit(&dw__log_level, memory_order_relaxed))
         return;
     va_start(ap, fmt);
-    vsnprintf(text, sizeof(text), fmt, ap);
+    conn_vlog(level, conn, NULL, NULL, 0, fmt, ap);
     va_end(ap);
-    dw__log_write(level, DW_LOG_MODULE, "connection %llu (user %s): %s",
-                  (unsigned long long)conn->id, conn->user->id, text);
+}
+
+/* conn_log with an event and fields, as dw_log_event takes them. */
+#define conn_event(level, conn, event, fields, ...)                                                \
+    do {                                                                                           \
+        if ((int)(level) <= atomic_load_explicit(&dw__log_level, memory_order_relaxed))            \
+            conn_log_fields((level), (conn), (event), DW_LOG_FIELDS(fields), __VA_ARGS__);         \
+    } while (0)
+
+static void conn_log_fields(enum dw_log_level level, const struct dw_conn *conn, const char *event,
+                            const struct dw_log_field *fields, size_t n, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+static void conn_log_fields(enum dw_log_level level, const struct dw_conn *conn, const char *event,
+                            const struct dw_log_field *fields, size_t n, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    conn_vlog(level, conn, event, fields, n, fmt, ap);
+    va_end(ap);
 }
 
 /* Reads the user_id query argument into buf (DW_USER_ID_MAX + 1 bytes). Returns 0, -ENOENT
@@ -290,6 +334,14 @@ static int authenticate(struct dw_server *srv, struct lws *wsi, struct dw_jwt_cl
                           reason);
 }
 
+/* The client's address as text in buf (DW_IP_TEXT_MAX bytes), for log lines; returns buf
+ * (server.c: behind a trusted proxy, the one the proxy named). */
+static const char *peer_text(struct lws *wsi, char *buf)
+{
+    dw__sock_address(wsi, buf);
+    return buf;
+}
+
 /* Does user_id hold --max-connections-per-user connections already? Past it a new one is
  * refused, not the oldest closed (docs/security.md says why). */
 static bool user_is_full(struct dw_server *srv, const char *user_id)
@@ -310,8 +362,12 @@ static int refuse_full_user(struct dw_server *srv, struct lws *wsi, const char *
     char why[128];
 
     srv->refusals.per_user++;
-    dw_log(DW_LOG_DEBUG, "upgrade for user %s refused: it holds %d connections", user_id,
-           srv->cfg->max_connections_per_user);
+    dw_log_event(DW_LOG_DEBUG, "upgrade.refused",
+                 (DW_LOG_STR("reason", "user connection limit"), DW_LOG_STR("user", user_id),
+                  DW_LOG_STR("address", peer_text(wsi, (char[DW_IP_TEXT_MAX]){""})),
+                  DW_LOG_INT("status", DW_HTTP_TOO_MANY_REQUESTS)),
+                 "upgrade for user %s refused: it holds %d connections", user_id,
+                 srv->cfg->max_connections_per_user);
     snprintf(why, sizeof(why), "this user holds %d connections, the most allowed",
              srv->cfg->max_connections_per_user);
     return dw__refuse_upgrade(wsi, DW_HTTP_TOO_MANY_REQUESTS, why);
@@ -397,8 +453,11 @@ int dw__conn_confirm_upgrade(struct dw_server *srv, struct lws *wsi)
             return r;
         }
         srv->refusals.auth++;
-        dw__sock_address(wsi, peer);
-        dw_log(DW_LOG_INFO, "upgrade from %s refused: %s", peer, reason);
+        peer_text(wsi, peer);
+        dw_log_event(DW_LOG_INFO, "upgrade.refused",
+                     (DW_LOG_STR("reason", reason), DW_LOG_STR("address", peer),
+                      DW_LOG_INT("status", HTTP_STATUS_UNAUTHORIZED)),
+                     "upgrade from %s refused: %s", peer, reason);
         snprintf(why_buf, sizeof(why_buf), "a valid token is required (%s)", reason);
         status = HTTP_STATUS_UNAUTHORIZED;
         why = why_buf;
@@ -424,7 +483,11 @@ int dw__conn_confirm_upgrade(struct dw_server *srv, struct lws *wsi)
             break;
         }
     }
-    dw_log(DW_LOG_DEBUG, "upgrade refused (%d): %s", status, why);
+    dw_log_event(DW_LOG_DEBUG, "upgrade.refused",
+                 (DW_LOG_STR("reason", why),
+                  DW_LOG_STR("address", peer_text(wsi, (char[DW_IP_TEXT_MAX]){""})),
+                  DW_LOG_INT("status", status)),
+                 "upgrade refused (%d): %s", status, why);
     return dw__refuse_upgrade(wsi, status, why);
 }
 
@@ -546,7 +609,7 @@ int dw__conn_established(struct dw_server *srv, struct lws *wsi, struct dw_pss *
         if (rc < 0)
             return -1;
     }
-    conn_log(DW_LOG_DEBUG, conn, "opened");
+    conn_event(DW_LOG_DEBUG, conn, "conn.open", (), "opened");
     return 0;
 }
 
@@ -805,7 +868,8 @@ static bool charge(struct dw_server *srv, struct dw_conn *conn, int64_t now)
     if (++io->flood > (unsigned)srv->cfg->rate_burst) {
         /* Still sending after a burst's worth of refusals: not a client in good faith. */
         srv->refusals.rate_closes++;
-        conn_log(DW_LOG_INFO, conn, "message flood, closing");
+        conn_event(DW_LOG_INFO, conn, "conn.close", (DW_LOG_STR("reason", "rate limit")),
+                   "message flood, closing");
         begin_close(conn, LWS_CLOSE_STATUS_POLICY_VIOLATION, "rate limit exceeded", true);
         return false;
     }
@@ -858,7 +922,9 @@ int dw__conn_receive(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
         free(io->rx);
         io->rx = NULL;
         io->rx_len = 0;
-        conn_log(DW_LOG_DEBUG, conn, "message over %zu bytes", max);
+        conn_event(DW_LOG_DEBUG, conn, "conn.close",
+                   (DW_LOG_STR("reason", "message too large"), DW_LOG_INT("max_bytes", max)),
+                   "message over %zu bytes", max);
         begin_close(conn, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message too large", true);
         return 0;
     }
@@ -979,8 +1045,12 @@ static void enforce_bound(struct dw_server *srv, struct dw_conn *conn)
          * frame, or lws hangs up after the grace period; the rest is counted as failed at the
          * close, and is in the inbox when there is one. */
         srv->io.slow_closes++;
-        conn_log(DW_LOG_INFO, conn, "slow consumer, %lu messages (%zu bytes) queued; closing",
-                 dw_outbox_queued(&conn->outbox), dw_outbox_pending_bytes(&conn->outbox));
+        conn_event(DW_LOG_INFO, conn, "conn.close",
+                   (DW_LOG_STR("reason", "slow consumer"),
+                    DW_LOG_INT("queued", dw_outbox_queued(&conn->outbox)),
+                    DW_LOG_INT("queued_bytes", dw_outbox_pending_bytes(&conn->outbox))),
+                   "slow consumer, %lu messages (%zu bytes) queued; closing",
+                   dw_outbox_queued(&conn->outbox), dw_outbox_pending_bytes(&conn->outbox));
         lws_set_timeout(conn->io.wsi, PENDING_TIMEOUT_USER_OK, SLOW_CLOSE_GRACE_S);
     }
     if (!t.dropped)
@@ -999,8 +1069,11 @@ static void enforce_bound(struct dw_server *srv, struct dw_conn *conn)
     if (++conn->io.strikes == STRIKES_MAX &&
         begin_close(conn, LWS_CLOSE_STATUS_POLICY_VIOLATION, "slow consumer", false)) {
         srv->io.slow_closes++;
-        conn_log(DW_LOG_INFO, conn, "slow consumer, %llu dropped; closing",
-                 (unsigned long long)conn->io.messages_dropped);
+        conn_event(DW_LOG_INFO, conn, "conn.close",
+                   (DW_LOG_STR("reason", "slow consumer"),
+                    DW_LOG_INT("dropped", conn->io.messages_dropped)),
+                   "slow consumer, %llu dropped; closing",
+                   (unsigned long long)conn->io.messages_dropped);
         lws_set_timeout(conn->io.wsi, PENDING_TIMEOUT_USER_OK, SLOW_CLOSE_GRACE_S);
     }
 }
@@ -1289,8 +1362,11 @@ void dw__conn_closed(struct dw_server *srv, struct dw_pss *pss)
     lost = dw_outbox_queued(&conn->outbox);
     conn->io.messages_failed += lost;
     srv->io.failed += lost;
-    conn_log(DW_LOG_DEBUG, conn, "closed, %llu sent, %lu undelivered",
-             (unsigned long long)conn->io.messages_sent, lost);
+    conn_event(DW_LOG_DEBUG, conn, "conn.closed",
+               (DW_LOG_STR("reason", conn->io.close_reason),
+                DW_LOG_INT("sent", conn->io.messages_sent), DW_LOG_INT("undelivered", lost)),
+               "closed, %llu sent, %lu undelivered", (unsigned long long)conn->io.messages_sent,
+               lost);
     dw__hub_remove(srv->hub, conn);
     srv->io.closed++;
 }
@@ -1311,12 +1387,15 @@ void dw__conn_sweep(struct dw_server *srv, int64_t now)
         if (io->token_end && now_s >= io->token_end &&
             begin_close(conn, CLOSE_TOKEN_EXPIRED, "token expired", true)) {
             srv->refusals.token_expired++;
-            conn_log(DW_LOG_INFO, conn, "token expired, closing");
+            conn_event(DW_LOG_INFO, conn, "conn.close", (DW_LOG_STR("reason", "token expired")),
+                       "token expired, closing");
             continue;
         }
         if (idle >= stale_after) {
-            conn_log(DW_LOG_INFO, conn, "no response for %llds, hanging up",
-                     (long long)(idle / DW_NSEC_PER_SEC));
+            conn_event(DW_LOG_INFO, conn, "conn.close",
+                       (DW_LOG_STR("reason", "heartbeat timeout"),
+                        DW_LOG_INT("idle_s", idle / DW_NSEC_PER_SEC)),
+                       "no response for %llds, hanging up", (long long)(idle / DW_NSEC_PER_SEC));
             hang_up(conn);
         } else if (idle >= ping_after && io->ping_sent_at <= io->last_activity) {
             io->ping_sent_at = now;

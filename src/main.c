@@ -47,11 +47,13 @@ static void *signal_main(void *arg)
         if (sig == SIGUSR1)
             break; /* main asks this thread to end */
         if (sig == SIGHUP) {
-            dw_log(DW_LOG_INFO, "received SIGHUP, reloading the TLS certificate");
+            dw_log_event(DW_LOG_INFO, "signal", (DW_LOG_STR("signal", "HUP")),
+                         "received SIGHUP, reloading the TLS certificate");
             dw_server_reload_tls(w->srv);
             continue;
         }
-        dw_log(DW_LOG_INFO, "received %s, shutting down", strsignal(sig));
+        dw_log_event(DW_LOG_INFO, "signal", (DW_LOG_STR("signal", sigabbrev_np(sig))),
+                     "received %s, shutting down", strsignal(sig));
         dw_server_stop(w->srv);
     }
     return NULL;
@@ -122,6 +124,7 @@ int main(int argc, char **argv)
     if (rc != 0)
         return 2;
     dw_log_set_level((enum dw_log_level)cfg.log_level);
+    dw_log_set_format((enum dw_log_format)cfg.log_format);
     raise_open_file_limit();
     presize_fd_table(cfg.max_connections);
     if (cfg.tls_cert && dw_tls_check_files(cfg.tls_cert, cfg.tls_key, err, sizeof(err)) < 0) {
@@ -148,7 +151,8 @@ int main(int argc, char **argv)
     dw_thread_set_role(DW_THREAD_IO);
     dw_rcu_register();
     exit_code = 1; /* from here on, failures are at run time */
-    dw_log(DW_LOG_INFO, "dealwire %s starting", DW_VERSION);
+    dw_log_event(DW_LOG_INFO, "start", (DW_LOG_STR("version", DW_VERSION)), "dealwire %s starting",
+                 DW_VERSION);
     srv = dw_server_new(&cfg, auth);
     if (!srv)
         goto out_rcu;
@@ -204,7 +208,7 @@ out_rcu:
     auth = NULL;
     dw_rcu_unregister();
     if (srv)
-        dw_log(DW_LOG_INFO, "stopped");
+        dw_log_event(DW_LOG_INFO, "stopped", (DW_LOG_INT("exit_code", exit_code)), "stopped");
 out:
     dw_db_free(db);
     dw_auth_free(auth);

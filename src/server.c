@@ -156,8 +156,11 @@ static void refuse_address(struct dw_server *srv, const struct dw_ip *ip, const 
 
     srv->refusals.per_ip++;
     dw_ip_format(ip, text);
-    dw_log(DW_LOG_DEBUG, "%s from %s refused: it holds %d sockets already", what, text,
-           srv->cfg->max_connections_per_ip);
+    dw_log_event(DW_LOG_DEBUG, "socket.refused",
+                 (DW_LOG_STR("reason", "address socket limit"), DW_LOG_STR("address", text),
+                  DW_LOG_INT("limit", srv->cfg->max_connections_per_ip)),
+                 "%s from %s refused: it holds %d sockets already", what, text,
+                 srv->cfg->max_connections_per_ip);
 }
 
 /* A socket just accepted (fd): closed at once (-1) while shutting down, at the socket cap, or
@@ -176,8 +179,10 @@ static int admit_socket(struct dw_server *srv, struct lws *listener, int fd)
         return -1;
     if (srv->sockets >= srv->socket_cap) {
         srv->refusals.capacity++;
-        dw_log(DW_LOG_WARN, "socket refused: %zu sockets open, the most this process can hold",
-               srv->sockets);
+        dw_log_event(DW_LOG_WARN, "socket.refused",
+                     (DW_LOG_STR("reason", "socket limit"), DW_LOG_INT("sockets", srv->sockets)),
+                     "socket refused: %zu sockets open, the most this process can hold",
+                     srv->sockets);
         return -1;
     }
     if (dw_ip_from_peer(fd, &a->peer) < 0)
@@ -193,8 +198,10 @@ static int admit_socket(struct dw_server *srv, struct lws *listener, int fd)
         if (r == -EPROTO) {
             srv->refusals.proxy_header++;
             dw_ip_format(&a->peer, text);
-            dw_log(DW_LOG_WARN, "socket from proxy %s closed: malformed PROXY protocol header",
-                   text);
+            dw_log_event(
+                DW_LOG_WARN, "socket.refused",
+                (DW_LOG_STR("reason", "malformed PROXY header"), DW_LOG_STR("proxy", text)),
+                "socket from proxy %s closed: malformed PROXY protocol header", text);
             return -1;
         }
 #if defined(LWS_DW_UV_DEFER)
@@ -335,7 +342,9 @@ static int proxy_event(struct dw_server *srv, struct dw_sock *s)
 
         srv->refusals.proxy_header++;
         dw_ip_format(&s->peer, text);
-        dw_log(DW_LOG_WARN, "socket from proxy %s closed: malformed PROXY protocol header", text);
+        dw_log_event(DW_LOG_WARN, "socket.refused",
+                     (DW_LOG_STR("reason", "malformed PROXY header"), DW_LOG_STR("proxy", text)),
+                     "socket from proxy %s closed: malformed PROXY protocol header", text);
     } else if (s->proxied && address_full(srv, s, &s->ip)) {
         refuse_address(srv, &s->ip, "socket");
     } else {
@@ -491,15 +500,20 @@ static void reload_tls(struct dw_server *srv)
     char err[512], about[512];
 
     if (!srv->tls_ctx) {
-        dw_log(DW_LOG_INFO, "SIGHUP: TLS is off, nothing to reload");
+        dw_log_event(DW_LOG_INFO, "tls.reload", (DW_LOG_STR("result", "off")),
+                     "SIGHUP: TLS is off, nothing to reload");
         return;
     }
     if (dw_tls_reload(srv->tls_ctx, srv->cfg->tls_cert, srv->cfg->tls_key, err, sizeof(err)) < 0) {
-        dw_log(DW_LOG_ERROR, "certificate not reloaded, the old one keeps serving: %s", err);
+        dw_log_event(DW_LOG_ERROR, "tls.reload",
+                     (DW_LOG_STR("result", "failed"), DW_LOG_STR("error", err)),
+                     "certificate not reloaded, the old one keeps serving: %s", err);
         return;
     }
     dw_tls_describe(srv->cfg->tls_cert, about, sizeof(about));
-    dw_log(DW_LOG_INFO, "certificate reloaded: %s", about);
+    dw_log_event(DW_LOG_INFO, "tls.reload",
+                 (DW_LOG_STR("result", "ok"), DW_LOG_STR("certificate", about)),
+                 "certificate reloaded: %s", about);
 }
 
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -774,8 +788,10 @@ struct dw_server *dw_server_new(const struct dw_config *cfg, const struct dw_aut
      * loop and destroys it. Taken for success, it left the daemon spinning at 100 % CPU on a
      * port already in use, deaf to SIGTERM. */
     if (!srv->ctx || !lws_get_vhost_by_name(srv->ctx, "default")) {
-        dw_log(DW_LOG_ERROR, "cannot listen on %s:%d (address in use or not available)", cfg->host,
-               cfg->port);
+        dw_log_event(DW_LOG_ERROR, "listen.failed",
+                     (DW_LOG_STR("host", cfg->host), DW_LOG_INT("port", cfg->port)),
+                     "cannot listen on %s:%d (address in use or not available)", cfg->host,
+                     cfg->port);
         if (srv->ctx && srv->uv_loop) {
             /* lws's handles close in this loop, with callbacks in its libuv plugin: run them
              * before the destroy that completes the one lws began (and unloads the plugin). */
@@ -791,9 +807,14 @@ struct dw_server *dw_server_new(const struct dw_config *cfg, const struct dw_aut
     if (srv->sweep_us > DW_SWEEP_MAX_US)
         srv->sweep_us = DW_SWEEP_MAX_US;
     lws_sul_schedule(srv->ctx, 0, &srv->sweep, sweep_cb, srv->sweep_us);
-    dw_log(DW_LOG_INFO, "listening on %s:%d (%s, event loop %s, %d workers, queue %d)", cfg->host,
-           cfg->port, cfg->tls_cert ? "wss and https only" : "ws and http, no TLS",
-           srv->uv_loop ? "uv" : "poll", cfg->workers, cfg->queue_size);
+    dw_log_event(DW_LOG_INFO, "listening",
+                 (DW_LOG_STR("host", cfg->host), DW_LOG_INT("port", cfg->port),
+                  DW_LOG_INT("tls", cfg->tls_cert != NULL), DW_LOG_STR("version", DW_VERSION),
+                  DW_LOG_STR("event_loop", srv->uv_loop ? "uv" : "poll"),
+                  DW_LOG_INT("workers", cfg->workers)),
+                 "listening on %s:%d (%s, event loop %s, %d workers, queue %d)", cfg->host,
+                 cfg->port, cfg->tls_cert ? "wss and https only" : "ws and http, no TLS",
+                 srv->uv_loop ? "uv" : "poll", cfg->workers, cfg->queue_size);
     log_security(srv);
     return srv;
 
@@ -858,8 +879,9 @@ static void check_shutdown(struct dw_server *srv)
         srv->draining = true;
         srv->drain_deadline =
             dw_now_mono_ns() + (int64_t)srv->cfg->shutdown_timeout * DW_NSEC_PER_MSEC;
-        dw_log(DW_LOG_INFO, "shutting down: closing %zu connections",
-               dw_hub_connection_count(srv->hub));
+        dw_log_event(DW_LOG_INFO, "shutdown",
+                     (DW_LOG_INT("connections", dw_hub_connection_count(srv->hub))),
+                     "shutting down: closing %zu connections", dw_hub_connection_count(srv->hub));
         /* Sealed first, so that each 1001 follows everything a publish was told it reached. */
         dw__hub_seal(srv->hub);
         dw__conn_close_all(srv);
@@ -871,7 +893,8 @@ static void check_shutdown(struct dw_server *srv)
     if (open > 0 && dw_now_mono_ns() < srv->drain_deadline)
         return;
     if (open > 0)
-        dw_log(DW_LOG_WARN, "shutdown timeout: %zu connections still open", open);
+        dw_log_event(DW_LOG_WARN, "shutdown.timeout", (DW_LOG_INT("connections", open)),
+                     "shutdown timeout: %zu connections still open", open);
     srv->finished = true;
     if (srv->uv_loop)
         uv_stop(srv->uv_loop);

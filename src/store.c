@@ -156,9 +156,10 @@ static void report_down(struct dw_store *st, const char *what, bool failed_attem
     atomic_store(&h->_down_mono_ns, dw_now_mono_ns());
     atomic_store(&h->_attempts0, atomic_load(&h->_failures) - (failed_attempt ? 1 : 0));
     atomic_fetch_add(&h->_outages, 1);
-    dw_log(DW_LOG_WARN, "database %s: %s; retrying with backoff (%lld s doubling to %lld s)", what,
-           st->err, DW_STORE_BACKOFF_MIN_NS / DW_NSEC_PER_SEC,
-           DW_STORE_BACKOFF_MAX_NS / DW_NSEC_PER_SEC);
+    dw_log_event(DW_LOG_WARN, "db.down", (DW_LOG_STR("reason", what), DW_LOG_STR("error", st->err)),
+                 "database %s: %s; retrying with backoff (%lld s doubling to %lld s)", what,
+                 st->err, DW_STORE_BACKOFF_MIN_NS / DW_NSEC_PER_SEC,
+                 DW_STORE_BACKOFF_MAX_NS / DW_NSEC_PER_SEC);
 }
 
 static void report_up(struct dw_store *st)
@@ -175,12 +176,16 @@ static void report_up(struct dw_store *st)
             (double)(dw_now_mono_ns() - atomic_load(&h->_down_mono_ns)) / DW_NSEC_PER_SEC;
         unsigned long failed = atomic_load(&h->_failures) - atomic_load(&h->_attempts0);
 
-        dw_log(DW_LOG_INFO, "database reachable again after %.1f s (%lu failed attempts)", down_s,
-               failed);
+        dw_log_event(DW_LOG_INFO, "db.up",
+                     (DW_LOG_INT("down_ms", down_s * 1000), DW_LOG_INT("failed_attempts", failed)),
+                     "database reachable again after %.1f s (%lu failed attempts)", down_s, failed);
         return;
     }
-    dw_log(DW_LOG_INFO, "connected to PostgreSQL %d.%d at %s:%s, database %s", version / 10000,
-           version % 10000, PQhost(st->conn), PQport(st->conn), PQdb(st->conn));
+    dw_log_event(DW_LOG_INFO, "db.connected",
+                 (DW_LOG_INT("server_version", version), DW_LOG_STR("host", PQhost(st->conn)),
+                  DW_LOG_STR("port", PQport(st->conn)), DW_LOG_STR("database", PQdb(st->conn))),
+                 "connected to PostgreSQL %d.%d at %s:%s, database %s", version / 10000,
+                 version % 10000, PQhost(st->conn), PQport(st->conn), PQdb(st->conn));
 }
 
 /* ------------------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ struct dw_config {
     int rate_burst;                /* --rate-burst, default 40 */
     enum dw_event_loop event_loop; /* --event-loop poll|uv */
     int log_level;                 /* --log-level error|warn|info|debug (enum dw_log_level) */
+    int log_format;                /* --log-format text|json (enum dw_log_format) */
     char *config_file;             /* --config FILE, NULL when none */
 
     /* Derived at load time. */

@@ -192,6 +192,7 @@ static void test_defaults(void **state)
     assert_int_equal(r.cfg.shutdown_timeout, 3000);
     assert_int_equal(r.cfg.event_loop, DW_EVENT_LOOP_UV);
     assert_int_equal(r.cfg.log_level, DW_LOG_INFO);
+    assert_int_equal(r.cfg.log_format, DW_LOG_TEXT);
     assert_null(r.cfg.config_file);
     assert_null(r.cfg.db);
     assert_false(r.cfg.load_demo_data);
@@ -329,6 +330,24 @@ static void test_strings_and_enums(void **state)
         assert_int_equal(r.cfg.log_level, dw_log_level_parse(levels[i]));
         release(&r);
     }
+
+    /* --log-format and its variable. */
+    char *argv_json[] = {"dealwire", "--log-format", "json", NULL};
+    char *envp_json[] = {"DEALWIRE_LOG_FORMAT=json", NULL};
+    char *argv_text[] = {"dealwire", "--log-format=text", NULL};
+
+    load(&r, argv_json, NULL);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.cfg.log_format, DW_LOG_JSON);
+    release(&r);
+    load(&r, no_args, envp_json);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.cfg.log_format, DW_LOG_JSON);
+    release(&r);
+    load(&r, argv_text, envp_json); /* the command line over the environment */
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.cfg.log_format, DW_LOG_TEXT);
+    release(&r);
 }
 
 /* --allowed-origins is split once, at load, into cfg.origins: entries trimmed, in order, exactly
@@ -682,6 +701,11 @@ static const struct bad_case {
      {0},
      NULL,
      {"\"INFO\" for --log-level", "error, warn, info, debug"}},
+    {"unknown log format",
+     {"--log-format", "yaml"},
+     {0},
+     NULL,
+     {"\"yaml\" for --log-format", "command line", "text, json"}},
     {"empty host", {"--host="}, {0}, NULL, {"\"\" for --host", "command line"}},
     {"unknown flag", {"--bogus", "1"}, {0}, NULL, {"unknown flag \"--bogus\"", "command line"}},
     {"unknown flag with value", {"--bogus=1"}, {0}, NULL, {"\"--bogus=1\"", "command line"}},
@@ -712,6 +736,11 @@ static const struct bad_case {
      {"DEALWIRE_LOG_LEVEL=loud"},
      NULL,
      {"\"loud\" for --log-level", "DEALWIRE_LOG_LEVEL"}},
+    {"env log format",
+     {0},
+     {"DEALWIRE_LOG_FORMAT=JSON"},
+     NULL,
+     {"\"JSON\" for --log-format", "DEALWIRE_LOG_FORMAT"}},
     {"env empty config", {0}, {"DEALWIRE_CONFIG="}, NULL, {"\"\" for --config", "DEALWIRE_CONFIG"}},
     {"env bad even when argv overrides",
      {"--port", "80"},
@@ -973,7 +1002,7 @@ static void test_help(void **state)
         assert_non_null(strstr(r.out, want));
         rows++;
     }
-    assert_int_equal(rows, 37);
+    assert_int_equal(rows, 38);
     release(&r);
     free(md.text);
 }
