@@ -997,16 +997,19 @@ static int write_frames(struct dw_server *srv, struct dw_conn *conn, struct lws 
     struct dw_msg *m;
     size_t n = 0;
     int count = 0;
+    int64_t now;
 
     *skipped = 0;
     if (limit == 0 || (m = next_msg(conn, skipped)) == NULL)
         return 0;
+    now = dw_now_mono_ns(); /* /metrics: one clock read per write, none per message */
     if (dw_msg_frame_len(m) > DW_WRITE_BATCH) {
         /* Too big to gather: RAW writes neither modify nor keep the buffer, so the shared
          * frame goes out as it is. */
         int r =
             lws_write(wsi, (unsigned char *)dw_msg_frame(m), dw_msg_frame_len(m), LWS_WRITE_RAW);
 
+        dw__metrics_written(srv, m, now, conn->io.replay != NULL);
         if (m->seq)
             dw__replay_note_sent(conn, m->seq);
         consume(conn);
@@ -1016,6 +1019,7 @@ static int write_frames(struct dw_server *srv, struct dw_conn *conn, struct lws 
            (unsigned long)count + *skipped < limit) {
         memcpy(buf + n, dw_msg_frame(m), dw_msg_frame_len(m));
         n += dw_msg_frame_len(m);
+        dw__metrics_written(srv, m, now, conn->io.replay != NULL);
         if (m->seq)
             dw__replay_note_sent(conn, m->seq);
         consume(conn);
@@ -1227,6 +1231,7 @@ void dw__conn_closed(struct dw_server *srv, struct dw_pss *pss)
 
     if (!conn)
         return;
+    dw__metrics_conn_closed(srv, conn);
     pss->conn = NULL;
     conn->io.wsi = NULL;
     dw__replay_abandon(conn);
@@ -1265,6 +1270,7 @@ void dw__conn_sweep(struct dw_server *srv, int64_t now)
         if (idle >= stale_after) {
             conn_log(DW_LOG_INFO, conn, "no response for %llds, hanging up",
                      (long long)(idle / DW_NSEC_PER_SEC));
+            io->close_reason = DW_CLOSE_REASON_STALE; /* for /metrics: no frame carries it */
             hang_up(conn);
         } else if (idle >= ping_after && io->ping_sent_at <= io->last_activity) {
             io->ping_sent_at = now;
