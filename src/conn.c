@@ -226,11 +226,14 @@ static int read_last_seq(struct lws *wsi, int64_t *out)
  * lws would label its own status line HTTP/1.0, which WebSocket clients reject. */
 int dw__write_ping(struct lws *wsi, int64_t sent_at)
 {
-    /* A payload (the send time) because lws does not report empty pongs. */
+    /* A payload (the send time) because lws does not report empty pongs; seven bits a byte,
+     * so that it is ASCII: lws 4.1 checks a pong's payload as UTF-8 when the client's last
+     * message was text (ops-ws.c leaves check_utf8 set), and closed such a client 1007 "bad
+     * utf8" at its first pong. */
     unsigned char ping[LWS_PRE + 8];
 
     for (int i = 0; i < 8; i++)
-        ping[LWS_PRE + i] = (unsigned char)((uint64_t)sent_at >> (56 - 8 * i));
+        ping[LWS_PRE + i] = (unsigned char)(((uint64_t)sent_at >> (49 - 7 * i)) & 0x7f);
     return lws_write(wsi, ping + LWS_PRE, 8, LWS_WRITE_PING) < 0 ? -1 : 0;
 }
 
