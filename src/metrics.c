@@ -10,9 +10,11 @@
  *                      (their own snapshots), and the workers' (monitor rounds, trip plans:
  *                      dw_metrics_workers below, relaxed atomic adds from any worker).
  *
- * The hot path's share: one clock read when a message is built (msg.c) and one per write
- * (conn.c write_frames); per message written, an add by type and, for the published types, a
- * latency bucket found by a shift and a count of leading zeros (dw__metrics_written). Closes
+ * The hot path's share: one clock read when a published message is built (events.c fan_out,
+ * inbox.c for a durable one once written, bus.c for one from another node), once whatever its
+ * recipients, and one per write (conn.c write_frames); per message written, an add by type
+ * and, for a published message, a latency bucket found by a shift and a count of leading
+ * zeros (dw__metrics_written). Closes
  * are counted by cause at LWS_CALLBACK_CLOSED from the connection's close state, so the close
  * paths themselves are unchanged (close_cause).
  *
@@ -421,8 +423,9 @@ static void messages(struct dw_server *srv, struct dw_metrics_buf *b)
             srv->io.failed);
 
     dw_metrics_write_family(b, "dealwire_delivery_latency_seconds", "histogram",
-                            "From a published message's creation (once the publish was accepted) "
-                            "to its write to a client socket, per recipient; replays excluded.");
+                            "From a published message's creation (once the publish was accepted; "
+                            "a durable one once the inbox wrote it) to its write to a client "
+                            "socket, per recipient; replays excluded.");
     for (int i = 0; i < DW_LATENCY_BUCKETS; i++)
         bounds[i] = (double)((uint64_t)1 << (DW_LATENCY_SHIFT + i)) / 1e9;
     dw_metrics_write_histogram(b, "dealwire_delivery_latency_seconds", NULL, bounds,

@@ -446,8 +446,9 @@ struct dw_conn;
 void dw__metrics_conn_closed(struct dw_server *srv, struct dw_conn *conn);
 
 /* m was written to a socket at now (monotonic ns; replay: m was read back from the inbox):
- * counted by type and, when it is a published type not replayed, its latency from when it was
- * built. The write path's only cost for /metrics: a few adds, a shift and a clz per message. */
+ * counted by type and, when it is a published message (accepted_at set) not replayed, its
+ * latency from when it was built. The write path's only cost for /metrics: a few adds, a shift and
+ * a clz per message. */
 static inline void dw__metrics_written(struct dw_server *srv, const struct dw_msg *m, int64_t now,
                                        bool replay)
 {
@@ -456,7 +457,7 @@ static inline void dw__metrics_written(struct dw_server *srv, const struct dw_ms
     unsigned b;
 
     mx->sent_by_type[m->type]++;
-    if (replay || m->type < DW_MSG_DEAL_ALERT || m->type > DW_MSG_NOTIFICATION)
+    if (replay || !m->accepted_at)
         return;
     lat = now > m->accepted_at ? (uint64_t)(now - m->accepted_at) : 1;
     x = (lat - 1) >> DW_LATENCY_SHIFT;

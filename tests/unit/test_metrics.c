@@ -1,7 +1,7 @@
 /*
  * test_metrics — the Prometheus text writer (metrics.h): escaping in HELP and in label values,
- * number formatting, cumulative histogram buckets ending in +Inf, bucket search, and the
- * delivery latency buckets of dw__metrics_written (server_int.h).
+ * number formatting, cumulative histogram buckets ending in +Inf, bucket search, the delivery
+ * latency buckets of dw__metrics_written (server_int.h), and the workers' counters.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -87,7 +87,7 @@ static int latency_bucket(struct dw_server *srv, int64_t lat)
 static void test_latency_buckets(void **state)
 {
     static struct dw_server srv;
-    struct dw_msg pong = {.type = DW_MSG_PONG, .accepted_at = 1};
+    struct dw_msg pong = {.type = DW_MSG_PONG}; /* a reply: no accepted_at */
     struct dw_msg alert = {.type = DW_MSG_PRICE_ALERT, .accepted_at = 1};
 
     (void)state;
@@ -101,7 +101,7 @@ static void test_latency_buckets(void **state)
     assert_int_equal(latency_bucket(&srv, ((int64_t)1 << 33) + 1), DW_LATENCY_BUCKETS);
     assert_int_equal(latency_bucket(&srv, INT64_MAX / 2), DW_LATENCY_BUCKETS);
 
-    /* counted by type always; the latency only for a published type not replayed */
+    /* counted by type always; the latency only for a published message not replayed */
     memset(&srv.metrics, 0, sizeof(srv.metrics));
     dw__metrics_written(&srv, &pong, 100, false);
     dw__metrics_written(&srv, &alert, 100, true);
