@@ -281,7 +281,7 @@ def test_health_up_and_down_and_every_name_in_rules_and_dashboard_exists(dealwir
     try:
         pg.start()
         d = dealwire("--db", pg.url(pg.create_db()), "--redis", redis_server.url(),
-                     "--log-level", "debug")
+                     "--log-level", "debug", "--hot-deal-interval", 1)
         run(await_log(d, SCHEMA_RE, 1, 30))
         wait_until(lambda: value(parse(scrape(d.port)), "dealwire_redis_up") == 1, t(10),
                    "the bus connected to Redis")
@@ -290,6 +290,24 @@ def test_health_up_and_down_and_every_name_in_rules_and_dashboard_exists(dealwir
         live = parse(text)
         assert value(live, "dealwire_postgres_up") == 1
         assert value(live, "dealwire_postgres_schema_ready") == 1
+
+        # What the workers count, read by the scrape on the I/O thread (TSan runs this): a
+        # monitor round (rounds run while a client is connected) and a trip plan.
+        async def rounds_while_connected():
+            ws, _ = await connect_user(d.port, "watcher")
+            await await_log(d, re.compile(r" monitor: hot_deals round done in "), 1, 20)
+            await ws.close()
+
+        run(rounds_while_connected())
+        r = http_request(d.port, "POST", "/api/ai/trip/plan", body={"user_id": "u"})
+        assert r.status == 400, r
+        text = scrape(d.port)
+        live = parse(text)
+        assert value(live, "dealwire_monitor_rounds_total", monitor="hot_deals", result="ok") >= 1
+        assert histogram_count(live, "dealwire_monitor_round_duration_seconds",
+                               monitor="hot_deals") >= 1
+        assert value(live, "dealwire_plans_total", outcome="invalid") == 1
+        assert histogram_count(live, "dealwire_plan_duration_seconds") == 1
 
         present = sample_names(text)
         used = names_used(RULES.read_text())
