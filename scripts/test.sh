@@ -89,6 +89,10 @@ for p in "${presets[@]}"; do order+=("$p"); done
 banner "deps"
 result[deps]="FAILED"
 bash scripts/deps.sh </dev/null
+# promtool (Debian's prometheus package, unpacked, not installed) for tests/integration's
+# test_metrics.py: fetched once into build/promtool.
+DW_PROMTOOL=$(bash scripts/promtool.sh | tail -n1)
+export DW_PROMTOOL
 result[deps]="ok"
 
 banner "format: clang-format --dry-run -Werror"

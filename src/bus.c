@@ -700,6 +700,7 @@ static void deliver(struct dw_bus *bus, const char *text, size_t len)
     m = dw_msg_new_text((enum dw_msg_type)type, (unsigned)flags, nl + 1,
                         len - (size_t)(nl + 1 - text));
     m->seq = seq;
+    m->accepted_at = dw_now_mono_ns(); /* /metrics: delivery latency from its arrival here */
     deliver_here(bus, target, name, m);
     dw_msg_unref(m);
     atomic_fetch_add_explicit(&bus->received, 1, memory_order_relaxed);

@@ -271,11 +271,14 @@ static int read_last_seq(struct lws *wsi, int64_t *out)
  * lws would label its own status line HTTP/1.0, which WebSocket clients reject. */
 int dw__write_ping(struct lws *wsi, int64_t sent_at)
 {
-    /* A payload (the send time) because lws does not report empty pongs. */
+    /* A payload (the send time) because lws does not report empty pongs; seven bits a byte,
+     * so that it is ASCII: lws 4.1 checks a pong's payload as UTF-8 when the client's last
+     * message was text (ops-ws.c leaves check_utf8 set), and closed such a client 1007 "bad
+     * utf8" at its first pong. */
     unsigned char ping[LWS_PRE + 8];
 
     for (int i = 0; i < 8; i++)
-        ping[LWS_PRE + i] = (unsigned char)((uint64_t)sent_at >> (56 - 8 * i));
+        ping[LWS_PRE + i] = (unsigned char)(((uint64_t)sent_at >> (49 - 7 * i)) & 0x7f);
     return lws_write(wsi, ping + LWS_PRE, 8, LWS_WRITE_PING) < 0 ? -1 : 0;
 }
 
@@ -1122,16 +1125,19 @@ static int write_frames(struct dw_server *srv, struct dw_conn *conn, struct lws 
     struct dw_msg *m;
     size_t n = 0;
     int count = 0;
+    int64_t now;
 
     *skipped = 0;
     if (limit == 0 || (m = next_msg(conn, skipped)) == NULL)
         return 0;
+    now = dw_now_mono_ns(); /* /metrics: one clock read per write, none per message */
     if (dw_msg_frame_len(m) > DW_WRITE_BATCH) {
         /* Too big to gather: RAW writes neither modify nor keep the buffer, so the shared
          * frame goes out as it is. */
         int r =
             lws_write(wsi, (unsigned char *)dw_msg_frame(m), dw_msg_frame_len(m), LWS_WRITE_RAW);
 
+        dw__metrics_written(srv, m, now, conn->io.replay != NULL);
         if (m->seq)
             dw__replay_note_sent(conn, m->seq);
         consume(conn);
@@ -1141,6 +1147,7 @@ static int write_frames(struct dw_server *srv, struct dw_conn *conn, struct lws 
            (unsigned long)count + *skipped < limit) {
         memcpy(buf + n, dw_msg_frame(m), dw_msg_frame_len(m));
         n += dw_msg_frame_len(m);
+        dw__metrics_written(srv, m, now, conn->io.replay != NULL);
         if (m->seq)
             dw__replay_note_sent(conn, m->seq);
         consume(conn);
@@ -1352,6 +1359,7 @@ void dw__conn_closed(struct dw_server *srv, struct dw_pss *pss)
 
     if (!conn)
         return;
+    dw__metrics_conn_closed(srv, conn);
     pss->conn = NULL;
     conn->io.wsi = NULL;
     dw__replay_abandon(conn);
@@ -1396,6 +1404,7 @@ void dw__conn_sweep(struct dw_server *srv, int64_t now)
                        (DW_LOG_STR("reason", "heartbeat timeout"),
                         DW_LOG_INT("idle_s", idle / DW_NSEC_PER_SEC)),
                        "no response for %llds, hanging up", (long long)(idle / DW_NSEC_PER_SEC));
+            io->close_reason = DW_CLOSE_REASON_STALE; /* for /metrics: no frame carries it */
             hang_up(conn);
         } else if (idle >= ping_after && io->ping_sent_at <= io->last_activity) {
             io->ping_sent_at = now;

@@ -17,6 +17,7 @@
 #include "dealwire/mem.h"
 #include "dealwire/msg.h"
 #include "dealwire/proto.h"
+#include "dealwire/time.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -153,6 +154,8 @@ static size_t fan_out(struct dw_hub *hub, const struct dw_target *target, enum d
 {
     struct dw_msg *m = dw_msg_new_json(type, flags, obj);
     size_t n = 0;
+
+    m->accepted_at = dw_now_mono_ns(); /* /metrics: delivery latency from here, once per message */
 
     switch (target->kind) {
     case DW_TARGET_USER:

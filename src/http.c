@@ -49,6 +49,7 @@
 #include "dealwire/publish.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
+#include "dealwire/metrics.h"
 #include "dealwire/planner.h"
 #include "dealwire/proto.h"
 #include "dealwire/retention.h"
@@ -67,6 +68,7 @@
 #define USERS_PREFIX "/api/websocket/users/"
 #define PLAN_PATH    "/api/ai/trip/plan"
 #define INBOX_SUFFIX "/inbox"
+#define METRICS_PATH "/metrics"
 
 /* The dashboard's policy: its own files only, WebSockets to any host (CSP's 'self' does not
  * cover ws: and wss: in every browser), no plugins, no framing, no <base>, no form posts. */
@@ -97,6 +99,7 @@ struct dw_http_req {
     unsigned char *resp; /* LWS_PRE bytes of headroom, then resp_len bytes */
     size_t resp_len;
     const struct dw_web_file *page; /* a dashboard file: its type and headers, not JSON's */
+    const char *content_type;       /* another answer's type than JSON's (/metrics), or NULL */
     bool head_only;                 /* an answer to HEAD: the headers, no body */
     const char *allow;              /* a 405's Allow header (RFC 9110 15.5.6), or NULL */
     struct dw_http_req *next_ready; /* io only: in srv->ready_reqs */
@@ -379,6 +382,17 @@ static int get_healthz(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
     return respond_json(pss, wsi, HTTP_STATUS_OK, obj);
 }
 
+/* GET /metrics: the Prometheus text (metrics.c); the operator token, like /api/. */
+static int get_metrics(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss, const char *path)
+{
+    size_t len;
+    char *text = dw__metrics_render(srv, &len);
+
+    (void)path;
+    req_of(pss, wsi)->content_type = DW_METRICS_CONTENT_TYPE;
+    return respond(pss, wsi, HTTP_STATUS_OK, text, len);
+}
+
 static int get_stats(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss, const char *path)
 {
     (void)path;
@@ -616,6 +630,7 @@ static const struct route {
 } routes[] = {
     {"/healthz", false, get_healthz, NULL},
     {"/readyz", false, get_readyz, NULL},
+    {METRICS_PATH, false, get_metrics, NULL},
     {API_PREFIX "stats", false, get_stats, NULL},
     {API_PREFIX "connections", false, get_connections, NULL},
     {USERS_PREFIX, true, get_user, NULL},
@@ -778,7 +793,8 @@ int dw__http_request(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
         return respond_error(pss, wsi, DW_HTTP_TOO_MANY_REQUESTS,
                              "this address holds the most connections allowed");
     }
-    if (strncmp(path, "/api/", 5) == 0 && !dw__http_api_allowed(srv, wsi)) {
+    if ((strncmp(path, "/api/", 5) == 0 || strcmp(path, METRICS_PATH) == 0) &&
+        !dw__http_api_allowed(srv, wsi)) {
         srv->refusals.api_auth++;
         pss->req = req_new(srv, wsi);
         pss->req->close_after = method_is(wsi, WSI_TOKEN_POST_URI); /* its body is not read */
@@ -985,7 +1001,9 @@ static int add_header(struct lws *wsi, const char *name, const char *value, unsi
 static int add_headers(struct lws *wsi, const struct dw_http_req *req, unsigned char **p,
                        unsigned char *end)
 {
-    const char *type = req->page ? req->page->content_type : "application/json";
+    const char *type = req->page           ? req->page->content_type
+                       : req->content_type ? req->content_type
+                                           : "application/json";
 
     if (lws_add_http_common_headers(wsi, req->status, type, (lws_filepos_t)req->resp_len, p, end))
         return -1;

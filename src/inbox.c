@@ -176,6 +176,7 @@ static struct dw_msg *seq_message(const struct dw_inbox_entry *e, int64_t seq)
     memcpy(text + n, e->text + 1, e->len - 1);
     m = dw_msg_new_text(e->type, DW_MSG_F_CRITICAL, text, (size_t)n + e->len - 1);
     m->seq = seq;
+    m->accepted_at = dw_now_mono_ns(); /* /metrics: delivery latency from the inbox's write */
     free(text);
     return m;
 }

@@ -36,6 +36,7 @@
 #include "dealwire/leader.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
+#include "dealwire/metrics.h"
 #include "dealwire/time.h"
 #include "dealwire/store.h"
 #include "dealwire/timer.h"
@@ -63,6 +64,8 @@ struct monitor {
 
 /* MON_DEMO is the demo market simulator (--demo-activity), scheduled only when it is on. */
 enum { MON_HOT_DEALS, MON_TRENDING, MON_WATCHES, MON_DEMO, MON__COUNT };
+/* /metrics labels rounds by monitor in the same order. */
+_Static_assert((int)MON__COUNT == (int)DW_METRICS_MON__COUNT, "metrics.h names every monitor");
 
 struct dw_monitors {
     struct dw_db *db;   /* borrowed */
@@ -150,7 +153,7 @@ static void run_round(void *arg)
     struct dw_monitors *mons = m->mons;
     struct dw_store_status db;
     struct dw_monitor_round r;
-    int64_t t0;
+    int64_t t0, took;
     int rc;
 
     if (atomic_load(&mons->stopping))
@@ -179,9 +182,11 @@ static void run_round(void *arg)
     r.stopping = &mons->stopping;
     t0 = dw_now_mono_ns();
     rc = m->round(&r);
+    took = dw_now_mono_ns() - t0;
+    dw_metrics_monitor_round((enum dw_metrics_monitor)(m - mons->mon), rc, took);
     if (rc == 0) {
-        dw_log(DW_LOG_DEBUG, "%s round done in %.1f ms (%s)", m->name,
-               (double)(dw_now_mono_ns() - t0) / 1e6, r.summary);
+        dw_log(DW_LOG_DEBUG, "%s round done in %.1f ms (%s)", m->name, (double)took / 1e6,
+               r.summary);
     } else if (rc == -EAGAIN) {
         dw_log(DW_LOG_DEBUG, "%s round skipped: database unavailable (%s)", m->name,
                dw_store_error(r.st));

@@ -60,6 +60,7 @@ struct dw_msg *dw_msg_new_text(enum dw_msg_type type, unsigned flags, const char
     m->flags = (uint8_t)flags;
     m->len = (uint32_t)len;
     m->seq = 0;
+    m->accepted_at = 0; /* a published message's producer sets it (msg.h) */
     memcpy(m->_data + DW_MSG_HDR_ROOM, json, len);
     m->_data[DW_MSG_HDR_ROOM + len] = '\0';
 

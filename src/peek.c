@@ -11,7 +11,7 @@
 
 #include <string.h>
 
-static const char *const API_PATHS[] = {"/api/", "/healthz", "/readyz"};
+static const char *const API_PATHS[] = {"/api/", "/healthz", "/readyz", "/metrics"};
 
 enum dw_peek dw_peek_request(const char *head, size_t n)
 {

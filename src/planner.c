@@ -22,8 +22,10 @@
 #include "dealwire/inbox.h"
 #include "dealwire/log.h"
 #include "dealwire/mem.h"
+#include "dealwire/metrics.h"
 #include "dealwire/proto.h"
 #include "dealwire/store.h"
+#include "dealwire/time.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -144,7 +146,7 @@ static int parse_object(struct json_object *obj, struct dw_plan_request *out,
                         struct dw_plan_error *err)
 {
     struct json_object *v;
-    long depart, ret;
+    long depart = 0, ret = 0; /* set by dw_planner_parse_date (is_date checked the text) */
     int r;
 
     if (!json_object_is_type(obj, json_type_object))
@@ -647,8 +649,9 @@ static int plan_found(const struct plan *p, const struct search *s,
     return answer(200, obj, resp, resp_len);
 }
 
-int dw_planner_plan(struct dw_hub *hub, struct dw_db *db, struct dw_inbox *inbox, const char *body,
-                    size_t len, char **resp, size_t *resp_len)
+/* dw_planner_plan; *found says whether an option fit (both answers are 200). */
+static int plan(struct dw_hub *hub, struct dw_db *db, struct dw_inbox *inbox, const char *body,
+                size_t len, char **resp, size_t *resp_len, bool *found)
 {
     struct dw_plan_request req;
     struct dw_plan_error err;
@@ -686,10 +689,28 @@ int dw_planner_plan(struct dw_hub *hub, struct dw_db *db, struct dw_inbox *inbox
         snprintf(reason, sizeof(reason),
                  "No trip fits the budget of $%.2f: the cheapest option costs $%.2f.", req.budget,
                  cheapest);
+    *found = n > 0;
     if (n == 0)
         status = fail_plan(&p, reason, resp, resp_len);
     else
         status = plan_found(&p, &s, best, n, resp, resp_len);
     search_free(&s);
+    return status;
+}
+
+/* The plan, timed and counted for /metrics by its outcome: an option found, none fitting (both
+ * 200), an invalid request (400), or no database / a database error (503, 500). */
+int dw_planner_plan(struct dw_hub *hub, struct dw_db *db, struct dw_inbox *inbox, const char *body,
+                    size_t len, char **resp, size_t *resp_len)
+{
+    int64_t t0 = dw_now_mono_ns();
+    bool found = false;
+    int status = plan(hub, db, inbox, body, len, resp, resp_len, &found);
+    enum dw_metrics_plan outcome = status == 400   ? DW_METRICS_PLAN_INVALID
+                                   : status != 200 ? DW_METRICS_PLAN_FAILED
+                                   : found         ? DW_METRICS_PLAN_FOUND
+                                                   : DW_METRICS_PLAN_NOT_FOUND;
+
+    dw_metrics_plan(outcome, dw_now_mono_ns() - t0);
     return status;
 }

@@ -37,11 +37,13 @@ enum dw_msg_type {
 
 struct dw_msg {
     _Atomic unsigned _refs;
-    uint8_t type;    /* enum dw_msg_type */
-    uint8_t flags;   /* DW_MSG_F_* */
-    uint8_t hdr_len; /* bytes of frame header in front of the payload: 2, 4 or 10 */
-    uint32_t len;    /* payload (JSON text) length, without the trailing NUL */
-    int64_t seq;     /* the user's seq of a message from the durable inbox (inbox.h), else 0 */
+    uint8_t type;        /* enum dw_msg_type */
+    uint8_t flags;       /* DW_MSG_F_* */
+    uint8_t hdr_len;     /* bytes of frame header in front of the payload: 2, 4 or 10 */
+    uint32_t len;        /* payload (JSON text) length, without the trailing NUL */
+    int64_t seq;         /* the user's seq of a message from the durable inbox (inbox.h), else 0 */
+    int64_t accepted_at; /* a published message: monotonic ns when it was built, set by its
+                          * producer before it is shared (/metrics' delivery latency); else 0 */
     /* DW_MSG_HDR_ROOM bytes of which the last hdr_len are the frame header, then the payload
      * and a NUL. */
     unsigned char _data[];

@@ -122,3 +122,25 @@ def test_client_messages_count_as_activity(dealwire):
         assert pongs >= 2, f"only {pongs} pongs"
     finally:
         raw.close()
+
+
+def test_a_client_that_sent_text_survives_answering_pings(dealwire):
+    """The ping's payload is ASCII: lws checks the pong's payload as UTF-8 when the client's
+    last message was text, and closed it 1007 "bad utf8" when the payload was the send time in
+    raw bytes (found by test_metrics.py)."""
+    d = start(dealwire)
+
+    async def main():
+        ws, _ = await connect_user(d.port, "talker")
+        assert (await request(ws, {"type": "ping"}))["type"] == "pong"  # a text message
+        # Silent past the heartbeat and past the stale timeout: websockets answers the
+        # protocol pings itself; the connection must outlive them (a close ends the wait).
+        try:
+            await asyncio.wait_for(ws.wait_closed(), STALE + 1)
+        except asyncio.TimeoutError:
+            pass
+        assert not ws.closed, f"closed {ws.close_code} {ws.close_reason!r}"
+        assert (await request(ws, {"type": "ping"}))["type"] == "pong"
+        await ws.close()
+
+    run(main(), timeout=STALE + 20)

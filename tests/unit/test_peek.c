@@ -27,6 +27,7 @@ static void test_api_requests(void **state)
     assert_int_equal(peek("GET /healthz HTTP/1.1\r\n"), DW_PEEK_API);
     assert_int_equal(peek("HEAD /readyz HTTP/1.1\r\n"), DW_PEEK_API);
     assert_int_equal(peek("OPTIONS /healthz HTTP/1.1\r\n"), DW_PEEK_API);
+    assert_int_equal(peek("GET /metrics HTTP/1.1\r\n"), DW_PEEK_API); /* a Prometheus scrape */
     /* decided by the path's first bytes: the rest of the line need not have come */
     assert_int_equal(peek("POST /api/"), DW_PEEK_API);
 }
@@ -43,6 +44,7 @@ static void test_everything_else(void **state)
     assert_int_equal(peek("GET / HTTP/1.1\r\n"), DW_PEEK_OTHER);
     assert_int_equal(peek("GET /app.js HTTP/1.1\r\n"), DW_PEEK_OTHER);
     assert_int_equal(peek("GET /apix HTTP/1.1\r\n"), DW_PEEK_OTHER);
+    assert_int_equal(peek("GET /mx HTTP/1.1\r\n"), DW_PEEK_OTHER);
     assert_int_equal(peek(" /api/x HTTP/1.1\r\n"), DW_PEEK_OTHER); /* no method */
     /* a TLS ClientHello: no space in the first DW_PEEK_HEAD bytes */
     assert_true(sizeof(hello) - 1 > DW_PEEK_HEAD);
@@ -57,14 +59,15 @@ static void test_everything_else(void **state)
 static void test_prefixes_wait_for_more(void **state)
 {
     static const char *const lines[] = {"POST /api/websocket/broadcast HTTP/1.1\r\n",
-                                        "GET /healthz HTTP/1.1\r\n", "HEAD /readyz HTTP/1.1\r\n"};
+                                        "GET /healthz HTTP/1.1\r\n", "HEAD /readyz HTTP/1.1\r\n",
+                                        "GET /metrics HTTP/1.1\r\n"};
 
     (void)state;
     assert_int_equal(dw_peek_request("", 0), DW_PEEK_MORE);
     for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
         const char *sp = strchr(lines[i], ' ');
         const char *path_end = strchr(sp + 1, ' ');
-        /* "/api/" decides at its slash; "/healthz", "/readyz" at their last letter */
+        /* "/api/" decides at its slash; "/healthz", "/readyz", "/metrics" at their last letter */
         size_t decided = (size_t)(sp + 1 - lines[i]) +
                          (strncmp(sp + 1, "/api/", 5) == 0 ? 5 : (size_t)(path_end - sp - 1));
 
