@@ -520,6 +520,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         dw__replay_drain(srv);
         if (atomic_exchange(&srv->catch_up_due, 0))
             dw__replay_catch_up_all(srv);
+        dw__operator_drain(srv);
         dw__conn_drain_ready(srv);
         if (atomic_exchange(&srv->reload_tls, 0))
             reload_tls(srv);
@@ -691,6 +692,7 @@ struct dw_server *dw_server_new(const struct dw_config *cfg, const struct dw_aut
     dw_readyq_init(&srv->done);
     dw_readyq_init(&srv->replays);
     dw_readyq_init(&srv->streams_done);
+    pthread_mutex_init(&srv->ops.lock, NULL);
     srv->ready_tail = &srv->ready_reqs;
     srv->wbuf = dw_xmalloc(LWS_PRE + DW_WRITE_BATCH);
     dw_readyq_batch_init(&srv->drain);
@@ -953,6 +955,7 @@ void dw_server_free(struct dw_server *srv)
     dw_hub_free(srv->hub);
     dw_ipcount_free(srv->ips);
     free(srv->wbuf);
+    pthread_mutex_destroy(&srv->ops.lock);
     free(srv);
 }
 
