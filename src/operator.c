@@ -19,10 +19,12 @@
  * would do it (the ban too, until the same realtime end), but not sent on again. The bus's
  * subscriber thread must not touch connections: it hands each action to the I/O thread through
  * a small ring under a mutex (struct dw_ops, DW_OPS_MAX; full: dropped and counted by the bus),
- * drained on the I/O thread's wake-up, in the order Redis gave. The answer counts this node's
- * connections only (the others do not answer) and says whether the action was forwarded; http.c
- * sends it once Redis took the action, so an operator who waits for each answer has its actions
- * done in its order on every node (docs/cluster.md).
+ * drained on the I/O thread's wake-up, in the order Redis gave, and waits (at most
+ * DW_OPS_WAIT_NS) until it is done before it delivers what comes after it on the channel: a
+ * message published after a subscribe's answer reaches the user there too. The answer counts this
+ * node's connections only (the others do not answer) and says whether the action was forwarded;
+ * http.c sends it once Redis took the action, so an operator who waits for each answer has its
+ * actions done in its order on every node (docs/cluster.md).
  */
 #define DW_LOG_MODULE "operator"
 #include "server_int.h"
@@ -35,6 +37,7 @@
 #include "dealwire/time.h"
 
 #include <errno.h>
+#include <time.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -435,19 +438,41 @@ bool dw_server_operator_heard(void *srv_arg, const struct dw_bus_op *op)
 {
     struct dw_server *srv = srv_arg;
     struct dw_ops *q = &srv->ops;
-    bool room;
+    int64_t deadline = dw_now_mono_ns() + DW_OPS_WAIT_NS;
+    struct timespec ts = {.tv_sec = (time_t)(deadline / DW_NSEC_PER_SEC),
+                          .tv_nsec = (long)(deadline % DW_NSEC_PER_SEC)};
+    uint64_t mine;
+    bool late;
 
     pthread_mutex_lock(&q->lock);
-    room = q->n < DW_OPS_MAX;
-    if (room)
-        q->list[(q->head + q->n++) % DW_OPS_MAX] = *op;
-    pthread_mutex_unlock(&q->lock);
-    if (room)
-        dw_wake(&srv->wake);
-    else
+    if (q->n == DW_OPS_MAX) {
+        pthread_mutex_unlock(&q->lock);
         dw_log(DW_LOG_WARN, "user %s: an operator action from another node dropped (%d waiting)",
                op->user_id, DW_OPS_MAX);
-    return room;
+        return false;
+    }
+    q->list[(q->head + q->n++) % DW_OPS_MAX] = *op;
+    mine = ++q->queued;
+    pthread_mutex_unlock(&q->lock);
+    /* Woken now, not at the end of the subscriber's wake batch (wake.h): it waits below. */
+    srv->wake.fn(srv->wake.arg);
+    /* The messages behind the action on the channel wait until it is done: a publish after a
+     * subscribe's answer reaches the user's connections here too, and one after an
+     * unsubscribe's does not. Bounded, so that a stopping (or stalled) I/O thread does not
+     * hold the bus. */
+    pthread_mutex_lock(&q->lock);
+    while (q->did < mine) {
+        if (pthread_cond_timedwait(&q->done, &q->lock, &ts) == ETIMEDOUT)
+            break;
+    }
+    late = q->did < mine;
+    pthread_mutex_unlock(&q->lock);
+    if (late)
+        dw_log(DW_LOG_WARN,
+               "user %s: an operator action from another node not done within 1 s: the "
+               "messages behind it go on meanwhile",
+               op->user_id);
+    return true;
 }
 
 /* Does op here as a request would, without the answer and without forwarding it. What
@@ -497,5 +522,9 @@ void dw__operator_drain(struct dw_server *srv)
         q->n--;
         pthread_mutex_unlock(&q->lock);
         apply(srv, &op);
+        pthread_mutex_lock(&q->lock);
+        q->did++;
+        pthread_cond_broadcast(&q->done); /* the subscriber goes on with what is behind it */
+        pthread_mutex_unlock(&q->lock);
     }
 }

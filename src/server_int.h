@@ -124,12 +124,16 @@ struct dw_bans {
 };
 
 /* Operator actions heard from the other nodes (bus.h, dw_bus_op), waiting for the I/O thread
- * (operator.c): a ring of at most DW_OPS_MAX under a mutex. The bus's subscriber pushes, the
- * I/O thread pops; past the bound an action is refused and the bus counts it as dropped. */
-#define DW_OPS_MAX 256
+ * (operator.c): a ring of at most DW_OPS_MAX under a mutex. The bus's subscriber pushes, then
+ * waits (at most DW_OPS_WAIT_NS) until the I/O thread, which pops, has done it; past the bound
+ * an action is refused and the bus counts it as dropped. */
+#define DW_OPS_MAX     256
+#define DW_OPS_WAIT_NS ((int64_t)1000000000)
 struct dw_ops {
     pthread_mutex_t lock;
-    unsigned head, n; /* under lock */
+    pthread_cond_t done;  /* on CLOCK_MONOTONIC: broadcast as each action is done */
+    unsigned head, n;     /* under lock */
+    uint64_t queued, did; /* under lock: actions queued, and done, since the start */
     struct dw_bus_op list[DW_OPS_MAX];
 };
 

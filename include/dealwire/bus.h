@@ -79,8 +79,9 @@ struct dw_bus_hooks {
      * return at once (set a flag, wake a thread). */
     void (*catch_up)(void *arg);
     /* Another node's operator action (op borrowed for the duration of the call), in the order
-     * Redis gave it. It must return at once, having copied op (to hand it to the thread that
-     * applies it); false when it had no room (counted as dropped). */
+     * Redis gave it. It copies op for the thread that does it, and may wait (briefly, bounded)
+     * until that is done: what comes after it on the channel is delivered after it returns.
+     * False when it had no room (counted as dropped). */
     bool (*op)(void *arg, const struct dw_bus_op *op);
     void *arg;
 };

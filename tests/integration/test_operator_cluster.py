@@ -10,6 +10,7 @@ document), never slept through.
 
 import asyncio
 import json
+import socket
 
 from conftest import (
     aget, apublish, barrier, close_all, close_code, connect_user, expect_close, handshake_status,
@@ -145,7 +146,72 @@ def test_subscribe_and_unsubscribe_on_one_node_act_on_every_node(dealwire, pg_db
         # The channel's publish (before the note, in Redis' order) did not come.
         assert (await recv_json(on_b, 10))["message"] == "after"
         assert await barrier(bob) == [], "bob was touched"
+        # Without awaiting the notices: a publish right after a subscribe's answer reaches the
+        # connection on b (b does the action before what comes behind it on the bus), and one
+        # right after an unsubscribe's does not.
+        for k in range(10):
+            await aop(a.port, "alice", "subscribe", {"channel": "deals"})
+            await apublish(a.port, deal("deals", 10 + k))
+            await aop(a.port, "alice", "unsubscribe", {"channel": "deals"})
+            await apublish(a.port, deal("deals", 100 + k))
+        for k in range(10):
+            got = [await recv_json(on_b, 10) for _ in range(3)]
+            assert [m.get("action") or m.get("n") for m in got] == \
+                ["subscribe", 10 + k, "unsubscribe"], got
+        assert await barrier(on_b) == []
         await close_all([on_b, bob])
+
+    run(main())
+
+
+def publish_raw(redis, lines):
+    """PUBLISHes each of lines on the bus's channel, all in one write (what another node's
+    publisher sends back to back), and reads Redis' answers."""
+    def command(*args):
+        out = [f"*{len(args)}\r\n".encode()]
+        for a in args:
+            b = a.encode()
+            out.append(f"${len(b)}\r\n".encode() + b + b"\r\n")
+        return b"".join(out)
+
+    with socket.create_connection(("127.0.0.1", redis.port), timeout=t(10)) as s:
+        s.sendall(b"".join(command("PUBLISH", "dealwire:bus", line) for line in lines))
+        got = b""
+        while got.count(b"\r\n") < len(lines):
+            chunk = s.recv(4096)
+            assert chunk, got
+            got += chunk
+    assert all(r.startswith(b":") for r in got.split(b"\r\n")[:-1]), got
+
+
+def test_what_follows_an_action_on_the_bus_waits_until_it_is_done(dealwire, pg_db,
+                                                                   redis_server):
+    # Another node's subscribe, then a publish to the channel, back to back on the bus (as
+    # another node sends them, an operator's subscribe answered then a publish): b's I/O thread
+    # does the subscribe before b's bus thread delivers the publish. Likewise an unsubscribe.
+    server, db, url = pg_db
+    (b,) = nodes(dealwire, url, redis_server, 1, "--max-connections-per-user", "100")
+    other = "10.0.0.9:8000/00000000000000aa"
+
+    def op_line(action):
+        return f"DW1 {other} o 0 0 0 alice\n" + json.dumps({"action": action, "channel": "deals"})
+
+    def deal_line(n):
+        return f"DW1 {other} c 1 0 0 deals\n" + json.dumps({"type": "deal_alert", "n": n})
+
+    async def main():
+        # Many connections, so that doing an action takes the I/O thread a while.
+        conns = [(await connect_user(b.port, "alice"))[0] for _ in range(100)]
+        rounds = 5
+        publish_raw(redis_server, [line for k in range(rounds) for line in (
+            op_line("subscribe"), deal_line(k), op_line("unsubscribe"), deal_line(100 + k))])
+        want = [x for k in range(rounds) for x in ("subscribe", k, "unsubscribe")]
+        for ws in conns:
+            got = [await recv_json(ws, 10) for _ in range(3 * rounds)]
+            assert [m.get("action") or m.get("n") for m in got] == want, got
+        assert await barrier(conns[0]) == [] and await barrier(conns[-1]) == []
+        assert bus_stats(b.port)["operator_actions"]["received"] == 2 * rounds
+        await close_all(conns)
 
     run(main())
 
