@@ -10,8 +10,11 @@
  *
  * Three more targets are the nodes' own, with type, flags and seq 0 and name "-": 's', a
  * node's figures (the text: {"connections":N,"users":N,"messages_sent":N,"started_at":NS});
- * 'r', "I dropped messages: catch up" (text {}); 'x', "I am stopping" (text {}). A node of an
- * older version ignores targets it does not know.
+ * 'r', "I dropped messages: catch up" (text {}); 'x', "I am stopping" (text {}). And 'o', an
+ * operator's action on the user named (dw_bus_send_op), with the text
+ * {"action":"disconnect","code":N,"reason":"...","ban_until":NS} (ban_until only when the
+ * action sets or lifts a ban: 0 lifts it) or {"action":"subscribe","channel":"..."}. A node of
+ * an older version ignores targets it does not know.
  *
  * Threads: the publisher owns its connection and the queue's consumer side; the subscriber owns
  * the other connection. The queue is a mutex and a condition variable (producers queue one
@@ -60,6 +63,7 @@
 #define TARGET_FIGURES 's'
 #define TARGET_DROPPED 'r'
 #define TARGET_LEAVING 'x'
+#define TARGET_OP      'o'
 /* Not sent: a dw_bus_fence, called once what was queued before it is published. */
 #define TARGET_FENCE 'f'
 
@@ -68,6 +72,7 @@ struct entry {
     struct dw_msg *msg; /* a reference; NULL for a fence */
     char target;        /* enum dw_bus_target, one of the nodes' own, or TARGET_FENCE */
     bool routed;        /* this node delivers it when it comes back (dw_bus_publish) */
+    bool sent;          /* Redis answered its PUBLISH (publish_batch) */
     char name[DW_USER_ID_MAX + 1];
     void (*fence)(void *arg);
     void *fence_arg;
@@ -94,6 +99,7 @@ struct dw_bus {
     bool stopping;              /* under lock */
     redisContext *pub, *sub;    /* each its thread's; sub's fd shut down under lock */
     _Atomic uint64_t published, received, dropped, reconnects, catch_ups_asked, drops_announced;
+    _Atomic uint64_t ops_sent, ops_received, ops_dropped;
     _Atomic int pub_up, sub_up;
     _Atomic int owe_notice;      /* messages were dropped since the others were last told */
     _Atomic int namesake_warned; /* another node has this one's name (logged once) */
@@ -341,6 +347,34 @@ void dw_bus_announce(struct dw_bus *bus, const struct dw_bus_figures *f)
     enqueue_notice(bus, TARGET_FIGURES, text);
 }
 
+bool dw_bus_send_op(struct dw_bus *bus, const struct dw_bus_op *op)
+{
+    struct json_object *obj;
+    struct dw_msg *m;
+    const char *text;
+    bool queued;
+
+    if (!atomic_load_explicit(&bus->pub_up, memory_order_relaxed) ||
+        !atomic_load_explicit(&bus->sub_up, memory_order_relaxed))
+        return false;
+    obj = json_object_new_object();
+    json_object_object_add(obj, "action", json_object_new_string(op->action));
+    if (op->channel[0]) {
+        json_object_object_add(obj, "channel", json_object_new_string(op->channel));
+    } else {
+        json_object_object_add(obj, "code", json_object_new_int(op->code));
+        json_object_object_add(obj, "reason", json_object_new_string(op->reason));
+        if (op->has_ban)
+            json_object_object_add(obj, "ban_until", json_object_new_int64(op->ban_until));
+    }
+    text = json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN);
+    m = dw_msg_new_text(DW_MSG_CONNECTION_ESTABLISHED, 0, text, strlen(text));
+    json_object_put(obj);
+    queued = enqueue(bus, TARGET_OP, op->user_id, m, false);
+    dw_msg_unref(m);
+    return queued;
+}
+
 static void free_entries(struct entry *e)
 {
     while (e) {
@@ -397,7 +431,10 @@ static int publish_batch(struct dw_bus *bus, struct entry *batch, char **buf, si
             r = -EIO;
             break;
         }
-        ok += reply->type == REDIS_REPLY_INTEGER && is_message(e->target);
+        e->sent = reply->type == REDIS_REPLY_INTEGER;
+        ok += e->sent && is_message(e->target);
+        if (e->sent && e->target == TARGET_OP)
+            atomic_fetch_add_explicit(&bus->ops_sent, 1, memory_order_relaxed);
         freeReplyObject(reply);
     }
     atomic_fetch_add_explicit(&bus->published, ok, memory_order_relaxed);
@@ -453,6 +490,21 @@ static void lost_here(struct dw_bus *bus, struct entry *batch, bool tried)
     dw_wake_batch_end();
     if (routed && tried)
         ask_catch_up(bus);
+}
+
+/* A batch did not get through: its operator actions that Redis did not take are lost (the
+ * answers said they were forwarded). */
+static void ops_lost(struct dw_bus *bus, const struct entry *batch)
+{
+    uint64_t n = 0;
+
+    for (const struct entry *e = batch; e; e = e->next)
+        n += e->target == TARGET_OP && !e->sent;
+    if (n) {
+        atomic_fetch_add_explicit(&bus->ops_dropped, n, memory_order_relaxed);
+        dw_log(DW_LOG_WARN, "%" PRIu64 " operator actions not sent to the other nodes (Redis lost)",
+               n);
+    }
 }
 
 static void *pub_main(void *arg)
@@ -514,6 +566,7 @@ static void *pub_main(void *arg)
             if (messages)
                 count_dropped(bus, messages);
             lost_here(bus, batch, tried);
+            ops_lost(bus, batch);
             if (!logged)
                 dw_log_event(DW_LOG_WARN, "redis.down",
                              (DW_LOG_STR("direction", "publishing"), DW_LOG_STR("host", bus->host),
@@ -634,6 +687,58 @@ static void heard_from(struct dw_bus *bus, const char *id, char target, const ch
     json_object_put(obj);
 }
 
+/* Copies obj's string member key into buf (size bytes, NUL included). False when it is not a
+ * string, holds a NUL, or does not fit. */
+static bool copy_string(struct json_object *obj, const char *key, char *buf, size_t size)
+{
+    struct json_object *v;
+    size_t n;
+
+    if (!json_object_object_get_ex(obj, key, &v) || !json_object_is_type(v, json_type_string))
+        return false;
+    n = (size_t)json_object_get_string_len(v);
+    if (n >= size || strlen(json_object_get_string(v)) != n)
+        return false;
+    memcpy(buf, json_object_get_string(v), n + 1);
+    return true;
+}
+
+/* Another node's operator action on user_id (text: the 'o' notice), for the hook. What does
+ * not parse is ignored; what the action's values mean is checked where it is applied. */
+static void heard_op(struct dw_bus *bus, const char *user_id, const char *text, size_t len)
+{
+    struct json_tokener *tok = json_tokener_new();
+    struct json_object *obj = json_tokener_parse_ex(tok, text, (int)len), *v;
+    struct dw_bus_op op = {.code = 0};
+    bool ok;
+
+    json_tokener_free(tok);
+    ok = json_object_is_type(obj, json_type_object) &&
+         copy_string(obj, "action", op.action, sizeof(op.action)) &&
+         snprintf(op.user_id, sizeof(op.user_id), "%s", user_id) < (int)sizeof(op.user_id);
+    if (ok && json_object_object_get_ex(obj, "channel", &v)) {
+        ok = copy_string(obj, "channel", op.channel, sizeof(op.channel));
+    } else if (ok) {
+        ok = json_object_object_get_ex(obj, "code", &v) && json_object_is_type(v, json_type_int) &&
+             copy_string(obj, "reason", op.reason, sizeof(op.reason));
+        op.code = ok ? json_object_get_int(v) : 0;
+        op.has_ban = json_object_object_get_ex(obj, "ban_until", &v);
+        if (op.has_ban && json_object_is_type(v, json_type_int))
+            op.ban_until = json_object_get_int64(v);
+        else if (op.has_ban)
+            ok = false;
+    }
+    json_object_put(obj);
+    if (!ok) {
+        dw_log(DW_LOG_WARN, "an operator action for %s that does not parse: ignored", user_id);
+        return;
+    }
+    if (bus->hooks.op && bus->hooks.op(bus->hooks.arg, &op))
+        atomic_fetch_add_explicit(&bus->ops_received, 1, memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(&bus->ops_dropped, 1, memory_order_relaxed);
+}
+
 size_t dw_bus_peers(struct dw_bus *bus, struct dw_bus_peer *out, size_t max)
 {
     size_t n = 0;
@@ -693,6 +798,9 @@ static void deliver(struct dw_bus *bus, const char *text, size_t len)
     case TARGET_FIGURES:
     case TARGET_LEAVING:
         heard_from(bus, f[1], f[2][0], nl + 1, len - (size_t)(nl + 1 - text));
+        return;
+    case TARGET_OP:
+        heard_op(bus, name, nl + 1, len - (size_t)(nl + 1 - text));
         return;
     default:
         break;
@@ -873,6 +981,9 @@ void dw_bus_counts(const struct dw_bus *bus, struct dw_bus_counts *out)
     out->reconnects = atomic_load_explicit(&bus->reconnects, memory_order_relaxed);
     out->catch_ups_asked = atomic_load_explicit(&bus->catch_ups_asked, memory_order_relaxed);
     out->drops_announced = atomic_load_explicit(&bus->drops_announced, memory_order_relaxed);
+    out->ops_sent = atomic_load_explicit(&bus->ops_sent, memory_order_relaxed);
+    out->ops_received = atomic_load_explicit(&bus->ops_received, memory_order_relaxed);
+    out->ops_dropped = atomic_load_explicit(&bus->ops_dropped, memory_order_relaxed);
     out->connected = atomic_load_explicit(&bus->pub_up, memory_order_relaxed) &&
                      atomic_load_explicit(&bus->sub_up, memory_order_relaxed);
 }

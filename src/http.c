@@ -80,6 +80,7 @@ enum req_state {
     REQ_READING, /* collecting the body */
     REQ_READY,   /* body complete: goes to a worker after this pass (dw__http_submit_ready) */
     REQ_WORKING, /* on a worker */
+    REQ_FENCED,  /* an operator's answer set, sent once Redis has the action (answer_operator) */
     REQ_HEADERS, /* answer ready: headers next */
     REQ_BODY,    /* headers sent: body next */
 };
@@ -566,17 +567,29 @@ static int get_inbox(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
     return 0;
 }
 
-/* Does the operator POST of req (its body read, or none) on the I/O thread, and answers. */
+/* Does the operator POST of req (its body read, or none) on the I/O thread, and answers: at
+ * once, or, when the action was sent to the other nodes, once it is in Redis (as a publish's
+ * answer: dw_bus_fence), so that an operator who waits for each answer has its actions done
+ * in its order on every node, whichever node each one went to. */
 static int answer_operator(struct dw_server *srv, struct lws *wsi, struct dw_pss *pss,
                            struct dw_http_req *req)
 {
     size_t len;
     char *text;
-    unsigned status =
-        dw__operator_run(srv, req->action, req->user_id, req->body, req->body_len, &text, &len);
+    bool forwarded;
+    unsigned status = dw__operator_run(srv, req->action, req->user_id, req->body, req->body_len,
+                                       &text, &len, &forwarded);
 
     free_body(req);
-    return respond(pss, wsi, status, text, len);
+    if (!forwarded)
+        return respond(pss, wsi, status, text, len);
+    set_answer(req, status, text, len);
+    req->state = REQ_FENCED;
+    dw__sock_disarm(srv, wsi);   /* the bus has it: no deadline until Redis answers */
+    lws_rx_flow_control(wsi, 0); /* a request pipelined behind it waits for the answer */
+    atomic_fetch_add_explicit(&req->refs, 1, memory_order_relaxed); /* the done queue's */
+    dw_bus_fence(srv->bus, push_done, req);
+    return 0;
 }
 
 /* POST /api/websocket/users/<id>/<action> (operator.c), whose body of n bytes (0: none)

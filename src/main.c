@@ -157,7 +157,8 @@ int main(int argc, char **argv)
     if (!srv)
         goto out_rcu;
     if (cfg.redis) {
-        struct dw_bus_hooks hooks = {.catch_up = dw_server_catch_up, .arg = srv};
+        struct dw_bus_hooks hooks = {
+            .catch_up = dw_server_catch_up, .op = dw_server_operator_heard, .arg = srv};
         char why[384];
         struct dw_bus *bus = dw_bus_start(cfg.redis, dw_server_hub(srv), dw_server_node(srv),
                                           &hooks, why, sizeof(why));

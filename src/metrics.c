@@ -573,6 +573,13 @@ static void bus(struct dw_server *srv, struct dw_metrics_buf *b)
         {"dealwire_bus_received_total", "Messages from other nodes delivered here.", c.received},
         {"dealwire_bus_dropped_total", "Messages not shared: Redis away, or the bus's queue full.",
          c.dropped},
+        {"dealwire_bus_operator_actions_sent_total",
+         "Operator actions on a user this node shared with the others.", c.ops_sent},
+        {"dealwire_bus_operator_actions_received_total",
+         "Operator actions on a user from other nodes, done here.", c.ops_received},
+        {"dealwire_bus_operator_actions_dropped_total",
+         "Operator actions not shared (Redis away) or not done (the I/O thread's queue full).",
+         c.ops_dropped},
     };
 
     counters(b, rows, sizeof(rows) / sizeof(rows[0]));

@@ -32,6 +32,7 @@
 #include "dealwire/time.h"
 
 #include <errno.h>
+#include <time.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -534,6 +535,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         dw__replay_drain(srv);
         if (atomic_exchange(&srv->catch_up_due, 0))
             dw__replay_catch_up_all(srv);
+        dw__operator_drain(srv);
         dw__conn_drain_ready(srv);
         if (atomic_exchange(&srv->reload_tls, 0))
             reload_tls(srv);
@@ -693,6 +695,7 @@ struct dw_server *dw_server_new(const struct dw_config *cfg, const struct dw_aut
 {
     struct dw_server *srv = dw_xcalloc(1, sizeof(*srv));
     struct lws_context_creation_info info;
+    pthread_condattr_t cattr;
 
     DW_ASSERT_THREAD(DW_THREAD_IO);
     srv->cfg = cfg;
@@ -705,6 +708,11 @@ struct dw_server *dw_server_new(const struct dw_config *cfg, const struct dw_aut
     dw_readyq_init(&srv->done);
     dw_readyq_init(&srv->replays);
     dw_readyq_init(&srv->streams_done);
+    pthread_mutex_init(&srv->ops.lock, NULL);
+    pthread_condattr_init(&cattr);
+    pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
+    pthread_cond_init(&srv->ops.done, &cattr);
+    pthread_condattr_destroy(&cattr);
     srv->ready_tail = &srv->ready_reqs;
     srv->wbuf = dw_xmalloc(LWS_PRE + DW_WRITE_BATCH);
     dw_readyq_batch_init(&srv->drain);
@@ -976,6 +984,8 @@ void dw_server_free(struct dw_server *srv)
     dw_hub_free(srv->hub);
     dw_ipcount_free(srv->ips);
     free(srv->wbuf);
+    pthread_mutex_destroy(&srv->ops.lock);
+    pthread_cond_destroy(&srv->ops.done);
     free(srv);
 }
 

@@ -6,6 +6,7 @@
 #ifndef DEALWIRE_SERVER_INT_H
 #define DEALWIRE_SERVER_INT_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -15,6 +16,7 @@
 #include <libwebsockets.h>
 
 #include "dealwire/auth.h"
+#include "dealwire/bus.h"
 #include "dealwire/config.h"
 #include "dealwire/ipcount.h"
 #include "dealwire/msg.h"
@@ -160,6 +162,20 @@ struct dw_io_metrics {
     uint64_t duration_sum_ns;
 };
 
+/* Operator actions heard from the other nodes (bus.h, dw_bus_op), waiting for the I/O thread
+ * (operator.c): a ring of at most DW_OPS_MAX under a mutex. The bus's subscriber pushes, then
+ * waits (at most DW_OPS_WAIT_NS) until the I/O thread, which pops, has done it; past the bound
+ * an action is refused and the bus counts it as dropped. */
+#define DW_OPS_MAX     256
+#define DW_OPS_WAIT_NS ((int64_t)1000000000)
+struct dw_ops {
+    pthread_mutex_t lock;
+    pthread_cond_t done;  /* on CLOCK_MONOTONIC: broadcast as each action is done */
+    unsigned head, n;     /* under lock */
+    uint64_t queued, did; /* under lock: actions queued, and done, since the start */
+    struct dw_bus_op list[DW_OPS_MAX];
+};
+
 struct dw_server {
     const struct dw_config *cfg;
     struct lws_context *ctx;
@@ -220,6 +236,7 @@ struct dw_server {
     struct lws *listen_held;     /* the listening socket, not read until the next pass */
     struct dw_refusals refusals; /* what the limits refused, for the stats */
     struct dw_bans bans;         /* io: users the operator API banned (operator.c) */
+    struct dw_ops ops;           /* the other nodes' operator actions (any → io) */
     /* /ws/publish (stream.c): the open sockets, those with frames for the workers after this
      * pass of the loop, the runs answered (any → io), and the counts for the stats. */
     struct dw_stream *stream_list;
@@ -486,11 +503,17 @@ enum dw_operator_action {
 enum dw_operator_action dw__operator_action(const char *name);
 
 /* thread: io. Does action for user_id with body (len bytes, NULL or len 0: none), borrowed for
- * the duration of the call. Returns the HTTP status; *text (a new string of *len bytes) is
- * the JSON answer. */
+ * the duration of the call, and, with the nodes' bus, sends it to the other nodes. Returns the
+ * HTTP status; *text (a new string of *len bytes) is the JSON answer; *forwarded: whether the
+ * action was queued for the other nodes (the caller answers once Redis took it: dw_bus_fence). */
 unsigned dw__operator_run(struct dw_server *srv, enum dw_operator_action action,
                           const char *user_id, const char *body, size_t len, char **text,
-                          size_t *text_len);
+                          size_t *text_len, bool *forwarded);
+
+/* thread: io. Applies the actions the other nodes sent (dw_server_operator_heard, server.h:
+ * queued in srv->ops), in their order,
+ * as a request here would, without forwarding them again. */
+void dw__operator_drain(struct dw_server *srv);
 
 /* thread: io. Until when (realtime ns) user_id is banned, or 0 when it is not. An expired ban
  * is dropped here. */

@@ -176,6 +176,7 @@ static struct json_object *bus_doc(struct dw_server *srv)
 {
     struct json_object *obj = json_object_new_object();
     struct json_object *cu = json_object_new_object();
+    struct json_object *ops = json_object_new_object();
     struct dw_bus_counts c;
 
     dw_bus_counts(srv->bus, &c);
@@ -192,6 +193,10 @@ static struct json_object *bus_doc(struct dw_server *srv)
     json_object_object_add(cu, "messages", u64(srv->io.caught_up_msgs));
     json_object_object_add(cu, "failed", u64(srv->io.catch_ups_failed));
     json_object_object_add(obj, "catch_up", cu);
+    json_object_object_add(ops, "sent", u64(c.ops_sent));
+    json_object_object_add(ops, "received", u64(c.ops_received));
+    json_object_object_add(ops, "dropped", u64(c.ops_dropped));
+    json_object_object_add(obj, "operator_actions", ops);
     return obj;
 }
 

@@ -28,6 +28,10 @@
  * The cluster's figures: every node announces its own (dw_bus_announce, every few seconds) on
  * the same channel; each node keeps what the others last said and when (dw_bus_peers). A node
  * that stops says so, and the others forget it at once.
+ *
+ * The operator's actions on a user (disconnect with a ban, subscribe, unsubscribe: operator.c)
+ * go on the same channel too (dw_bus_send_op), in Redis' order like the messages; each other
+ * node hands them to its owner's hook, which applies them. They are not answered.
  */
 #ifndef DEALWIRE_BUS_H
 #define DEALWIRE_BUS_H
@@ -35,6 +39,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "dealwire/proto.h"
 
 struct dw_bus;
 struct dw_hub;
@@ -56,11 +62,27 @@ enum dw_bus_target {
  * -EINVAL with why (size bytes) filled. */
 int dw_bus_check_url(const char *url, char *why, size_t size);
 
+/* An operator's action on a user, as it goes to the other nodes (operator.c). */
+struct dw_bus_op {
+    char action[16]; /* "disconnect", "subscribe" or "unsubscribe" */
+    char user_id[DW_USER_ID_MAX + 1];
+    int code;          /* disconnect: the close code */
+    char reason[124];  /* disconnect: the close reason (at most 123 bytes of UTF-8) */
+    bool has_ban;      /* disconnect: ban_until says what to do with the user's ban */
+    int64_t ban_until; /* realtime ns the ban ends at; 0: lift it */
+    char channel[DW_CHANNEL_MAX + 1]; /* subscribe, unsubscribe */
+};
+
 /* What the bus calls its owner for, from the subscriber's thread (rcu: registered). */
 struct dw_bus_hooks {
     /* This node may have missed messages from the others: catch up the connections. It must
      * return at once (set a flag, wake a thread). */
     void (*catch_up)(void *arg);
+    /* Another node's operator action (op borrowed for the duration of the call), in the order
+     * Redis gave it. It copies op for the thread that does it, and may wait (briefly, bounded)
+     * until that is done: what comes after it on the channel is delivered after it returns.
+     * False when it had no room (counted as dropped). */
+    bool (*op)(void *arg, const struct dw_bus_op *op);
     void *arg;
 };
 
@@ -88,6 +110,13 @@ bool dw_bus_publish(struct dw_bus *bus, enum dw_bus_target target, const char *n
  * through it, so a publisher that waits for an answer before its next publish, to whichever
  * node, has its messages in its order on every node's subscription. */
 void dw_bus_fence(struct dw_bus *bus, void (*fn)(void *arg), void *arg);
+
+/* thread: any. Queues op (copied) for the other nodes, behind what is queued now. Never blocks
+ * on Redis. Returns true when it was queued with both connections up, false (nothing queued)
+ * when Redis is away or the bus stopping: the caller says so, rather than the action reaching
+ * the others at some later time. A queued action that is then not published (the connection
+ * failed) is counted as dropped. */
+bool dw_bus_send_op(struct dw_bus *bus, const struct dw_bus_op *op);
 
 /* A node's figures, as it announces them. */
 struct dw_bus_figures {
@@ -128,6 +157,9 @@ struct dw_bus_counts {
     uint64_t reconnects;      /* connections to Redis made again after a loss */
     uint64_t catch_ups_asked; /* times the bus asked this node to catch up */
     uint64_t drops_announced; /* times this node told the others it dropped messages */
+    uint64_t ops_sent;        /* operator actions this node published */
+    uint64_t ops_received;    /* operator actions from other nodes handed to the hook */
+    uint64_t ops_dropped;     /* queued but not published, or heard but the hook had no room */
     int connected;            /* both connections up now */
 };
 

@@ -11,8 +11,11 @@
 #ifndef DEALWIRE_SERVER_H
 #define DEALWIRE_SERVER_H
 
+#include <stdbool.h>
+
 struct dw_auth;
 struct dw_bus;
+struct dw_bus_op;
 struct dw_config;
 struct dw_server;
 struct dw_hub;
@@ -62,6 +65,11 @@ void dw_server_set_bus(struct dw_server *srv, struct dw_bus *bus);
 /* thread: any (the bus's hook, bus.h; srv_arg: the server). Asks the I/O thread to catch
  * every connection up from the durable inbox: this node may have missed messages. */
 void dw_server_catch_up(void *srv_arg);
+
+/* thread: any (the bus's hook, bus.h; srv_arg: the server). Hands another node's operator
+ * action (op, copied) to the I/O thread, which does it as a request here would (operator.c,
+ * where it is defined). False when DW_OPS_MAX wait already: it is dropped. */
+bool dw_server_operator_heard(void *srv_arg, const struct dw_bus_op *op);
 
 /* thread: any. The durable inbox (NULL without a database). Borrowed for the server's
  * lifetime. */

@@ -101,6 +101,7 @@ def test_disconnect_closes_every_connection_of_the_user_with_code_and_reason(dae
         assert answer["user_id"] == "alice" and answer["connections"] == 2, answer
         assert answer["code"] == 4005 and answer["reason"] == reason, answer
         assert answer["banned_until"] is None and answer["node"], answer
+        assert answer["forwarded"] is False and answer["nodes"] == 0, answer  # no --redis
         for ws in (a1, a2):
             exc, _ = await expect_close(ws)
             assert close_code(exc) == 4005 and exc.rcvd.reason == reason, exc

@@ -225,9 +225,11 @@ static void assert_service_keys(struct json_object *doc)
     tj_assert_keys(tj_get(doc, "publish_sockets"), "open", "opened", "frames", "answered",
                    "refused", NULL);
     tj_assert_keys(tj_get(doc, "bus"), "enabled", "connected", "published", "received", "dropped",
-                   "reconnects", "drops_announced", "catch_up", NULL);
+                   "reconnects", "drops_announced", "catch_up", "operator_actions", NULL);
     tj_assert_keys(tj_get(tj_get(doc, "bus"), "catch_up"), "asked", "rounds", "connections",
                    "messages", "failed", NULL);
+    tj_assert_keys(tj_get(tj_get(doc, "bus"), "operator_actions"), "sent", "received", "dropped",
+                   NULL);
     assert_cluster_alone(doc);
     tj_assert_keys(tj_get(doc, "inbox"), "enabled", "written", "failed", "writes", "acks",
                    "acks_failed", "replays", "replayed", "replays_failed", "not_recovered",
