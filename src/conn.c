@@ -1060,6 +1060,8 @@ static void enforce_bound(struct dw_server *srv, struct dw_conn *conn)
         return;
     conn->io.messages_dropped += t.dropped;
     srv->io.dropped += t.dropped;
+    for (int i = 0; i < DW_MSG__COUNT; i++)
+        srv->metrics.dropped_by_type[i] += t.by_type[i];
     /* A strike is an overflow at least STRIKE_SPACING after the previous one with no write in
      * between (a write resets the count): overflows come once per drain, and a busy daemon
      * drains far more often than a healthy client's socket needs to be written. */
@@ -1118,6 +1120,15 @@ static bool has_pending(struct dw_conn *conn)
 /* Sends as many whole queued frames as fit in one RAW write, at most limit taken from the
  * queue (written or skipped, *skipped counting the latter). Returns frames sent, or -1 when
  * the connection failed. */
+/* For /metrics: the frames of a write that failed were not sent; they failed. */
+static void count_failed(struct dw_server *srv, const unsigned long types[DW_MSG__COUNT])
+{
+    for (int i = 0; i < DW_MSG__COUNT; i++) {
+        srv->metrics.sent_by_type[i] -= types[i];
+        srv->metrics.failed_by_type[i] += types[i];
+    }
+}
+
 static int write_frames(struct dw_server *srv, struct dw_conn *conn, struct lws *wsi,
                         unsigned long limit, unsigned long *skipped)
 {
@@ -1126,6 +1137,7 @@ static int write_frames(struct dw_server *srv, struct dw_conn *conn, struct lws 
     size_t n = 0;
     int count = 0;
     int64_t now;
+    unsigned long types[DW_MSG__COUNT] = {0}; /* of the batch, should its write fail */
 
     *skipped = 0;
     if (limit == 0 || (m = next_msg(conn, skipped)) == NULL)
@@ -1138,24 +1150,31 @@ static int write_frames(struct dw_server *srv, struct dw_conn *conn, struct lws 
             lws_write(wsi, (unsigned char *)dw_msg_frame(m), dw_msg_frame_len(m), LWS_WRITE_RAW);
 
         dw__metrics_written(srv, m, now, conn->io.replay != NULL);
+        types[m->type]++;
         if (m->seq)
             dw__replay_note_sent(conn, m->seq);
         consume(conn);
-        return r < 0 ? -1 : 1;
+        if (r >= 0)
+            return 1;
+        count_failed(srv, types);
+        return -1;
     }
     while (m && n + dw_msg_frame_len(m) <= DW_WRITE_BATCH &&
            (unsigned long)count + *skipped < limit) {
         memcpy(buf + n, dw_msg_frame(m), dw_msg_frame_len(m));
         n += dw_msg_frame_len(m);
         dw__metrics_written(srv, m, now, conn->io.replay != NULL);
+        types[m->type]++;
         if (m->seq)
             dw__replay_note_sent(conn, m->seq);
         consume(conn);
         count++;
         m = next_msg(conn, skipped);
     }
-    if (count && lws_write(wsi, buf, n, LWS_WRITE_RAW) < 0)
+    if (count && lws_write(wsi, buf, n, LWS_WRITE_RAW) < 0) {
+        count_failed(srv, types);
         return -1;
+    }
     return count;
 }
 
@@ -1325,10 +1344,14 @@ int dw__conn_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
 
     if (io->state == DW_CONN_DROPPING) {
         /* Closing for cause: what is queued is dropped, the close frame goes now. */
-        unsigned long n = dw_outbox_collect(&conn->outbox, 0);
+        struct dw_outbox_trim t;
 
-        io->messages_dropped += n;
-        srv->io.dropped += n;
+        dw_outbox_splice(&conn->outbox);
+        t = dw_outbox_trim(&conn->outbox, 0, SIZE_MAX);
+        io->messages_dropped += t.dropped;
+        srv->io.dropped += t.dropped;
+        for (int i = 0; i < DW_MSG__COUNT; i++)
+            srv->metrics.dropped_by_type[i] += t.by_type[i];
         return close_with(io, io->close_code, io->close_reason);
     }
 
@@ -1367,7 +1390,7 @@ void dw__conn_closed(struct dw_server *srv, struct dw_pss *pss)
     assert(allowed); /* lws closes a connection once */
     (void)allowed;
     /* What is still queued will not be delivered on this connection. */
-    lost = dw_outbox_queued(&conn->outbox);
+    lost = dw_outbox_tally(&conn->outbox, srv->metrics.failed_by_type);
     conn->io.messages_failed += lost;
     srv->io.failed += lost;
     conn_event(DW_LOG_DEBUG, conn, "conn.closed",

@@ -343,6 +343,16 @@ static void labelled(struct dw_metrics_buf *b, const char *name, const char *lab
     dw_metrics_write_sample(b, name, labels, (double)v);
 }
 
+/* A counter family by message type: one sample per type from first to last (enum
+ * dw_msg_type), v indexed by type. */
+static void by_type(struct dw_metrics_buf *b, const char *name, const char *help, const uint64_t *v,
+                    int first, int last)
+{
+    dw_metrics_write_family(b, name, "counter", help);
+    for (int t = first; t <= last; t++)
+        labelled(b, name, "type", dw_msg_type_name(t), v[t]);
+}
+
 static void work_histogram(struct dw_metrics_buf *b, const char *name, const char *const *labels,
                            const struct dw_metrics_work_hist *h)
 {
@@ -404,24 +414,22 @@ static void messages(struct dw_server *srv, struct dw_metrics_buf *b)
     struct dw_conn *conn;
 
     dw_hub_get_published(srv->hub, &pub);
-    dw_metrics_write_family(b, "dealwire_messages_published_total", "counter",
-                            "Messages published (API, /ws/publish, monitors, planner, other "
-                            "nodes), by type, once each whatever their recipients.");
-    for (int t = DW_MSG_DEAL_ALERT; t <= DW_MSG_NOTIFICATION; t++)
-        labelled(b, "dealwire_messages_published_total", "type", dw_msg_type_name(t),
-                 pub.by_type[t]);
+    by_type(b, "dealwire_messages_published_total",
+            "Messages published (API, /ws/publish, monitors, planner, other nodes), by type, once "
+            "each whatever their recipients.",
+            pub.by_type, DW_MSG_DEAL_ALERT, DW_MSG_NOTIFICATION);
     counter(b, "dealwire_messages_broadcast_total", "Messages published to every connection.",
             pub.broadcasts);
-    dw_metrics_write_family(b, "dealwire_messages_sent_total", "counter",
-                            "Frames written to client sockets, by message type.");
-    for (int t = 0; t < DW_MSG__COUNT; t++)
-        labelled(b, "dealwire_messages_sent_total", "type", dw_msg_type_name(t),
-                 mx->sent_by_type[t]);
-    counter(b, "dealwire_messages_dropped_total",
-            "Messages dropped by full outboxes (slow consumers).", srv->io.dropped);
-    counter(b, "dealwire_messages_failed_total",
-            "Messages not delivered: failed writes, or still queued when the connection closed.",
-            srv->io.failed);
+    by_type(b, "dealwire_messages_sent_total", "Frames written to client sockets, by message type.",
+            mx->sent_by_type, 0, DW_MSG__COUNT - 1);
+    by_type(b, "dealwire_messages_dropped_total",
+            "Messages dropped by full outboxes (slow consumers, or a connection closed for "
+            "cause), by message type.",
+            mx->dropped_by_type, 0, DW_MSG__COUNT - 1);
+    by_type(b, "dealwire_messages_failed_total",
+            "Messages not delivered: in a write that failed, or still queued when the connection "
+            "closed, by message type.",
+            mx->failed_by_type, 0, DW_MSG__COUNT - 1);
 
     dw_metrics_write_family(b, "dealwire_delivery_latency_seconds", "histogram",
                             "From a published message's creation (once the publish was accepted; "

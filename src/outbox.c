@@ -152,7 +152,8 @@ void dw_outbox_splice(struct dw_outbox *ob)
 /* Rebuilds the pending queue without the messages drop(msg, arg) picks, oldest first, and
  * returns how many it dropped. */
 static unsigned long filter_pending(struct dw_outbox *ob,
-                                    bool (*drop)(const struct dw_msg *m, void *arg), void *arg)
+                                    bool (*drop)(const struct dw_msg *m, void *arg), void *arg,
+                                    unsigned long *by_type)
 {
     struct __cds_wfcq_head keep_head;
     struct cds_wfcq_tail keep_tail;
@@ -162,6 +163,8 @@ static unsigned long filter_pending(struct dw_outbox *ob,
     __cds_wfcq_init(&keep_head, &keep_tail);
     while ((n = take_pending(ob)) != NULL) {
         if (drop(n->msg, arg)) {
+            if (by_type)
+                by_type[n->msg->type]++;
             discard(n);
             dropped++;
             continue;
@@ -206,7 +209,7 @@ struct dw_outbox_trim dw_outbox_trim(struct dw_outbox *ob, unsigned long max_msg
     /* Over a bound: drop the oldest non-critical messages. The counts include what was pushed
      * since the splice; those messages are not looked at, and only make the bound tighter
      * until the next trim. */
-    r.dropped = filter_pending(ob, drop_while_over, &o);
+    r.dropped = filter_pending(ob, drop_while_over, &o, r.by_type);
     r.over = o.queued > max_msgs || o.bytes > max_bytes;
     return r;
 }
@@ -225,13 +228,28 @@ static bool drop_durable(const struct dw_msg *m, void *arg)
 
 unsigned long dw_outbox_drop_durable(struct dw_outbox *ob, int64_t *high)
 {
-    return filter_pending(ob, drop_durable, high);
+    return filter_pending(ob, drop_durable, high, NULL);
 }
 
 unsigned long dw_outbox_collect(struct dw_outbox *ob, unsigned long cap)
 {
     dw_outbox_splice(ob);
     return dw_outbox_trim(ob, cap, SIZE_MAX).dropped;
+}
+
+unsigned long dw_outbox_tally(struct dw_outbox *ob, unsigned long by_type[DW_MSG__COUNT])
+{
+    struct cds_wfcq_node *qn;
+    unsigned long n = 0;
+
+    dw_outbox_splice(ob);
+    __cds_wfcq_for_each_blocking(&ob->_phead, &ob->_ptail, qn)
+    {
+        DW_TSAN_ACQUIRE(qn);
+        by_type[caa_container_of(qn, struct dw_outbox_node, _q)->msg->type]++;
+        n++;
+    }
+    return n;
 }
 
 struct dw_msg *dw_outbox_peek(struct dw_outbox *ob)

@@ -154,7 +154,9 @@ enum dw_close_cause {
  * thread writes them and the scrape runs on it. Each array has one entry past its bounds, the
  * +Inf bucket. */
 struct dw_io_metrics {
-    uint64_t sent_by_type[DW_MSG__COUNT]; /* frames written, by enum dw_msg_type */
+    uint64_t sent_by_type[DW_MSG__COUNT];    /* frames written, by enum dw_msg_type */
+    uint64_t dropped_by_type[DW_MSG__COUNT]; /* dropped by full outboxes */
+    uint64_t failed_by_type[DW_MSG__COUNT];  /* in a failed write, or queued at the close */
     uint64_t closes[DW_CLOSE__CAUSES];
     uint64_t latency[DW_LATENCY_BUCKETS + 1]; /* message built to written, published types */
     uint64_t latency_sum_ns;

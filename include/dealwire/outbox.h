@@ -29,6 +29,8 @@
 
 #include <urcu/wfcqueue.h>
 
+#include "dealwire/msg.h"
+
 struct dw_msg;
 
 /* A block of queue nodes for one fan-out (see dw_outbox_block_new): recipients take nodes
@@ -101,6 +103,7 @@ void dw_outbox_splice(struct dw_outbox *ob);
 struct dw_outbox_trim {
     unsigned long dropped; /* non-critical messages dropped */
     bool over;             /* still over a bound: the critical messages alone pass it */
+    unsigned long by_type[DW_MSG__COUNT]; /* dropped, by enum dw_msg_type (for /metrics) */
 };
 
 /* thread: consumer. Drops the oldest non-critical pending messages while more than max_msgs
@@ -119,6 +122,11 @@ unsigned long dw_outbox_drop_durable(struct dw_outbox *ob, int64_t *high);
 /* thread: consumer. dw_outbox_splice, then dw_outbox_trim to cap messages (no byte bound).
  * Returns the number dropped. */
 unsigned long dw_outbox_collect(struct dw_outbox *ob, unsigned long cap);
+
+/* thread: consumer. dw_outbox_splice, then counts the pending messages into by_type (adds to
+ * it, by enum dw_msg_type) and returns how many there are: what a closed connection will not
+ * deliver. A walk: for the close, not the write path. */
+unsigned long dw_outbox_tally(struct dw_outbox *ob, unsigned long by_type[DW_MSG__COUNT]);
 
 /* thread: consumer. The oldest pending message, borrowed (valid until popped or dropped), or
  * NULL. */

@@ -13,6 +13,7 @@ from conftest import (
     OP_CLOSE, OP_TEXT, RawWS, ServerClosed, aget, apublish, connect_user, http_get, publish, run,
     t, wait_until,
 )
+from test_metrics import parse, scrape, value
 
 
 def notification(user, n, pad="", critical=False):
@@ -102,6 +103,13 @@ def test_bytes_bound_drops_behind_a_full_socket(dealwire):
         status, stats = http_get(d.port, "/api/websocket/stats")
         assert stats["message_stats"]["total_dropped"] == doc["messages_dropped"]
         assert stats["message_stats"]["slow_consumer_closes"] == 0
+        # /metrics has them by type: notifications, all of them
+        samples = parse(scrape(d.port))
+        assert value(samples, "dealwire_messages_dropped_total", type="notification") == \
+            stats["message_stats"]["total_dropped"]
+        assert sum(v for (name, labels), v in samples.items()
+                   if name == "dealwire_messages_dropped_total") == \
+            stats["message_stats"]["total_dropped"]
     finally:
         slow.close()
 
@@ -143,6 +151,12 @@ def test_critical_messages_past_the_bound_close_the_connection(dealwire):
         status, stats = http_get(d.port, "/api/websocket/stats")
         # Every message that was queued and not delivered is counted as failed.
         assert stats["message_stats"]["total_failed"] >= sent - len(ns), (sent, len(ns), stats)
+        # /metrics: by type, each message once (a message of a failed write is not sent)
+        samples = parse(scrape(d.port))
+        failed = value(samples, "dealwire_messages_failed_total", type="notification")
+        sent_here = value(samples, "dealwire_messages_sent_total", type="notification")
+        assert failed >= sent - len(ns), (failed, sent, len(ns))
+        assert failed + sent_here == sent, (failed, sent_here, sent)
 
         # The other client was not affected.
         assert publish(d.port, notification("other", 1))["recipients"] == 1

@@ -341,11 +341,20 @@ static void test_trim_bytes_and_over(void **state)
     assert_int_equal(refs_of(msgs[0]), 1);
     assert_int_equal(refs_of(msgs[1]), 1);
 
+    assert_int_equal(r.by_type[DW_MSG_NOTIFICATION], 2); /* what was dropped, by type */
+    assert_int_equal(r.by_type[DW_MSG_DEAL_ALERT], 0);
+
     /* Both bounds: the tighter one decides (5 messages; 4 frames of bytes). C2 stays. */
     r = dw_outbox_trim(&ob, 5, 4 * len);
     assert_int_equal(r.dropped, 2); /* N3 N4 */
     assert_false(r.over);
     assert_int_equal(dw_outbox_pending_bytes(&ob), 4 * len);
+
+    /* What is left, counted by type without taking it (a connection's close). */
+    unsigned long by_type[DW_MSG__COUNT] = {[DW_MSG_NOTIFICATION] = 10};
+    assert_int_equal(dw_outbox_tally(&ob, by_type), 4);
+    assert_int_equal(by_type[DW_MSG_NOTIFICATION], 14); /* added to what it held */
+    assert_int_equal(dw_outbox_queued(&ob), 4);
 
     /* pop and drop give their bytes back. */
     pop_expect(&ob, msgs[2]);
