@@ -212,8 +212,10 @@ struct dw_server {
                                               * not yet written (dw__conn_drain_ready) */
     unsigned drain_slice;                    /* io: connections per slice (conn.c next_slice) */
     int64_t drain_yield_ns;                  /* io: when the drain last yielded mid-way, or 0 */
-    uint64_t drain_churn;                    /* io: srv->churn at that moment */
-    uint64_t churn;                          /* io: sockets accepted and sockets gone, ever */
+    int64_t drain_clock;  /* io: during a drain, a monotonic time at most DW_DRAIN_CLOCK_EVERY
+                           * connections old (the delivery-latency histogram's); else 0 */
+    uint64_t drain_churn; /* io: srv->churn at that moment */
+    uint64_t churn;       /* io: sockets accepted and sockets gone, ever */
     /* Requests whose body is complete, for the workers after this pass of the loop (http.c,
      * dw__http_body_done), and the libuv loop's hook for that. */
     struct dw_http_req *ready_reqs;
