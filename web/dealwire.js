@@ -25,7 +25,10 @@
  *   refresh the server refuses (another user, other channel grants) changes nothing, and
  *   the close at expiry then comes as without one;
  * - on close 4001 (token expired) reconnects at once when `token` is a function (it is asked
- *   for a fresh one each time), and stops when it is a fixed string.
+ *   for a fresh one each time), and stops when it is a fixed string;
+ * - on close 4003 (disconnected by the operator, who may also have banned the user) stops:
+ *   state "closed" with the code and the operator's reason; the application decides what
+ *   comes next (connect() again). Other codes the operator may use (4000-4999) are retried.
  *
  * Heartbeat: the daemon sends protocol PINGs to a silent client and browsers answer them
  * without help, so nothing is needed to stay connected. A browser cannot see those pings,
@@ -103,6 +106,7 @@ export const CLOSE_REASONS = Object.freeze({
     1011: "server error",
     4000: "no answer from the server",
     4001: "token expired",
+    4003: "disconnected by the operator",
 });
 
 /** A readable description of a close: "1001 server going away". */
@@ -380,7 +384,7 @@ export class DealwireClient {
         this._stopPings();
         this._resetConnection();
         if (this._stopped) return;
-        if (ev.code === 4001 && typeof this.token !== "function") {
+        if (ev.code === 4003 || (ev.code === 4001 && typeof this.token !== "function")) {
             this._stopped = true;
             this._setState("closed", { code: ev.code, reason: describeClose(ev.code, ev.reason) });
             return;

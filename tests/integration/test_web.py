@@ -43,7 +43,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import REPO, free_port, http_get, http_request, publish, t, wait_until
+from conftest import REPO, free_port, http_get, http_post, http_request, publish, t, wait_until
 from conftest_pg import pg_db, postgres  # noqa: F401 (pytest fixtures)
 from test_security import API_TOKEN, SECRET, claims, make_jwt
 
@@ -483,6 +483,54 @@ def test_client_refreshes_its_token_before_it_expires(dealwire, page):
     assert out["sent"] is True, out
     assert http_get(d.port, "/api/websocket/stats")[1]["active_connections"] == 1
     assert console_errors(page) == []
+
+
+OPERATED_CLIENT = """
+const [port, phase] = arguments;
+const done = arguments[arguments.length - 1];
+(async () => {
+    const { DealwireClient } = await import("/dealwire.js");
+    const until = async (ok) => { while (!ok()) await new Promise((r) => setTimeout(r, 20)); };
+    if (phase === "start") {
+        const c = new DealwireClient({ url: `ws://127.0.0.1:${port}/ws/events`, storage: null,
+                                       userId: "web-erin", backoff: { baseMs: 50, maxMs: 200 } });
+        window.erin = { c, states: [] };
+        c.on("state", (s) => window.erin.states.push([s.state, s.code, s.reason]));
+        c.connect();
+        await until(() => c.state === "connected");
+    } else {
+        /* after the operator's close: until the client stopped, or connected again */
+        await until(() => window.erin.states.length > 2);
+    }
+    done({ states: window.erin.states, state: window.erin.c.state });
+})().catch((e) => done({ error: String(e && e.stack || e) }));
+"""
+
+
+@pytest.mark.parametrize("code,stops", [(None, True), (4100, False)], ids=["4003", "4100"])
+def test_client_stops_when_the_operator_disconnects_it(dealwire, page, code, stops):
+    d = dealwire()
+    open_page(page, d.port, "?user_id=bad%20id")  # the page's own client stays idle
+    page.set_script_timeout(30)
+    out = page.execute_async_script(OPERATED_CLIENT, d.port, "start")
+    assert "error" not in out and out["state"] == "connected", out
+    body = {"code": code, "reason": "account closed"} if code else {"reason": "account closed"}
+    status, answer = http_post(d.port, "/api/websocket/users/web-erin/disconnect", body)
+    assert status == 200 and answer["connections"] == 1, (status, answer)
+    out = page.execute_async_script(OPERATED_CLIENT, d.port, "after")
+    assert "error" not in out, out
+    if stops:
+        # 4003: closed for good, the operator's reason shown; the daemon sees no new attempt
+        assert out["states"][2] == ["closed", 4003,
+                                    "4003 disconnected by the operator: account closed"], out
+        assert out["state"] == "closed", out
+        assert http_get(d.port, "/api/websocket/stats")[1]["connections_opened"] == 1
+    else:
+        # another code: reconnected, as after any close
+        assert out["states"][2][:2] == ["reconnecting", 4100], out
+        wait_until(lambda: http_get(d.port, "/api/websocket/stats")[1]["active_connections"] == 1,
+                   t(10), "the client back")
+    assert not [m for m in console_errors(page) if "WebSocket connection to" not in m]
 
 
 def test_page_is_refused_when_its_origin_is_not_allowed(dealwire, page):
