@@ -39,7 +39,7 @@ fi
 
 # Largest input per target: a client message is at most --max-message-size (default 4096);
 # a publish body may be much larger, but 64 KiB already holds a batch of a thousand items.
-declare -A max_len=([proto]=4096 [publish]=65536)
+declare -A max_len=([proto]=4096 [publish]=65536 [proxy]=1024)
 
 if [ "${DW_FUZZ_NO_BUILD:-0}" != 1 ]; then
     cmake --preset fuzz
