@@ -61,7 +61,10 @@ static void log_security(struct dw_server *srv);
  * traffic to keep moving (a drain wrote messages within TRAFFIC_WINDOW_NS): with none, a
  * deferred event would cost two epoll_ctl and a later pass for nothing, and a storm of
  * connections to an idle daemon is admitted at full speed. */
-#define PASS_BUDGET_NS    (DW_NSEC_PER_SEC / 500)
+#define PASS_BUDGET_NS (DW_NSEC_PER_SEC / 500)
+/* A PROXY header that came in part (split over TCP segments) is looked at again this much
+ * later (proxy_event). */
+#define PROXY_RETRY_US    (2 * LWS_US_PER_MS)
 #define RESUME_PER_PASS   128
 #define TRAFFIC_WINDOW_NS DW_NSEC_PER_SEC
 #endif
@@ -323,18 +326,27 @@ static enum dw_sock_role peek_role(const struct dw_sock *s)
     }
 }
 
+/* A socket whose PROXY header came in part: polled again (its watcher was stopped). */
+static void proxy_retry(lws_sorted_usec_list_t *sul)
+{
+    struct dw_sock *s = lws_container_of(sul, struct dw_sock, proxy_retry);
+
+    lws_dw_uv_resume(s->wsi);
+}
+
 /* The first event of a socket from a trusted proxy whose PROXY header had not come whole at
  * accept: the header is read before lws reads anything. Returns what defer_event does: 0,
  * lws serves the event; 1, not now (the rest of a header is awaited: the socket is polled
- * again after the pass, until it comes or --handshake-timeout closes it; or the socket is
- * being closed: a malformed header, or its client's address is full). */
+ * again PROXY_RETRY_US later, until it comes or --handshake-timeout closes it; or the socket
+ * is being closed: a malformed header, or its client's address is full). */
 static int proxy_event(struct dw_server *srv, struct dw_sock *s)
 {
     int r = take_proxy(lws_get_socket_fd(s->wsi), s);
 
     if (r == -EAGAIN) {
-        if (lws_dll2_is_detached(&s->deferred))
-            lws_dll2_add_tail(&s->deferred, &srv->deferred);
+        /* Not at once: the bytes that came are still there, so the socket is ready again as
+         * soon as it is polled, and the loop would spin until the rest comes. */
+        lws_sul_schedule(srv->ctx, 0, &s->proxy_retry, proxy_retry, PROXY_RETRY_US);
         return 1;
     }
     s->proxy_pending = false;
@@ -461,6 +473,7 @@ static void untrack_socket(struct dw_server *srv, struct lws *wsi)
     lws_set_opaque_user_data(wsi, NULL);
     deadline_unlink(s);
     lws_dll2_remove(&s->deferred); /* nothing if it is on no list */
+    lws_sul_cancel(&s->proxy_retry);
     uncount_address(srv, s);
     srv->sockets--;
     srv->churn++;

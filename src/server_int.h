@@ -73,6 +73,7 @@ struct dw_sock {
     int64_t deadline;            /* monotonic ns; 0: none */
     struct dw_sock *prev, *next; /* srv->deadlines, while it has a deadline */
     lws_dll2_t deferred;         /* on srv->deferred while its events wait (server.c) */
+    lws_sorted_usec_list_t proxy_retry; /* polls it again for the rest of a PROXY header */
 };
 
 /* What the I/O thread did with connections and frames (stats "message_stats" and

@@ -233,3 +233,26 @@ def test_a_proxy_header_before_tls_passed_through(tls_dealwire, certs, split):
         status, doc = https(d.port, "GET", "/api/websocket/connections", unverified())
         assert status == 200
         assert [c["address"] for c in doc["connections"]] == ["198.51.100.99"]
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_a_header_that_stops_half_way_costs_no_cpu_while_it_waits(dealwire):
+    """The part that came stays in the socket, which is then always ready: the daemon looks
+    again every few milliseconds, it does not spin on it."""
+    d = dealwire("--trusted-proxies", "127.0.0.1", "--handshake-timeout", "5")
+    sock = socket.create_connection(("127.0.0.1", d.port), timeout=t(10))
+    try:
+        sock.sendall(v2("192.0.2.1")[:20])
+        wait_until(lambda: http_get(d.port, "/readyz")[0] == 200, t(5), "the daemon serving")
+        before = cpu_seconds(d.pid)
+        time.sleep(1.0)  # the span observed, not a wait for an event
+        used = cpu_seconds(d.pid) - before
+        assert used < 0.3, f"{used:.2f} s of CPU in 1 s with half a PROXY header waiting"
+        assert http_get(d.port, "/readyz")[0] == 200
+    finally:
+        sock.close()
