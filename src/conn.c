@@ -116,8 +116,6 @@ void dw__conn_unref(struct dw_conn *conn)
  * Admission, the welcome and client commands
  */
 
-static const char *peer_text(struct lws *wsi, char *buf);
-
 /* dw_log_event for one connection: each line starts "connection <id> (user <user id>): ",
  * and its fields start with conn, user and address. */
 static void conn_vlog(enum dw_log_level level, const struct dw_conn *conn, const char *event,
@@ -133,7 +131,7 @@ static void conn_vlog(enum dw_log_level level, const struct dw_conn *conn, const
     size_t k = 2;
 
     if (conn->io.wsi) { /* NULL once closed: the line of the open had the address */
-        peer_text(conn->io.wsi, peer);
+        dw__sock_address(conn->io.wsi, peer);
         k = 3;
     }
     for (size_t i = 0; i < n && k < sizeof(all) / sizeof(all[0]); i++)
@@ -341,14 +339,6 @@ static int authenticate(struct dw_server *srv, struct lws *wsi, struct dw_jwt_cl
                           reason);
 }
 
-/* The client's address as text in buf (DW_IP_TEXT_MAX bytes), for log lines; returns buf
- * (server.c: behind a trusted proxy, the one the proxy named). */
-static const char *peer_text(struct lws *wsi, char *buf)
-{
-    dw__sock_address(wsi, buf);
-    return buf;
-}
-
 /* Does user_id hold --max-connections-per-user connections already? Past it a new one is
  * refused, not the oldest closed (docs/security.md says why). */
 static bool user_is_full(struct dw_server *srv, const char *user_id)
@@ -371,7 +361,7 @@ static int refuse_full_user(struct dw_server *srv, struct lws *wsi, const char *
     srv->refusals.per_user++;
     dw_log_event(DW_LOG_DEBUG, "upgrade.refused",
                  (DW_LOG_STR("reason", "user connection limit"), DW_LOG_STR("user", user_id),
-                  DW_LOG_STR("address", peer_text(wsi, (char[DW_IP_TEXT_MAX]){""})),
+                  DW_LOG_STR("address", dw__sock_address(wsi, (char[DW_IP_TEXT_MAX]){""})),
                   DW_LOG_INT("status", DW_HTTP_TOO_MANY_REQUESTS)),
                  "upgrade for user %s refused: it holds %d connections", user_id,
                  srv->cfg->max_connections_per_user);
@@ -460,7 +450,7 @@ int dw__conn_confirm_upgrade(struct dw_server *srv, struct lws *wsi)
             return r;
         }
         srv->refusals.auth++;
-        peer_text(wsi, peer);
+        dw__sock_address(wsi, peer);
         dw_log_event(DW_LOG_INFO, "upgrade.refused",
                      (DW_LOG_STR("reason", reason), DW_LOG_STR("address", peer),
                       DW_LOG_INT("status", HTTP_STATUS_UNAUTHORIZED)),
@@ -492,7 +482,7 @@ int dw__conn_confirm_upgrade(struct dw_server *srv, struct lws *wsi)
     }
     dw_log_event(DW_LOG_DEBUG, "upgrade.refused",
                  (DW_LOG_STR("reason", why),
-                  DW_LOG_STR("address", peer_text(wsi, (char[DW_IP_TEXT_MAX]){""})),
+                  DW_LOG_STR("address", dw__sock_address(wsi, (char[DW_IP_TEXT_MAX]){""})),
                   DW_LOG_INT("status", status)),
                  "upgrade refused (%d): %s", status, why);
     return dw__refuse_upgrade(wsi, status, why);
@@ -1027,14 +1017,6 @@ int dw__conn_server_subscribe(struct dw_server *srv, struct dw_conn *conn, const
     if (r == 0)
         reply(conn, dw_proto_server_subscription_notice(channel, subscribe));
     return r;
-}
-
-void dw__conn_address(const struct dw_conn *conn, char *buf)
-{
-    if (conn->io.wsi)
-        dw__sock_address(conn->io.wsi, buf);
-    else
-        snprintf(buf, DW_IP_TEXT_MAX, "?");
 }
 
 /* After a turn whose writes the socket refused in part: trims what is left to the bound, oldest

@@ -291,9 +291,9 @@ int dw__sock_forwarded(struct dw_server *srv, struct lws *wsi)
     return 0;
 }
 
-void dw__sock_address(struct lws *wsi, char *buf)
+const char *dw__sock_address(struct lws *wsi, char *buf)
 {
-    struct dw_sock *s = lws_get_opaque_user_data(wsi);
+    struct dw_sock *s = wsi ? lws_get_opaque_user_data(wsi) : NULL;
 
     if (s && !s->via_proxy && !s->counted)
         s = NULL; /* not an IP socket (its address was never read) */
@@ -301,6 +301,7 @@ void dw__sock_address(struct lws *wsi, char *buf)
         dw_ip_format(&s->ip, buf);
     else
         snprintf(buf, DW_IP_TEXT_MAX, "?");
+    return buf;
 }
 
 #if defined(LWS_DW_UV_DEFER)

@@ -296,9 +296,11 @@ void dw__sock_role(struct lws *wsi, enum dw_sock_role role);
  * 429 and closes). */
 int dw__sock_forwarded(struct dw_server *srv, struct lws *wsi);
 
-/* thread: io. The client's address of wsi as text (DW_IP_TEXT_MAX bytes): behind a trusted
- * proxy, the one it named; "?" when there is none (not an IP socket). */
-void dw__sock_address(struct lws *wsi, char *buf);
+/* thread: io. The client's address of wsi as text into buf (DW_IP_TEXT_MAX bytes), returned:
+ * behind a trusted proxy, the one it named; "?" when there is none (not an IP socket, or wsi
+ * NULL: a connection whose socket is gone). The one place logs, the stats and the operator API
+ * read a client's address from. */
+const char *dw__sock_address(struct lws *wsi, char *buf);
 
 /* ---- conn.c --------------------------------------------------------------------------- */
 
@@ -487,10 +489,6 @@ bool dw__conn_kick(struct dw_conn *conn, unsigned short code, const char *reason
  * what dw__hub_subscribe or dw__hub_unsubscribe returned. */
 int dw__conn_server_subscribe(struct dw_server *srv, struct dw_conn *conn, const char *channel,
                               bool subscribe);
-
-/* The client address of conn as text into buf (DW_IP_TEXT_MAX bytes); "?" once its socket is
- * gone. The one place the operator API and the stats read it from. */
-void dw__conn_address(const struct dw_conn *conn, char *buf);
 
 /* ---- operator.c: POST /api/websocket/users/<id>/<action>, and bans --------------------- */
 

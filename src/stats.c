@@ -359,7 +359,7 @@ static struct json_object *address(const struct dw_conn *conn)
 {
     char text[DW_IP_TEXT_MAX];
 
-    dw__conn_address(conn, text);
+    dw__sock_address(conn->io.wsi, text);
     return json_object_new_string(text);
 }
 
