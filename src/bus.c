@@ -507,6 +507,18 @@ static void ops_lost(struct dw_bus *bus, const struct entry *batch)
     }
 }
 
+/* The one line each of the bus's threads logs when its connection to Redis goes (direction:
+ * "publishing" or "receiving"), saying what stops until it is back. */
+static void redis_down(const struct dw_bus *bus, const char *direction, const char *lead,
+                       const char *why, const char *until_back)
+{
+    dw_log_event(DW_LOG_WARN, "redis.down",
+                 (DW_LOG_STR("direction", direction), DW_LOG_STR("host", bus->host),
+                  DW_LOG_INT("port", bus->port), DW_LOG_STR("error", why)),
+                 "%s %s:%d (%s): %s until it is back (retrying with backoff)", lead, bus->host,
+                 bus->port, why, until_back);
+}
+
 static void *pub_main(void *arg)
 {
     struct dw_bus *bus = arg;
@@ -568,12 +580,8 @@ static void *pub_main(void *arg)
             lost_here(bus, batch, tried);
             ops_lost(bus, batch);
             if (!logged)
-                dw_log_event(DW_LOG_WARN, "redis.down",
-                             (DW_LOG_STR("direction", "publishing"), DW_LOG_STR("host", bus->host),
-                              DW_LOG_INT("port", bus->port), DW_LOG_STR("error", why)),
-                             "Redis unreachable at %s:%d (%s): live messages are not shared with "
-                             "the other nodes until it is back (retrying with backoff)",
-                             bus->host, bus->port, why);
+                redis_down(bus, "publishing", "Redis unreachable at", why,
+                           "live messages are not shared with the other nodes");
             logged = true;
         }
         run_fences(batch);
@@ -885,12 +893,8 @@ static void *sub_main(void *arg)
             if (stop)
                 break;
             if (!logged)
-                dw_log_event(DW_LOG_WARN, "redis.down",
-                             (DW_LOG_STR("direction", "receiving"), DW_LOG_STR("host", bus->host),
-                              DW_LOG_INT("port", bus->port), DW_LOG_STR("error", why)),
-                             "lost Redis at %s:%d (%s): messages from the other nodes do not "
-                             "arrive until it is back (retrying with backoff)",
-                             bus->host, bus->port, why);
+                redis_down(bus, "receiving", "lost Redis at", why,
+                           "messages from the other nodes do not arrive");
             logged = true;
             continue;
         }
