@@ -1019,6 +1019,15 @@ int dw__conn_server_subscribe(struct dw_server *srv, struct dw_conn *conn, const
     return r;
 }
 
+/* Counts what a trim of conn's outbox dropped: the connection's and the service's, by type. */
+static void count_dropped(struct dw_server *srv, struct dw_conn *conn,
+                          const struct dw_outbox_trim *t)
+{
+    conn->io.messages_dropped += t->dropped;
+    for (int i = 0; i < DW_MSG__COUNT; i++)
+        srv->metrics.dropped_by_type[i] += t->by_type[i];
+}
+
 /* After a turn whose writes the socket refused in part: trims what is left to the bound, oldest
  * non-critical first, and applies the 3-strike rule; closes a connection whose critical
  * messages alone pass the bound. */
@@ -1044,10 +1053,7 @@ static void enforce_bound(struct dw_server *srv, struct dw_conn *conn)
     }
     if (!t.dropped)
         return;
-    conn->io.messages_dropped += t.dropped;
-    srv->io.dropped += t.dropped;
-    for (int i = 0; i < DW_MSG__COUNT; i++)
-        srv->metrics.dropped_by_type[i] += t.by_type[i];
+    count_dropped(srv, conn, &t);
     /* A strike is an overflow at least STRIKE_SPACING after the previous one with no write in
      * between (a write resets the count): overflows come once per drain, and a busy daemon
      * drains far more often than a healthy client's socket needs to be written. */
@@ -1103,10 +1109,7 @@ static bool has_pending(struct dw_conn *conn)
     return !dw_outbox_is_empty(&conn->outbox);
 }
 
-/* Sends as many whole queued frames as fit in one RAW write, at most limit taken from the
- * queue (written or skipped, *skipped counting the latter). Returns frames sent, or -1 when
- * the connection failed. */
-/* For /metrics: the frames of a write that failed were not sent; they failed. */
+/* For /metrics: the frames of a write that failed were counted as sent; they failed. */
 static void count_failed(struct dw_server *srv, const unsigned long types[DW_MSG__COUNT])
 {
     for (int i = 0; i < DW_MSG__COUNT; i++) {
@@ -1115,6 +1118,9 @@ static void count_failed(struct dw_server *srv, const unsigned long types[DW_MSG
     }
 }
 
+/* Sends as many whole queued frames as fit in one RAW write, at most limit taken from the
+ * queue (written or skipped, *skipped counting the latter). Returns frames sent, or -1 when
+ * the connection failed. */
 static int write_frames(struct dw_server *srv, struct dw_conn *conn, struct lws *wsi,
                         unsigned long limit, unsigned long *skipped)
 {
@@ -1194,7 +1200,6 @@ static int write_queued(struct dw_server *srv, struct dw_conn *conn, struct lws 
         if (sent == 0)
             break;
         io->messages_sent += (uint64_t)sent;
-        srv->io.sent += (uint64_t)sent;
         io->strikes = 0;
         if (lws_partial_buffered(wsi)) {
             ret = 1;
@@ -1341,10 +1346,7 @@ int dw__conn_writeable(struct dw_server *srv, struct lws *wsi, struct dw_pss *ps
 
         dw_outbox_splice(&conn->outbox);
         t = dw_outbox_trim(&conn->outbox, 0, SIZE_MAX);
-        io->messages_dropped += t.dropped;
-        srv->io.dropped += t.dropped;
-        for (int i = 0; i < DW_MSG__COUNT; i++)
-            srv->metrics.dropped_by_type[i] += t.by_type[i];
+        count_dropped(srv, conn, &t);
         return close_with(io, io->close_code, io->close_reason);
     }
 

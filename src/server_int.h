@@ -79,9 +79,7 @@ struct dw_sock {
 /* What the I/O thread did with connections and frames (stats "message_stats" and
  * "connections_opened"/"_closed"); the producers' counts are the hub's. */
 struct dw_io_counters {
-    uint64_t sent;        /* frames written to sockets */
     uint64_t failed;      /* sends that failed (socket errors, closes with queued data) */
-    uint64_t dropped;     /* messages dropped by full outboxes */
     uint64_t slow_closes; /* connections closed as slow consumers */
     uint64_t opened;      /* WebSocket connections established */
     uint64_t closed;      /* and closed */
@@ -548,6 +546,17 @@ char *dw__metrics_render(struct dw_server *srv, size_t *len);
  * cause and its lifetime. */
 struct dw_conn;
 void dw__metrics_conn_closed(struct dw_server *srv, struct dw_conn *conn);
+
+/* The total of a count by message type (srv->metrics' sent_by_type, dropped_by_type): the
+ * stats' total_sent and total_dropped. */
+static inline uint64_t dw__metrics_total(const uint64_t by_type[DW_MSG__COUNT])
+{
+    uint64_t n = 0;
+
+    for (int i = 0; i < DW_MSG__COUNT; i++)
+        n += by_type[i];
+    return n;
+}
 
 /* m was written to a socket at now (monotonic ns; replay: m was read back from the inbox):
  * counted by type and, when it is a published message (accepted_at set) not replayed, its

@@ -204,7 +204,7 @@ void dw__stats_figures(struct dw_server *srv, struct dw_bus_figures *out)
 {
     out->connections = dw_hub_connection_count(srv->hub);
     out->users = dw_hub_user_count(srv->hub);
-    out->messages_sent = srv->io.sent;
+    out->messages_sent = dw__metrics_total(srv->metrics.sent_by_type);
     out->started_at = srv->started_at;
 }
 
@@ -313,9 +313,10 @@ struct json_object *dw__stats_service(struct dw_server *srv)
     json_object_object_add(obj, "total_users", u64(dw_hub_user_count(srv->hub)));
     json_object_object_add(obj, "total_rooms", u64(dw_hub_channel_count(srv->hub)));
 
-    json_object_object_add(ms, "total_sent", u64(srv->io.sent));
+    json_object_object_add(ms, "total_sent", u64(dw__metrics_total(srv->metrics.sent_by_type)));
     json_object_object_add(ms, "total_failed", u64(srv->io.failed));
-    json_object_object_add(ms, "total_dropped", u64(srv->io.dropped));
+    json_object_object_add(ms, "total_dropped",
+                           u64(dw__metrics_total(srv->metrics.dropped_by_type)));
     json_object_object_add(ms, "slow_consumer_closes", u64(srv->io.slow_closes));
     json_object_object_add(ms, "total_broadcast", u64(pub.broadcasts));
     json_object_object_add(ms, "deal_alerts", u64(pub.by_type[DW_MSG_DEAL_ALERT]));
