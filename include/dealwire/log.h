@@ -91,8 +91,9 @@ void dw__log_event(enum dw_log_level level, const char *module, const char *even
  *                (DW_LOG_STR("reason", "token expired"), DW_LOG_INT("conn", id)),
  *                "connection %llu: token expired, closing", id);
  *
- * The level is tested before the fields or the arguments are evaluated. The element before
- * the fields is a placeholder that lets the list be empty. */
+ * The level is tested before the fields or the arguments are evaluated. DW_LOG_FIELDS puts an
+ * unused first element in front of the fields (C has no empty initializer list), so that the
+ * list may be empty: "()". */
 #define dw_log_event(level, event, fields, ...)                                                    \
     do {                                                                                           \
         if ((int)(level) <= atomic_load_explicit(&dw__log_level, memory_order_relaxed))            \
